@@ -1,0 +1,178 @@
+"""Datasets as preloaded tensors, and a batch iterator that slices them.
+
+No per-sample Python work: each dataset is loaded once into float32 tensors in [0, 1], an epoch
+is one ``randperm`` gather, and a batch is a slice. Shuffling draws from a ``torch.Generator``
+seeded by ``data_seed``, so the data order is reproducible and independent of the weights' seed.
+The train/val/test split is fixed by ``split_seed`` and never moves with ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+
+from initsweep.errors import ConfigError, require
+
+Split = tuple[Tensor, Tensor]
+
+
+class TensorBatches:
+    """Mini-batches ``(x, y)`` sliced from tensors; reshuffled at every ``iter()`` when asked."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.generator = shuffle, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        x, y = self.x, self.y
+        if self.shuffle:
+            order = torch.randperm(len(y), generator=self.generator)
+            x, y = x[order], y[order]
+        for start in range(0, len(y), self.batch_size):
+            yield x[start:start + self.batch_size], y[start:start + self.batch_size]
+
+
+def stratified_split(x: Tensor, y: Tensor, holdout: float | int, split_seed: int,
+                     field: str) -> tuple[Split, Split]:
+    """Split off ``holdout`` (a fraction < 1 or a count) stratified by label, fixed by seed."""
+    n = len(y)
+    require((0 < holdout < 1) or (isinstance(holdout, int) and 1 <= holdout < n), field, holdout,
+            f"must be a fraction in (0, 1) or a count in 1..{n - 1}")
+    keep, held = train_test_split(np.arange(n), test_size=holdout, random_state=split_seed,
+                                  stratify=y.numpy())
+    keep, held = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+    return (x[keep], y[keep]), (x[held], y[held])
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Base for the datasets: subclasses implement ``load() -> (train, val, test)``."""
+
+    name = "tensors"
+
+    def __init__(self, batch_size: int = 64, eval_batch_size: int = 1024, split_seed: int = 0,
+                 data_seed: int = 0) -> None:
+        super().__init__()
+        require(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size,
+                "must be an integer >= 1")
+        require(isinstance(eval_batch_size, int) and eval_batch_size >= 1,
+                "data.eval_batch_size", eval_batch_size, "must be an integer >= 1")
+        require(isinstance(data_seed, int) and data_seed >= 0, "data_seed", data_seed,
+                "must be an integer >= 0")
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.split_seed, self.data_seed = split_seed, data_seed
+        self.train: Split | None = None
+        self.val: Split | None = None
+        self.test: Split | None = None
+        # One generator for the whole fit: each epoch's permutation continues its stream.
+        self.shuffle_generator = torch.Generator().manual_seed(data_seed)
+
+    def load(self) -> tuple[Split, Split, Split]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is None:
+            self.train, self.val, self.test = self.load()
+
+    @property
+    def in_features(self) -> int:
+        self.setup()
+        return self.train[0].shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return int(self.train[1].max()) + 1
+
+    def probe_batch(self, size: int, seed: int) -> Tensor:
+        """A reproducible batch of training inputs drawn by ``seed`` (LSUV, diagnostics)."""
+        self.setup()
+        x = self.train[0]
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size]
+        return x[idx]
+
+    def train_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.train, self.batch_size, True, self.shuffle_generator)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.val, self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.test, self.eval_batch_size)
+
+
+class DigitsDataModule(TensorDataModule):
+    """scikit-learn's bundled 8x8 digits (1797 images, 64 features): no download, ever."""
+
+    name = "digits"
+
+    def __init__(self, val_fraction: float = 0.2, test_fraction: float = 0.2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    def load(self) -> tuple[Split, Split, Split]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = torch.tensor(digits.data, dtype=torch.float32) / 16.0  # pixel values are 0..16
+        y = torch.tensor(digits.target, dtype=torch.long)
+        rest, test = stratified_split(x, y, self.test_fraction, self.split_seed,
+                                      "data.test_fraction")
+        val_of_rest = self.val_fraction / (1.0 - self.test_fraction)
+        train, val = stratified_split(*rest, val_of_rest, self.split_seed, "data.val_fraction")
+        return train, val, test
+
+
+class TorchvisionDataModule(TensorDataModule):
+    """MNIST-format datasets through torchvision; the official test set, a fixed val split."""
+
+    dataset_class = "MNIST"
+
+    def __init__(self, root: str = "data", download: bool = False, val_size: float | int = 5000,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.download, self.val_size = str(root), bool(download), val_size
+
+    def _read(self, train: bool) -> Split:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, self.dataset_class)
+        raw = Path(self.root).expanduser() / self.dataset_class / "raw"
+        try:
+            ds = cls(root=str(Path(self.root).expanduser()), train=train, download=self.download)
+        except RuntimeError as err:
+            if self.download:
+                raise ConfigError(f"data.download=true: could not download {self.dataset_class} "
+                                  f"into {raw} ({err}); copy the idx files there instead") from None
+            raise ConfigError(f"data.root={self.root!r}: no {self.dataset_class} files in {raw}; "
+                              "put the idx files there or set data.download=true") from None
+        except OSError as err:  # no network: URLError and friends are OSErrors
+            raise ConfigError(f"data.download=true: could not download {self.dataset_class} "
+                              f"into {raw} ({err}); copy the idx files there instead") from None
+        x = ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255.0)
+        return x, ds.targets.to(torch.long)
+
+    def load(self) -> tuple[Split, Split, Split]:
+        train_all = self._read(train=True)
+        train, val = stratified_split(*train_all, self.val_size, self.split_seed, "data.val_size")
+        return train, val, self._read(train=False)
+
+
+class MNISTDataModule(TorchvisionDataModule):
+    name = "mnist"
+    dataset_class = "MNIST"
+
+
+class FashionMNISTDataModule(TorchvisionDataModule):
+    name = "fashion_mnist"
+    dataset_class = "FashionMNIST"

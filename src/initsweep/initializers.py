@@ -1,0 +1,432 @@
+"""The initializer library: a registry of named, vectorized weight-initialization schemes.
+
+Adding a scheme is one function here plus one yaml file in ``conf/init/``:
+
+    @register("my_scheme")
+    def my_scheme_(weight, generator, *, alpha=1.0):
+        '''Formula and paper.'''
+        weight.normal_(0.0, alpha, generator=generator)
+
+The function fills ``weight`` in place (torch.nn.init style: the name ends in ``_``), draws every
+random number from ``generator`` and never loops over elements. Its keyword parameters are what
+the yaml file may set; a parameter named ``activation`` receives the model's activation (for gains).
+
+``initialize_`` applies an ``init`` config to a network: per-layer scheme and parameters (``layers``
+rules), the ``scale`` multiplier, the ``bias`` rule, and data-dependent passes (LSUV). Each weight
+layer draws from its own generator seeded by ``(init_seed, layer index)``, so a layer's weights do
+not depend on the data seed, on anything drawn before, or on the schemes of the other layers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from initsweep.errors import ConfigError, require, require_choice
+from initsweep.models import linear_layers
+
+# Keys of an ``init`` config that are not scheme parameters.
+COMMON_KEYS = ("scheme", "scale", "bias", "layers")
+NONLINEARITIES = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
+BIAS_KINDS = ("zeros", "constant", "normal", "torch_default")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A registered scheme: its fill function and the parameters it accepts."""
+
+    name: str
+    fill_: Callable[..., None]
+    params: tuple[str, ...]
+    wants_activation: bool
+    # Data-dependent schemes run a second pass over the whole network with a data batch.
+    network_pass: Callable[..., None] | None = None
+
+
+SCHEMES: dict[str, Scheme] = {}
+
+
+def register(name: str, network_pass: Callable[..., None] | None = None):
+    """Register ``fill_(weight, generator, **params)`` under ``name``."""
+
+    def decorator(fill_: Callable[..., None]) -> Callable[..., None]:
+        names = list(inspect.signature(fill_).parameters)[2:]  # skip weight, generator
+        wants_activation = "activation" in names
+        params = tuple(n for n in names if n != "activation")
+        if network_pass is not None:
+            params += tuple(list(inspect.signature(network_pass).parameters)[3:])
+        SCHEMES[name] = Scheme(name, fill_, params, wants_activation, network_pass)
+        return fill_
+
+    return decorator
+
+
+def get_scheme(name: str, field_name: str = "init.scheme") -> Scheme:
+    require_choice(field_name, name, SCHEMES)
+    return SCHEMES[name]
+
+
+# --------------------------------------------------------------------------------------- helpers
+def fans(weight: Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) of a Linear (out, in) or conv (out, in, *kernel) weight."""
+    if weight.dim() < 2:
+        raise ValueError(f"fan needs a weight with >= 2 dims, got shape {tuple(weight.shape)}")
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+def gain_for(activation: str, field_name: str, negative_slope: float = 0.01) -> float:
+    """``torch.nn.init.calculate_gain`` with a config-style error for unknown names."""
+    require_choice(field_name, activation, NONLINEARITIES)
+    if activation == "leaky_relu":
+        return nn.init.calculate_gain(activation, negative_slope)
+    return nn.init.calculate_gain(activation)
+
+
+def _fill_std_(weight: Tensor, generator: torch.Generator, std: float, distribution: str,
+               field_prefix: str) -> None:
+    """Zero-mean normal with ``std``, or the uniform with the same variance (bound sqrt(3) std)."""
+    require_choice(f"{field_prefix}.distribution", distribution, ("uniform", "normal"))
+    if distribution == "normal":
+        weight.normal_(0.0, std, generator=generator)
+    else:
+        bound = math.sqrt(3.0) * std
+        weight.uniform_(-bound, bound, generator=generator)
+
+
+def _positive(field_name: str, value: float) -> None:
+    require(isinstance(value, (int, float)) and value > 0, field_name, value, "must be > 0")
+
+
+# --------------------------------------------------------------------------------------- schemes
+@register("zeros")
+def zeros_(weight: Tensor, generator: torch.Generator) -> None:
+    """W = 0. Every unit of a layer computes the same thing: symmetry is never broken (S0, S2)."""
+    weight.zero_()
+
+
+@register("ones")
+def ones_(weight: Tensor, generator: torch.Generator) -> None:
+    """W = 1. Symmetric like zeros, and the pre-activations grow with fan-in (S0, S1)."""
+    weight.fill_(1.0)
+
+
+@register("constant")
+def constant_(weight: Tensor, generator: torch.Generator, value: float = 0.5) -> None:
+    """W = value. Any constant leaves all units of a layer identical (S0, S4 claim 2)."""
+    weight.fill_(float(value))
+
+
+@register("uniform")
+def uniform_(weight: Tensor, generator: torch.Generator, low: float = -0.1,
+             high: float = 0.1) -> None:
+    """W ~ U[low, high). S1 sweeps [0,1), [-1,1), [-0.1,0.1), [-0.01,0.01), [-0.001,0.001)."""
+    require(low < high, "init.low", low, f"must be < init.high ({high})")
+    weight.uniform_(low, high, generator=generator)
+
+
+@register("normal")
+def normal_(weight: Tensor, generator: torch.Generator, mean: float = 0.0,
+            std: float = 0.01) -> None:
+    """W ~ N(mean, std^2). S0 uses std 0.01; S1 std 0.1; S2/S3 std 1 (times 10 in S2)."""
+    require(std >= 0, "init.std", std, "must be >= 0")
+    weight.normal_(mean, std, generator=generator)
+
+
+@register("truncated_normal")
+def truncated_normal_(weight: Tensor, generator: torch.Generator, mean: float = 0.0,
+                      std: float = 0.1, cut: float = 2.0) -> None:
+    """W ~ N(mean, std^2) truncated to [mean - cut*std, mean + cut*std] (TensorFlow's rule, S1).
+
+    ``cut`` is in units of std (default 2, as in the studies). Note that
+    ``torch.nn.init.trunc_normal_`` takes absolute bounds ``a, b``; we convert. The truncated
+    variance is smaller than std^2 (by ~0.774 at cut=2).
+    """
+    require(std > 0, "init.std", std, "must be > 0")
+    _positive("init.cut", cut)
+    nn.init.trunc_normal_(weight, mean, std, a=mean - cut * std, b=mean + cut * std,
+                          generator=generator)
+
+
+@register("xavier")
+def xavier_(weight: Tensor, generator: torch.Generator, distribution: str = "uniform",
+            gain: float | None = None, activation: str = "linear") -> None:
+    """Glorot & Bengio 2010: Var(W) = gain^2 * 2 / (fan_in + fan_out).
+
+    Uniform: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)). ``gain`` defaults to
+    ``calculate_gain(model activation)`` (5/3 for tanh, sqrt(2) for relu, 1 for sigmoid).
+    """
+    gain = gain_for(activation, "model.activation") if gain is None else gain
+    _positive("init.gain", gain)
+    fan_in, fan_out = fans(weight)
+    _fill_std_(weight, generator, gain * math.sqrt(2.0 / (fan_in + fan_out)), distribution,
+               "init")
+
+
+@register("he")
+def he_(weight: Tensor, generator: torch.Generator, distribution: str = "normal",
+        mode: str = "fan_in", nonlinearity: str | None = None, negative_slope: float = 0.01,
+        activation: str = "relu") -> None:
+    """He et al. 2015 (Kaiming): Var(W) = gain^2 / fan, gain = calculate_gain(nonlinearity).
+
+    For ReLU: Var(W) = 2 / fan_in, which keeps the forward signal's second moment constant
+    through depth (S3). ``nonlinearity`` defaults to the model's activation; ``mode`` chooses
+    fan_in (forward signal) or fan_out (backward signal).
+    """
+    require_choice("init.mode", mode, ("fan_in", "fan_out"))
+    gain = gain_for(nonlinearity or activation, "init.nonlinearity", negative_slope)
+    fan_in, fan_out = fans(weight)
+    fan = fan_in if mode == "fan_in" else fan_out
+    _fill_std_(weight, generator, gain / math.sqrt(fan), distribution, "init")
+
+
+@register("lecun")
+def lecun_(weight: Tensor, generator: torch.Generator, distribution: str = "normal",
+           gain: float = 1.0) -> None:
+    """LeCun et al. 1998 (Efficient BackProp): Var(W) = gain^2 / fan_in, gain 1 by definition."""
+    _positive("init.gain", gain)
+    fan_in, _ = fans(weight)
+    _fill_std_(weight, generator, gain / math.sqrt(fan_in), distribution, "init")
+
+
+@register("torch_default")
+def torch_default_(weight: Tensor, generator: torch.Generator) -> None:
+    """What ``nn.Linear`` does: W ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    (kaiming_uniform_ with a=sqrt(5) reduces to this bound; S1 calls it the "general rule".)
+    """
+    fan_in, _ = fans(weight)
+    bound = 1.0 / math.sqrt(fan_in)
+    weight.uniform_(-bound, bound, generator=generator)
+
+
+@register("orthogonal")
+def orthogonal_(weight: Tensor, generator: torch.Generator, gain: float | None = None,
+                activation: str = "linear") -> None:
+    """Saxe et al. 2014: W = gain * Q, Q a random (semi-)orthogonal matrix (QR of a Gaussian).
+
+    Rows (or columns, whichever are fewer) are orthonormal: W W^T = gain^2 I when out <= in.
+    ``gain`` defaults to ``calculate_gain(model activation)``.
+    """
+    gain = gain_for(activation, "model.activation") if gain is None else gain
+    _positive("init.gain", gain)
+    nn.init.orthogonal_(weight, gain=gain, generator=generator)
+
+
+def hadamard(n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Sylvester's Hadamard matrix of size n (a power of two), entries +-1, built by Kronecker."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"hadamard size must be a power of two, got {n}")
+    h = torch.ones(1, 1, dtype=dtype)
+    base = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=dtype)
+    while h.shape[0] < n:
+        h = torch.kron(h, base)
+    return h
+
+
+@register("zero")
+def zero_(weight: Tensor, generator: torch.Generator) -> None:
+    """ZerO (Zhao et al. 2022, "ZerO Initialization: Initializing Neural Networks with only
+    Zeros and Ones"), Algorithm 1, for a weight of shape (out, in):
+
+    - out == in: the identity;
+    - out < in:  the partial identity I* (the first ``out`` coordinates pass through);
+    - out > in:  c * I* H I*, with H the Sylvester Hadamard matrix of size 2^m,
+      m = ceil(log2 out), and c = 2^(-(m-1)/2).
+
+    Deterministic: no random draw at all, so every seed gives the same network. It still trains,
+    because the Hadamard blocks break the symmetry that a constant init cannot (S0's wish for a
+    fixed init that does not cripple the network).
+    """
+    out_features, in_features = weight.shape[0], weight.shape[1]
+    flat = torch.zeros(out_features, in_features, dtype=weight.dtype)
+    if out_features <= in_features:
+        flat.fill_diagonal_(1.0)
+    else:
+        m = math.ceil(math.log2(out_features))
+        h = hadamard(2**m, dtype=weight.dtype)
+        flat = h[:out_features, :in_features] * 2.0 ** (-(m - 1) / 2)
+    weight.copy_(flat.reshape(weight.shape) if weight.dim() == 2 else
+                 _center_kernel(flat, weight.shape))
+
+
+def _center_kernel(flat: Tensor, shape: torch.Size) -> Tensor:
+    """A 2-D (out, in) matrix at the centre of a conv kernel, zeros elsewhere (ZerO for conv)."""
+    kernel = torch.zeros(shape, dtype=flat.dtype)
+    centre = tuple(s // 2 for s in shape[2:])
+    kernel[(slice(None), slice(None), *centre)] = flat
+    return kernel
+
+
+def lsuv_pass(net: nn.Module, layers: Sequence[nn.Linear], draw_batch: Callable[[int], Tensor],
+              tol: float = 0.1, max_iter: int = 10, batch_size: int = 256) -> None:
+    """LSUV, second step (Mishkin & Matas 2016, "All you need is a good init"): layer by layer,
+    from the input, divide W by sqrt(Var(layer output on the batch)) until |Var - 1| < tol or
+    ``max_iter`` rescalings. The first step (orthogonal weights) is ``lsuv_``'s fill.
+    ``draw_batch(batch_size)`` gives the training inputs, drawn reproducibly by init_seed.
+    """
+    _positive("init.tol", tol)
+    require(isinstance(max_iter, int) and max_iter >= 1, "init.max_iter", max_iter,
+            "must be an integer >= 1")
+    require(isinstance(batch_size, int) and batch_size >= 2, "init.batch_size", batch_size,
+            "must be an integer >= 2")
+    batch = draw_batch(batch_size)
+    captured: list[Tensor] = []
+    for layer in layers:
+        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            for _ in range(max_iter):
+                captured.clear()
+                net(batch)
+                var = captured[0].var().item()
+                if not math.isfinite(var) or var == 0.0 or abs(var - 1.0) < tol:
+                    break
+                layer.weight.div_(math.sqrt(var))
+        finally:
+            handle.remove()
+
+
+@register("lsuv", network_pass=lsuv_pass)
+def lsuv_(weight: Tensor, generator: torch.Generator, activation: str = "linear") -> None:
+    """LSUV's first step: an orthogonal matrix (gain 1); the variance pass follows on data."""
+    nn.init.orthogonal_(weight, gain=1.0, generator=generator)
+
+
+# --------------------------------------------------------------------------------------- biases
+def fill_bias_(bias: Tensor, weight: Tensor, kind: str, value: float, std: float,
+               generator: torch.Generator) -> None:
+    """Bias rule: zeros, constant(value), normal(0, std) or torch_default U(+-1/sqrt(fan_in)).
+
+    A random bias alone breaks the symmetry of zero weights (S4 claim 4).
+    """
+    require_choice("init.bias.kind", kind, BIAS_KINDS)
+    if kind == "zeros":
+        bias.zero_()
+    elif kind == "constant":
+        bias.fill_(float(value))
+    elif kind == "normal":
+        require(std >= 0, "init.bias.std", std, "must be >= 0")
+        bias.normal_(0.0, std, generator=generator)
+    else:
+        bound = 1.0 / math.sqrt(fans(weight)[0])
+        bias.uniform_(-bound, bound, generator=generator)
+
+
+# --------------------------------------------------------------------------- applying a config
+@dataclass
+class LayerSpec:
+    """What one weight layer gets: scheme, its parameters, scale and bias rule."""
+
+    scheme: str
+    params: dict[str, Any]
+    scale: float = 1.0
+    bias: dict[str, Any] = field(default_factory=lambda: {"kind": "zeros"})
+
+
+def _select(selector: Any, n_layers: int, field_name: str) -> list[int]:
+    """Layer indices for a rule's ``select``: an int, a list of ints, or a slice "start:stop"."""
+    if isinstance(selector, str) and ":" in selector:
+        try:
+            parts = [int(p) if p.strip() else None for p in selector.split(":")]
+            indices = list(range(n_layers))[slice(*parts)]
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{field_name}={selector!r}: not a slice like '0:2' ({err})"
+                              ) from None
+        require(len(indices) > 0, field_name, selector,
+                f"selects no layer; the network has weight layers 0..{n_layers - 1}")
+        return indices
+    items = list(selector) if isinstance(selector, Sequence) and not isinstance(selector, str) \
+        else [selector]
+    out = []
+    for item in items:
+        require(isinstance(item, int) and -n_layers <= item < n_layers, field_name, selector,
+                f"layer indices must be integers in {-n_layers}..{n_layers - 1} "
+                f"(the network has {n_layers} weight layers)")
+        out.append(item % n_layers)
+    return out
+
+
+def layer_specs(init_cfg: Mapping[str, Any], n_layers: int) -> list[LayerSpec]:
+    """Resolve an ``init`` config into one spec per weight layer, validating every field.
+
+    ``layers`` is a list of rules ``{select: <int | [ints] | "start:stop">, <any init key>}``
+    applied in order on top of the top-level scheme; a rule naming another ``scheme`` starts
+    from that scheme's defaults instead of inheriting the top-level parameters.
+    """
+    top = dict(init_cfg)
+    base_params = {k: v for k, v in top.items() if k not in COMMON_KEYS}
+    specs = [LayerSpec(top.get("scheme", "torch_default"), dict(base_params),
+                       top.get("scale", 1.0), dict(top.get("bias") or {"kind": "zeros"}))
+             for _ in range(n_layers)]
+    for r, rule in enumerate(top.get("layers") or []):
+        rule = dict(rule)
+        require("select" in rule, f"init.layers[{r}]", rule, "a rule needs a 'select' key")
+        for i in _select(rule.pop("select"), n_layers, f"init.layers[{r}].select"):
+            spec = specs[i]
+            if "scheme" in rule and rule["scheme"] != spec.scheme:
+                spec.scheme, spec.params = rule["scheme"], {}
+            spec.params.update({k: v for k, v in rule.items() if k not in COMMON_KEYS})
+            spec.scale = rule.get("scale", spec.scale)
+            spec.bias = {**spec.bias, **dict(rule.get("bias") or {})}
+    for spec in specs:
+        scheme = get_scheme(spec.scheme)
+        for key in sorted(set(spec.params) - set(scheme.params)):
+            raise ConfigError(f"init.{key}={spec.params[key]!r}: not a parameter of scheme "
+                              f"'{spec.scheme}'; valid: {', '.join(scheme.params + COMMON_KEYS)}")
+        _positive("init.scale", spec.scale)
+    return specs
+
+
+def layer_generator(init_seed: int, layer_index: int, stream: int = 0) -> torch.Generator:
+    """A generator owned by one layer: seeded by (init_seed, layer, stream) via SeedSequence."""
+    state = np.random.SeedSequence([init_seed, layer_index, stream]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]) & ((1 << 63) - 1))
+
+
+@torch.no_grad()
+def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
+                activation: str = "relu", draw_batch: Callable[[int], Tensor] | None = None,
+                ) -> list[LayerSpec]:
+    """Initialize every Linear layer of ``net`` from ``init_cfg``; return the per-layer specs.
+
+    ``draw_batch(n)`` returns n training inputs for data-dependent schemes (LSUV). Raises
+    ``ConfigError`` (one line, naming the field) for invalid parameters.
+    """
+    require(isinstance(init_seed, int) and init_seed >= 0, "init_seed", init_seed,
+            "must be an integer >= 0")
+    layers = linear_layers(net)
+    specs = layer_specs(init_cfg, len(layers))
+    for i, (layer, spec) in enumerate(zip(layers, specs, strict=True)):
+        scheme = SCHEMES[spec.scheme]
+        fill_params = {k: v for k, v in spec.params.items()
+                       if k in inspect.signature(scheme.fill_).parameters}
+        if scheme.wants_activation:
+            fill_params["activation"] = activation
+        # Draw in float32 on CPU, then copy: identical weights whatever the device or dtype.
+        weight = torch.empty(layer.weight.shape, dtype=torch.float32)
+        scheme.fill_(weight, layer_generator(init_seed, i), **fill_params)
+        layer.weight.copy_(weight.mul_(spec.scale))
+        if layer.bias is not None:
+            bias = torch.empty(layer.bias.shape, dtype=torch.float32)
+            fill_bias_(bias, weight, spec.bias.get("kind", "zeros"), spec.bias.get("value", 0.0),
+                       spec.bias.get("std", 0.0), layer_generator(init_seed, i, stream=1))
+            layer.bias.copy_(bias)
+    for scheme_name in dict.fromkeys(s.scheme for s in specs):
+        scheme = SCHEMES[scheme_name]
+        if scheme.network_pass is None:
+            continue
+        if draw_batch is None:
+            raise ConfigError(f"init.scheme={scheme_name!r}: needs a data batch "
+                              "(data-dependent scheme) but none was given")
+        chosen = [layer for layer, s in zip(layers, specs, strict=True) if s.scheme == scheme_name]
+        pass_params = {k: v for k, v in specs[layers.index(chosen[0])].params.items()
+                       if k in inspect.signature(scheme.network_pass).parameters}
+        scheme.network_pass(net, chosen, draw_batch, **pass_params)
+    return specs

@@ -1,0 +1,77 @@
+"""The LightningModule: builds the network, applies the configured initializer, trains it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from initsweep.errors import ConfigError, require
+from initsweep.initializers import initialize_
+from initsweep.models import build_mlp
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+def check_optim(optim_cfg: Mapping[str, Any]) -> None:
+    """Validate an ``optim`` config before anything is built (one-line errors)."""
+    name = optim_cfg.get("name")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name={name!r}: must be one of {', '.join(sorted(OPTIMIZERS))}")
+    lr = optim_cfg.get("lr")
+    require(isinstance(lr, (int, float)) and lr > 0, "optim.lr", lr, "must be a number > 0")
+    momentum = optim_cfg.get("momentum", 0.0)
+    require(0 <= momentum < 1, "optim.momentum", momentum, "must be in [0, 1)")
+    require(optim_cfg.get("weight_decay", 0.0) >= 0, "optim.weight_decay",
+            optim_cfg.get("weight_decay"), "must be >= 0")
+
+
+class InitSweepModule(L.LightningModule):
+    """An MLP classifier whose weights come from the Hydra ``init`` group.
+
+    The initializer runs in ``__init__`` with its own generators seeded by ``init_seed``, so the
+    starting weights are fixed before Lightning, the data order or anything else draws a number.
+    """
+
+    def __init__(self, model_cfg: Mapping[str, Any], init_cfg: Mapping[str, Any],
+                 optim_cfg: Mapping[str, Any], in_features: int, num_classes: int,
+                 init_seed: int,
+                 draw_batch: Callable[[int], Tensor] | None = None) -> None:
+        super().__init__()
+        check_optim(optim_cfg)
+        self.optim_cfg = dict(optim_cfg)
+        self.activation = model_cfg.get("activation", "relu")
+        self.net = build_mlp(in_features, num_classes, model_cfg.get("hidden_sizes", []),
+                             self.activation, model_cfg.get("bias", True))
+        self.layer_specs = initialize_(self.net, init_cfg, init_seed, self.activation, draw_batch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        # batch_size weights the epoch mean, so val/acc is the exact accuracy over the split.
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), batch_size=len(y))
+        self.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        cfg = dict(self.optim_cfg)
+        cls = OPTIMIZERS[cfg.pop("name")]
+        return cls(self.parameters(), **cfg)

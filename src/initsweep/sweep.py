@@ -1,0 +1,78 @@
+"""Hydra callback: the store and experiment once per launch, a parent MLflow run per multirun,
+and a summary of the jobs at the end (non-zero exit when any failed).
+
+Jobs find their parent through the environment (``INITSWEEP_PARENT_RUN_ID``), which every Hydra
+launcher's workers inherit, and report back through a small JSON status file in their output dir,
+which works for in-process, joblib and submitit jobs alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig
+
+from initsweep.tracking import PARENT_RUN_ENV, SWEEP_ID_ENV, open_experiment, redact, tracking_uri
+from initsweep.train import STATUS_FILE, quiet_third_parties
+
+
+def collect_statuses(sweep_dir: Path, sweep_id: str) -> list[dict[str, Any]]:
+    """The status files this sweep's jobs wrote (older sweeps in the same folder are ignored)."""
+    statuses = []
+    for path in sorted(sweep_dir.glob(f"**/{STATUS_FILE}")):
+        status = json.loads(path.read_text())
+        if status.get("sweep_id") == sweep_id:
+            statuses.append(status)
+    return statuses
+
+
+class SweepCallback(Callback):
+    """Registered in conf/config.yaml under ``hydra.callbacks``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        quiet_third_parties()
+        open_experiment(config)  # create the store before the job touches it
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        quiet_third_parties()
+        self.client, experiment_id = open_experiment(config)
+        self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        overrides = " ".join(config.hydra.overrides.task)
+        run = self.client.create_run(
+            experiment_id, run_name=f"sweep-{self.sweep_id}",
+            tags={"sweep_id": self.sweep_id, "initsweep.role": "sweep",
+                  "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir)})
+        self.parent_run_id = run.info.run_id
+        os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        os.environ[SWEEP_ID_ENV] = self.sweep_id
+        print(f"sweep {self.sweep_id}: parent run {self.parent_run_id} in "
+              f"{redact(tracking_uri(config.get('tracking')))}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop(PARENT_RUN_ENV, None)
+        os.environ.pop(SWEEP_ID_ENV, None)
+        statuses = collect_statuses(self.sweep_dir, self.sweep_id)
+        failed = [s for s in statuses if s.get("outcome") == "failed"]
+        counts: dict[str, int] = {}
+        for s in statuses:
+            counts[s.get("outcome", "unknown")] = counts.get(s.get("outcome", "unknown"), 0) + 1
+        tags = {"n_jobs": len(statuses), **{f"n_{k}": v for k, v in counts.items()}}
+        for key, value in tags.items():
+            self.client.set_tag(self.parent_run_id, key, value)
+        status = RunStatus.FAILED if failed else RunStatus.FINISHED
+        self.client.set_terminated(self.parent_run_id, RunStatus.to_string(status))
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
+        for s in failed:
+            print(f"  failed: {s.get('name', '?')}: {s.get('error', '?')}", file=sys.stderr)
+        if failed:
+            sys.exit(1)

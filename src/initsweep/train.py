@@ -1,0 +1,187 @@
+"""One job, start to end: config -> seeds -> data -> model + init -> MLflow run -> fit -> test.
+
+Everything a user can get wrong is checked before the MLflow run is created, so bad input leaves
+no run behind. Once the run exists, any exception marks it FAILED (traceback as an artifact) and
+flushes what was logged; in a multirun the sweep goes on to the next job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from initsweep.data import TensorDataModule
+from initsweep.errors import ConfigError, require
+from initsweep.module import InitSweepModule
+from initsweep.tracking import (
+    PARENT_RUN_ENV,
+    SEED_KEYS,
+    SWEEP_ID_ENV,
+    BufferedMlflowLogger,
+    config_hash,
+    end_run,
+    extra_overrides,
+    flatten,
+    open_experiment,
+    run_name,
+    start_run,
+)
+
+log = logging.getLogger("initsweep")
+STATUS_FILE = "initsweep_job.json"  # one per job, read by the sweep callback's summary
+
+
+def quiet_third_parties() -> None:
+    """Keep the console to one line per job: silence known, harmless third-party chatter."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*",
+                    ".*GPU available but not used.*", ".*Checkpoint directory.*",
+                    ".*smaller than the logging interval.*", ".*Precision.*is not supported.*",
+                    ".*`isinstance\\(treespec, LeafSpec\\)`.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def check_top_level(cfg: Mapping[str, Any]) -> None:
+    for key in SEED_KEYS:
+        value = cfg.get(key)
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key, value,
+                "must be an integer >= 0")
+
+
+def check_trainer(trainer_cfg: Mapping[str, Any]) -> None:
+    epochs = trainer_cfg.get("max_epochs")
+    require(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs,
+            "must be an integer >= 1")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = trainer_cfg.get(key)
+        require(value is None or (isinstance(value, (int, float)) and value > 0),
+                f"trainer.{key}", value, "must be null, an int >= 1 or a fraction in (0, 1]")
+
+
+def build_trainer(trainer_cfg: Mapping[str, Any], logger: BufferedMlflowLogger) -> L.Trainer:
+    cfg = dict(trainer_cfg)
+    progress_bar = cfg.pop("progress_bar", None)
+    if progress_bar is None:
+        progress_bar = sys.stdout.isatty()
+    return L.Trainer(
+        logger=logger,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        **{k: v for k, v in cfg.items() if v is not None},
+    )
+
+
+def build(cfg: DictConfig) -> tuple[TensorDataModule, InitSweepModule]:
+    """Data and model from config; raises ConfigError before anything is tracked."""
+    check_top_level(cfg)
+    check_trainer(cfg.trainer)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)  # `is not None` semantics: 0 seeds
+    try:
+        datamodule: TensorDataModule = instantiate(cfg.data, data_seed=cfg.data_seed)
+    except ConfigError:
+        raise
+    except Exception as err:  # unknown or ill-typed keys in the data group
+        cause = err.__cause__ or err
+        raise ConfigError(f"data: {str(cause).splitlines()[0]}") from None
+    datamodule.setup()
+    init = OmegaConf.to_container(cfg.init, resolve=True)
+    module = InitSweepModule(cfg.model, init, cfg.optim, datamodule.in_features,
+                             datamodule.num_classes, cfg.init_seed,
+                             draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed))
+    return datamodule, module
+
+
+def _hydra_context() -> tuple[bool, list[str], Path | None]:
+    """(is multirun, task overrides, job output dir), or defaults when not under Hydra."""
+    if not HydraConfig.initialized():
+        return False, [], None
+    hc = HydraConfig.get()
+    return (hc.mode == RunMode.MULTIRUN, list(hc.overrides.task),
+            Path(hc.runtime.output_dir))
+
+
+def _write_status(output_dir: Path | None, status: Mapping[str, Any]) -> None:
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / STATUS_FILE).write_text(json.dumps(status))
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job; returns its status (name, outcome, test metrics)."""
+    quiet_third_parties()
+    multirun, overrides, output_dir = _hydra_context()
+    status: dict[str, Any] = {"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed"}
+    try:
+        status["name"] = name = run_name(cfg, extra_overrides(overrides))
+        datamodule, module = build(cfg)
+    except ConfigError as err:
+        status["error"] = str(err)
+        _write_status(output_dir, status)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if multirun:
+            return status
+        sys.exit(2)
+
+    client, experiment_id = open_experiment(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    tags = {
+        "scheme": cfg.init.scheme, "scale": cfg.init.scale, "seed": cfg.seed,
+        "init_seed": cfg.init_seed, "data_seed": cfg.data_seed,
+        "sweep_id": os.environ.get(SWEEP_ID_ENV, "none"),
+        "config_hash": config_hash(cfg),
+        "group_hash": config_hash(cfg, keys=("data", "model", "init", "optim", "trainer")),
+        "dataset": datamodule.name, "outcome": "running",
+        **{f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()},
+    }
+    params = flatten({k: v for k, v in resolved.items() if k not in ("tracking", "tags")})
+    run_id = start_run(client, experiment_id, name, tags, params)
+    status.update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
+    logger = BufferedMlflowLogger(client, run_id, cfg.tracking.get("flush_every", 1000))
+    started = time.perf_counter()
+    try:
+        client.log_text(run_id, OmegaConf.to_yaml(resolved), "config.yaml")
+        client.log_text(run_id, "\n".join(overrides) + "\n", "overrides.txt")
+        trainer = build_trainer(cfg.trainer, logger)
+        trainer.fit(module, datamodule=datamodule)
+        results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        logger.log_metrics({"time/run_s": time.perf_counter() - started},
+                           step=trainer.global_step)
+        logger.flush()
+        status.update(outcome="ok", **{k: float(v) for k, v in results.items()})
+        end_run(client, run_id, "ok")
+    except BaseException as err:
+        status["error"] = f"{type(err).__name__}: {err}"
+        try:
+            logger.flush()  # nothing that was logged is lost
+            client.log_text(run_id, traceback.format_exc(), "traceback.txt")
+        finally:
+            end_run(client, run_id, "failed")
+            _write_status(output_dir, status)
+        print(f"{name}: FAILED ({status['error'].splitlines()[0]}); run {run_id} marked FAILED",
+              file=sys.stderr, flush=True)
+        if multirun and isinstance(err, Exception):
+            return status
+        raise
+    _write_status(output_dir, status)
+    print(f"{name}: test/acc={status['test/acc']:.4f} test/loss={status['test/loss']:.4f} "
+          f"[{status['outcome']}] {time.perf_counter() - started:.1f}s", flush=True)
+    return status
