@@ -20,7 +20,15 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
-from initsweep.tracking import PARENT_RUN_ENV, SWEEP_ID_ENV, open_experiment, redact, tracking_uri
+from initsweep.tracking import (
+    PARENT_RUN_ENV,
+    SWEEP_ID_ENV,
+    SWEPT_KEYS_ENV,
+    open_experiment,
+    redact,
+    swept_keys,
+    tracking_uri,
+)
 from initsweep.train import STATUS_FILE, quiet_third_parties
 
 
@@ -54,12 +62,16 @@ class SweepCallback(Callback):
         self.parent_run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
         os.environ[SWEEP_ID_ENV] = self.sweep_id
+        sweeper_params = config.hydra.sweeper.get("params")
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config.hydra.overrides.task,
+                                                         sweeper_params))
         print(f"sweep {self.sweep_id}: parent run {self.parent_run_id} in "
               f"{redact(tracking_uri(config.get('tracking')))}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEEP_ID_ENV, None)
+        os.environ.pop(SWEPT_KEYS_ENV, None)
         statuses = collect_statuses(self.sweep_dir, self.sweep_id)
         failed = [s for s in statuses if s.get("outcome") == "failed"]
         counts: dict[str, int] = {}

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 PARENT_RUN_ENV = "INITSWEEP_PARENT_RUN_ID"
 SWEEP_ID_ENV = "INITSWEEP_SWEEP_ID"
+SWEPT_KEYS_ENV = "INITSWEEP_SWEPT_KEYS"  # keys the multirun varies: they go into run names
 SEED_KEYS = ("seed", "init_seed", "data_seed")
 # Config sections that decide a job's result; what is hashed to recognise "the same config".
 RESULT_KEYS = ("data", "model", "init", "optim", "trainer", *SEED_KEYS)
@@ -111,11 +112,11 @@ def config_hash(cfg: Mapping[str, Any], keys: tuple[str, ...] = RESULT_KEYS) -> 
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_name(cfg: Mapping[str, Any], extra_overrides: list[str] = ()) -> str:
+def run_name(cfg: Mapping[str, Any], extra_overrides: Sequence[str] = ()) -> str:
     """Readable run name: ``<scheme>-x<scale>-s<seed>``, plus seeds that differ and other overrides.
 
-    ``extra_overrides`` are the job's command-line overrides other than init/scale/seed, so two
-    jobs of one sweep never share a name.
+    ``extra_overrides`` are the job's values of the other keys the sweep varies (see
+    ``named_overrides``), so two jobs of one sweep never share a name.
     """
     init = cfg["init"]
     name = f"{init['scheme']}-x{init.get('scale', 1.0):g}-s{cfg['seed']}"
@@ -128,15 +129,25 @@ def run_name(cfg: Mapping[str, Any], extra_overrides: list[str] = ()) -> str:
     return name
 
 
-NAMED_OVERRIDES = ("init", "init.scheme", "init.scale", *SEED_KEYS)
+NAMED_KEYS = ("init", "init.scheme", "init.scale", *SEED_KEYS)
 
 
-def extra_overrides(task_overrides: list[str]) -> list[str]:
-    """Overrides not already in the run name, stripped of Hydra's +/~ prefixes."""
+def swept_keys(task_overrides: Sequence[str],
+               sweeper_params: Mapping[str, Any] | None) -> list[str]:
+    """Keys a multirun varies: sweep overrides on the command line and ``hydra.sweeper.params``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    return keys + [k for k in (sweeper_params or {}) if k not in keys]
+
+
+def named_overrides(task_overrides: Sequence[str], swept: Sequence[str]) -> list[str]:
+    """This job's ``key=value`` for swept keys that the run name does not already show."""
     out = []
     for override in task_overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key not in NAMED_OVERRIDES and not key.startswith(("hydra.", "tracking.")):
+        if key in swept and key not in NAMED_KEYS:
             out.append(override.lstrip("+~"))
     return out
 

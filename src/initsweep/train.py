@@ -31,11 +31,12 @@ from initsweep.tracking import (
     PARENT_RUN_ENV,
     SEED_KEYS,
     SWEEP_ID_ENV,
+    SWEPT_KEYS_ENV,
     BufferedMlflowLogger,
     config_hash,
     end_run,
-    extra_overrides,
     flatten,
+    named_overrides,
     open_experiment,
     run_name,
     start_run,
@@ -97,11 +98,11 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, InitSweepModule]:
     L.seed_everything(cfg.seed, workers=False, verbose=False)  # `is not None` semantics: 0 seeds
     try:
         datamodule: TensorDataModule = instantiate(cfg.data, data_seed=cfg.data_seed)
-    except ConfigError:
-        raise
-    except Exception as err:  # unknown or ill-typed keys in the data group
+    except Exception as err:  # Hydra wraps what the constructor raised
         cause = err.__cause__ or err
-        raise ConfigError(f"data: {str(cause).splitlines()[0]}") from None
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"data: {str(cause).splitlines()[0]}") from None  # e.g. unknown key
     datamodule.setup()
     init = OmegaConf.to_container(cfg.init, resolve=True)
     module = InitSweepModule(cfg.model, init, cfg.optim, datamodule.in_features,
@@ -131,7 +132,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     multirun, overrides, output_dir = _hydra_context()
     status: dict[str, Any] = {"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed"}
     try:
-        status["name"] = name = run_name(cfg, extra_overrides(overrides))
+        swept = os.environ.get(SWEPT_KEYS_ENV, "").split(",") if multirun else []
+        status["name"] = name = run_name(cfg, named_overrides(overrides, swept))
         datamodule, module = build(cfg)
     except ConfigError as err:
         status["error"] = str(err)

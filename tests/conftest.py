@@ -1,0 +1,52 @@
+"""Shared fixtures: a temp MLflow store, the real CLI as a subprocess, composed configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+# Shrunk but real: enough epochs for digits to separate good inits from bad ones.
+FAST = ["trainer.max_epochs=6"]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The composed config, as a job would see it (hydra node removed)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides or [])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, store: str):
+    """Run ``python train.py ARGS`` against the temp store; returns the CompletedProcess."""
+
+    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        cmd = [sys.executable, str(REPO / "train.py"), *args, f"tracking.uri={store}",
+               f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+def runs_of(store: str, experiment: str = "initsweep") -> list:
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
