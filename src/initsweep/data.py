@@ -94,12 +94,12 @@ class TensorDataModule(L.LightningDataModule):
         self.setup()
         return int(self.train[1].max()) + 1
 
-    def probe_batch(self, size: int, seed: int) -> Tensor:
-        """A reproducible batch of training inputs drawn by ``seed`` (LSUV, diagnostics)."""
+    def probe_batch(self, size: int, seed: int) -> Split:
+        """A reproducible batch ``(x, y)`` of training samples drawn by ``seed`` (LSUV, probes)."""
         self.setup()
-        x = self.train[0]
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size]
-        return x[idx]
+        x, y = self.train
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
+        return x[idx], y[idx]
 
     def train_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.train, self.batch_size, True, self.shuffle_generator)

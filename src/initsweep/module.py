@@ -30,6 +30,16 @@ def check_optim(optim_cfg: Mapping[str, Any]) -> None:
             optim_cfg.get("weight_decay"), "must be >= 0")
 
 
+def hidden_sizes(model_cfg: Mapping[str, Any]) -> list[int]:
+    """``hidden_sizes``, or ``depth`` hidden layers of ``width`` units when depth is set (S3)."""
+    depth = model_cfg.get("depth")
+    if depth is None:
+        return list(model_cfg.get("hidden_sizes", []))
+    require(isinstance(depth, int) and depth >= 0, "model.depth", depth,
+            "must be null or an integer >= 0")
+    return [model_cfg.get("width", 256)] * depth
+
+
 class InitSweepModule(L.LightningModule):
     """An MLP classifier whose weights come from the Hydra ``init`` group.
 
@@ -40,14 +50,20 @@ class InitSweepModule(L.LightningModule):
     def __init__(self, model_cfg: Mapping[str, Any], init_cfg: Mapping[str, Any],
                  optim_cfg: Mapping[str, Any], in_features: int, num_classes: int,
                  init_seed: int,
-                 draw_batch: Callable[[int], Tensor] | None = None) -> None:
+                 draw_batch: Callable[[int], Tensor] | None = None,
+                 divergence_threshold: float | None = 1e4) -> None:
         super().__init__()
+        require(divergence_threshold is None or divergence_threshold > 0,
+                "trainer.divergence_threshold", divergence_threshold, "must be null or > 0")
         check_optim(optim_cfg)
         self.optim_cfg = dict(optim_cfg)
         self.activation = model_cfg.get("activation", "relu")
-        self.net = build_mlp(in_features, num_classes, model_cfg.get("hidden_sizes", []),
-                             self.activation, model_cfg.get("bias", True))
+        self.net = build_mlp(in_features, num_classes, hidden_sizes(model_cfg), self.activation,
+                             model_cfg.get("bias", True))
         self.layer_specs = initialize_(self.net, init_cfg, init_seed, self.activation, draw_batch)
+        self.divergence_threshold = divergence_threshold
+        self.diverged_at_step: int | None = None
+        self.step_losses: list[Tensor] = []  # every training step's loss, kept on device
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -56,6 +72,14 @@ class InitSweepModule(L.LightningModule):
         x, y = batch
         loss = F.cross_entropy(self(x), y)
         self.log("train/loss", loss, on_step=True, on_epoch=False)
+        self.step_losses.append(loss.detach())
+        if self.divergence_threshold is not None and not (loss <= self.divergence_threshold):
+            # Non-finite or exploding (S0's all-ones run logs 9,765,948 in epoch 1): stop cleanly,
+            # skip this update, keep what was logged; the job still tests and tags the outcome.
+            self.diverged_at_step = self.global_step
+            self.log("train/diverged_at_step", float(self.global_step), on_step=True)
+            self.trainer.should_stop = True
+            return None
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:

@@ -112,14 +112,17 @@ def config_hash(cfg: Mapping[str, Any], keys: tuple[str, ...] = RESULT_KEYS) -> 
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_name(cfg: Mapping[str, Any], extra_overrides: Sequence[str] = ()) -> str:
-    """Readable run name: ``<scheme>-x<scale>-s<seed>``, plus seeds that differ and other overrides.
+def run_name(cfg: Mapping[str, Any], extra_overrides: Sequence[str] = (),
+             init_choice: str | None = None) -> str:
+    """Readable run name: ``<init>-x<scale>-s<seed>``, plus seeds that differ and other overrides.
 
+    ``<init>`` is the ``init`` config chosen (``s4/zeros`` -> ``s4.zeros``), else the scheme.
     ``extra_overrides`` are the job's values of the other keys the sweep varies (see
     ``named_overrides``), so two jobs of one sweep never share a name.
     """
     init = cfg["init"]
-    name = f"{init['scheme']}-x{init.get('scale', 1.0):g}-s{cfg['seed']}"
+    label = (init_choice or init["scheme"]).replace("/", ".")
+    name = f"{label}-x{init.get('scale', 1.0):g}-s{cfg['seed']}"
     if cfg["init_seed"] != cfg["seed"]:
         name += f"-i{cfg['init_seed']}"
     if cfg["data_seed"] != cfg["seed"]:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -19,13 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from initsweep import plots
 from initsweep.data import TensorDataModule
+from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
+from initsweep.models import linear_layers
 from initsweep.module import InitSweepModule
 from initsweep.tracking import (
     PARENT_RUN_ENV,
@@ -52,7 +58,8 @@ def quiet_third_parties() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*",
                     ".*GPU available but not used.*", ".*Checkpoint directory.*",
-                    ".*smaller than the logging interval.*", ".*Precision.*is not supported.*",
+                    ".*smaller than the logging interval.*", ".*returned `None`.*",
+                    ".*Precision.*is not supported.*",
                     ".*`isinstance\\(treespec, LeafSpec\\)`.*"):
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -76,13 +83,16 @@ def check_trainer(trainer_cfg: Mapping[str, Any]) -> None:
                 f"trainer.{key}", value, "must be null, an int >= 1 or a fraction in (0, 1]")
 
 
-def build_trainer(trainer_cfg: Mapping[str, Any], logger: BufferedMlflowLogger) -> L.Trainer:
+def build_trainer(trainer_cfg: Mapping[str, Any], logger: BufferedMlflowLogger,
+                  callbacks: list[L.Callback]) -> L.Trainer:
     cfg = dict(trainer_cfg)
+    cfg.pop("divergence_threshold", None)  # the module's, not Lightning's
     progress_bar = cfg.pop("progress_bar", None)
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     return L.Trainer(
         logger=logger,
+        callbacks=callbacks,
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -107,17 +117,51 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, InitSweepModule]:
     init = OmegaConf.to_container(cfg.init, resolve=True)
     module = InitSweepModule(cfg.model, init, cfg.optim, datamodule.in_features,
                              datamodule.num_classes, cfg.init_seed,
-                             draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed))
+                             draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed)[0],
+                             divergence_threshold=cfg.trainer.get("divergence_threshold"))
     return datamodule, module
 
 
-def _hydra_context() -> tuple[bool, list[str], Path | None]:
-    """(is multirun, task overrides, job output dir), or defaults when not under Hydra."""
+def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule) -> DiagnosticsCallback | None:
+    diag = cfg.get("diagnostics") or {}
+    if not diag.get("enabled", True):
+        return None
+    every = diag.get("every_n_steps", 50)
+    require(isinstance(every, int) and every >= 0, "diagnostics.every_n_steps", every,
+            "must be an integer >= 0 (0: at init only)")
+    size = diag.get("probe_size", 256)
+    require(isinstance(size, int) and size >= 2, "diagnostics.probe_size", size,
+            "must be an integer >= 2")
+    # The probe is the same for every run of a sweep (its own seed), so runs compare directly.
+    probe = datamodule.probe_batch(size, diag.get("probe_seed", 0))
+    return DiagnosticsCallback(probe, every, diag.get("saturation_eps", 0.01),
+                               diag.get("distinct_tol", 1e-6))
+
+
+def log_diagnostics(client: MlflowClient, run_id: str, name: str, callback: DiagnosticsCallback,
+                    module: InitSweepModule, make_plots: bool) -> None:
+    """The CSV of every per-layer number, and the plots, as artifacts of the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        callback.write_csv(folder / "diagnostics.csv")
+        if make_plots:
+            after = [layer.weight.detach().cpu() for layer in linear_layers(module.net)]
+            losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
+            plots.loss_curves(losses, folder / "loss.png", name)
+            plots.depth_profile(callback.records, folder / "depth_at_init.png", name)
+            plots.weight_histograms(callback.weights_at_init, after,
+                                    folder / "weight_histograms.png", name)
+            plots.distinct_units(callback.records, folder / "distinct_units.png", name)
+        client.log_artifacts(run_id, str(folder), "diagnostics")
+
+
+def _hydra_context() -> tuple[bool, list[str], Path | None, str | None]:
+    """(is multirun, task overrides, job output dir, init choice); defaults outside Hydra."""
     if not HydraConfig.initialized():
-        return False, [], None
+        return False, [], None, None
     hc = HydraConfig.get()
     return (hc.mode == RunMode.MULTIRUN, list(hc.overrides.task),
-            Path(hc.runtime.output_dir))
+            Path(hc.runtime.output_dir), hc.runtime.choices.get("init"))
 
 
 def _write_status(output_dir: Path | None, status: Mapping[str, Any]) -> None:
@@ -129,12 +173,13 @@ def _write_status(output_dir: Path | None, status: Mapping[str, Any]) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; returns its status (name, outcome, test metrics)."""
     quiet_third_parties()
-    multirun, overrides, output_dir = _hydra_context()
+    multirun, overrides, output_dir, init_choice = _hydra_context()
     status: dict[str, Any] = {"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed"}
     try:
         swept = os.environ.get(SWEPT_KEYS_ENV, "").split(",") if multirun else []
-        status["name"] = name = run_name(cfg, named_overrides(overrides, swept))
+        status["name"] = name = run_name(cfg, named_overrides(overrides, swept), init_choice)
         datamodule, module = build(cfg)
+        diagnostics = build_diagnostics(cfg, datamodule)
     except ConfigError as err:
         status["error"] = str(err)
         _write_status(output_dir, status)
@@ -146,12 +191,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     client, experiment_id = open_experiment(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     tags = {
-        "scheme": cfg.init.scheme, "scale": cfg.init.scale, "seed": cfg.seed,
+        "scheme": cfg.init.scheme, "init": init_choice or cfg.init.scheme,
+        "scale": cfg.init.scale, "seed": cfg.seed,
         "init_seed": cfg.init_seed, "data_seed": cfg.data_seed,
         "sweep_id": os.environ.get(SWEEP_ID_ENV, "none"),
         "config_hash": config_hash(cfg),
         "group_hash": config_hash(cfg, keys=("data", "model", "init", "optim", "trainer")),
-        "dataset": datamodule.name, "outcome": "running",
+        "dataset": datamodule.name, "n_test": len(datamodule.test[1]), "outcome": "running",
         **{f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()},
     }
     params = flatten({k: v for k, v in resolved.items() if k not in ("tracking", "tags")})
@@ -162,14 +208,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         client.log_text(run_id, OmegaConf.to_yaml(resolved), "config.yaml")
         client.log_text(run_id, "\n".join(overrides) + "\n", "overrides.txt")
-        trainer = build_trainer(cfg.trainer, logger)
+        trainer = build_trainer(cfg.trainer, logger, [diagnostics] if diagnostics else [])
         trainer.fit(module, datamodule=datamodule)
         results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         logger.log_metrics({"time/run_s": time.perf_counter() - started},
                            step=trainer.global_step)
         logger.flush()
-        status.update(outcome="ok", **{k: float(v) for k, v in results.items()})
-        end_run(client, run_id, "ok")
+        if diagnostics is not None:
+            log_diagnostics(client, run_id, name, diagnostics, module,
+                            cfg.diagnostics.get("plots", True))
+        outcome = "ok" if module.diverged_at_step is None else "diverged"
+        status.update(outcome=outcome, **{k: float(v) for k, v in results.items()})
+        end_run(client, run_id, outcome)
     except BaseException as err:
         status["error"] = f"{type(err).__name__}: {err}"
         try:

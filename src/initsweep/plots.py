@@ -1,0 +1,98 @@
+"""The PNGs of a run: what a person looks at first to see why an init failed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(array), array, np.nan)
+
+
+def loss_curves(losses: Sequence[float], path: Path, title: str) -> Path:
+    """Left: the first 100 batches (S1's plot). Right: the whole curve, log scale."""
+    fig, (first, whole) = plt.subplots(1, 2, figsize=(10, 3.5))
+    y = _finite(losses)
+    marker = "o" if len(y) < 20 else None  # a diverged run may have only a step or two
+    first.plot(np.arange(1, min(100, len(y)) + 1), y[:100], lw=1, marker=marker)
+    first.set(title="train loss, first 100 batches", xlabel="batch", ylabel="loss")
+    whole.plot(np.arange(1, len(y) + 1), y, lw=0.8, marker=marker)
+    if np.nanmin(y, initial=np.inf) > 0:
+        whole.set_yscale("log")
+    whole.set(title="train loss, whole run", xlabel="step")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
+    """Activation std and gradient norm versus depth at init (S3's table as a picture)."""
+    at_init = [r for r in records if r["step"] == 0]
+    layers = [r["layer"] for r in at_init]
+    fig, (acts, grads) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for axis, key, label in ((acts, "act_std", "activation std"),
+                             (grads, "grad_norm", "weight gradient norm")):
+        values = _finite([r[key] for r in at_init])
+        axis.plot(layers, values, marker="o", ms=3)
+        if np.nanmin(values, initial=np.inf) > 0:
+            axis.set_yscale("log")
+        axis.set(title=f"{label} at init", xlabel="weight layer", ylabel=label)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def weight_histograms(before: Sequence[Tensor], after: Sequence[Tensor], path: Path,
+                      title: str, max_layers: int = 12) -> Path:
+    """One panel per layer (first ``max_layers``): weights at init and at the end."""
+    shown = list(range(len(before)))
+    if len(shown) > max_layers:  # deep nets: spread the panels over the depth
+        shown = sorted({round(i) for i in np.linspace(0, len(before) - 1, max_layers)})
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for axis, i in zip(axes.flat, shown, strict=False):
+        for weights, label in ((before[i], "init"), (after[i], "end")):
+            values = weights.flatten().float().numpy()
+            values = values[np.isfinite(values)]
+            if values.size:
+                lo, hi = float(values.min()), float(values.max())
+                spread = hi - lo > 1e-6 * max(abs(lo), abs(hi), 1e-30)
+                bins = 50 if spread else 1  # constant weights: one bar
+                axis.hist(values, bins=bins, alpha=0.6, label=label)
+        axis.set_title(f"layer {i} {tuple(before[i].shape)}", fontsize=9)
+    for axis in list(axes.flat)[len(shown):]:
+        axis.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def distinct_units(records: Sequence[dict], path: Path, title: str) -> Path:
+    """Distinct units (rows of W) per layer over training: 1 means the layer acts as one unit."""
+    fig, axis = plt.subplots(figsize=(6, 3.5))
+    for layer in sorted({r["layer"] for r in records}):
+        mine = [r for r in records if r["layer"] == layer]
+        axis.plot([r["step"] for r in mine], [r["distinct_units"] for r in mine],
+                  marker=".", label=f"layer {layer}")
+    axis.set(title="distinct units per layer", xlabel="step", ylabel="distinct rows of W")
+    axis.set_yscale("log")
+    if len({r["layer"] for r in records}) <= 10:
+        axis.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
