@@ -176,3 +176,32 @@ class MNISTDataModule(TorchvisionDataModule):
 class FashionMNISTDataModule(TorchvisionDataModule):
     name = "fashion_mnist"
     dataset_class = "FashionMNIST"
+
+
+class SyntheticDataModule(TensorDataModule):
+    """Random inputs in [0, 1) labelled by a random linear teacher: any size, no files.
+
+    For benchmarks at MNIST scale where the files are absent, and for quick experiments.
+    """
+
+    name = "synthetic"
+
+    def __init__(self, n_train: int = 55000, n_val: int = 5000, n_test: int = 10000,
+                 features: int = 784, classes: int = 10, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for field, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test),
+                             ("features", features)):
+            require(isinstance(value, int) and value >= 1, f"data.{field}", value,
+                    "must be an integer >= 1")
+        require(isinstance(classes, int) and classes >= 2, "data.classes", classes,
+                "must be an integer >= 2")
+        self.sizes = (n_train, n_val, n_test)
+        self.features, self.classes = features, classes
+
+    def load(self) -> tuple[Split, Split, Split]:
+        generator = torch.Generator().manual_seed(self.split_seed)
+        x = torch.rand(sum(self.sizes), self.features, generator=generator)
+        teacher = torch.randn(self.features, self.classes, generator=generator)
+        y = ((x - 0.5) @ teacher).argmax(dim=1)
+        train, val, test = torch.split(torch.arange(len(y)), list(self.sizes))
+        return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])

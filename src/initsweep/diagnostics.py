@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,14 @@ class DiagnosticsCallback(L.Callback):
         self.records: list[dict[str, float]] = []
         self.weights_at_init: list[Tensor] = []
         self._before_step: list[Tensor] | None = None
+        self.seconds = 0.0  # time spent measuring (what diagnostics cost a run)
 
     def _due(self, step: int) -> bool:
         return self.every_n_steps > 0 and step % self.every_n_steps == 0
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                 update_ratios: list[float] | None = None) -> None:
+        tick = time.perf_counter()
         x, y = (t.to(pl_module.device) for t in self.probe)
         was_training = pl_module.training
         pl_module.eval()
@@ -151,6 +154,7 @@ class DiagnosticsCallback(L.Callback):
             metrics.update({f"diag/L{i}/{k}": v for k, v in row.items() if not math.isnan(v)})
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=step)
+        self.seconds += time.perf_counter() - tick
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.weights_at_init = [w.weight.detach().cpu().clone()

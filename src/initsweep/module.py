@@ -51,7 +51,7 @@ class InitSweepModule(L.LightningModule):
                  optim_cfg: Mapping[str, Any], in_features: int, num_classes: int,
                  init_seed: int,
                  draw_batch: Callable[[int], Tensor] | None = None,
-                 divergence_threshold: float | None = 1e4) -> None:
+                 divergence_threshold: float | None = 1e6) -> None:
         super().__init__()
         require(divergence_threshold is None or divergence_threshold > 0,
                 "trainer.divergence_threshold", divergence_threshold, "must be null or > 0")

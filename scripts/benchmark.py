@@ -1,0 +1,147 @@
+"""Where a run's time goes: initsweep versus a plain PyTorch loop, and the demo sweep end to end.
+
+    python scripts/benchmark.py                          # S1 workload, 3 alternating repetitions
+    python scripts/benchmark.py --mnist-root ../shared/data --repeats 5 --json bench.json
+    python scripts/benchmark.py --workload digits --skip-sweep
+
+Workloads: ``s1`` = MLP 784-256-128-10 ReLU, Adam 1e-3, batch 128, 2 epochs over 55,000 x 784
+inputs (real MNIST when ``--mnist-root`` has it, random tensors of that shape otherwise);
+``digits`` = the default job (bundled digits, 10 epochs). Each repetition runs, in this order, the
+plain loop, an initsweep run (Lightning + diagnostics at the default cadence + MLflow logging to a
+sqlite store), and the same run without diagnostics; the ratios are computed per repetition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from initsweep.initializers import initialize_  # noqa: E402
+from initsweep.models import build_mlp  # noqa: E402
+from initsweep.train import build, train  # noqa: E402
+
+
+def workload_overrides(name: str, mnist_root: str | None) -> list[str]:
+    if name == "digits":
+        return []
+    data = (["data=mnist", f"data.root={mnist_root}"]
+            if mnist_root and (Path(mnist_root) / "MNIST" / "raw").exists() else ["data=synthetic"])
+    return [*data, "data.batch_size=128", "model.hidden_sizes=[256,128]", "model.activation=relu",
+            "optim=adam", "optim.lr=0.001", "trainer.max_epochs=2", "init=he"]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def plain_loop(cfg) -> float:
+    """The same steps with nothing around them: preloaded tensors, slices, Adam, val each epoch."""
+    datamodule, _ = build(cfg)
+    (x, y), (xv, yv), (xt, yt) = datamodule.train, datamodule.val, datamodule.test
+    start = time.perf_counter()
+    net = build_mlp(x.shape[1], datamodule.num_classes, list(cfg.model.hidden_sizes),
+                    cfg.model.activation)
+    initialize_(net, dict(cfg.init), cfg.init_seed, cfg.model.activation)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr)
+    generator = torch.Generator().manual_seed(cfg.data_seed)
+    batch = cfg.data.batch_size
+    for _ in range(cfg.trainer.max_epochs):
+        order = torch.randperm(len(y), generator=generator)
+        xs, ys = x[order], y[order]
+        for i in range(0, len(y), batch):
+            loss = F.cross_entropy(net(xs[i:i + batch]), ys[i:i + batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            (net(xv).argmax(1) == yv).float().mean().item()
+    with torch.no_grad():
+        (net(xt).argmax(1) == yt).float().mean().item()
+    return time.perf_counter() - start
+
+
+def initsweep_run(cfg) -> dict:
+    status = train(cfg)
+    assert status["outcome"] == "ok", status
+    return status["timing"]
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def demo_sweep_wall() -> float:
+    """``make sweep`` without the install: the process, imports included, in a temp store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(REPO / "train.py"), "-m", "init=xavier,he,zeros",
+               "seed=0,1,2", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+               f"hydra.sweep.dir={tmp}/multirun"]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=tmp)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=("s1", "digits"), default="s1")
+    parser.add_argument("--mnist-root", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment_name=benchmark"]
+        base = [*workload_overrides(args.workload, args.mnist_root), *store]
+        with_diag = compose_cfg(base)
+        without_diag = compose_cfg([*base, "diagnostics.enabled=false"])
+        initsweep_run(compose_cfg([*base, "trainer.max_epochs=1"]))  # warm-up: store, caches
+        rows = []
+        for _ in range(args.repeats):
+            plain = plain_loop(with_diag)
+            full = initsweep_run(with_diag)
+            bare = initsweep_run(without_diag)
+            rows.append({"plain_s": plain, "run_s": full["run_s"], "fit_test_s": full["fit_test_s"],
+                         "mlflow_s": full["mlflow_s"], "diagnostics_s": full["diagnostics_s"],
+                         "artifacts_s": full["artifacts_s"], "run_no_diag_s": bare["run_s"]})
+    result = {
+        "workload": args.workload, "dataset": with_diag.data._target_.rsplit(".", 1)[-1],
+        "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "plain_loop_s": summary([r["plain_s"] for r in rows]),
+        "initsweep_run_s": summary([r["run_s"] for r in rows]),
+        "ratio_run_to_plain": summary([r["run_s"] / r["plain_s"] for r in rows]),
+        "ratio_fit_to_plain": summary([r["fit_test_s"] / r["plain_s"] for r in rows]),
+        "mlflow_share": summary([r["mlflow_s"] / r["run_s"] for r in rows]),
+        "diagnostics_share": summary([r["diagnostics_s"] / r["run_s"] for r in rows]),
+        "artifacts_share": summary([r["artifacts_s"] / r["run_s"] for r in rows]),
+        "rows": rows,
+    }
+    if not args.skip_sweep:
+        result["demo_sweep_wall_s"] = demo_sweep_wall()
+    print(f"{'measure':28s} {'median':>9s} {'min':>9s} {'max':>9s}")
+    for key, value in result.items():
+        if isinstance(value, dict):
+            print(f"{key:28s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
+    if "demo_sweep_wall_s" in result:
+        print(f"{'demo_sweep_wall_s':28s} {result['demo_sweep_wall_s']:9.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
