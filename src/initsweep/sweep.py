@@ -36,9 +36,11 @@ def collect_statuses(sweep_dir: Path, sweep_id: str) -> list[dict[str, Any]]:
     """The status files this sweep's jobs wrote (older sweeps in the same folder are ignored)."""
     statuses = []
     for path in sorted(sweep_dir.glob(f"**/{STATUS_FILE}")):
-        status = json.loads(path.read_text())
-        if status.get("sweep_id") == sweep_id:
-            statuses.append(status)
+        content = json.loads(path.read_text())
+        # a batched job (seeds_per_job=K) writes a list: one status per seed it trained
+        for status in content if isinstance(content, list) else [content]:
+            if status.get("sweep_id") == sweep_id:
+                statuses.append(status)
     return statuses
 
 
@@ -84,6 +86,16 @@ class SweepCallback(Callback):
         self.client.set_terminated(self.parent_run_id, RunStatus.to_string(status))
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
         print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
+        if config.get("report"):  # +report=true (or {tune: optim.lr, ...}): initsweep.report
+            try:
+                from initsweep.report.render import report_for_sweep
+
+                print(report_for_sweep(tracking_uri(config.get("tracking")),
+                                       config.get("experiment_name", "initsweep"),
+                                       self.parent_run_id, self.sweep_dir / "report",
+                                       config.get("report")), flush=True)
+            except Exception as err:  # a report that cannot be made never fails the sweep
+                print(f"report: not written: {err}", file=sys.stderr, flush=True)
         for s in failed:
             print(f"  failed: {s.get('name', '?')}: {s.get('error', '?')}", file=sys.stderr)
         if failed:

@@ -190,6 +190,12 @@ class BufferedMlflowLogger(Logger):
         if len(self._rows) >= self.flush_every:
             self.flush()
 
+    def add(self, rows: list[Metric]) -> None:
+        """Metric rows made elsewhere (the batched-seeds module logs per seed)."""
+        self._rows.extend(rows)
+        if len(self._rows) >= self.flush_every:
+            self.flush()
+
     def flush(self) -> None:
         start = time.perf_counter()
         while self._rows:

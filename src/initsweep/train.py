@@ -67,10 +67,11 @@ def quiet_third_parties() -> None:
 
 
 def check_top_level(cfg: Mapping[str, Any]) -> None:
-    for key in SEED_KEYS:
-        value = cfg.get(key)
-        require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key, value,
-                "must be an integer >= 0")
+    for key in (*SEED_KEYS, "seeds_per_job"):
+        value = cfg.get(key, 1)
+        least = 1 if key == "seeds_per_job" else 0
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= least, key,
+                value, f"must be an integer >= {least}")
 
 
 def check_trainer(trainer_cfg: Mapping[str, Any]) -> None:
@@ -83,7 +84,7 @@ def check_trainer(trainer_cfg: Mapping[str, Any]) -> None:
                 f"trainer.{key}", value, "must be null, an int >= 1 or a fraction in (0, 1]")
 
 
-def build_trainer(trainer_cfg: Mapping[str, Any], logger: BufferedMlflowLogger,
+def build_trainer(trainer_cfg: Mapping[str, Any], logger: BufferedMlflowLogger | bool,
                   callbacks: list[L.Callback]) -> L.Trainer:
     cfg = dict(trainer_cfg)
     cfg.pop("divergence_threshold", None)  # the module's, not Lightning's
@@ -155,6 +156,28 @@ def log_diagnostics(client: MlflowClient, run_id: str, name: str, callback: Diag
         client.log_artifacts(run_id, str(folder), "diagnostics")
 
 
+# Top-level keys that are not part of a run's recorded config: where it is logged, free-form tags,
+# and how jobs are batched (a seed trained in a batch must look like one trained alone).
+NOT_PARAMS = ("tracking", "tags", "seeds_per_job")
+
+
+def run_metadata(cfg: DictConfig, init_choice: str | None,
+                 datamodule: TensorDataModule) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tags and params of a job's MLflow run (README: "Look at the results in MLflow")."""
+    tags = {
+        "scheme": cfg.init.scheme, "init": init_choice or cfg.init.scheme,
+        "scale": cfg.init.scale, "seed": cfg.seed,
+        "init_seed": cfg.init_seed, "data_seed": cfg.data_seed,
+        "sweep_id": os.environ.get(SWEEP_ID_ENV, "none"),
+        "config_hash": config_hash(cfg),
+        "group_hash": config_hash(cfg, keys=("data", "model", "init", "optim", "trainer")),
+        "dataset": datamodule.name, "n_test": len(datamodule.test[1]), "outcome": "running",
+        **{f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()},
+    }
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return tags, flatten({k: v for k, v in resolved.items() if k not in NOT_PARAMS})
+
+
 def _hydra_context() -> tuple[bool, list[str], Path | None, str | None]:
     """(is multirun, task overrides, job output dir, init choice); defaults outside Hydra."""
     if not HydraConfig.initialized():
@@ -175,8 +198,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     quiet_third_parties()
     multirun, overrides, output_dir, init_choice = _hydra_context()
     status: dict[str, Any] = {"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed"}
+    swept = os.environ.get(SWEPT_KEYS_ENV, "").split(",") if multirun else []
+    if cfg.get("seeds_per_job", 1) != 1:
+        from initsweep.vectorized import train_batched  # torch.func only when asked for
+
+        return train_batched(cfg, named_overrides(overrides, swept), init_choice, multirun,
+                             output_dir)
     try:
-        swept = os.environ.get(SWEPT_KEYS_ENV, "").split(",") if multirun else []
         status["name"] = name = run_name(cfg, named_overrides(overrides, swept), init_choice)
         datamodule, module = build(cfg)
         diagnostics = build_diagnostics(cfg, datamodule)
@@ -190,17 +218,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     client, experiment_id = open_experiment(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    tags = {
-        "scheme": cfg.init.scheme, "init": init_choice or cfg.init.scheme,
-        "scale": cfg.init.scale, "seed": cfg.seed,
-        "init_seed": cfg.init_seed, "data_seed": cfg.data_seed,
-        "sweep_id": os.environ.get(SWEEP_ID_ENV, "none"),
-        "config_hash": config_hash(cfg),
-        "group_hash": config_hash(cfg, keys=("data", "model", "init", "optim", "trainer")),
-        "dataset": datamodule.name, "n_test": len(datamodule.test[1]), "outcome": "running",
-        **{f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()},
-    }
-    params = flatten({k: v for k, v in resolved.items() if k not in ("tracking", "tags")})
+    tags, params = run_metadata(cfg, init_choice, datamodule)
     started = time.perf_counter()
     run_id = start_run(client, experiment_id, name, tags, params)
     status.update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))

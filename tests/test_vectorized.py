@@ -1,0 +1,72 @@
+"""seeds_per_job=K: K seeds trained as one vmapped model log the runs K sequential jobs would.
+
+Tolerance: a batched matmul sums in another order than K single ones, so losses agree to ~1e-5
+relative, not bit for bit; an accuracy may differ by a sample that sits on a decision boundary.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from initsweep.train import build, train
+from initsweep.vectorized import StackedSeedsModule, seed_configs
+from tests.conftest import compose_config, runs_of
+
+SHRINK = ["init=he", "trainer.max_epochs=3", "diagnostics.enabled=false"]
+
+
+def test_each_seed_starts_from_its_own_weights_exactly():
+    cfg = compose_config([*SHRINK, "seed=5", "seeds_per_job=3"])
+    modules = [build(one)[1] for one in seed_configs(cfg, 3)]
+    stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers=[])
+    for k, module in enumerate(modules):
+        for name, param in module.net.named_parameters():
+            assert torch.equal(stacked.stacked[name.replace(".", "__")][k], param)
+    assert [c.init_seed for c in seed_configs(cfg, 3)] == [5, 6, 7]
+
+
+def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
+    train(compose_config([*SHRINK, "seed=0", "seeds_per_job=3", f"tracking.uri={store}",
+                          "experiment_name=batched"]))
+    for seed in range(3):
+        train(compose_config([*SHRINK, f"seed={seed}", f"tracking.uri={store}",
+                              "experiment_name=alone"]))
+    client = MlflowClient(store)
+    batched = {r.info.run_name: r for r in runs_of(store, "batched")}
+    alone = {r.info.run_name: r for r in runs_of(store, "alone")}
+    assert set(batched) == set(alone) == {"he-x1-s0", "he-x1-s1", "he-x1-s2"}
+    for name, run in batched.items():
+        twin = alone[name]
+        assert run.info.status == "FINISHED" and run.data.tags["trained_together"] == "3"
+        for tag in ("config_hash", "group_hash", "seed", "init_seed", "data_seed", "outcome"):
+            assert run.data.tags[tag] == twin.data.tags[tag], tag
+        assert {k: v for k, v in run.data.params.items() if k != "experiment_name"} == \
+            {k: v for k, v in twin.data.params.items() if k != "experiment_name"}
+        assert run.data.metrics["test/loss"] == pytest.approx(twin.data.metrics["test/loss"],
+                                                              rel=1e-4)
+        n_test = int(run.data.tags["n_test"])
+        assert abs(run.data.metrics["test/acc"] - twin.data.metrics["test/acc"]) <= 2 / n_test
+        for key in ("train/loss", "val/loss", "val/acc"):
+            mine = client.get_metric_history(run.info.run_id, key)
+            theirs = client.get_metric_history(twin.info.run_id, key)
+            assert [m.step for m in mine] == [m.step for m in theirs], key
+            assert [m.value for m in mine] == pytest.approx([m.value for m in theirs],
+                                                            rel=1e-4, abs=2 / n_test), key
+
+
+def test_diverging_seeds_are_frozen_and_tagged(store):
+    status = train(compose_config(["init=ones", "optim=sgd", "optim.lr=0.5", "seeds_per_job=2",
+                                   "trainer.max_epochs=2", f"tracking.uri={store}"]))
+    assert [s["outcome"] for s in status["seeds"]] == ["diverged", "diverged"]
+    for run in runs_of(store):
+        assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "diverged"
+        assert "train/diverged_at_step" in run.data.metrics and "test/acc" in run.data.metrics
+
+
+def test_bad_seeds_per_job_is_a_one_line_error(store, capsys):
+    with pytest.raises(SystemExit):
+        train(compose_config(["seeds_per_job=0", f"tracking.uri={store}"]))
+    assert "seeds_per_job=0: must be an integer >= 1" in capsys.readouterr().err
+    assert runs_of(store) == []
