@@ -4,6 +4,9 @@
     python scripts/benchmark.py --mnist-root ../shared/data --repeats 5 --json bench.json
     python scripts/benchmark.py --workload digits --skip-sweep
 
+Also: seeds per second for K init seeds trained sequentially versus as one batched job
+(``seeds_per_job=K``, diagnostics off in both since the batched mode does not measure them).
+
 Workloads: ``s1`` = MLP 784-256-128-10 ReLU, Adam 1e-3, batch 128, 2 epochs over 55,000 x 784
 inputs (real MNIST when ``--mnist-root`` has it, random tensors of that shape otherwise);
 ``digits`` = the default job (bundled digits, 10 epochs). Each repetition runs, in this order, the
@@ -96,12 +99,27 @@ def demo_sweep_wall() -> float:
         return time.perf_counter() - start
 
 
+def seeds_per_second(base: list[str], k: int) -> dict:
+    """Throughput of K init seeds: K sequential jobs versus one ``seeds_per_job=K`` job."""
+    start = time.perf_counter()
+    for seed in range(k):
+        train(compose_cfg([*base, f"seed={seed}"]))
+    sequential = time.perf_counter() - start
+    start = time.perf_counter()
+    train(compose_cfg([*base, "seed=0", f"seeds_per_job={k}"]))
+    batched = time.perf_counter() - start
+    return {"k": k, "sequential_s": sequential, "batched_s": batched,
+            "sequential_seeds_per_s": k / sequential, "batched_seeds_per_s": k / batched,
+            "speedup": sequential / batched}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("s1", "digits"), default="s1")
     parser.add_argument("--mnist-root", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--seeds", type=int, default=8, help="K for the vectorized-seeds test")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -119,6 +137,7 @@ def main() -> None:
             rows.append({"plain_s": plain, "run_s": full["run_s"], "fit_test_s": full["fit_test_s"],
                          "mlflow_s": full["mlflow_s"], "diagnostics_s": full["diagnostics_s"],
                          "artifacts_s": full["artifacts_s"], "run_no_diag_s": bare["run_s"]})
+        vectorized = seeds_per_second([*base, "diagnostics.enabled=false"], args.seeds)
     result = {
         "workload": args.workload, "dataset": with_diag.data._target_.rsplit(".", 1)[-1],
         "repeats": args.repeats, "threads": torch.get_num_threads(),
@@ -129,6 +148,7 @@ def main() -> None:
         "mlflow_share": summary([r["mlflow_s"] / r["run_s"] for r in rows]),
         "diagnostics_share": summary([r["diagnostics_s"] / r["run_s"] for r in rows]),
         "artifacts_share": summary([r["artifacts_s"] / r["run_s"] for r in rows]),
+        "vectorized_seeds": vectorized,
         "rows": rows,
     }
     if not args.skip_sweep:
@@ -137,6 +157,9 @@ def main() -> None:
     for key, value in result.items():
         if isinstance(value, dict):
             print(f"{key:28s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
+    print(f"{'seeds/s sequential, batched':28s} {vectorized['sequential_seeds_per_s']:9.3f} "
+          f"{vectorized['batched_seeds_per_s']:9.3f}  (K={vectorized['k']}, "
+          f"speed-up {vectorized['speedup']:.2f}x)")
     if "demo_sweep_wall_s" in result:
         print(f"{'demo_sweep_wall_s':28s} {result['demo_sweep_wall_s']:9.2f}")
     if args.json:
