@@ -155,7 +155,7 @@ def main() -> None:
         result["demo_sweep_wall_s"] = demo_sweep_wall()
     print(f"{'measure':28s} {'median':>9s} {'min':>9s} {'max':>9s}")
     for key, value in result.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "median" in value:
             print(f"{key:28s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
     print(f"{'seeds/s sequential, batched':28s} {vectorized['sequential_seeds_per_s']:9.3f} "
           f"{vectorized['batched_seeds_per_s']:9.3f}  (K={vectorized['k']}, "

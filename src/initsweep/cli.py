@@ -1,0 +1,120 @@
+"""The ``initsweep`` console script: ``initsweep report [options]``.
+
+Bad input (an unknown experiment, sweep, metric or tuning key, a malformed filter, a missing
+store) stops with one line that names the flag and what is allowed, and exit code 2, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network; no stray threads
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage errors as ``error: <message>`` on one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 0")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command, ``report``."""
+    top = OneLineParser(prog="initsweep", description="initsweep tools.")
+    commands = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
+                                  metavar="{report}")
+    rep = commands.add_parser(
+        "report", help="seed-sensitivity report of a sweep",
+        description="Read a sweep back from MLflow; per-group statistics over seeds, paired "
+                    "P(A>B) verdicts, the init/data seed variance split and the tuning trap; "
+                    "writes report.md, report.html, CSVs and plots, and logs them on the "
+                    "sweep's parent run.")
+    rep.add_argument("--experiment", help="experiment name (default: the sweep's own with "
+                                          "--sweep / --latest, else initsweep)")
+    which = rep.add_mutually_exclusive_group()
+    which.add_argument("--sweep", metavar="ID", help="sweep id (tag sweep_id) or parent run id")
+    which.add_argument("--latest", action="store_true", help="the newest sweep of the experiment")
+    rep.add_argument("--filter", metavar="FILTER",
+                     help="MLflow filter string, e.g. \"params.`optim.name` = 'sgd'\"")
+    rep.add_argument("--metric", default="test/acc", help="metric to compare (test/acc)")
+    rep.add_argument("--tune", metavar="KEY", help="param to analyse as tuned, e.g. optim.lr")
+    rep.add_argument("--out", metavar="DIR", type=Path,
+                     help="output folder (default: <sweep dir>/report, else outputs/report-<id>)")
+    rep.add_argument("--tracking-uri", metavar="URI",
+                     help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                          "sqlite:///<cwd>/mlruns/mlflow.db)")
+    rep.add_argument("--n-test", type=positive_int, metavar="N",
+                     help="test-set size for the noise floor when runs did not log n_test")
+    rep.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seed of the bootstrap and subset draws (0)")
+    rep.add_argument("--no-log", action="store_true",
+                     help="write the files but do not log them on the parent run")
+    return top
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Run ``initsweep report``; returns the exit code."""
+    from initsweep.report.render import ARTIFACT_PATH, make_report, terminal
+    from initsweep.report.runs import default_tracking_uri, open_client, select
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = args.tracking_uri or default_tracking_uri()
+    client = open_client(uri)
+    selection = select(client, args.experiment, sweep=args.sweep, latest=args.latest,
+                       filter_string=args.filter)
+    report, files, folder, logged = make_report(
+        client, selection, args.out, metric=args.metric, tune=args.tune, n_test=args.n_test,
+        seed=args.seed, log=not args.no_log)
+    print(terminal(report))
+    print(f"\nwrote {len(files)} files to {folder}: report.md, report.html, runs.csv, ...")
+    if logged:
+        print(f"logged them under {ARTIFACT_PATH}/ on the sweep's parent run {logged}")
+    elif not args.no_log:
+        print("not logged: no parent run selected (use --sweep or --latest)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``initsweep`` script; exit code 2 on bad input."""
+    args = parser().parse_args(argv)
+    from initsweep.report.runs import ReportInputError
+
+    try:
+        return report_command(args)
+    except ReportInputError as err:
+        print(f"error: {err.flag} {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

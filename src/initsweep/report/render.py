@@ -1,0 +1,476 @@
+"""Assemble the report: compute, then write report.md, report.html, CSVs and plots, and log them.
+
+The report is built once as a list of blocks (headings, paragraphs, tables of preformatted
+strings, images); the Markdown and HTML writers render the same blocks, so the two never
+disagree. The HTML embeds its images (base64), so it reads on its own, e.g. in the MLflow UI's
+artifact view, where relative image links would not resolve.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from initsweep.report import plots
+from initsweep.report.runs import (
+    RunTable,
+    Selection,
+    load,
+    open_client,
+    resolve_param,
+    select,
+)
+from initsweep.report.stats import (
+    MEANINGFUL,
+    N_RESAMPLES,
+    group_summary,
+    is_accuracy,
+    pairwise,
+    variance_split,
+)
+from initsweep.report.tuning import TuningResult, analyse
+
+ARTIFACT_PATH = "report"
+TERMINAL_PAIRS = 12  # pairwise verdicts printed in the terminal; all of them go to report.md
+Block = tuple[Any, ...]
+
+
+@dataclass
+class Report:
+    """Everything the report shows, computed from one selection of runs."""
+
+    selection: Selection
+    table: RunTable
+    seed: int
+    summary: pd.DataFrame
+    pairs: pd.DataFrame
+    variance: pd.DataFrame
+    tune_key: str | None = None
+    tuning: list[TuningResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> bool:
+        return is_accuracy(self.table)
+
+
+def build(client: MlflowClient, selection: Selection, metric: str = "test/acc",
+          tune: str | None = None, n_test: int | None = None, seed: int = 0) -> Report:
+    """Load the runs and compute every statistic (no files written)."""
+    table = load(client, selection, metric, n_test)
+    tune_key = resolve_param(table, tune) if tune else None
+    summary = group_summary(table, seed)
+    report = Report(selection, table, seed, summary, pairwise(table, seed), variance_split(table),
+                    tune_key, notes=list(table.notes))
+    if tune_key:
+        report.tuning, notes = analyse(table, tune_key, seed)
+        report.notes += notes
+    if report.accuracy and summary["n_test"].isna().all():
+        report.notes.append("test-set noise floor not shown: no run logged `n_test` (tag, param "
+                            "or metric); pass --n-test N")
+    return report
+
+
+# ------------------------------------------------------------------------------- formatting
+def fmt(value: Any, digits: int = 4) -> str:
+    """Numbers with ``digits`` decimals, NaN as an en dash, everything else as str."""
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def pct(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
+
+
+def group_view(report: Report) -> pd.DataFrame:
+    """The per-group table as strings (what the terminal, Markdown and HTML show)."""
+    rows = []
+    for _, r in report.summary.iterrows():
+        row = {"group": r["group"], "n": str(r["n"]), "failed": str(r["failed"]),
+               "diverged": str(r["diverged"]), "other": str(r["other"]),
+               "mean": fmt(r["mean"]), "std": fmt(r["std"]),
+               "95% CI": f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+               "median": fmt(r["median"]), "IQM": fmt(r["iqm"]), "min": fmt(r["min"]),
+               "max": fmt(r["max"])}
+        if report.accuracy:
+            row["noise floor"] = fmt(r["noise_floor"])
+            row["std/floor"] = fmt(r["std/floor"], 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "A": r["a"], "B": r["b"], "seeds": str(r["n_pairs"]), "P(A>B)": fmt(r["P(A>B)"], 2),
+        "95% CI": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
+        "mean A-B": fmt(r["mean_diff"]), "sign test p": fmt(r["sign_p"], 3),
+        "verdict": r["verdict"]} for _, r in pairs.iterrows()])
+
+
+def variance_view(split: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "group": r["group"], "grid": f"{r['init_seeds']}x{r['data_seeds']}",
+        "runs": str(r["runs"]), "std": fmt(r["std"]), "init seed": pct(r["init_share"]),
+        "data seed": pct(r["data_share"]), "rest": pct(r["rest_share"]),
+        "std of init means": fmt(r["init_std"]), "std of data means": fmt(r["data_std"]),
+    } for _, r in split.iterrows()])
+
+
+def tuning_view(results: Sequence[TuningResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        s = r.summary()
+        rows.append({
+            "context": s["context"], "values": str(s["values"]), "seeds": str(s["seeds"]),
+            "best on mean": s["best_on_mean"], "P(best)": fmt(s["p_best_of_winner"], 2),
+            "flip rate": fmt(s["flip_rate"], 2), "regret": fmt(s["regret"]),
+            "worst regret": fmt(s["regret_max"]), "optimism": fmt(s["optimism"]),
+            "Kendall τ": fmt(s["tau_mean"], 2), "held-out regret k=1": fmt(s["heldout_regret_k1"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def winners_view(r: TuningResult) -> pd.DataFrame:
+    """Per seed: its winner and what it costs; the last row is the winner on the mean."""
+    rows = [{"seed": p["seed"], "winner": p["winner"], "score on seed": fmt(p["score"]),
+             "mean on other seeds": fmt(p["winner_elsewhere"]), "regret": fmt(p["regret"]),
+             "optimism": fmt(p["optimism"])} for _, p in r.per_seed.iterrows()]
+    rows.append({"seed": "mean", "winner": r.best_on_mean,
+                 "score on seed": fmt(float(r.mean[r.best_on_mean])),
+                 "mean on other seeds": "", "regret": "0", "optimism": ""})
+    return pd.DataFrame(rows)
+
+
+def values_view(r: TuningResult) -> pd.DataFrame:
+    return pd.DataFrame([{
+        r.key: v, "mean": fmt(float(r.mean[v])),
+        "95% CI": (f"[{fmt(r.ci.at[v, 'ci_low'])}, {fmt(r.ci.at[v, 'ci_high'])}]"
+                   if r.ci is not None else "–"),
+        "seeds it wins": f"{(r.per_seed['winner'].str.split('=').map(lambda w, v=v: v in w)).sum()}"
+                         f"/{len(r.seeds)}",
+        "P(best)": fmt(float(r.p_best[v]), 2)} for v in r.values])
+
+
+def curve_view(results: Sequence[TuningResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for _, c in r.curve.iterrows():
+            rows.append({"context": r.context, "k seeds": str(int(c["k"])),
+                         "subsets": str(int(c["subsets"])), "held-out regret": fmt(c["regret"]),
+                         "± sem": fmt(c["regret_sem"]), "choice ≠ best on mean":
+                         fmt(c["miss_rate"], 2)})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------- the document
+def counts_line(table: RunTable) -> str:
+    outcomes = table.frame["outcome"].value_counts()
+    usable = int(table.frame["usable"].sum())
+    rest = ", ".join(f"{v} {k}" for k, v in outcomes.items() if k != "ok")
+    return f"{len(table.frame)} runs, {usable} usable" + (f" ({rest} excluded)" if rest else "")
+
+
+def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
+    """The report as blocks: ("h1"|"h2"|"h3"|"p", text), ("table", frame), ("img", path, alt),
+    ("list", items). Text may use `code` and **bold**."""
+    t, sel = report.table, report.selection
+    direction = "lower is better" if t.lower_is_better else "higher is better"
+    out: list[Block] = [("h1", f"Seed-sensitivity report: {sel.label}")]
+    out.append(("p", f"Runs: {sel.describe()}. Metric `{t.metric}` ({direction}). "
+                     f"{counts_line(t)}."))
+    parent = sel.parent_tags
+    if "n_jobs" in parent:
+        jobs = ", ".join(f"{k}={v}" for k, v in sorted(parent.items()) if k.startswith("n_"))
+        out.append(("p", f"The sweep's parent run counts {jobs} (a job rejected before it "
+                         "created a run appears there only)."))
+    if sel.overrides:
+        out.append(("p", f"Sweep command line: `{sel.overrides}`"))
+    out.append(("p", f"Statistics are reproducible: bootstrap with {N_RESAMPLES} resamples "
+                     f"seeded by `--seed {report.seed}`. Failed, diverged and other unusable runs "
+                     "are counted per group and left out of every statistic."))
+    if report.notes:
+        out.append(("list", report.notes))
+
+    out.append(("h2", "Groups"))
+    keys = ", ".join(f"`{k}`" for k in t.group_keys) or "nothing (one group)"
+    out.append(("p", f"A group is every run with the same config except the seed keys (`seed`, "
+                     f"`init_seed`, `data_seed`). What varies between groups here: {keys}."))
+    out.append(("table", group_view(report)))
+    out.append(("p", "IQM: interquartile mean (mean of the middle 50% of seeds). 95% CI: BCa "
+                     "bootstrap interval of the mean over seeds."
+                + (" Noise floor: sqrt(p(1-p)/n_test), the std that test-set sampling alone "
+                   "gives (Jordan 2024); std/floor near 1 means the seeds differ no more than "
+                   "measuring on a finite test set would explain." if report.accuracy else "")))
+    if "groups" in plot_files:
+        out.append(("img", plot_files["groups"], f"{t.metric} per group"))
+
+    out.append(("h2", "Comparisons: P(A > B) over paired seeds"))
+    if report.pairs.empty:
+        out.append(("p", "Only one group: nothing to compare."))
+    else:
+        out.append(("p", "P(A > B): the share of seeds (same `seed`, `init_seed`, `data_seed` "
+                         "in both groups) on which A beats B, ties counted half, with a "
+                         "percentile bootstrap interval. Bouthillier et al. (2021) call "
+                         f"P >= {MEANINGFUL} meaningful; a verdict names a winner only when P >= "
+                         f"{MEANINGFUL}, the interval excludes 0.5 and an exact one-sided sign "
+                         "test over the seeds gives p < 0.05 (the bootstrap of a few seeds that "
+                         "all agree is degenerate; the sign test needs 5 or more). Pairs "
+                         "compared: groups that differ in one key."))
+        out.append(("table", pair_view(report.pairs)))
+
+    out.append(("h2", "Variance split: init seed vs data-order seed"))
+    if report.variance.empty:
+        out.append(("p", "Not available: `init_seed` and `data_seed` were not crossed in these "
+                         "runs. Cross them to see which source of randomness matters (Dodge et "
+                         "al. 2020), e.g. `python train.py -m experiment=crossed_seeds` or "
+                         "`python train.py -m init=he init_seed=0,1,2,3 data_seed=0,1,2,3`."))
+    else:
+        out.append(("p", "Two-way ANOVA sums of squares over the init-seed x data-seed grid: "
+                         "the share of the variance explained by the weights' seed, by the data "
+                         "order's seed, and the rest (their interaction and any other noise)."))
+        out.append(("table", variance_view(report.variance)))
+        if "variance" in plot_files:
+            out.append(("img", plot_files["variance"], "variance split"))
+
+    if report.tune_key:
+        out.extend(tuning_blocks(report, plot_files))
+    return out
+
+
+def tuning_blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
+    key, results = report.tune_key, report.tuning
+    out: list[Block] = [("h2", f"The tuning trap: choosing `{key}` on one seed")]
+    if not results:
+        out.append(("p", f"No context has a complete `{key}` x seed grid; see the notes."))
+        return out
+    out.append(("p", f"Per context (the other settings that vary), the grid `{key}` x seeds. "
+                     "**Flip rate**: share of seeds whose own best value is not the best on the "
+                     "mean over seeds. **Regret**: mean over seeds of mean(best on mean) - "
+                     "mean(that seed's best), i.e. what trusting one seed costs. **Optimism**: "
+                     "a seed's best score minus that value's mean on the other seeds (winner's "
+                     "curse). **Kendall τ**: mean rank agreement of the values between pairs of "
+                     "seeds (1 = same order). **P(best)**: how often the value wins on the mean "
+                     "of a bootstrap resample of the seeds. **Held-out regret**: choose on k "
+                     "seeds, evaluate on the others."))
+    out.append(("table", tuning_view(results)))
+    for name, alt in (("tuning_curve", f"{report.table.metric} vs {key}"),
+                      ("rank_heatmap", "rank heatmap"), ("kendall_tau", "Kendall tau"),
+                      ("regret", "regret vs seeds")):
+        if name in plot_files:
+            out.append(("img", plot_files[name], alt))
+    for r in results:
+        out.append(("h3", f"{r.context}: winners per seed"))
+        out.append(("table", winners_view(r)))
+        out.append(("table", values_view(r)))
+    out.append(("h3", "Regret vs number of seeds used to choose"))
+    out.append(("table", curve_view(results)))
+    return out
+
+
+# ------------------------------------------------------------------------------- renderers
+def md_table(frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table from a frame of strings (pipes escaped)."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def to_markdown(doc: Sequence[Block]) -> str:
+    parts = []
+    for block in doc:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append("#" * int(kind[1]) + " " + block[1])
+        elif kind == "p":
+            parts.append(block[1])
+        elif kind == "list":
+            parts.append("\n".join(f"- {item}" for item in block[1]))
+        elif kind == "table":
+            parts.append(md_table(block[1]))
+        elif kind == "img":
+            parts.append(f"![{block[2]}]({block[1]})")
+    return "\n\n".join(parts) + "\n"
+
+
+def inline_html(text: str) -> str:
+    """Escape, then the two inline Markdown forms the report uses: `code` and **bold**."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
+
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+    "color:#222}table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+    "td:first-child,th:first-child{text-align:left}code{background:#f3f3f3;padding:0 3px}"
+    "img{max-width:100%;margin:0.5em 0}"
+)
+
+
+def to_html(doc: Sequence[Block], root: Path) -> str:
+    """A standalone HTML page; images from ``root`` embedded as base64."""
+    title = next((b[1] for b in doc if b[0] == "h1"), "initsweep report")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{STYLE}</style></head><body>"]
+    for block in doc:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{inline_html(block[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{inline_html(block[1])}</p>")
+        elif kind == "list":
+            items = "".join(f"<li>{inline_html(i)}</li>" for i in block[1])
+            parts.append(f"<ul>{items}</ul>")
+        elif kind == "table":
+            parts.append(block[1].to_html(index=False, escape=True, border=0))
+        elif kind == "img":
+            data = base64.b64encode((root / block[1]).read_bytes()).decode()
+            parts.append(f"<img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def terminal(report: Report, max_pairs: int = TERMINAL_PAIRS) -> str:
+    """What the command prints: the group table, verdicts, variance split, tuning headline."""
+    t, sel = report.table, report.selection
+    lines = [f"initsweep report: {sel.describe()}",
+             f"metric {t.metric} ({'lower' if t.lower_is_better else 'higher'} is better); "
+             f"{counts_line(t)}", ""]
+    view = group_view(report).drop(columns=["median", "min", "max"])
+    lines.append(view.to_string(index=False))
+    if not report.pairs.empty:
+        lines += ["", "P(A > B) over paired seeds (to call it: P >= 0.75, interval above 0.5, "
+                      "sign test p < 0.05):"]
+        verdicts = report.pairs["verdict"].tolist()
+        lines += [f"  {v}" for v in verdicts[:max_pairs]]
+        if len(verdicts) > max_pairs:
+            lines.append(f"  ... {len(verdicts) - max_pairs} more in report.md")
+    if not report.variance.empty:
+        lines += ["", "variance split (init seed x data seed):",
+                  variance_view(report.variance).to_string(index=False)]
+    if report.tune_key and report.tuning:
+        lines += ["", f"tuning trap on {report.tune_key}:",
+                  tuning_view(report.tuning).to_string(index=False)]
+        for r in report.tuning:
+            picks = ", ".join(f"{p['seed']}:{p['winner']}" for _, p in r.per_seed.iterrows())
+            curve = ", ".join(f"k={int(c['k'])}: {c['regret']:.4f}" for _, c in
+                              r.curve.iterrows())
+            lines += [f"  {r.context}: winner per seed {picks}",
+                      f"  {r.context}: held-out regret {curve}"]
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- files
+def runs_csv(table: RunTable) -> pd.DataFrame:
+    """The per-run rows, leading with what the report uses."""
+    frame = table.frame.drop(columns=["_group_order"])
+    first = ["run_id", "run_name", "group", "status", "outcome", "usable", "value", "seed",
+             "init_seed", "data_seed", "n_test"]
+    rest = sorted(c for c in frame.columns if c not in first)
+    return frame[first + rest].rename(columns={"value": table.metric})
+
+
+def write(report: Report, out: Path) -> list[Path]:
+    """Write every file of the report into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    plot_dir = out / "plots"
+    t = report.table
+    files: dict[str, str] = {}
+    written: list[Path] = []
+
+    def plot(name: str, path: Path) -> None:
+        files[name] = str(path.relative_to(out))
+        written.append(path)
+
+    if not report.summary.empty:
+        plot("groups", plots.groups_plot(t, report.summary, plot_dir / "groups.png",
+                                         report.seed))
+    if not report.variance.empty:
+        plot("variance", plots.variance_plot(report.variance, plot_dir / "variance_split.png"))
+    if report.tuning:
+        plot("tuning_curve", plots.tuning_curve_plot(report.tuning, t.metric,
+                                                     plot_dir / "tuning_curve.png"))
+        plot("rank_heatmap", plots.rank_heatmap_plot(report.tuning, plot_dir / "rank_heatmap.png"))
+        plot("kendall_tau", plots.kendall_plot(report.tuning, plot_dir / "kendall_tau.png"))
+        plot("regret", plots.regret_plot(report.tuning, t.metric,
+                                         plot_dir / "regret_vs_seeds.png"))
+    csvs = {"runs.csv": runs_csv(t), "groups.csv": report.summary, "pairs.csv": report.pairs}
+    if not report.variance.empty:
+        csvs["variance.csv"] = report.variance
+    if report.tuning:
+        csvs["tuning.csv"] = pd.DataFrame([r.summary() for r in report.tuning])
+        csvs["tuning_seeds.csv"] = pd.concat(
+            [r.per_seed.assign(context=r.context) for r in report.tuning], ignore_index=True)
+        csvs["regret_curve.csv"] = pd.concat(
+            [r.curve.assign(context=r.context) for r in report.tuning], ignore_index=True)
+    for name, frame in csvs.items():
+        frame.to_csv(out / name, index=False)
+        written.append(out / name)
+    doc = blocks(report, files)
+    (out / "report.md").write_text(to_markdown(doc), encoding="utf-8")
+    (out / "report.html").write_text(to_html(doc, out), encoding="utf-8")
+    written += [out / "report.md", out / "report.html"]
+    return written
+
+
+def log_artifacts(client: MlflowClient, report: Report, out: Path) -> str | None:
+    """Log the folder under ``report/`` on the sweep's parent run; returns its id (None: none)."""
+    parent = report.selection.parent_run_id
+    if not parent:
+        return None
+    client.log_artifacts(parent, str(out), artifact_path=ARTIFACT_PATH)
+    client.set_tag(parent, "report", f"{ARTIFACT_PATH}/report.html")
+    return parent
+
+
+def default_out(selection: Selection) -> Path:
+    """``<sweep dir>/report`` when the sweep's folder is here, else ``outputs/report-<label>``."""
+    if selection.sweep_dir and Path(selection.sweep_dir).is_dir():
+        return Path(selection.sweep_dir) / "report"
+    return Path("outputs") / f"report-{selection.label}"
+
+
+def make_report(client: MlflowClient, selection: Selection, out: Path | None = None,
+                metric: str = "test/acc", tune: str | None = None, n_test: int | None = None,
+                seed: int = 0, log: bool = True) -> tuple[Report, list[Path], Path, str | None]:
+    """Build, write and (when a parent run is known) log: (report, files, folder, run id)."""
+    report = build(client, selection, metric, tune, n_test, seed)
+    folder = out or default_out(selection)
+    files = write(report, folder)
+    logged = log_artifacts(client, report, folder) if log else None
+    return report, files, folder, logged
+
+
+def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out: Path,
+                     options: Any = None) -> str:
+    """The hook for ``+report=true``: report one sweep into ``out``; returns the terminal text.
+
+    ``options`` is the config's ``report`` value: ``true``, or a mapping with any of ``metric``,
+    ``tune``, ``n_test``, ``seed``.
+    """
+    opts = dict(options) if hasattr(options, "keys") else {}
+    client = open_client(tracking_uri)
+    selection = select(client, experiment, sweep=parent_run_id)
+    report, files, folder, logged = make_report(
+        client, selection, out, metric=opts.get("metric", "test/acc"), tune=opts.get("tune"),
+        n_test=opts.get("n_test"), seed=int(opts.get("seed", 0)))
+    where = f"; logged under {ARTIFACT_PATH}/ on run {logged}" if logged else ""
+    return terminal(report) + f"\n\nwrote {len(files)} files to {folder}{where}"
