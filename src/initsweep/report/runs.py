@@ -344,7 +344,7 @@ def format_label(values: dict[str, str], keys: Sequence[str]) -> str:
     parts = []
     for key in keys:
         value = values[key]
-        parts.append(value if key == "init.scheme" else f"{key}={value}")
+        parts.append(value if key in ("init", "init.scheme") else f"{key}={value}")
     return " ".join(parts)
 
 
@@ -398,10 +398,24 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
     group_keys = [k for k in varying_keys(params) if k not in excluded]
     priority = _override_keys(selection.overrides if selection else None)
     priority += ["init.scheme", "optim.name", "optim.lr"]
-    label_keys = label_keys_for(params, group_keys, priority)
-    frame["group"] = [format_label(dict(zip(params.columns, values, strict=True)), label_keys)
-                      for values in params.itertuples(index=False)]
-    order = params[label_keys].apply(lambda r: tuple(sort_key(v) for v in r), axis=1) \
+    # The `init` tag (the config chosen, e.g. s1/uniform_0_1) names a group better than its
+    # params do; use it for labels when it never splits a group.
+    labels = params.copy()
+    if "tags.init" in frame and group_keys:
+        labels["init"] = frame["tags.init"].fillna(MISSING).astype(str)
+        if len(labels.drop_duplicates(subset=["init", *group_keys])) == \
+                len(labels.drop_duplicates(subset=group_keys)):
+            priority = ["init", *priority]
+            group_keys_for_labels = ["init", *group_keys]
+            frame["params.init"] = labels["init"]  # label column only: not a group key
+        else:
+            group_keys_for_labels = group_keys
+    else:
+        group_keys_for_labels = group_keys
+    label_keys = label_keys_for(labels, group_keys_for_labels, priority)
+    frame["group"] = [format_label(dict(zip(labels.columns, values, strict=True)), label_keys)
+                      for values in labels.itertuples(index=False)]
+    order = labels[label_keys].apply(lambda r: tuple(sort_key(v) for v in r), axis=1) \
         if label_keys else pd.Series([()] * len(frame))
     ranked = {g: i for i, g in enumerate(sorted(set(order)))}
     frame["_group_order"] = [ranked[o] for o in order]
