@@ -26,6 +26,7 @@ from initsweep.tracking import (
     SWEPT_KEYS_ENV,
     open_experiment,
     redact,
+    redact_override,
     swept_keys,
     tracking_uri,
 )
@@ -56,7 +57,7 @@ class SweepCallback(Callback):
         self.client, experiment_id = open_experiment(config)
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(map(redact_override, config.hydra.overrides.task))
         run = self.client.create_run(
             experiment_id, run_name=f"sweep-{self.sweep_id}",
             tags={"sweep_id": self.sweep_id, "initsweep.role": "sweep",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here; no stray threads
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one console line a job
 
 from lightning.pytorch.loggers.logger import Logger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
@@ -62,6 +63,39 @@ def artifact_location(tracking_cfg: Mapping[str, Any] | None, uri: str,
 def redact(uri: str) -> str:
     """A URI without credentials (user:password@ is never logged or printed)."""
     return re.sub(r"//[^/@]+@", "//***@", uri)
+
+
+# A config key whose value is a credential, whatever it holds (matched on the key's last part).
+SECRET_KEY = re.compile(r"(^|[_-])(pass(word|wd)?|secret|token|api_?key|access_?key|credentials?)$",
+                        re.IGNORECASE)
+
+
+def is_secret_key(key: str) -> bool:
+    """``tracking.password``, ``+tags.api_token``, ...: names that say the value is a secret."""
+    return bool(SECRET_KEY.search(str(key).rsplit(".", 1)[-1]))
+
+
+def redact_config(tree: Any) -> Any:
+    """A copy of a resolved config that is safe to log as an artifact.
+
+    Why: the resolved config carries the ``tracking`` section, which is where a URI with
+    ``user:password@`` or a key filled from the environment (``${oc.env:MLFLOW_TRACKING_PASSWORD}``)
+    ends up. Values of secret-named keys become ``***``; credentials in any string are removed.
+    """
+    if isinstance(tree, Mapping):
+        return {k: "***" if is_secret_key(k) and v not in (None, "") else redact_config(v)
+                for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [redact_config(v) for v in tree]
+    return redact(tree) if isinstance(tree, str) else tree
+
+
+def redact_override(override: str) -> str:
+    """A command-line ``key=value`` fit to log (the ``overrides.txt`` artifact, the sweep's tag)."""
+    key, sep, _ = override.partition("=")
+    if sep and is_secret_key(key.lstrip("+~")):
+        return f"{key}=***"
+    return redact(override)
 
 
 def ensure_store(uri: str) -> None:
@@ -212,11 +246,13 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
               params: Mapping[str, str]) -> str:
     """Create a run with its tags and params; returns its id."""
     parent = os.environ.get(PARENT_RUN_ENV)
-    all_tags = {k: str(v) for k, v in tags.items()}
+    # Every tag and param passes through redaction: the last line of defence against a
+    # credential that reached the config (a URI with user:password@, a ``*_token`` key).
+    all_tags = {k: "***" if is_secret_key(k) else redact(str(v)) for k, v in tags.items()}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
-    items = [Param(k, v) for k, v in params.items()]
+    items = [Param(k, "***" if is_secret_key(k) else redact(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=items[start:start + 100])
     return run.info.run_id

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from initsweep import plots
 from initsweep.data import TensorDataModule
+from initsweep.devices import bind_job
 from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
 from initsweep.models import linear_layers
@@ -44,6 +45,8 @@ from initsweep.tracking import (
     flatten,
     named_overrides,
     open_experiment,
+    redact_config,
+    redact_override,
     run_name,
     start_run,
 )
@@ -157,8 +160,8 @@ def log_diagnostics(client: MlflowClient, run_id: str, name: str, callback: Diag
 
 
 # Top-level keys that are not part of a run's recorded config: where it is logged, free-form tags,
-# and how jobs are batched (a seed trained in a batch must look like one trained alone).
-NOT_PARAMS = ("tracking", "tags", "seeds_per_job")
+# how jobs are batched and placed (a seed trained in a batch or on another GPU must look the same).
+NOT_PARAMS = ("tracking", "tags", "seeds_per_job", "devices")
 
 
 def run_metadata(cfg: DictConfig, init_choice: str | None,
@@ -195,6 +198,7 @@ def _write_status(output_dir: Path | None, status: Mapping[str, Any]) -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; returns its status (name, outcome, test metrics)."""
+    bind_job(cfg)  # GPU / torch threads for parallel launchers: before any CUDA call
     quiet_third_parties()
     multirun, overrides, output_dir, init_choice = _hydra_context()
     status: dict[str, Any] = {"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed"}
@@ -228,8 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     timing = {"mlflow_s": time.perf_counter() - started}
     try:
         tick = time.perf_counter()
-        client.log_text(run_id, OmegaConf.to_yaml(resolved), "config.yaml")
-        client.log_text(run_id, "\n".join(overrides) + "\n", "overrides.txt")
+        client.log_text(run_id, OmegaConf.to_yaml(redact_config(resolved)), "config.yaml")
+        client.log_text(run_id, "\n".join(map(redact_override, overrides)) + "\n", "overrides.txt")
         timing["mlflow_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
         trainer = build_trainer(cfg.trainer, logger, [diagnostics] if diagnostics else [])

@@ -46,6 +46,7 @@ from initsweep.tracking import (
     BufferedMlflowLogger,
     end_run,
     open_experiment,
+    redact_config,
     run_name,
     start_run,
 )
@@ -251,7 +252,8 @@ def train_batched(cfg: DictConfig, named: list[str], init_choice: str | None, mu
         tags, params = run_metadata(one, init_choice, datamodule)
         tags["trained_together"] = len(configs)
         run_id = start_run(client, experiment_id, name, tags, params)
-        client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.to_container(one)), "config.yaml")
+        client.log_text(run_id, OmegaConf.to_yaml(redact_config(OmegaConf.to_container(one))),
+                        "config.yaml")
         run_ids.append(run_id)
         loggers.append(BufferedMlflowLogger(client, run_id, one.tracking.get("flush_every", 1000)))
     statuses = [{"sweep_id": sweep_id, "name": n, "run_id": r, "outcome": "failed"}
