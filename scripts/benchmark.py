@@ -124,7 +124,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment_name=benchmark"]
+        # force: the same config runs again and again here; never skip it as already finished
+        store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment_name=benchmark",
+                 "force=true"]
         base = [*workload_overrides(args.workload, args.mnist_root), *store]
         with_diag = compose_cfg(base)
         without_diag = compose_cfg([*base, "diagnostics.enabled=false"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -79,6 +80,13 @@ class TensorDataModule(L.LightningDataModule):
 
     def load(self) -> tuple[Split, Split, Split]:
         raise NotImplementedError
+
+    # Saved in Lightning checkpoints, so a resumed run continues the same data order.
+    def state_dict(self) -> dict[str, Any]:
+        return {"shuffle_generator": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shuffle_generator.set_state(state["shuffle_generator"])
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is None:

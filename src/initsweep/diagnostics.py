@@ -159,7 +159,7 @@ class DiagnosticsCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.weights_at_init = [w.weight.detach().cpu().clone()
                                 for w in linear_layers(pl_module.net)]
-        self._record(trainer, pl_module, step=0)
+        self._record(trainer, pl_module, step=trainer.global_step)  # > 0 when resumed
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
                              batch: Any, batch_idx: int) -> None:

@@ -76,7 +76,7 @@ class SweepCallback(Callback):
         os.environ.pop(SWEEP_ID_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)
         statuses = collect_statuses(self.sweep_dir, self.sweep_id)
-        failed = [s for s in statuses if s.get("outcome") == "failed"]
+        failed = [s for s in statuses if s.get("outcome") in ("failed", "preempted")]
         counts: dict[str, int] = {}
         for s in statuses:
             counts[s.get("outcome", "unknown")] = counts.get(s.get("outcome", "unknown"), 0) + 1

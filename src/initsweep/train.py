@@ -34,6 +34,15 @@ from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
 from initsweep.models import linear_layers
 from initsweep.module import InitSweepModule
+from initsweep.resume import (
+    PREEMPTED,
+    Preempted,
+    PreemptionCheckpoint,
+    checkpoint_path,
+    find_runs,
+    finished_run,
+    preempted_run,
+)
 from initsweep.tracking import (
     PARENT_RUN_ENV,
     SEED_KEYS,
@@ -49,6 +58,7 @@ from initsweep.tracking import (
     redact_override,
     run_name,
     start_run,
+    tracking_uri,
 )
 
 log = logging.getLogger("initsweep")
@@ -161,7 +171,7 @@ def log_diagnostics(client: MlflowClient, run_id: str, name: str, callback: Diag
 
 # Top-level keys that are not part of a run's recorded config: where it is logged, free-form tags,
 # how jobs are batched and placed (a seed trained in a batch or on another GPU must look the same).
-NOT_PARAMS = ("tracking", "tags", "seeds_per_job", "devices")
+NOT_PARAMS = ("tracking", "tags", "seeds_per_job", "devices", "force")
 
 
 def run_metadata(cfg: DictConfig, init_choice: str | None,
@@ -224,7 +234,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     tags, params = run_metadata(cfg, init_choice, datamodule)
     started = time.perf_counter()
-    run_id = start_run(client, experiment_id, name, tags, params)
+    previous = find_runs(client, experiment_id, tags["config_hash"])
+    done = None if cfg.get("force", False) else finished_run(previous)
+    if done is not None:  # idempotent sweeps: the same config's result is already there
+        status.update(outcome="skipped", run_id=done.info.run_id,
+                      **{k: v for k, v in done.data.metrics.items() if k.startswith("test/")})
+        _write_status(output_dir, status)
+        print(f"{name}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
+              flush=True)
+        return status
+    checkpoint = checkpoint_path(cfg.tracking, tracking_uri(cfg.tracking), tags["config_hash"])
+    interrupted = None if cfg.get("force", False) else preempted_run(previous)
+    if interrupted is not None:  # preempted before: reopen its run and resume its checkpoint
+        run_id, resume_from = interrupted[0].info.run_id, str(interrupted[1])
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "outcome", "running")
+        print(f"{name}: resuming run {run_id} from {resume_from}", flush=True)
+    else:
+        run_id, resume_from = start_run(client, experiment_id, name, tags, params), None
+    client.set_tag(run_id, "checkpoint", str(checkpoint))
+    preemption = PreemptionCheckpoint(checkpoint)
     status.update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
     logger = BufferedMlflowLogger(client, run_id, cfg.tracking.get("flush_every", 1000))
     # Where a run's time goes (scripts/benchmark.py reads these): MLflow calls, fit + test,
@@ -236,8 +265,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         client.log_text(run_id, "\n".join(map(redact_override, overrides)) + "\n", "overrides.txt")
         timing["mlflow_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        trainer = build_trainer(cfg.trainer, logger, [diagnostics] if diagnostics else [])
-        trainer.fit(module, datamodule=datamodule)
+        callbacks = [preemption, *([diagnostics] if diagnostics else [])]
+        trainer = build_trainer(cfg.trainer, logger, callbacks)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         timing["fit_test_s"] = time.perf_counter() - tick
         timing["diagnostics_s"] = diagnostics.seconds if diagnostics is not None else 0.0
@@ -256,6 +286,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         timing["mlflow_s"] += time.perf_counter() - tick + logger.seconds_logging
         timing["run_s"] = time.perf_counter() - started
         status["timing"] = timing
+        checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
+    except Preempted as err:
+        preemption.restore_handler()
+        logger.flush()
+        client.set_tag(run_id, "outcome", PREEMPTED)
+        client.set_terminated(run_id, "KILLED")
+        status.update(outcome=PREEMPTED, error=str(err))
+        _write_status(output_dir, status)
+        print(f"{name}: preempted; run {run_id} KILLED, the next launch resumes it from "
+              f"{checkpoint}", file=sys.stderr, flush=True)
+        if multirun:
+            return status
+        sys.exit(143)  # 128 + SIGTERM, what a scheduler expects
     except BaseException as err:
         status["error"] = f"{type(err).__name__}: {err}"
         try:
