@@ -5,6 +5,7 @@ multirun on CPU, a real submitit sweep with its local executor, and the SLURM co
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from initsweep import devices
@@ -261,3 +263,21 @@ def test_slurm_config_makes_a_one_gpu_sbatch(tmp_path, monkeypatch):
     for line in ("--gpus-per-node=1", "--cpus-per-task=4", "--ntasks-per-node=1",
                  "--time=60", "--partition=gpu", "--mem=16GB"):
         assert f"#SBATCH {line}" in sbatch, line
+
+
+@pytest.mark.slow  # 4 fresh processes importing torch + Lightning at once on 2 cores
+def test_four_parallel_writers_to_one_sqlite_store_lose_nothing(tmp_path):
+    """submitit_local starts all 4 jobs at once: 4 processes write one sqlite store together."""
+    _sweep(tmp_path, "hydra/launcher=submitit_local", "init=he,zeros,xavier,lecun", "seed=0",
+           "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10")
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    children = _children_of_one_parent(store, 4)
+    client = MlflowClient(store)
+    steps = math.ceil(1078 / 64)  # digits train split / batch size: one epoch
+    for run in children:
+        history = client.get_metric_history(run.info.run_id, "train/loss")
+        assert sorted(m.step for m in history) == list(range(steps)), run.info.run_name
+        for key in ("val/loss", "val/acc", "test/loss", "test/acc", "diag/L0/act_std"):
+            assert key in run.data.metrics, (run.info.run_name, key)
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+            "config.yaml", "overrides.txt", "diagnostics"}
