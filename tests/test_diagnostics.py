@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -94,8 +95,13 @@ def _shrunk_single_job(preset: str) -> list[str]:
     """Overrides that pick the first value of every swept key and shrink the work."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
-    picks = [f"{key}={str(values).split(',')[0].strip()}"
-             for key, values in (cfg.hydra.sweeper.params or {}).items()]
+    parser = OverridesParser.create()
+    picks = []
+    for key, values in (cfg.hydra.sweeper.params or {}).items():
+        override = parser.parse_override(f"{key}={values}")  # a,b,c or range(4) or ...
+        first = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
+            else override.value()
+        picks.append(f"{key}={first}")
     return [f"experiment={preset}", *picks, "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
 
