@@ -261,7 +261,7 @@ def test_slurm_config_makes_a_one_gpu_sbatch(tmp_path, monkeypatch):
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     sbatch = executor._executor._make_submission_file_text("python -c pass", "uid")
     for line in ("--gpus-per-node=1", "--cpus-per-task=4", "--ntasks-per-node=1",
-                 "--time=60", "--partition=gpu", "--mem=16GB", "--signal=USR1@120"):
+                 "--time=60", "--partition=gpu", "--mem=16GB", "--signal=USR2@120"):
         assert f"#SBATCH {line}" in sbatch, line
 
 
