@@ -92,7 +92,8 @@ def distinct_units(records: Sequence[dict], path: Path, title: str) -> Path:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    # fixed margins instead of tight_layout: the layout pass cost as much as the drawing
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.82, wspace=0.3, hspace=0.5)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -72,7 +72,7 @@ def quiet_third_parties() -> None:
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*",
                     ".*GPU available but not used.*", ".*Checkpoint directory.*",
                     ".*smaller than the logging interval.*", ".*returned `None`.*",
-                    ".*Precision.*is not supported.*",
+                    ".*Precision.*is not supported.*", ".*overridden `transfer_batch_to_device`.*",
                     ".*`isinstance\\(treespec, LeafSpec\\)`.*"):
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
