@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep.tracking import is_secret_key, redact_config, redact_override
+from initsweep.redaction import is_secret_key, redact_config, redact_override
 from tests.conftest import REPO, runs_of
 
 ENV_PASSWORD = "hunter2-from-env"

@@ -20,13 +20,12 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from initsweep.redaction import redact, redact_override
 from initsweep.tracking import (
     PARENT_RUN_ENV,
     SWEEP_ID_ENV,
     SWEPT_KEYS_ENV,
     open_experiment,
-    redact,
-    redact_override,
     swept_keys,
     tracking_uri,
 )

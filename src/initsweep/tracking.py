@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,8 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from initsweep.redaction import is_secret_key, redact  # noqa: E402
 
 PARENT_RUN_ENV = "INITSWEEP_PARENT_RUN_ID"
 SWEEP_ID_ENV = "INITSWEEP_SWEEP_ID"
@@ -58,44 +59,6 @@ def artifact_location(tracking_cfg: Mapping[str, Any] | None, uri: str,
         db = Path(uri.removeprefix("sqlite:///"))
         return (db.parent / "artifacts" / experiment).resolve().as_uri()
     return None
-
-
-def redact(uri: str) -> str:
-    """A URI without credentials (user:password@ is never logged or printed)."""
-    return re.sub(r"//[^/@]+@", "//***@", uri)
-
-
-# A config key whose value is a credential, whatever it holds (matched on the key's last part).
-SECRET_KEY = re.compile(r"(^|[_-])(pass(word|wd)?|secret|token|api_?key|access_?key|credentials?)$",
-                        re.IGNORECASE)
-
-
-def is_secret_key(key: str) -> bool:
-    """``tracking.password``, ``+tags.api_token``, ...: names that say the value is a secret."""
-    return bool(SECRET_KEY.search(str(key).rsplit(".", 1)[-1]))
-
-
-def redact_config(tree: Any) -> Any:
-    """A copy of a resolved config that is safe to log as an artifact.
-
-    Why: the resolved config carries the ``tracking`` section, which is where a URI with
-    ``user:password@`` or a key filled from the environment (``${oc.env:MLFLOW_TRACKING_PASSWORD}``)
-    ends up. Values of secret-named keys become ``***``; credentials in any string are removed.
-    """
-    if isinstance(tree, Mapping):
-        return {k: "***" if is_secret_key(k) and v not in (None, "") else redact_config(v)
-                for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [redact_config(v) for v in tree]
-    return redact(tree) if isinstance(tree, str) else tree
-
-
-def redact_override(override: str) -> str:
-    """A command-line ``key=value`` fit to log (the ``overrides.txt`` artifact, the sweep's tag)."""
-    key, sep, _ = override.partition("=")
-    if sep and is_secret_key(key.lstrip("+~")):
-        return f"{key}=***"
-    return redact(override)
 
 
 def ensure_store(uri: str) -> None:

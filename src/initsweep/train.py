@@ -34,6 +34,7 @@ from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
 from initsweep.models import linear_layers
 from initsweep.module import InitSweepModule
+from initsweep.redaction import redact_config, redact_override
 from initsweep.resume import (
     PREEMPTED,
     Preempted,
@@ -54,8 +55,6 @@ from initsweep.tracking import (
     flatten,
     named_overrides,
     open_experiment,
-    redact_config,
-    redact_override,
     run_name,
     start_run,
     tracking_uri,
@@ -200,7 +199,8 @@ def _hydra_context() -> tuple[bool, list[str], Path | None, str | None]:
             Path(hc.runtime.output_dir), hc.runtime.choices.get("init"))
 
 
-def _write_status(output_dir: Path | None, status: Mapping[str, Any]) -> None:
+def write_status(output_dir: Path | None, status: Mapping[str, Any] | list) -> None:
+    """The job's status file (a list for a batched job: one status per seed)."""
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / STATUS_FILE).write_text(json.dumps(status))
@@ -224,7 +224,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         diagnostics = build_diagnostics(cfg, datamodule)
     except ConfigError as err:
         status["error"] = str(err)
-        _write_status(output_dir, status)
+        write_status(output_dir, status)
         print(f"error: {err}", file=sys.stderr, flush=True)
         if multirun:
             return status
@@ -239,7 +239,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if done is not None:  # idempotent sweeps: the same config's result is already there
         status.update(outcome="skipped", run_id=done.info.run_id,
                       **{k: v for k, v in done.data.metrics.items() if k.startswith("test/")})
-        _write_status(output_dir, status)
+        write_status(output_dir, status)
         print(f"{name}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
               flush=True)
         return status
@@ -293,7 +293,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         client.set_tag(run_id, "outcome", PREEMPTED)
         client.set_terminated(run_id, "KILLED")
         status.update(outcome=PREEMPTED, error=str(err))
-        _write_status(output_dir, status)
+        write_status(output_dir, status)
         print(f"{name}: preempted; run {run_id} KILLED, the next launch resumes it from "
               f"{checkpoint}", file=sys.stderr, flush=True)
         if multirun:
@@ -306,13 +306,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             client.log_text(run_id, traceback.format_exc(), "traceback.txt")
         finally:
             end_run(client, run_id, "failed")
-            _write_status(output_dir, status)
+            write_status(output_dir, status)
         print(f"{name}: FAILED ({status['error'].splitlines()[0]}); run {run_id} marked FAILED",
               file=sys.stderr, flush=True)
         if multirun and isinstance(err, Exception):
             return status
         raise
-    _write_status(output_dir, status)
+    write_status(output_dir, status)
     print(f"{name}: test/acc={status['test/acc']:.4f} test/loss={status['test/loss']:.4f} "
           f"[{status['outcome']}] {time.perf_counter() - started:.1f}s", flush=True)
     return status

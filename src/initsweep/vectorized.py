@@ -21,7 +21,6 @@ run to float tolerance, not bit for bit (see tests/test_vectorized.py).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import sys
@@ -41,16 +40,22 @@ from torch.func import functional_call, stack_module_state, vmap
 from initsweep.data import TensorDataModule
 from initsweep.errors import ConfigError
 from initsweep.module import OPTIMIZERS, InitSweepModule
+from initsweep.redaction import redact_config
 from initsweep.tracking import (
     SWEEP_ID_ENV,
     BufferedMlflowLogger,
     end_run,
     open_experiment,
-    redact_config,
     run_name,
     start_run,
 )
-from initsweep.train import STATUS_FILE, build, build_trainer, check_top_level, run_metadata
+from initsweep.train import (
+    build,
+    build_trainer,
+    check_top_level,
+    run_metadata,
+    write_status,
+)
 
 
 def seed_configs(cfg: DictConfig, k: int) -> list[DictConfig]:
@@ -216,11 +221,6 @@ def train_batched(cfg: DictConfig, named: list[str], init_choice: str | None, mu
                   output_dir: Any) -> dict[str, Any]:
     """The job for ``seeds_per_job=K``: K runs, one batched fit. Returns the first seed's status
     with every seed's under ``"seeds"``; the status file lists them all for the sweep summary."""
-    def write_statuses(statuses: list[dict[str, Any]]) -> None:
-        if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / STATUS_FILE).write_text(json.dumps(statuses))
-
     sweep_id = os.environ.get(SWEEP_ID_ENV)
     try:
         check_top_level(cfg)
@@ -239,7 +239,7 @@ def train_batched(cfg: DictConfig, named: list[str], init_choice: str | None, mu
                 divergence_threshold=one.trainer.get("divergence_threshold")))
             datamodules.append(dm)
     except ConfigError as err:
-        write_statuses([{"sweep_id": sweep_id, "outcome": "failed", "error": str(err)}])
+        write_status(output_dir, [{"sweep_id": sweep_id, "outcome": "failed", "error": str(err)}])
         print(f"error: {err}", file=sys.stderr, flush=True)
         if multirun:
             return {"outcome": "failed", "error": str(err)}
@@ -280,12 +280,12 @@ def train_batched(cfg: DictConfig, named: list[str], init_choice: str | None, mu
             logger.flush()
             client.log_text(status["run_id"], traceback.format_exc(), "traceback.txt")
             end_run(client, status["run_id"], "failed")
-        write_statuses(statuses)
+        write_status(output_dir, statuses)
         print(f"{names[0]}..{names[-1]}: FAILED ({type(err).__name__}: {err})", file=sys.stderr)
         if multirun and isinstance(err, Exception):
             return statuses[0]
         raise
-    write_statuses(statuses)
+    write_status(output_dir, statuses)
     for status in statuses:
         print(f"{status['name']}: test/acc={status['test/acc']:.4f} "
               f"test/loss={status['test/loss']:.4f} [{status['outcome']}] "

@@ -21,14 +21,13 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from initsweep.redaction import redact
+
 # Mirrors initsweep.tracking (a test checks they agree); not imported from there because that
 # module pulls in Lightning and torch, seconds of start-up a report does not need.
 SEED_KEYS = ("seed", "init_seed", "data_seed")
 
 
-def redact(uri: str) -> str:
-    """A URI without credentials (user:password@ is never printed)."""
-    return re.sub(r"//[^/@]+@", "//***@", uri)
 
 ROLE_TAG = "initsweep.role"
 PARENT_TAG = "mlflow.parentRunId"
