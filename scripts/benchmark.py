@@ -35,6 +35,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from initsweep.initializers import initialize_  # noqa: E402
 from initsweep.models import build_mlp  # noqa: E402
+from initsweep.module import hidden_sizes  # noqa: E402
 from initsweep.train import build, train  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def plain_loop(cfg) -> float:
     datamodule, _ = build(cfg)
     (x, y), (xv, yv), (xt, yt) = datamodule.train, datamodule.val, datamodule.test
     start = time.perf_counter()
-    net = build_mlp(x.shape[1], datamodule.num_classes, list(cfg.model.hidden_sizes),
+    net = build_mlp(x.shape[1], datamodule.num_classes, hidden_sizes(cfg.model),
                     cfg.model.activation)
     initialize_(net, dict(cfg.init), cfg.init_seed, cfg.model.activation)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr)

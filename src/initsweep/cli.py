@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network; no stray threads
 
 
 class OneLineParser(argparse.ArgumentParser):

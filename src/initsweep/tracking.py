@@ -20,16 +20,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here; no stray threads
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one console line a job
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
-from lightning.pytorch.loggers.logger import Logger  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
-from mlflow.entities import Metric, Param, RunStatus  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from initsweep.redaction import is_secret_key, redact  # noqa: E402
+from initsweep.redaction import is_secret_key, redact
 
 PARENT_RUN_ENV = "INITSWEEP_PARENT_RUN_ID"
 SWEEP_ID_ENV = "INITSWEEP_SWEEP_ID"
