@@ -24,16 +24,30 @@ from omegaconf import OmegaConf
 from initsweep import devices
 from initsweep.devices import (
     GPU_IDS_ENV,
+    NVML_CHECK_ENV,
     SLOT_DIR_ENV,
     SLOT_TIMEOUT_ENV,
     THREADS_ENV,
     acquire_slot,
     bind_job,
+    drop_failing_nvml_check,
     plan,
     release_slot,
     visible_gpus,
 )
 from tests.conftest import REPO, compose_config, runs_of
+
+
+# ------------------------------------------------------------------------- the per-step CUDA check
+def test_a_failing_nvml_check_is_dropped_and_the_cuda_answer_stays(monkeypatch):
+    monkeypatch.setenv(NVML_CHECK_ENV, "1")  # what importing Lightning sets
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    answer = torch.cuda.is_available()
+    nvml_works = torch.cuda.is_initialized() or torch.cuda._device_count_nvml() >= 0
+    assert drop_failing_nvml_check() is not nvml_works
+    assert os.environ[NVML_CHECK_ENV] == ("1" if nvml_works else "0")
+    assert torch.cuda.is_available() == answer
+    assert drop_failing_nvml_check() is False  # once is enough
 
 
 # ----------------------------------------------------------------------------------- the plan

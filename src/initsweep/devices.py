@@ -247,6 +247,33 @@ def launcher_threads() -> int | None:
     return int(cpus) if cpus else 1
 
 
+NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def drop_failing_nvml_check() -> bool:
+    """Stop torch from retrying a CUDA check that cannot work, on every optimizer step.
+
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import, so ``torch.cuda.is_available()``
+    asks NVML instead of starting CUDA (fork safety). Adam and AdamW call it on every ``step()``
+    (torch 2.14, ``_accelerator_graph_capture_health_check``), and until CUDA is initialized
+    nothing is cached: where NVML is missing or fails (CPU machines), each call loads and fails
+    to initialize the NVML library (~0.1 ms) and then falls back to the CUDA runtime check anyway.
+    Dropping the flag there gives the same answer by the same fallback, without the retry.
+    Returns True when the flag was dropped.
+    """
+    import torch
+
+    if os.environ.get(NVML_CHECK_ENV) != "1" or torch.cuda.is_initialized():
+        return False
+    try:
+        nvml_failed = torch.cuda._device_count_nvml() < 0  # private; absent in other versions
+    except Exception:
+        return False
+    if nvml_failed:
+        os.environ[NVML_CHECK_ENV] = "0"
+    return nvml_failed
+
+
 def bind_job(cfg: Mapping[str, Any] | None = None) -> Binding | None:
     """Bind this job to one GPU and/or a number of torch threads; call before any CUDA work.
 
@@ -257,6 +284,7 @@ def bind_job(cfg: Mapping[str, Any] | None = None) -> Binding | None:
     """
     import torch
 
+    drop_failing_nvml_check()
     devices = (cfg or {}).get("devices") or {}
     threads = (os.environ.get(THREADS_ENV) or devices.get("threads_per_job")
                or launcher_threads())
