@@ -61,13 +61,15 @@ def weight_histograms(before: Sequence[Tensor], after: Sequence[Tensor], path: P
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for axis, i in zip(axes.flat, shown, strict=False):
         for weights, label in ((before[i], "init"), (after[i], "end")):
-            values = weights.flatten().float().numpy()
+            values = weights.flatten().double().numpy()  # float64 bins: a tiny spread still splits
             values = values[np.isfinite(values)]
             if values.size:
                 lo, hi = float(values.min()), float(values.max())
                 spread = hi - lo > 1e-6 * max(abs(lo), abs(hi), 1e-30)
                 bins = 50 if spread else 1  # constant weights: one bar
-                axis.hist(values, bins=bins, alpha=0.6, label=label)
+                # one filled step artist instead of 50 bar patches: a third of the drawing time
+                counts, edges = np.histogram(values, bins=bins)
+                axis.stairs(counts, edges, fill=True, alpha=0.6, label=label)
         axis.set_title(f"layer {i} {tuple(before[i].shape)}", fontsize=9)
     for axis in list(axes.flat)[len(shown):]:
         axis.axis("off")
@@ -92,6 +94,13 @@ def distinct_units(records: Sequence[dict], path: Path, title: str) -> Path:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
+    # Matplotlib spends most of a small figure's time making tick objects: a few major ticks per
+    # axis and no log-scale minor ticks halve it, and stay readable at this size.
+    for axis in fig.axes:
+        axis.minorticks_off()
+        for which in ("x", "y"):
+            if getattr(axis, f"get_{which}scale")() == "linear":
+                axis.locator_params(axis=which, nbins=5)
     # fixed margins instead of tight_layout: the layout pass cost as much as the drawing
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.82, wspace=0.3, hspace=0.5)
     fig.savefig(path, dpi=80)
