@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, runs_of
@@ -30,11 +31,14 @@ def test_rerunning_a_sweep_skips_finished_configs(cli, store):
     assert len([r for r in runs_of(store) if "scheme" in r.data.tags]) == 4
 
 
-def test_sigterm_checkpoints_and_the_next_launch_resumes_to_the_same_result(tmp_path, store):
+@pytest.mark.parametrize("batched", [[], ["seeds_per_job=2"]], ids=["alone", "batched"])
+def test_sigterm_checkpoints_and_the_next_launch_resumes_to_the_same_result(tmp_path, store,
+                                                                           batched):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    base = [sys.executable, str(REPO / "train.py"), *SLOW, f"tracking.uri={store}",
+    base = [sys.executable, str(REPO / "train.py"), *SLOW, *batched, f"tracking.uri={store}",
             f"hydra.run.dir={tmp_path / 'run'}"]
     checkpoints = tmp_path / "mlruns" / "checkpoints"
+    n_runs = 2 if batched else 1
 
     job = subprocess.Popen([*base, "experiment_name=interrupted"], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -45,25 +49,30 @@ def test_sigterm_checkpoints_and_the_next_launch_resumes_to_the_same_result(tmp_
     job.send_signal(signal.SIGTERM)
     _, err = job.communicate(timeout=240)
     assert job.returncode == 143, f"exit {job.returncode}: {err[-2000:]}"
-    (killed,) = runs_of(store, "interrupted")
-    assert killed.info.status == "KILLED" and killed.data.tags["outcome"] == "preempted"
-    assert "test/acc" not in killed.data.metrics
+    killed = {r.info.run_name: r for r in runs_of(store, "interrupted")}
+    assert len(killed) == n_runs
+    for run in killed.values():
+        assert run.info.status == "KILLED" and run.data.tags["outcome"] == "preempted"
+        assert "test/acc" not in run.data.metrics
 
     resumed = subprocess.run([*base, "experiment_name=interrupted"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming run" in resumed.stdout
-    (run,) = runs_of(store, "interrupted")  # the same run, reopened
-    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert resumed.stdout.count("resuming run") == n_runs
+    runs = {r.info.run_name: r for r in runs_of(store, "interrupted")}  # the same runs, reopened
+    assert {n: r.info.run_id for n, r in runs.items()} == \
+        {n: r.info.run_id for n, r in killed.items()}
+    assert all(r.info.status == "FINISHED" for r in runs.values())
     assert not list(checkpoints.glob("*.ckpt"))  # removed once finished
 
     whole = subprocess.run([*base, "experiment_name=uninterrupted"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
-    (reference,) = runs_of(store, "uninterrupted")
-    for key in ("test/acc", "test/loss"):
-        assert run.data.metrics[key] == reference.data.metrics[key], key
     client = MlflowClient(store)
-    final_val = [client.get_metric_history(r.info.run_id, "val/loss")[-1].value
-                 for r in (run, reference)]
-    assert final_val[0] == final_val[1]
+    for reference in runs_of(store, "uninterrupted"):
+        run = runs[reference.info.run_name]
+        for key in ("test/acc", "test/loss"):
+            assert run.data.metrics[key] == reference.data.metrics[key], key
+        final_val = [client.get_metric_history(r.info.run_id, "val/loss")[-1].value
+                     for r in (run, reference)]
+        assert final_val[0] == final_val[1]

@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from initsweep.train import build, train
-from initsweep.vectorized import StackedSeedsModule, seed_configs
+from initsweep.vectorized import StackedSeedsModule, seed_configs, seed_overrides
 from tests.conftest import compose_config, runs_of
 
 SHRINK = ["init=he", "trainer.max_epochs=3", "diagnostics.enabled=false"]
@@ -28,10 +28,13 @@ def test_each_seed_starts_from_its_own_weights_exactly():
 
 
 def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
-    train(compose_config([*SHRINK, "seed=0", "seeds_per_job=3", f"tracking.uri={store}",
+    # diagnostics on, at a cadence that measures mid-epoch: each seed's diag/ metrics, CSV and
+    # plots must be there as in a run trained alone
+    shrink = ["init=he", "trainer.max_epochs=3", "diagnostics.every_n_steps=7"]
+    train(compose_config([*shrink, "seed=0", "seeds_per_job=3", f"tracking.uri={store}",
                           "experiment_name=batched"]))
     for seed in range(3):
-        train(compose_config([*SHRINK, f"seed={seed}", f"tracking.uri={store}",
+        train(compose_config([*shrink, f"seed={seed}", f"tracking.uri={store}",
                               "experiment_name=alone"]))
     client = MlflowClient(store)
     batched = {r.info.run_name: r for r in runs_of(store, "batched")}
@@ -48,12 +51,43 @@ def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
                                                               rel=1e-4)
         n_test = int(run.data.tags["n_test"])
         assert abs(run.data.metrics["test/acc"] - twin.data.metrics["test/acc"]) <= 2 / n_test
-        for key in ("train/loss", "val/loss", "val/acc"):
+        assert set(run.data.metrics) == set(twin.data.metrics)
+        assert any(key.startswith("diag/L2/") for key in run.data.metrics)
+        for key in ("train/loss", "val/loss", "val/acc", "diag/L0/grad_norm",
+                    "diag/L1/update_ratio", "diag/L2/effective_rank"):
             mine = client.get_metric_history(run.info.run_id, key)
             theirs = client.get_metric_history(twin.info.run_id, key)
             assert [m.step for m in mine] == [m.step for m in theirs], key
             assert [m.value for m in mine] == pytest.approx([m.value for m in theirs],
                                                             rel=1e-4, abs=2 / n_test), key
+        artifacts = [[f.path for f in client.list_artifacts(r.info.run_id, "diagnostics")]
+                     for r in (run, twin)]
+        assert artifacts[0] == artifacts[1] and "diagnostics/loss.png" in artifacts[0]
+        assert [f.path for f in client.list_artifacts(run.info.run_id)] == \
+            [f.path for f in client.list_artifacts(twin.info.run_id)]
+
+
+def test_finished_seeds_are_skipped_and_the_rest_trained_together(store):
+    common = [*SHRINK, "trainer.max_epochs=1", f"tracking.uri={store}"]
+    train(compose_config([*common, "seeds_per_job=2"]))
+    status = train(compose_config([*common, "seeds_per_job=3"]))
+    assert [s["outcome"] for s in status["seeds"]] == ["skipped", "skipped", "ok"]
+    runs = {r.info.run_name: r for r in runs_of(store)}
+    assert sorted(runs) == ["he-x1-s0", "he-x1-s1", "he-x1-s2"]
+    assert runs["he-x1-s2"].data.tags["trained_together"] == "1"
+    assert runs["he-x1-s0"].data.tags["trained_together"] == "2"
+    forced = train(compose_config([*common, "seeds_per_job=3", "force=true"]))
+    assert [s["outcome"] for s in forced["seeds"]] == ["ok", "ok", "ok"]
+    assert len(runs_of(store)) == 6
+
+
+def test_a_seed_alone_gets_the_overrides_it_would_have_had():
+    cfg = compose_config(["seed=4", "seeds_per_job=2"])
+    one = seed_configs(cfg, 2)[1]
+    assert seed_overrides(["seed=4", "seeds_per_job=2", "init=he"], one, 4) == \
+        ["seed=5", "init=he"]
+    assert seed_overrides(["init=he"], seed_configs(compose_config(["seeds_per_job=2"]), 2)[1],
+                          0) == ["init=he", "seed=1"]
 
 
 def test_diverging_seeds_are_frozen_and_tagged(store):

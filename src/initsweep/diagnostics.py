@@ -124,13 +124,19 @@ class DiagnosticsCallback(L.Callback):
 
     ``records`` (one dict per step and layer) are what the plots and the CSV artifact are made
     from; the metrics also go to the run's logger.
+
+    ``seed_index=k`` measures seed k of a ``StackedSeedsModule`` (``seeds_per_job``) instead of
+    the module's ``net``: its weights, its own run's logger, and nothing after the step that seed
+    diverged at, where a run trained alone would have stopped.
     """
 
     def __init__(self, probe: tuple[Tensor, Tensor], every_n_steps: int = 50,
-                 saturation_eps: float = 0.01, distinct_tol: float = 1e-6) -> None:
+                 saturation_eps: float = 0.01, distinct_tol: float = 1e-6,
+                 seed_index: int | None = None) -> None:
         self.probe = probe
         self.every_n_steps = every_n_steps
         self.saturation_eps, self.distinct_tol = saturation_eps, distinct_tol
+        self.seed_index = seed_index
         self.records: list[dict[str, float]] = []
         self.weights_at_init: list[Tensor] = []
         self._before_step: list[Tensor] | None = None
@@ -139,40 +145,53 @@ class DiagnosticsCallback(L.Callback):
     def _due(self, step: int) -> bool:
         return self.every_n_steps > 0 and step % self.every_n_steps == 0
 
+    def _net(self, pl_module: L.LightningModule) -> nn.Sequential:
+        return pl_module.net if self.seed_index is None else pl_module.seed_net(self.seed_index)
+
+    def _stopped_at(self, pl_module: L.LightningModule) -> int | None:
+        """The step a stacked seed diverged at (it trains no more); None while it trains."""
+        return None if self.seed_index is None else pl_module.diverged_at_step[self.seed_index]
+
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                 update_ratios: list[float] | None = None) -> None:
         tick = time.perf_counter()
         x, y = (t.to(pl_module.device) for t in self.probe)
-        was_training = pl_module.training
-        pl_module.eval()
-        rows = measure(pl_module.net, x, y, self.saturation_eps, self.distinct_tol)
-        pl_module.train(was_training)
+        net = self._net(pl_module)
+        was_training = net.training
+        net.eval()
+        rows = measure(net, x, y, self.saturation_eps, self.distinct_tol)
+        net.train(was_training)
         metrics = {}
         for i, row in enumerate(rows):
             row["update_ratio"] = update_ratios[i] if update_ratios else math.nan
             self.records.append({"step": step, "layer": i, **row})
             metrics.update({f"diag/L{i}/{k}": v for k, v in row.items() if not math.isnan(v)})
-        if trainer.logger is not None:
-            trainer.logger.log_metrics(metrics, step=step)
+        logger = (trainer.logger if self.seed_index is None
+                  else pl_module.loggers_per_seed[self.seed_index])
+        if logger is not None:
+            logger.log_metrics(metrics, step=step)
         self.seconds += time.perf_counter() - tick
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.weights_at_init = [w.weight.detach().cpu().clone()
-                                for w in linear_layers(pl_module.net)]
+                                for w in linear_layers(self._net(pl_module))]
         self._record(trainer, pl_module, step=trainer.global_step)  # > 0 when resumed
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         # the step about to run is global_step + 1; keep its starting weights if it is measured
-        if self._due(trainer.global_step + 1):
-            self._before_step = [w.weight.detach().clone() for w in linear_layers(pl_module.net)]
+        if self._due(trainer.global_step + 1) and self._stopped_at(pl_module) is None:
+            self._before_step = [w.weight.detach().clone()
+                                 for w in linear_layers(self._net(pl_module))]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._before_step is None or not self._due(trainer.global_step):
+        if (self._before_step is None or not self._due(trainer.global_step)
+                or self._stopped_at(pl_module) is not None):
             return
         ratios = []
-        for before, layer in zip(self._before_step, linear_layers(pl_module.net), strict=True):
+        for before, layer in zip(self._before_step, linear_layers(self._net(pl_module)),
+                                 strict=True):
             norm = float(before.norm())
             ratios.append(float((layer.weight.detach() - before).norm()) / norm
                           if norm > 0 else math.nan)
@@ -181,8 +200,10 @@ class DiagnosticsCallback(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the state training ended in is always measured, whatever the cadence
-        if not self.records or self.records[-1]["step"] != trainer.global_step:
-            self._record(trainer, pl_module, trainer.global_step)
+        stopped_at = self._stopped_at(pl_module)
+        final_step = trainer.global_step if stopped_at is None else stopped_at
+        if not self.records or self.records[-1]["step"] != final_step:
+            self._record(trainer, pl_module, final_step)
 
     def write_csv(self, path: Path) -> Path:
         with path.open("w", newline="") as handle:

@@ -135,7 +135,9 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, InitSweepModule]:
     return datamodule, module
 
 
-def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule) -> DiagnosticsCallback | None:
+def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
+                      seed_index: int | None = None) -> DiagnosticsCallback | None:
+    """The diagnostics callback of a job (of seed ``seed_index`` of a batched job), or None."""
     diag = cfg.get("diagnostics") or {}
     if not diag.get("enabled", True):
         return None
@@ -148,18 +150,21 @@ def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule) -> Diagnost
     # The probe is the same for every run of a sweep (its own seed), so runs compare directly.
     probe = datamodule.probe_batch(size, diag.get("probe_seed", 0))
     return DiagnosticsCallback(probe, every, diag.get("saturation_eps", 0.01),
-                               diag.get("distinct_tol", 1e-6))
+                               diag.get("distinct_tol", 1e-6), seed_index)
 
 
 def log_diagnostics(client: MlflowClient, run_id: str, name: str, callback: DiagnosticsCallback,
-                    module: InitSweepModule, make_plots: bool) -> None:
-    """The CSV of every per-layer number, and the plots, as artifacts of the run."""
+                    net: torch.nn.Sequential, losses: list[float], make_plots: bool) -> None:
+    """The CSV of every per-layer number, and the plots, as artifacts of the run.
+
+    ``net``: the trained network (its weights are the histograms' "end"); ``losses``: every
+    training step's loss, in order.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         callback.write_csv(folder / "diagnostics.csv")
         if make_plots:
-            after = [layer.weight.detach().cpu() for layer in linear_layers(module.net)]
-            losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
+            after = [layer.weight.detach().cpu() for layer in linear_layers(net)]
             plots.loss_curves(losses, folder / "loss.png", name)
             plots.depth_profile(callback.records, folder / "depth_at_init.png", name)
             plots.weight_histograms(callback.weights_at_init, after,
@@ -216,8 +221,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seeds_per_job", 1) != 1:
         from initsweep.vectorized import train_batched  # torch.func only when asked for
 
-        return train_batched(cfg, named_overrides(overrides, swept), init_choice, multirun,
-                             output_dir)
+        return train_batched(cfg, overrides, named_overrides(overrides, swept), init_choice,
+                             multirun, output_dir)
     try:
         status["name"] = name = run_name(cfg, named_overrides(overrides, swept), init_choice)
         datamodule, module = build(cfg)
@@ -276,7 +281,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.flush()
         tick = time.perf_counter()
         if diagnostics is not None:
-            log_diagnostics(client, run_id, name, diagnostics, module,
+            losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
+            log_diagnostics(client, run_id, name, diagnostics, module.net, losses,
                             cfg.diagnostics.get("plots", True))
         timing["artifacts_s"] = time.perf_counter() - tick
         outcome = "ok" if module.diverged_at_step is None else "diverged"

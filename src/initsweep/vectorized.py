@@ -12,21 +12,26 @@ not arithmetic. Here a job with ``seed=s`` trains seeds s, s+1, ..., s+K-1 at on
 - a model that diverges is frozen at its last good weights (its run is tagged ``diverged``) while
   the others go on; training stops when all have diverged.
 
-Each seed is logged as an ordinary MLflow run (same name, params, tags, config hash and metrics as
-when trained alone) plus the tag ``trained_together=<K>``. Per-layer diagnostics are not measured
-in this mode. Batched matmuls sum in another order than single ones, so metrics match a sequential
+Each seed is logged as an ordinary MLflow run: the same name, params, tags, config hash, metrics,
+per-layer diagnostics (measured on each seed's own weights, at the same steps) and artifacts as
+when trained alone, plus the tag ``trained_together=<K>``. Seeds whose config already has a
+FINISHED run are skipped (``force=true`` reruns them), and SIGTERM ends the job as in a single
+run: every run KILLED with ``outcome=preempted``, resumed by the next launch from the batched
+checkpoint. Batched matmuls sum in another order than single ones, so metrics match a sequential
 run to float tolerance, not bit for bit (see tests/test_vectorized.py).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -37,22 +42,36 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from initsweep.data import TensorDataModule
+from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError
 from initsweep.module import OPTIMIZERS, InitSweepModule
-from initsweep.redaction import redact_config
+from initsweep.redaction import redact_config, redact_override
+from initsweep.resume import (
+    PREEMPTED,
+    Preempted,
+    PreemptionCheckpoint,
+    checkpoint_path,
+    find_runs,
+    finished_run,
+    preempted_run,
+)
 from initsweep.tracking import (
+    PARENT_RUN_ENV,
+    SEED_KEYS,
     SWEEP_ID_ENV,
     BufferedMlflowLogger,
     end_run,
     open_experiment,
     run_name,
     start_run,
+    tracking_uri,
 )
 from initsweep.train import (
     build,
+    build_diagnostics,
     build_trainer,
     check_top_level,
+    log_diagnostics,
     run_metadata,
     write_status,
 )
@@ -68,6 +87,19 @@ def seed_configs(cfg: DictConfig, k: int) -> list[DictConfig]:
         one.seeds_per_job = 1
         configs.append(one)
     return configs
+
+
+def seed_overrides(overrides: Sequence[str], one: DictConfig, base_seed: int) -> list[str]:
+    """The command-line overrides a job of this seed alone would have had (overrides.txt)."""
+    out, keys = [], set()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        keys.add(key)
+        if key != "seeds_per_job":
+            out.append(f"{key}={one[key]}" if key in SEED_KEYS else override)
+    if "seed" not in keys and one.seed != base_seed:
+        out.append(f"seed={one.seed}")
+    return out
 
 
 class StackedBatches:
@@ -89,33 +121,54 @@ class StackedBatches:
 
 
 class StackedSeedsModule(L.LightningModule):
-    """K copies of one network, stacked; trains and evaluates them as one vmapped model."""
+    """K copies of one network, stacked; trains and evaluates them as one vmapped model.
+
+    ``generators`` are the seeds' data-order generators: saved in checkpoints with the frozen
+    (diverged) seeds, so a resumed job continues exactly where it stopped.
+    """
 
     def __init__(self, modules: list[InitSweepModule], optim_cfg: dict[str, Any],
-                 loggers: list[BufferedMlflowLogger]) -> None:
+                 loggers: list[BufferedMlflowLogger],
+                 generators: Sequence[torch.Generator] = ()) -> None:
         super().__init__()
         self.k = len(modules)
         self.optim_cfg = dict(optim_cfg)
         self.loggers_per_seed = loggers
+        self.generators = list(generators)
         self.divergence_threshold = modules[0].divergence_threshold
+        self.automatic_optimization = False  # training_step steps, then re-freezes dead seeds
         params, _ = stack_module_state([m.net for m in modules])
         self.names = list(params)
         # ParameterDict keys cannot hold dots; keep the stacked tensors as real Parameters so that
         # Lightning moves them to the device and the optimizer sees them.
         self.stacked = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(p.detach().clone())
                                          for n, p in params.items()})
-        # The network's shape only (weights come through vmap); kept out of the module tree so
-        # that Lightning's device moves never touch its meta tensors.
+        # Kept out of the module tree, so that Lightning's device moves and state_dict never see
+        # them: the network's shape on the meta device (its weights come through vmap), and a
+        # real copy from which each seed's ordinary network is made for the diagnostics.
         object.__setattr__(self, "base", copy.deepcopy(modules[0].net).to("meta"))
+        object.__setattr__(self, "_template", copy.deepcopy(modules[0].net))
+        self._seed_nets: dict[int, nn.Sequential] = {}
         self.alive = torch.ones(self.k, dtype=torch.bool)
         self.diverged_at_step: list[int | None] = [None] * self.k
         self._frozen: dict[str, Tensor] = {}
         self._step_losses: list[tuple[int, Tensor]] = []  # (step, K losses), synced per epoch
+        self.loss_history: list[list[float]] = [[] for _ in range(self.k)]  # for the loss plots
         self._sums: dict[str, Tensor] = {}
         self._epoch_start_step = 0
 
     def _params(self) -> dict[str, Tensor]:
         return {n: self.stacked[n.replace(".", "__")] for n in self.names}
+
+    def seed_net(self, k: int) -> nn.Sequential:
+        """Seed k as an ordinary network holding a copy of its current weights."""
+        net = self._seed_nets.get(k)
+        if net is None:
+            net = self._seed_nets[k] = copy.deepcopy(self._template).to(self.device)
+        with torch.no_grad():
+            for name, param in net.named_parameters():
+                param.copy_(self.stacked[name.replace(".", "__")][k])
+        return net
 
     def forward(self, x: Tensor, shared_input: bool = False) -> Tensor:
         def one(params: dict[str, Tensor], inputs: Tensor) -> Tensor:
@@ -141,14 +194,16 @@ class StackedSeedsModule(L.LightningModule):
         if not bool(self.alive.any()):
             self.trainer.should_stop = True
             return None
-        return torch.where(self.alive.to(losses.device), losses, 0.0).sum()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._frozen:
-            dead = ~self.alive
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(torch.where(self.alive.to(losses.device), losses, 0.0).sum())
+        optimizer.step()
+        if self._frozen:  # a zero gradient still moves Adam's weights: put the dead ones back
+            dead = (~self.alive).to(losses.device)
             with torch.no_grad():
                 for name, p in self.stacked.items():
-                    p[dead] = self._frozen[name][dead].to(p.device)
+                    p[dead] = self._frozen[name].to(p.device)[dead]
+        return losses.detach()
 
     def on_train_epoch_end(self) -> None:
         self._flush_losses()
@@ -161,9 +216,10 @@ class StackedSeedsModule(L.LightningModule):
         self._step_losses = []
         now = int(time.time() * 1000)
         for k, logger in enumerate(self.loggers_per_seed):
-            logger.add([Metric("train/loss", v, now, step)
-                        for step, v in zip(steps, losses[:, k].tolist(), strict=True)
-                        if not math.isnan(v)])
+            rows = [(step, v) for step, v in zip(steps, losses[:, k].tolist(), strict=True)
+                    if not math.isnan(v)]
+            self.loss_history[k].extend(v for _, v in rows)
+            logger.add([Metric("train/loss", v, now, step) for step, v in rows])
             at = self.diverged_at_step[k]
             if at is not None and at in steps:
                 logger.add([Metric("train/diverged_at_step", float(at), now, at)])
@@ -210,15 +266,29 @@ class StackedSeedsModule(L.LightningModule):
         cfg = dict(self.optim_cfg)
         return OPTIMIZERS[cfg.pop("name")](self.parameters(), **cfg)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stacked_seeds"] = {
+            "generators": [g.get_state() for g in self.generators],
+            "alive": self.alive.clone(), "diverged_at_step": list(self.diverged_at_step),
+            "frozen": {name: t.cpu() for name, t in self._frozen.items()}}
 
-def stacked_loaders(datamodules: list[TensorDataModule]) -> StackedBatches:
-    first = datamodules[0]
-    return StackedBatches(*first.train, first.batch_size,
-                          [dm.shuffle_generator for dm in datamodules])
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["stacked_seeds"]
+        for generator, saved in zip(self.generators, state["generators"], strict=True):
+            generator.set_state(saved)
+        self.alive = state["alive"].clone()
+        self.diverged_at_step = list(state["diverged_at_step"])
+        self._frozen = dict(state["frozen"])
 
 
-def train_batched(cfg: DictConfig, named: list[str], init_choice: str | None, multirun: bool,
-                  output_dir: Any) -> dict[str, Any]:
+def batch_checkpoint(cfg: DictConfig, config_hashes: Sequence[str]) -> Path:
+    """One checkpoint per set of seeds trained together (named by their config hashes)."""
+    key = hashlib.sha256(",".join(config_hashes).encode()).hexdigest()[:12]
+    return checkpoint_path(cfg.tracking, tracking_uri(cfg.tracking), f"batch-{key}")
+
+
+def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
+                  init_choice: str | None, multirun: bool, output_dir: Any) -> dict[str, Any]:
     """The job for ``seeds_per_job=K``: K runs, one batched fit. Returns the first seed's status
     with every seed's under ``"seeds"``; the status file lists them all for the sweep summary."""
     sweep_id = os.environ.get(SWEEP_ID_ENV)
@@ -226,18 +296,8 @@ def train_batched(cfg: DictConfig, named: list[str], init_choice: str | None, mu
         check_top_level(cfg)
         configs = seed_configs(cfg, cfg.seeds_per_job)
         names = [run_name(c, named, init_choice) for c in configs]
-        datamodule, first = build(configs[0])
-        modules, datamodules = [first], [datamodule]
-        for one in configs[1:]:
-            dm = copy.copy(datamodule)  # same tensors, its own data-order generator
-            dm.shuffle_generator = torch.Generator().manual_seed(one.data_seed)
-            init = OmegaConf.to_container(one.init, resolve=True)
-            modules.append(InitSweepModule(
-                one.model, init, one.optim, datamodule.in_features, datamodule.num_classes,
-                one.init_seed,
-                draw_batch=lambda n, s=one.init_seed: datamodule.probe_batch(n, s)[0],
-                divergence_threshold=one.trainer.get("divergence_threshold")))
-            datamodules.append(dm)
+        datamodule, first = build(configs[0])  # validates data, model, init, optim, trainer
+        build_diagnostics(configs[0], datamodule)  # and the diagnostics config
     except ConfigError as err:
         write_status(output_dir, [{"sweep_id": sweep_id, "outcome": "failed", "error": str(err)}])
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -247,47 +307,119 @@ def train_batched(cfg: DictConfig, named: list[str], init_choice: str | None, mu
 
     client, experiment_id = open_experiment(cfg)
     started = time.perf_counter()
+    metadata = [run_metadata(one, init_choice, datamodule) for one in configs]
+    statuses = [{"sweep_id": sweep_id, "name": name, "outcome": "failed"} for name in names]
+    previous = [find_runs(client, experiment_id, tags["config_hash"]) for tags, _ in metadata]
+    todo = []  # positions (in configs) of the seeds to train
+    for k, runs in enumerate(previous):
+        done = None if cfg.get("force", False) else finished_run(runs)
+        if done is None:
+            todo.append(k)
+            continue
+        statuses[k].update(outcome="skipped", run_id=done.info.run_id,
+                           **{key: v for key, v in done.data.metrics.items()
+                              if key.startswith("test/")})
+        print(f"{names[k]}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
+              flush=True)
+    if not todo:
+        write_status(output_dir, statuses)
+        return {**statuses[0], "seeds": statuses}
+
+    modules, generators = [], []
+    for k in todo:
+        one = configs[k]
+        module = first if k == 0 else InitSweepModule(
+            one.model, OmegaConf.to_container(one.init, resolve=True), one.optim,
+            datamodule.in_features, datamodule.num_classes, one.init_seed,
+            draw_batch=lambda n, s=one.init_seed: datamodule.probe_batch(n, s)[0],
+            divergence_threshold=one.trainer.get("divergence_threshold"))
+        modules.append(module)
+        generators.append(torch.Generator().manual_seed(one.data_seed))  # as its datamodule's
+
+    checkpoint = batch_checkpoint(cfg, [metadata[k][0]["config_hash"] for k in todo])
+    interrupted = [preempted_run(previous[k]) for k in todo]
+    resume = not cfg.get("force", False) and all(
+        found is not None and found[1] == checkpoint for found in interrupted)
     run_ids, loggers = [], []
-    for one, name in zip(configs, names, strict=True):
-        tags, params = run_metadata(one, init_choice, datamodule)
-        tags["trained_together"] = len(configs)
-        run_id = start_run(client, experiment_id, name, tags, params)
-        client.log_text(run_id, OmegaConf.to_yaml(redact_config(OmegaConf.to_container(one))),
-                        "config.yaml")
+    for position, k in enumerate(todo):
+        one, (tags, params) = configs[k], metadata[k]
+        if resume:  # preempted together before: reopen the runs, resume the checkpoint
+            run_id = interrupted[position][0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "outcome", "running")
+            print(f"{names[k]}: resuming run {run_id} from {checkpoint}", flush=True)
+        else:
+            run_id = start_run(client, experiment_id, names[k],
+                               {**tags, "trained_together": len(todo)}, params)
+            client.log_text(run_id, OmegaConf.to_yaml(redact_config(OmegaConf.to_container(one))),
+                            "config.yaml")
+            client.log_text(run_id, "\n".join(map(redact_override,
+                                                  seed_overrides(overrides, one, cfg.seed))) + "\n",
+                            "overrides.txt")
+        client.set_tag(run_id, "checkpoint", str(checkpoint))
+        statuses[k].update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
         run_ids.append(run_id)
         loggers.append(BufferedMlflowLogger(client, run_id, one.tracking.get("flush_every", 1000)))
-    statuses = [{"sweep_id": sweep_id, "name": n, "run_id": r, "outcome": "failed"}
-                for n, r in zip(names, run_ids, strict=True)]
+
+    preemption = PreemptionCheckpoint(checkpoint)
+    trained = [statuses[k] for k in todo]
     try:
-        stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers)
-        trainer = build_trainer(cfg.trainer, False, [])
-        trainer.fit(stacked, train_dataloaders=stacked_loaders(datamodules),
-                    val_dataloaders=datamodule.val_dataloader())
+        stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers, generators)
+        diagnostics: list[DiagnosticsCallback | None] = [
+            build_diagnostics(configs[k], datamodule, seed_index=position)
+            for position, k in enumerate(todo)]
+        trainer = build_trainer(cfg.trainer, False,
+                                [preemption, *(d for d in diagnostics if d is not None)])
+        train_batches = StackedBatches(*datamodule.train, datamodule.batch_size, generators)
+        trainer.fit(stacked, train_dataloaders=train_batches,
+                    val_dataloaders=datamodule.val_dataloader(),
+                    ckpt_path=str(checkpoint) if resume else None)
         stacked._flush_losses()
         trainer.test(stacked, dataloaders=datamodule.test_dataloader(), verbose=False)
         elapsed = time.perf_counter() - started
-        for k, (logger, status) in enumerate(zip(loggers, statuses, strict=True)):
-            logger.add([Metric("time/run_s", elapsed / len(configs), int(time.time() * 1000),
+        for position, (logger, status) in enumerate(zip(loggers, trained, strict=True)):
+            logger.add([Metric("time/run_s", elapsed / len(todo), int(time.time() * 1000),
                                trainer.global_step)])
             logger.flush()
-            outcome = "ok" if stacked.diverged_at_step[k] is None else "diverged"
-            status.update(outcome=outcome, **{key: float(v[k])
+            if diagnostics[position] is not None:
+                log_diagnostics(client, status["run_id"], status["name"], diagnostics[position],
+                                stacked.seed_net(position), stacked.loss_history[position],
+                                cfg.diagnostics.get("plots", True))
+            outcome = "ok" if stacked.diverged_at_step[position] is None else "diverged"
+            status.update(outcome=outcome, **{key: float(v[position])
                                               for key, v in stacked.test_results.items()})
             end_run(client, status["run_id"], outcome)
-    except BaseException as err:
-        for logger, status in zip(loggers, statuses, strict=True):
-            status["error"] = f"{type(err).__name__}: {err}"
+        checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
+    except Preempted as err:
+        preemption.restore_handler()
+        for logger, status in zip(loggers, trained, strict=True):
             logger.flush()
-            client.log_text(status["run_id"], traceback.format_exc(), "traceback.txt")
-            end_run(client, status["run_id"], "failed")
+            client.set_tag(status["run_id"], "outcome", PREEMPTED)
+            client.set_terminated(status["run_id"], "KILLED")
+            status.update(outcome=PREEMPTED, error=str(err))
         write_status(output_dir, statuses)
-        print(f"{names[0]}..{names[-1]}: FAILED ({type(err).__name__}: {err})", file=sys.stderr)
+        print(f"{names[todo[0]]}..{names[todo[-1]]}: preempted; {len(todo)} runs KILLED, the next "
+              f"launch resumes them from {checkpoint}", file=sys.stderr, flush=True)
+        if multirun:
+            return {**statuses[0], "seeds": statuses}
+        sys.exit(143)  # 128 + SIGTERM, what a scheduler expects
+    except BaseException as err:
+        for logger, status in zip(loggers, trained, strict=True):
+            status["error"] = f"{type(err).__name__}: {err}"
+            try:
+                logger.flush()  # nothing that was logged is lost
+                client.log_text(status["run_id"], traceback.format_exc(), "traceback.txt")
+            finally:
+                end_run(client, status["run_id"], "failed")
+        write_status(output_dir, statuses)
+        print(f"{names[todo[0]]}..{names[todo[-1]]}: FAILED ({type(err).__name__}: {err})",
+              file=sys.stderr, flush=True)
         if multirun and isinstance(err, Exception):
-            return statuses[0]
+            return {**statuses[0], "seeds": statuses}
         raise
     write_status(output_dir, statuses)
-    for status in statuses:
+    for status in trained:
         print(f"{status['name']}: test/acc={status['test/acc']:.4f} "
               f"test/loss={status['test/loss']:.4f} [{status['outcome']}] "
-              f"{elapsed / len(configs):.1f}s (1/{len(configs)} of a batched job)", flush=True)
+              f"{elapsed / len(todo):.1f}s (1/{len(todo)} of a batched job)", flush=True)
     return {**statuses[0], "seeds": statuses}
