@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from initsweep.errors import ConfigError
 from initsweep.models import build_mlp, linear_layers
+from initsweep.module import make_optimizer
 from initsweep.tracking import config_hash, named_overrides, run_name, swept_keys
 from initsweep.train import build
 from tests.conftest import compose_config
@@ -58,6 +59,7 @@ def test_mlp_shapes_activation_and_bias():
     ("optim.lr=0", "optim.lr=0: must be a number > 0"),
     ("optim=sgd", None),
     ("optim.weight_decay=-1", "optim.weight_decay=-1: must be >= 0"),
+    ("optim.fused=maybe", "optim.fused='maybe': must be auto, true or false"),
     ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
     ("model.hidden_sizes=[16,0]", "model.hidden_sizes=[16, 0]: every hidden size must be"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0: must be an integer >= 1"),
@@ -92,3 +94,26 @@ def test_config_hash_changes_with_result_keys_only():
     assert config_hash(base) == config_hash(compose_config(["experiment_name=other"]))
     assert config_hash(base) != config_hash(compose_config(["seed=1"]))
     assert config_hash(base) != config_hash(compose_config(["optim.lr=0.1"]))
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_fused_optimizer_makes_the_update_of_the_default_loop(name):
+    """``optim.fused``: auto takes torch's fused kernel on CPU; its update equals the per-op
+    loop's to float rounding, so fused=false is there only to reproduce older runs bit for bit."""
+    cfg = OmegaConf.to_container(compose_config([f"optim={name}", "optim.lr=0.01"]).optim)
+    torch.manual_seed(0)
+    start = [torch.randn(32, 16), torch.randn(32)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
+    finals = {}
+    for fused in ("auto", False):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        optimizer = make_optimizer(params, {**cfg, "fused": fused})
+        assert optimizer.defaults.get("fused") is (True if fused == "auto" else None)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        finals[fused] = [p.detach() for p in params]
+    assert not torch.equal(finals["auto"][0], start[0])  # the steps did move the weights
+    for a, b in zip(finals["auto"], finals[False], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

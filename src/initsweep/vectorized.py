@@ -5,8 +5,9 @@ not arithmetic. Here a job with ``seed=s`` trains seeds s, s+1, ..., s+K-1 at on
 
 - each model starts from exactly the weights its own ``init_seed`` gives alone (the same
   ``initialize_`` call), and sees exactly its own data order (its own ``data_seed`` generator);
-- the K parameter sets are stacked (``torch.func.stack_module_state``) and the forward pass is
-  ``vmap`` over them, so one step runs K models in a few batched matmuls;
+- the K parameter sets are stacked (``torch.func.stack_module_state``) and each layer of the
+  forward pass is one batched matmul over them, so one step runs K models in a few kernels (and
+  one fused optimizer step, see ``make_optimizer``);
 - the loss is the sum of the K per-model mean losses, so each model's gradient is its own; SGD and
   Adam update element-wise, so each model's update is its own too;
 - a model that diverges is frozen at its last good weights (its run is tagged ``diverged``) while
@@ -40,11 +41,11 @@ import torch.nn.functional as F
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 
 from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError
-from initsweep.module import OPTIMIZERS, InitSweepModule
+from initsweep.module import InitSweepModule, make_optimizer
 from initsweep.redaction import redact_config, redact_override
 from initsweep.resume import (
     PREEMPTED,
@@ -121,7 +122,7 @@ class StackedBatches:
 
 
 class StackedSeedsModule(L.LightningModule):
-    """K copies of one network, stacked; trains and evaluates them as one vmapped model.
+    """K copies of one network, stacked; trains and evaluates them as one batched model.
 
     ``generators`` are the seeds' data-order generators: saved in checkpoints with the frozen
     (diverged) seeds, so a resumed job continues exactly where it stopped.
@@ -138,15 +139,13 @@ class StackedSeedsModule(L.LightningModule):
         self.divergence_threshold = modules[0].divergence_threshold
         self.automatic_optimization = False  # training_step steps, then re-freezes dead seeds
         params, _ = stack_module_state([m.net for m in modules])
-        self.names = list(params)
         # ParameterDict keys cannot hold dots; keep the stacked tensors as real Parameters so that
         # Lightning moves them to the device and the optimizer sees them.
         self.stacked = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(p.detach().clone())
                                          for n, p in params.items()})
-        # Kept out of the module tree, so that Lightning's device moves and state_dict never see
-        # them: the network's shape on the meta device (its weights come through vmap), and a
-        # real copy from which each seed's ordinary network is made for the diagnostics.
-        object.__setattr__(self, "base", copy.deepcopy(modules[0].net).to("meta"))
+        # The network's layers in order, kept out of the module tree so that Lightning's device
+        # moves and state_dict never see them: forward() walks it, and each seed's ordinary
+        # network for the diagnostics is a copy of it.
         object.__setattr__(self, "_template", copy.deepcopy(modules[0].net))
         self._seed_nets: dict[int, nn.Sequential] = {}
         self.alive = torch.ones(self.k, dtype=torch.bool)
@@ -156,9 +155,6 @@ class StackedSeedsModule(L.LightningModule):
         self.loss_history: list[list[float]] = [[] for _ in range(self.k)]  # for the loss plots
         self._sums: dict[str, Tensor] = {}
         self._epoch_start_step = 0
-
-    def _params(self) -> dict[str, Tensor]:
-        return {n: self.stacked[n.replace(".", "__")] for n in self.names}
 
     def seed_net(self, k: int) -> nn.Sequential:
         """Seed k as an ordinary network holding a copy of its current weights."""
@@ -170,11 +166,22 @@ class StackedSeedsModule(L.LightningModule):
                 param.copy_(self.stacked[name.replace(".", "__")][k])
         return net
 
-    def forward(self, x: Tensor, shared_input: bool = False) -> Tensor:
-        def one(params: dict[str, Tensor], inputs: Tensor) -> Tensor:
-            return functional_call(self.base, params, (inputs,))
+    def forward(self, x: Tensor) -> Tensor:
+        """All K models at once: ``x`` is (K, B, D), or (B, D) shared by all; returns (K, B, C).
 
-        return vmap(one, in_dims=(0, None if shared_input else 0))(self._params(), x)
+        Each Linear is one batched matmul over the stacked weights, each activation acts
+        elementwise: the same arithmetic as K separate forwards, without vmap's per-call cost.
+        """
+        h = x if x.dim() == 3 else x.expand(self.k, *x.shape)
+        for name, layer in self._template.named_children():
+            if isinstance(layer, nn.Linear):
+                weight = self.stacked[f"{name}__weight"].transpose(1, 2)  # (K, in, out)
+                bias = self.stacked.get(f"{name}__bias")
+                h = (torch.bmm(h, weight) if bias is None
+                     else torch.baddbmm(bias.unsqueeze(1), h, weight))
+            else:
+                h = layer(h)
+        return h
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         x, y = batch  # (K, B, D), (K, B)
@@ -226,7 +233,7 @@ class StackedSeedsModule(L.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
-        logits = self(x, shared_input=True)  # (K, B, C)
+        logits = self(x)  # (K, B, C): every model on the same batch
         loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(self.k), reduction="none")
         sums = {"loss": loss.view(self.k, -1).sum(dim=1),
                 "acc": (logits.argmax(dim=2) == y).float().sum(dim=1),
@@ -263,8 +270,7 @@ class StackedSeedsModule(L.LightningModule):
         self.test_results = self._log_epoch("test", self.global_step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        cfg = dict(self.optim_cfg)
-        return OPTIMIZERS[cfg.pop("name")](self.parameters(), **cfg)
+        return make_optimizer(self.parameters(), self.optim_cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["stacked_seeds"] = {
