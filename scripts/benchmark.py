@@ -3,6 +3,7 @@
     python scripts/benchmark.py                          # S1 workload, 3 alternating repetitions
     python scripts/benchmark.py --mnist-root ../shared/data --repeats 5 --json bench.json
     python scripts/benchmark.py --workload digits --skip-sweep
+    python scripts/benchmark.py --profile run.html       # where one run's time goes, then exit
 
 Also: seeds per second for K init seeds trained sequentially versus as one batched job
 (``seeds_per_job=K``), with the default diagnostics and plots (what a user gets) and without
@@ -86,6 +87,18 @@ def initsweep_run(cfg) -> dict:
     return status["timing"]
 
 
+def profile_one_run(cfg, path: Path) -> None:
+    """A sampling profile (pyinstrument) of one initsweep run: HTML or text by ``path``'s suffix."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.002)
+    with profiler:
+        initsweep_run(cfg)
+    html = path.suffix == ".html"
+    path.write_text(profiler.output_html() if html else profiler.output_text(show_all=True))
+    print(f"profile of one run written to {path}")
+
+
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -123,6 +136,7 @@ def main() -> None:
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--seeds", type=int, default=8, help="K for the vectorized-seeds test")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path, help="profile one run into this file and exit")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +147,9 @@ def main() -> None:
         with_diag = compose_cfg(base)
         without_diag = compose_cfg([*base, "diagnostics.enabled=false"])
         initsweep_run(compose_cfg([*base, "trainer.max_epochs=1"]))  # warm-up: store, caches
+        if args.profile:
+            profile_one_run(with_diag, args.profile)
+            return
         rows = []
         for _ in range(args.repeats):
             plain = plain_loop(with_diag)

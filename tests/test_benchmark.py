@@ -1,0 +1,48 @@
+"""scripts/benchmark.py runs end to end on the bundled digits and writes every measure it prints.
+
+Only that it works and what it reports are tested here; how fast anything is stays a benchmark
+figure (README, "Where the time goes"), never a timed assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCHMARK = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--workload", "digits"]
+
+
+@pytest.mark.slow
+def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([*BENCHMARK, "--repeats", "1", "--seeds", "2", "--skip-sweep",
+                           "--json", str(out)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["workload"] == "digits" and len(result["rows"]) == 1
+    for key in ("plain_loop_s", "initsweep_run_s", "ratio_run_to_plain", "ratio_fit_to_plain",
+                "mlflow_share", "diagnostics_share", "artifacts_share"):
+        assert 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"], key
+        assert key in proc.stdout
+    for key in ("mlflow_share", "diagnostics_share", "artifacts_share"):
+        assert result[key]["median"] < 1, key
+    for seeds in (result["vectorized_seeds"], result["vectorized_seeds_no_diagnostics"]):
+        assert seeds["k"] == 2
+        assert seeds["batched_seeds_per_s"] == pytest.approx(2 / seeds["batched_s"])
+        assert seeds["speedup"] == pytest.approx(seeds["sequential_s"] / seeds["batched_s"])
+
+
+@pytest.mark.slow
+def test_benchmark_profiles_one_run(tmp_path):
+    out = tmp_path / "run.txt"
+    proc = subprocess.run([*BENCHMARK, "--profile", str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "initsweep_run" in text and "Trainer.fit" in text
