@@ -42,7 +42,9 @@ from initsweep.resume import (
     checkpoint_path,
     find_runs,
     finished_run,
+    mark_preempted,
     preempted_run,
+    reopen_run,
 )
 from initsweep.tracking import (
     PARENT_RUN_ENV,
@@ -252,12 +254,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     interrupted = None if cfg.get("force", False) else preempted_run(previous)
     if interrupted is not None:  # preempted before: reopen its run and resume its checkpoint
         run_id, resume_from = interrupted[0].info.run_id, str(interrupted[1])
-        client.update_run(run_id, status="RUNNING")
-        client.set_tag(run_id, "outcome", "running")
+        reopen_run(client, run_id)
+        client.set_tag(run_id, "checkpoint", str(checkpoint))
         print(f"{name}: resuming run {run_id} from {resume_from}", flush=True)
     else:
-        run_id, resume_from = start_run(client, experiment_id, name, tags, params), None
-    client.set_tag(run_id, "checkpoint", str(checkpoint))
+        run_id = start_run(client, experiment_id, name, {**tags, "checkpoint": checkpoint}, params)
+        resume_from = None
     preemption = PreemptionCheckpoint(checkpoint)
     status.update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
     logger = BufferedMlflowLogger(client, run_id, cfg.tracking.get("flush_every", 1000))
@@ -296,8 +298,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except Preempted as err:
         preemption.restore_handler()
         logger.flush()
-        client.set_tag(run_id, "outcome", PREEMPTED)
-        client.set_terminated(run_id, "KILLED")
+        mark_preempted(client, run_id)
         status.update(outcome=PREEMPTED, error=str(err))
         write_status(output_dir, status)
         print(f"{name}: preempted; run {run_id} KILLED, the next launch resumes it from "

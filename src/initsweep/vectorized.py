@@ -52,9 +52,11 @@ from initsweep.resume import (
     Preempted,
     PreemptionCheckpoint,
     checkpoint_path,
-    find_runs,
+    find_runs_of_group,
     finished_run,
+    mark_preempted,
     preempted_run,
+    reopen_run,
 )
 from initsweep.tracking import (
     PARENT_RUN_ENV,
@@ -315,7 +317,9 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
     started = time.perf_counter()
     metadata = [run_metadata(one, init_choice, datamodule) for one in configs]
     statuses = [{"sweep_id": sweep_id, "name": name, "outcome": "failed"} for name in names]
-    previous = [find_runs(client, experiment_id, tags["config_hash"]) for tags, _ in metadata]
+    hashes = [tags["config_hash"] for tags, _ in metadata]
+    by_hash = find_runs_of_group(client, experiment_id, metadata[0][0]["group_hash"], hashes)
+    previous = [by_hash[h] for h in hashes]
     todo = []  # positions (in configs) of the seeds to train
     for k, runs in enumerate(previous):
         done = None if cfg.get("force", False) else finished_run(runs)
@@ -351,18 +355,17 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
         one, (tags, params) = configs[k], metadata[k]
         if resume:  # preempted together before: reopen the runs, resume the checkpoint
             run_id = interrupted[position][0].info.run_id
-            client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, "outcome", "running")
+            reopen_run(client, run_id)
             print(f"{names[k]}: resuming run {run_id} from {checkpoint}", flush=True)
         else:
             run_id = start_run(client, experiment_id, names[k],
-                               {**tags, "trained_together": len(todo)}, params)
+                               {**tags, "trained_together": len(todo), "checkpoint": checkpoint},
+                               params)
             client.log_text(run_id, OmegaConf.to_yaml(redact_config(OmegaConf.to_container(one))),
                             "config.yaml")
             client.log_text(run_id, "\n".join(map(redact_override,
                                                   seed_overrides(overrides, one, cfg.seed))) + "\n",
                             "overrides.txt")
-        client.set_tag(run_id, "checkpoint", str(checkpoint))
         statuses[k].update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
         run_ids.append(run_id)
         loggers.append(BufferedMlflowLogger(client, run_id, one.tracking.get("flush_every", 1000)))
@@ -400,8 +403,7 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
         preemption.restore_handler()
         for logger, status in zip(loggers, trained, strict=True):
             logger.flush()
-            client.set_tag(status["run_id"], "outcome", PREEMPTED)
-            client.set_terminated(status["run_id"], "KILLED")
+            mark_preempted(client, status["run_id"])
             status.update(outcome=PREEMPTED, error=str(err))
         write_status(output_dir, statuses)
         print(f"{names[todo[0]]}..{names[todo[-1]]}: preempted; {len(todo)} runs KILLED, the next "
