@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
@@ -43,6 +44,7 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
                              (grads, "grad_norm", "weight gradient norm")):
         values = _finite([r[key] for r in at_init])
         axis.plot(layers, values, marker="o", ms=3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         if np.nanmin(values, initial=np.inf) > 0:
             axis.set_yscale("log")
         axis.set(title=f"{label} at init", xlabel="weight layer", ylabel=label)
@@ -98,11 +100,18 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     # axis and no log-scale minor ticks halve it, and stay readable at this size.
     for axis in fig.axes:
         axis.minorticks_off()
-        for which in ("x", "y"):
-            if getattr(axis, f"get_{which}scale")() == "linear":
+        for which, ticks in (("x", axis.xaxis), ("y", axis.yaxis)):
+            if ticks.get_scale() == "linear":
                 axis.locator_params(axis=which, nbins=5)
+            else:
+                low, high = sorted(getattr(axis, f"get_{which}lim")())
+                if low > 0 and high < 10 * low:  # under a decade: no power of ten to label
+                    ticks.set_major_locator(MaxNLocator(nbins=4))
+                # "0.3", "1e-05": shorter than 3x10^-1, so the axis label keeps its margin
+                ticks.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     # fixed margins instead of tight_layout: the layout pass cost as much as the drawing
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.82, wspace=0.3, hspace=0.5)
+    fig.subplots_adjust(left=0.8 / fig.get_figwidth(),  # 0.8 in: room for the y label
+                        right=0.98, bottom=0.14, top=0.82, wspace=0.3, hspace=0.5)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
