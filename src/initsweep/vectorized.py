@@ -350,7 +350,7 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
     interrupted = [preempted_run(previous[k]) for k in todo]
     resume = not cfg.get("force", False) and all(
         found is not None and found[1] == checkpoint for found in interrupted)
-    run_ids, loggers = [], []
+    loggers = []
     for position, k in enumerate(todo):
         one, (tags, params) = configs[k], metadata[k]
         if resume:  # preempted together before: reopen the runs, resume the checkpoint
@@ -367,7 +367,6 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
                                                   seed_overrides(overrides, one, cfg.seed))) + "\n",
                             "overrides.txt")
         statuses[k].update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
-        run_ids.append(run_id)
         loggers.append(BufferedMlflowLogger(client, run_id, one.tracking.get("flush_every", 1000)))
 
     preemption = PreemptionCheckpoint(checkpoint)
