@@ -28,20 +28,24 @@ class Preempted(BaseException):
     """Raised inside fit when SIGTERM arrived; BaseException so no ``except Exception`` eats it."""
 
 
+def _job_runs(client: MlflowClient, experiment_id: str, filter_string: str,
+              max_results: int) -> list[Run]:
+    """Job runs matching ``filter_string``, newest first (sweep parents excluded)."""
+    runs = client.search_runs([experiment_id], filter_string,
+                              order_by=["attributes.start_time DESC"], max_results=max_results)
+    return [r for r in runs if r.data.tags.get("initsweep.role") != "sweep"]
+
+
 def find_runs(client: MlflowClient, experiment_id: str, config_hash: str) -> list[Run]:
     """Runs of this config in the experiment, newest first (sweep parents excluded)."""
-    runs = client.search_runs([experiment_id], f"tags.config_hash = '{config_hash}'",
-                              order_by=["attributes.start_time DESC"], max_results=50)
-    return [r for r in runs if r.data.tags.get("initsweep.role") != "sweep"]
+    return _job_runs(client, experiment_id, f"tags.config_hash = '{config_hash}'", 50)
 
 
 def find_runs_of_group(client: MlflowClient, experiment_id: str, group_hash: str,
                        config_hashes: list[str]) -> dict[str, list[Run]]:
     """``find_runs`` for several seeds of one config group (``group_hash`` tag) in one search:
     a batched job asks once, not once per seed (the store has no IN for tags)."""
-    runs = client.search_runs([experiment_id], f"tags.group_hash = '{group_hash}'",
-                              order_by=["attributes.start_time DESC"], max_results=5000)
-    runs = [r for r in runs if r.data.tags.get("initsweep.role") != "sweep"]
+    runs = _job_runs(client, experiment_id, f"tags.group_hash = '{group_hash}'", 5000)
     return {h: [r for r in runs if r.data.tags.get("config_hash") == h] for h in config_hashes}
 
 
