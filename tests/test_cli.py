@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
+from initsweep.plots import PLOT_FILES
 from tests.conftest import FAST, runs_of
 
 
@@ -29,6 +30,10 @@ def test_multirun_logs_one_child_run_per_job(cli, store):
         assert run.data.params["init.scheme"] == run.data.tags["scheme"]
         artifacts = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id)}
         assert {"config.yaml", "overrides.txt"} <= artifacts
+        # drawn by the plot worker while the next job trained; the last job's at the sweep's end
+        plots = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id,
+                                                                     "diagnostics")}
+        assert {f"diagnostics/{n}" for n in ("diagnostics.csv", *PLOT_FILES)} == plots
         acc = run.data.metrics["test/acc"]
         if run.data.tags["scheme"] == "zeros":
             assert acc <= 0.2

@@ -1,10 +1,15 @@
-"""The PNGs of a run: what a person looks at first to see why an init failed."""
+"""The PNGs of a run: what a person looks at first to see why an init failed.
+
+Inputs are plain lists and numpy arrays (``PlotInputs``), never torch tensors: the plots can be
+drawn in a worker process that imports only numpy and matplotlib (``initsweep.plot_worker``).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypedDict
 
 import matplotlib
 
@@ -12,7 +17,29 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-from torch import Tensor  # noqa: E402
+
+# the file names under the run's diagnostics/ artifact folder, in drawing order
+PLOT_FILES = ("loss.png", "depth_at_init.png", "weight_histograms.png", "distinct_units.png")
+
+
+class PlotInputs(TypedDict):
+    """Everything the four plots of a run are drawn from (picklable, torch-free)."""
+
+    name: str                        # the run name, each figure's title
+    losses: list[float]              # every training step's loss, in order
+    records: list[dict[str, float]]  # the diagnostics rows (step, layer, metrics)
+    weights_at_init: list[Any]       # one array per weight layer
+    weights_at_end: list[Any]
+
+
+def draw_all(inputs: PlotInputs, folder: Path) -> list[Path]:
+    """The four PNGs of a run into ``folder`` (``PLOT_FILES``)."""
+    loss, depth, weights, units = (folder / name for name in PLOT_FILES)
+    return [loss_curves(inputs["losses"], loss, inputs["name"]),
+            depth_profile(inputs["records"], depth, inputs["name"]),
+            weight_histograms(inputs["weights_at_init"], inputs["weights_at_end"], weights,
+                              inputs["name"]),
+            distinct_units(inputs["records"], units, inputs["name"])]
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -52,7 +79,7 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def weight_histograms(before: Sequence[Tensor], after: Sequence[Tensor], path: Path,
+def weight_histograms(before: Sequence[Any], after: Sequence[Any], path: Path,
                       title: str, max_layers: int = 12) -> Path:
     """One panel per layer (first ``max_layers``): weights at init and at the end."""
     shown = list(range(len(before)))
@@ -63,7 +90,7 @@ def weight_histograms(before: Sequence[Tensor], after: Sequence[Tensor], path: P
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for axis, i in zip(axes.flat, shown, strict=False):
         for weights, label in ((before[i], "init"), (after[i], "end")):
-            values = weights.flatten().double().numpy()  # float64 bins: a tiny spread still splits
+            values = np.asarray(weights, dtype=np.float64).ravel()  # float64: a tiny spread splits
             values = values[np.isfinite(values)]
             if values.size:
                 lo, hi = float(values.min()), float(values.max())

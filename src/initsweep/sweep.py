@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from initsweep.artifacts import complete_pending
 from initsweep.redaction import redact, redact_override
 from initsweep.tracking import (
     PARENT_RUN_ENV,
@@ -71,6 +72,7 @@ class SweepCallback(Callback):
               f"{redact(tracking_uri(config.get('tracking')))}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        complete_pending()  # the last jobs' plots (diagnostics.background_plots): runs end here
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEEP_ID_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -24,15 +23,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from initsweep import plots
+from initsweep.artifacts import complete_pending, finish_run
 from initsweep.data import TensorDataModule
 from initsweep.devices import bind_job
 from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
-from initsweep.models import linear_layers
 from initsweep.module import InitSweepModule
 from initsweep.redaction import redact_config, redact_override
 from initsweep.resume import (
@@ -137,6 +134,25 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, InitSweepModule]:
     return datamodule, module
 
 
+def plots_in_background(cfg: DictConfig) -> bool:
+    """Whether this job's plots are drawn by a worker process while the next job trains.
+
+    ``diagnostics.background_plots: auto`` means yes in a multirun whose jobs run one after another
+    in this process (Hydra's basic launcher): there is a next job to overlap with. A single run, or
+    jobs in their own processes (joblib, SLURM), draw inline: nothing would overlap.
+    """
+    choice = (cfg.get("diagnostics") or {}).get("background_plots", "auto")
+    require(choice in ("auto", True, False), "diagnostics.background_plots", choice,
+            "must be auto, true or false")
+    if choice != "auto":
+        return choice
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    return (hydra_cfg.mode == RunMode.MULTIRUN
+            and hydra_cfg.launcher._target_.rsplit(".", 1)[-1] == "BasicLauncher")
+
+
 def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
                       seed_index: int | None = None) -> DiagnosticsCallback | None:
     """The diagnostics callback of a job (of seed ``seed_index`` of a batched job), or None."""
@@ -149,30 +165,11 @@ def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
     size = diag.get("probe_size", 256)
     require(isinstance(size, int) and size >= 2, "diagnostics.probe_size", size,
             "must be an integer >= 2")
+    plots_in_background(cfg)  # validates diagnostics.background_plots
     # The probe is the same for every run of a sweep (its own seed), so runs compare directly.
     probe = datamodule.probe_batch(size, diag.get("probe_seed", 0))
     return DiagnosticsCallback(probe, every, diag.get("saturation_eps", 0.01),
                                diag.get("distinct_tol", 1e-6), seed_index)
-
-
-def log_diagnostics(client: MlflowClient, run_id: str, name: str, callback: DiagnosticsCallback,
-                    net: torch.nn.Sequential, losses: list[float], make_plots: bool) -> None:
-    """The CSV of every per-layer number, and the plots, as artifacts of the run.
-
-    ``net``: the trained network (its weights are the histograms' "end"); ``losses``: every
-    training step's loss, in order.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        callback.write_csv(folder / "diagnostics.csv")
-        if make_plots:
-            after = [layer.weight.detach().cpu() for layer in linear_layers(net)]
-            plots.loss_curves(losses, folder / "loss.png", name)
-            plots.depth_profile(callback.records, folder / "depth_at_init.png", name)
-            plots.weight_histograms(callback.weights_at_init, after,
-                                    folder / "weight_histograms.png", name)
-            plots.distinct_units(callback.records, folder / "distinct_units.png", name)
-        client.log_artifacts(run_id, str(folder), "diagnostics")
 
 
 # Top-level keys that are not part of a run's recorded config: where it is logged, free-form tags,
@@ -263,14 +260,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     preemption = PreemptionCheckpoint(checkpoint)
     status.update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
     logger = BufferedMlflowLogger(client, run_id, cfg.tracking.get("flush_every", 1000))
-    # Where a run's time goes (scripts/benchmark.py reads these): MLflow calls, fit + test,
-    # diagnostics measurements (inside fit), artifacts (CSV + plots).
-    timing = {"mlflow_s": time.perf_counter() - started}
+    # Where a run's time goes (scripts/benchmark.py reads these): fit + test, diagnostics
+    # measurements (inside fit), artifacts (CSV + plots, or their hand-off, and the run's end).
+    timing = {}
     try:
-        tick = time.perf_counter()
         client.log_text(run_id, OmegaConf.to_yaml(redact_config(resolved)), "config.yaml")
         client.log_text(run_id, "\n".join(map(redact_override, overrides)) + "\n", "overrides.txt")
-        timing["mlflow_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
         callbacks = [preemption, *([diagnostics] if diagnostics else [])]
         trainer = build_trainer(cfg.trainer, logger, callbacks)
@@ -281,17 +276,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_metrics({"time/run_s": time.perf_counter() - started},
                            step=trainer.global_step)
         logger.flush()
-        tick = time.perf_counter()
-        if diagnostics is not None:
-            losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
-            log_diagnostics(client, run_id, name, diagnostics, module.net, losses,
-                            cfg.diagnostics.get("plots", True))
-        timing["artifacts_s"] = time.perf_counter() - tick
         outcome = "ok" if module.diverged_at_step is None else "diverged"
         status.update(outcome=outcome, **{k: float(v) for k, v in results.items()})
         tick = time.perf_counter()
-        end_run(client, run_id, outcome)
-        timing["mlflow_s"] += time.perf_counter() - tick + logger.seconds_logging
+        complete_pending()  # the previous job's plots, drawn while this one trained
+        losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
+        # diagnostics.csv, the plots (or their hand-off to the worker) and end_run
+        finish_run(client, run_id, name, outcome, diagnostics, module.net, losses,
+                   cfg.diagnostics.get("plots", True), plots_in_background(cfg),
+                   output_dir / STATUS_FILE if output_dir is not None else None)
+        timing["artifacts_s"] = time.perf_counter() - tick
         timing["run_s"] = time.perf_counter() - started
         status["timing"] = timing
         checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
@@ -299,6 +293,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         preemption.restore_handler()
         logger.flush()
         mark_preempted(client, run_id)
+        complete_pending()
         status.update(outcome=PREEMPTED, error=str(err))
         write_status(output_dir, status)
         print(f"{name}: preempted; run {run_id} KILLED, the next launch resumes it from "
@@ -314,6 +309,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finally:
             end_run(client, run_id, "failed")
             write_status(output_dir, status)
+            complete_pending()
         print(f"{name}: FAILED ({status['error'].splitlines()[0]}); run {run_id} marked FAILED",
               file=sys.stderr, flush=True)
         if multirun and isinstance(err, Exception):

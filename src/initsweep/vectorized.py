@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.func import stack_module_state
 
+from initsweep.artifacts import complete_pending, finish_run
 from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError
 from initsweep.module import InitSweepModule, make_optimizer
@@ -70,11 +71,12 @@ from initsweep.tracking import (
     tracking_uri,
 )
 from initsweep.train import (
+    STATUS_FILE,
     build,
     build_diagnostics,
     build_trainer,
     check_top_level,
-    log_diagnostics,
+    plots_in_background,
     run_metadata,
     write_status,
 )
@@ -385,18 +387,19 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
         stacked._flush_losses()
         trainer.test(stacked, dataloaders=datamodule.test_dataloader(), verbose=False)
         elapsed = time.perf_counter() - started
+        complete_pending()  # the previous job's plots, drawn while this one trained
+        background = plots_in_background(cfg)
         for position, (logger, status) in enumerate(zip(loggers, trained, strict=True)):
             logger.add([Metric("time/run_s", elapsed / len(todo), int(time.time() * 1000),
                                trainer.global_step)])
             logger.flush()
-            if diagnostics[position] is not None:
-                log_diagnostics(client, status["run_id"], status["name"], diagnostics[position],
-                                stacked.seed_net(position), stacked.loss_history[position],
-                                cfg.diagnostics.get("plots", True))
             outcome = "ok" if stacked.diverged_at_step[position] is None else "diverged"
             status.update(outcome=outcome, **{key: float(v[position])
                                               for key, v in stacked.test_results.items()})
-            end_run(client, status["run_id"], outcome)
+            finish_run(client, status["run_id"], status["name"], outcome, diagnostics[position],
+                       stacked.seed_net(position), stacked.loss_history[position],
+                       cfg.diagnostics.get("plots", True), background,
+                       output_dir / STATUS_FILE if output_dir is not None else None)
         checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
     except Preempted as err:
         preemption.restore_handler()
@@ -405,6 +408,7 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
             mark_preempted(client, status["run_id"])
             status.update(outcome=PREEMPTED, error=str(err))
         write_status(output_dir, statuses)
+        complete_pending()
         print(f"{names[todo[0]]}..{names[todo[-1]]}: preempted; {len(todo)} runs KILLED, the next "
               f"launch resumes them from {checkpoint}", file=sys.stderr, flush=True)
         if multirun:
@@ -419,6 +423,7 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
             finally:
                 end_run(client, status["run_id"], "failed")
         write_status(output_dir, statuses)
+        complete_pending()
         print(f"{names[todo[0]]}..{names[todo[-1]]}: FAILED ({type(err).__name__}: {err})",
               file=sys.stderr, flush=True)
         if multirun and isinstance(err, Exception):

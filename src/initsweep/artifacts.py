@@ -1,0 +1,189 @@
+"""A run's diagnostics artifacts (CSV + plots) and its end: now, or once a worker drew its plots.
+
+Drawing a run's four PNGs costs ~0.4 s of matplotlib, as long as a whole digits run trains. In a
+multirun whose jobs run one after another in this process (Hydra's basic launcher), the plots of
+a job are drawn by a worker process (``initsweep.plot_worker``) while the next job trains
+(``diagnostics.background_plots``). Such a run stays RUNNING, with all its metrics logged, until
+its plots are logged; then it ends exactly as it would have (outcome tag, FINISHED).
+``complete_pending`` does that at the next job's end, when a job fails or is preempted, at the end
+of the sweep and at exit, so no run is left RUNNING and no plot is lost. If the worker dies, the
+plots it still owed are drawn here instead; if drawing fails, the run ends FAILED with the
+traceback, as it would have inline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from initsweep.diagnostics import DiagnosticsCallback
+from initsweep.models import linear_layers
+from initsweep.plot_worker import INPUTS_FILE, PlotWorker, PlotWorkerDied
+from initsweep.tracking import end_run
+
+ARTIFACT_DIR = "diagnostics"  # the run's artifact folder for the CSV and the PNGs
+
+
+@dataclass
+class PendingRun:
+    """A run whose plots a worker is drawing; ended by ``complete_pending``."""
+
+    client: MlflowClient
+    run_id: str
+    name: str
+    outcome: str
+    inputs: dict
+    folder: tempfile.TemporaryDirectory
+    ticket: int
+    status_file: Path | None  # the job's status file, corrected if the run fails after all
+
+
+_pending: list[PendingRun] = []
+_worker: PlotWorker | None = None
+
+
+def plot_inputs(name: str, callback: DiagnosticsCallback, net: nn.Sequential,
+                losses: Sequence[float]) -> dict:
+    """What ``initsweep.plots.draw_all`` needs, as picklable lists and numpy arrays."""
+    return {"name": name, "losses": list(losses), "records": list(callback.records),
+            "weights_at_init": [w.numpy() for w in callback.weights_at_init],
+            "weights_at_end": [layer.weight.detach().cpu().numpy()
+                               for layer in linear_layers(net)]}
+
+
+def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
+               callback: DiagnosticsCallback | None, net: nn.Sequential,
+               losses: Sequence[float], make_plots: bool, background: bool = False,
+               status_file: Path | None = None) -> None:
+    """Log the run's ``diagnostics/`` artifacts and end it with ``outcome``.
+
+    ``net``: the trained network (its weights are the histograms' "end"); ``losses``: every
+    training step's loss, in order. ``background``: the plots go to the worker process and the
+    run ends in ``complete_pending`` (falls back to drawing here if no worker can start).
+    """
+    if callback is None:
+        end_run(client, run_id, outcome)
+        return
+    folder = tempfile.TemporaryDirectory(prefix="initsweep-diagnostics-")
+    callback.write_csv(Path(folder.name) / "diagnostics.csv")
+    if make_plots:
+        inputs = plot_inputs(name, callback, net, losses)
+        worker = _running_worker() if background else None
+        if worker is not None:
+            try:
+                ticket = worker.submit(inputs, Path(folder.name))
+            except PlotWorkerDied:
+                pass  # drawn below, as without a worker
+            else:
+                _pending.append(PendingRun(client, run_id, name, outcome, inputs, folder, ticket,
+                                           status_file))
+                return
+        _draw_here(inputs, Path(folder.name))
+    _log_and_end(client, run_id, outcome, folder)
+
+
+def complete_pending() -> None:
+    """Wait for every queued run's plots, log them and end the runs (oldest first)."""
+    while _pending:
+        run = _pending.pop(0)
+        try:
+            error = _answer(run)
+        except BaseException:
+            _pending.insert(0, run)  # interrupted while waiting: still owed, at exit
+            raise
+        if error is None:
+            try:
+                _log_and_end(run.client, run.run_id, run.outcome, run.folder)
+                continue
+            except Exception:  # the store refused the artifacts: never leave the run RUNNING
+                import traceback
+
+                error = traceback.format_exc()
+        try:
+            run.client.log_text(run.run_id, error, "traceback.txt")
+        finally:
+            end_run(run.client, run.run_id, "failed")
+            run.folder.cleanup()
+            _mark_failed(run.status_file, run.run_id, error.strip().splitlines()[-1])
+        print(f"{run.name}: FAILED (plots: {error.strip().splitlines()[-1]}); run {run.run_id} "
+              f"marked FAILED", file=sys.stderr, flush=True)
+
+
+def _answer(run: PendingRun) -> str | None:
+    """The worker's answer for ``run``; draws here when the worker is gone."""
+    global _worker
+    if _worker is not None:
+        try:
+            return _worker.answer(run.ticket)
+        except PlotWorkerDied as err:
+            print(f"warning: {err}; drawing its remaining plots in this process",
+                  file=sys.stderr, flush=True)
+            _worker = None
+    (Path(run.folder.name) / INPUTS_FILE).unlink(missing_ok=True)  # not an artifact
+    try:
+        _draw_here(run.inputs, Path(run.folder.name))
+    except Exception:
+        import traceback
+
+        return traceback.format_exc()
+    return None
+
+
+def _running_worker() -> PlotWorker | None:
+    global _worker
+    if _worker is None or not _worker.alive():
+        if _pending:  # answers owed by a dead worker: collect (draw) them first
+            complete_pending()
+        try:
+            _worker = PlotWorker()
+        except OSError as err:
+            print(f"warning: no plot worker ({err}); plots are drawn inline",
+                  file=sys.stderr, flush=True)
+            return None
+        atexit.register(shutdown)
+    return _worker
+
+
+def shutdown() -> None:
+    """Complete what is pending and stop the worker (registered with atexit)."""
+    global _worker
+    try:
+        complete_pending()
+    finally:
+        if _worker is not None:
+            _worker.close()
+            _worker = None
+
+
+def _draw_here(inputs: dict, folder: Path) -> None:
+    from initsweep import plots  # matplotlib only where plots are drawn in this process
+
+    plots.draw_all(inputs, folder)
+
+
+def _log_and_end(client: MlflowClient, run_id: str, outcome: str,
+                 folder: tempfile.TemporaryDirectory) -> None:
+    try:
+        client.log_artifacts(run_id, folder.name, ARTIFACT_DIR)
+    finally:
+        folder.cleanup()
+    end_run(client, run_id, outcome)
+
+
+def _mark_failed(status_file: Path | None, run_id: str, error: str) -> None:
+    """Correct a job's status file (one status or a batched job's list) for the sweep summary."""
+    if status_file is None or not status_file.exists():
+        return
+    content = json.loads(status_file.read_text())
+    for status in content if isinstance(content, list) else [content]:
+        if status.get("run_id") == run_id:
+            status.update(outcome="failed", error=f"plots: {error}")
+    status_file.write_text(json.dumps(content))

@@ -1,0 +1,100 @@
+"""A worker process that draws runs' plots, so a sweep's next job trains meanwhile.
+
+    python -m initsweep.plot_worker     # started by PlotWorker; not a user command
+
+The protocol is one line per job on the child's stdin and one pickle per answer on its stdout:
+the parent pickles the job's ``initsweep.plots.PlotInputs`` into ``<folder>/plot_inputs.pkl``
+and sends the folder (a file, not the pipe: a pipe holds 64 KiB, and the parent must never wait
+for the child to read); the child draws the PNGs into that folder and answers ``None``, or the
+traceback text when drawing failed, one answer per job in order. The
+child imports only numpy and matplotlib (this module imports nothing else at the top), so it
+starts in under a second and never touches torch, MLflow or the parent's threads.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+INPUTS_FILE = "plot_inputs.pkl"
+
+
+def serve() -> None:
+    """The child's loop: draw each job sent on stdin, answer on stdout, stop at end of input."""
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the answer stream
+    from initsweep import plots
+
+    for line in requests:
+        folder = Path(line.decode().rstrip("\n"))
+        try:
+            inputs_file = folder / INPUTS_FILE
+            inputs = pickle.loads(inputs_file.read_bytes())
+            inputs_file.unlink()  # the folder is uploaded as the run's artifacts afterwards
+            plots.draw_all(inputs, folder)
+            answer = None
+        except Exception:
+            answer = traceback.format_exc()
+        pickle.dump(answer, answers)
+        answers.flush()
+
+
+class PlotWorkerDied(RuntimeError):
+    """The worker process is gone; its unanswered jobs must be drawn elsewhere."""
+
+
+class PlotWorker:
+    """The parent's handle on one worker process: ``submit`` jobs, then ``answer`` each in order."""
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, (package_root,
+                                                           os.environ.get("PYTHONPATH"))))}
+        self.process = subprocess.Popen([sys.executable, "-m", "initsweep.plot_worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.sent = self.answered = 0
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def submit(self, inputs: Any, folder: Path) -> int:
+        """Queue one run's plots; returns its ticket (answers come back in ticket order)."""
+        (folder / INPUTS_FILE).write_bytes(pickle.dumps(inputs))
+        try:
+            self.process.stdin.write(f"{folder}\n".encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as err:
+            raise PlotWorkerDied(f"plot worker gone: {err}") from None
+        self.sent += 1
+        return self.sent - 1
+
+    def answer(self, ticket: int) -> str | None:
+        """Wait for job ``ticket``: None when its PNGs are written, else the worker's traceback."""
+        if ticket != self.answered:
+            raise ValueError(f"answers come in order: expected ticket {self.answered}, "
+                             f"got {ticket}")
+        try:
+            answer = pickle.load(self.process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError) as err:
+            raise PlotWorkerDied(f"plot worker gone (exit code {self.process.poll()}): "
+                                 f"{type(err).__name__}") from None
+        self.answered += 1
+        return answer
+
+    def close(self) -> None:
+        """End of input: the worker finishes what it was sent and exits."""
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+        except Exception:
+            self.process.kill()
+
+
+if __name__ == "__main__":
+    serve()
