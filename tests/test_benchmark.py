@@ -27,6 +27,7 @@ def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
     result = json.loads(out.read_text())
     assert result["workload"] == "digits" and len(result["rows"]) == 1
     for key in ("plain_loop_s", "initsweep_run_s", "ratio_run_to_plain", "ratio_fit_to_plain",
+                "ratio_lightning_alone_to_plain",
                 "mlflow_share", "diagnostics_share", "artifacts_share"):
         assert 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"], key
         assert key in proc.stdout

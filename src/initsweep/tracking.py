@@ -161,7 +161,6 @@ class BufferedMlflowLogger(Logger):
         super().__init__()
         self.client, self.run_id, self.flush_every = client, run_id, flush_every
         self._rows: list[Metric] = []
-        self.seconds_logging = 0.0  # time spent in MLflow calls (benchmark reads it)
 
     @property
     def name(self) -> str:
@@ -191,11 +190,9 @@ class BufferedMlflowLogger(Logger):
             self.flush()
 
     def flush(self) -> None:
-        start = time.perf_counter()
         while self._rows:
             chunk, self._rows = self._rows[:1000], self._rows[1000:]  # MLflow's batch limit
             self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
-        self.seconds_logging += time.perf_counter() - start
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
