@@ -10,7 +10,7 @@ from initsweep.errors import ConfigError
 from initsweep.models import build_mlp, linear_layers
 from initsweep.module import make_optimizer
 from initsweep.tracking import config_hash, named_overrides, run_name, swept_keys
-from initsweep.train import build
+from initsweep.train import build, build_diagnostics, plots_in_background
 from tests.conftest import compose_config
 
 
@@ -117,3 +117,13 @@ def test_fused_optimizer_makes_the_update_of_the_default_loop(name):
     assert not torch.equal(finals["auto"][0], start[0])  # the steps did move the weights
     for a, b in zip(finals["auto"], finals[False], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_background_plots_is_validated_with_the_diagnostics():
+    cfg = compose_config(["diagnostics.background_plots=maybe"])
+    datamodule, _ = build(cfg)
+    with pytest.raises(ConfigError) as err:
+        build_diagnostics(cfg, datamodule)
+    assert str(err.value) == "diagnostics.background_plots='maybe': must be auto, true or false"
+    assert plots_in_background(compose_config()) is False  # auto outside a multirun: inline
+    assert plots_in_background(compose_config(["diagnostics.background_plots=true"])) is True

@@ -48,6 +48,7 @@ class PendingRun:
 
 _pending: list[PendingRun] = []
 _worker: PlotWorker | None = None
+_shutdown_registered = False
 
 
 def plot_inputs(name: str, callback: DiagnosticsCallback, net: nn.Sequential,
@@ -138,7 +139,7 @@ def _answer(run: PendingRun) -> str | None:
 
 
 def _running_worker() -> PlotWorker | None:
-    global _worker
+    global _worker, _shutdown_registered
     if _worker is None or not _worker.alive():
         if _pending:  # answers owed by a dead worker: collect (draw) them first
             complete_pending()
@@ -148,7 +149,9 @@ def _running_worker() -> PlotWorker | None:
             print(f"warning: no plot worker ({err}); plots are drawn inline",
                   file=sys.stderr, flush=True)
             return None
-        atexit.register(shutdown)
+        if not _shutdown_registered:
+            atexit.register(shutdown)
+            _shutdown_registered = True
     return _worker
 
 
