@@ -28,6 +28,7 @@ def serve() -> None:
     """The child's loop: draw each job sent on stdin, answer on stdout, stop at end of input."""
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answer stream
+    os.nice(19)  # the training job keeps its cores: plots take what it leaves idle
     from initsweep import plots
 
     for line in requests:
