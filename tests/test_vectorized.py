@@ -104,3 +104,19 @@ def test_bad_seeds_per_job_is_a_one_line_error(store, capsys):
         train(compose_config(["seeds_per_job=0", f"tracking.uri={store}"]))
     assert "seeds_per_job=0: must be an integer >= 1" in capsys.readouterr().err
     assert runs_of(store) == []
+
+
+def test_log_every_n_steps_thins_train_loss_rows_alone_and_batched(store):
+    common = [*SHRINK, "trainer.max_epochs=1", "trainer.log_every_n_steps=5",
+              f"tracking.uri={store}"]
+    train(compose_config([*common, "experiment_name=alone"]))
+    train(compose_config([*common, "seeds_per_job=2", "experiment_name=batched"]))
+    client = MlflowClient(store)
+    steps = {}
+    for experiment in ("alone", "batched"):
+        for run in runs_of(store, experiment):
+            history = client.get_metric_history(run.info.run_id, "train/loss")
+            steps[experiment, run.info.run_name] = [m.step for m in history]
+    alone = steps["alone", "he-x1-s0"]
+    assert len(alone) >= 3 and alone == list(range(0, alone[-1] + 1, 5))
+    assert steps["batched", "he-x1-s0"] == steps["batched", "he-x1-s1"] == alone

@@ -121,14 +121,17 @@ class InitSweepModule(L.LightningModule):
         self.log_train_losses()
 
     def log_train_losses(self) -> None:
-        """Send the steps' losses not yet logged (one device sync per epoch)."""
+        """Send the steps' losses not yet logged (one device sync per epoch): every
+        ``trainer.log_every_n_steps``-th step's (default 1: all); the loss plot keeps them all."""
         if self.logger is None or self._logged_losses == len(self.step_losses):
             return
         new = torch.stack(self.step_losses[self._logged_losses:]).tolist()
         steps = self._loss_steps[self._logged_losses:]
         self._logged_losses = len(self.step_losses)
+        every = self.trainer.log_every_n_steps
         for step, value in zip(steps, new, strict=True):
-            self.logger.log_metrics({"train/loss": value}, step=step)
+            if step % every == 0 or step == self.diverged_at_step:
+                self.logger.log_metrics({"train/loss": value}, step=step)
         if self.diverged_at_step is not None and self.diverged_at_step in steps:
             self.logger.log_metrics({"train/diverged_at_step": float(self.diverged_at_step)},
                                     step=self.diverged_at_step)

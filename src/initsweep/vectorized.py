@@ -226,12 +226,14 @@ class StackedSeedsModule(L.LightningModule):
         losses = torch.stack([loss for _, loss in self._step_losses]).cpu()  # one sync per epoch
         self._step_losses = []
         now = int(time.time() * 1000)
+        every = self.trainer.log_every_n_steps  # as InitSweepModule.log_train_losses
         for k, logger in enumerate(self.loggers_per_seed):
             rows = [(step, v) for step, v in zip(steps, losses[:, k].tolist(), strict=True)
                     if not math.isnan(v)]
             self.loss_history[k].extend(v for _, v in rows)
-            logger.add([Metric("train/loss", v, now, step) for step, v in rows])
             at = self.diverged_at_step[k]
+            logger.add([Metric("train/loss", v, now, step) for step, v in rows
+                        if step % every == 0 or step == at])
             if at is not None and at in steps:
                 logger.add([Metric("train/diverged_at_step", float(at), now, at)])
 
