@@ -2,7 +2,7 @@
 
 Drawing a run's four PNGs costs ~0.4 s of matplotlib, as long as a whole digits run trains. In a
 multirun whose jobs run one after another in this process (Hydra's basic launcher), the plots of
-a job are drawn by a worker process (``initsweep.plot_worker``) while the next job trains
+a job are drawn by worker processes (``initsweep.plot_worker``) while the next job trains
 (``diagnostics.background_plots``). Such a run stays RUNNING, with all its metrics logged, until
 its plots are logged; then it ends exactly as it would have (outcome tag, FINISHED).
 ``complete_pending`` does that at the next job's end, when a job fails or is preempted, at the end
@@ -24,6 +24,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from initsweep.devices import available_cores
 from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.models import linear_layers
 from initsweep.plot_worker import INPUTS_FILE, PlotWorker, PlotWorkerDied
@@ -42,12 +43,13 @@ class PendingRun:
     outcome: str
     inputs: dict
     folder: tempfile.TemporaryDirectory
+    worker: PlotWorker | None
     ticket: int
     status_file: Path | None  # the job's status file, corrected if the run fails after all
 
 
 _pending: list[PendingRun] = []
-_worker: PlotWorker | None = None
+_workers: list[PlotWorker] = []
 _shutdown_registered = False
 
 
@@ -77,15 +79,15 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
     callback.write_csv(Path(folder.name) / "diagnostics.csv")
     if make_plots:
         inputs = plot_inputs(name, callback, net, losses)
-        worker = _running_worker() if background else None
+        worker = _pick_worker() if background else None
         if worker is not None:
             try:
                 ticket = worker.submit(inputs, Path(folder.name))
             except PlotWorkerDied:
                 pass  # drawn below, as without a worker
             else:
-                _pending.append(PendingRun(client, run_id, name, outcome, inputs, folder, ticket,
-                                           status_file))
+                _pending.append(PendingRun(client, run_id, name, outcome, inputs, folder, worker,
+                                           ticket, status_file))
                 return
         _draw_here(inputs, Path(folder.name))
     _log_and_end(client, run_id, outcome, folder)
@@ -119,15 +121,13 @@ def complete_pending() -> None:
 
 
 def _answer(run: PendingRun) -> str | None:
-    """The worker's answer for ``run``; draws here when the worker is gone."""
-    global _worker
-    if _worker is not None:
+    """The worker's answer for ``run``; draws here when its worker is gone."""
+    if run.worker is not None:
         try:
-            return _worker.answer(run.ticket)
+            return run.worker.answer(run.ticket)
         except PlotWorkerDied as err:
-            print(f"warning: {err}; drawing its remaining plots in this process",
+            print(f"warning: {err}; drawing {run.name}'s plots in this process",
                   file=sys.stderr, flush=True)
-            _worker = None
     (Path(run.folder.name) / INPUTS_FILE).unlink(missing_ok=True)  # not an artifact
     try:
         _draw_here(run.inputs, Path(run.folder.name))
@@ -138,32 +138,38 @@ def _answer(run: PendingRun) -> str | None:
     return None
 
 
-def _running_worker() -> PlotWorker | None:
-    global _worker, _shutdown_registered
-    if _worker is None or not _worker.alive():
-        if _pending:  # answers owed by a dead worker: collect (draw) them first
-            complete_pending()
+def _pick_worker() -> PlotWorker | None:
+    """An idle worker, else a new one (up to one per core), else the least busy one.
+
+    Workers run at the lowest CPU priority, so a few of them cost a training job little; more
+    than one matters when several runs' plots are due at once (a ``seeds_per_job`` job).
+    """
+    global _shutdown_registered
+    _workers[:] = [w for w in _workers if w.alive()]  # a dead one's runs are drawn here
+    idle = [w for w in _workers if w.outstanding == 0]
+    if idle:
+        return idle[0]
+    if len(_workers) < available_cores():
         try:
-            _worker = PlotWorker()
+            _workers.append(PlotWorker())
         except OSError as err:
             print(f"warning: no plot worker ({err}); plots are drawn inline",
                   file=sys.stderr, flush=True)
-            return None
-        if not _shutdown_registered:
-            atexit.register(shutdown)
-            _shutdown_registered = True
-    return _worker
+        else:
+            if not _shutdown_registered:
+                atexit.register(shutdown)
+                _shutdown_registered = True
+            return _workers[-1]
+    return min(_workers, key=lambda w: w.outstanding, default=None)
 
 
 def shutdown() -> None:
-    """Complete what is pending and stop the worker (registered with atexit)."""
-    global _worker
+    """Complete what is pending and stop the workers (registered with atexit)."""
     try:
         complete_pending()
     finally:
-        if _worker is not None:
-            _worker.close()
-            _worker = None
+        while _workers:
+            _workers.pop().close()
 
 
 def _draw_here(inputs: dict, folder: Path) -> None:

@@ -64,6 +64,11 @@ class PlotWorker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    @property
+    def outstanding(self) -> int:
+        """Jobs sent and not yet answered."""
+        return self.sent - self.answered
+
     def submit(self, inputs: Any, folder: Path) -> int:
         """Queue one run's plots; returns its ticket (answers come back in ticket order)."""
         (folder / INPUTS_FILE).write_bytes(pickle.dumps(inputs))
