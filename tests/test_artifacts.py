@@ -16,7 +16,7 @@ from torch import nn
 
 from initsweep import artifacts
 from initsweep.diagnostics import LAYER_METRICS, DiagnosticsCallback
-from initsweep.plot_worker import PlotWorker
+from initsweep.plot_worker import PlotWorker, PlotWorkerDied
 from initsweep.plots import PLOT_FILES
 from initsweep.tracking import ensure_store
 
@@ -122,3 +122,13 @@ def test_worker_answers_in_order_and_exits_at_end_of_input(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == sorted(PLOT_FILES)
     worker.close()
     assert worker.process.returncode == 0
+
+
+def test_submitting_to_a_dead_worker_says_so(tmp_path):
+    worker = PlotWorker()
+    worker.process.kill()
+    worker.process.wait()
+    callback, net = _finished_diagnostics()
+    with pytest.raises(PlotWorkerDied, match="plot worker gone"):
+        worker.submit(artifacts.plot_inputs("w", callback, net, [1.0]), tmp_path)
+    assert not worker.alive() and worker.outstanding == 0

@@ -83,8 +83,8 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
         if worker is not None:
             try:
                 ticket = worker.submit(inputs, Path(folder.name))
-            except PlotWorkerDied:
-                pass  # drawn below, as without a worker
+            except PlotWorkerDied:  # drawn below, as without a worker
+                (Path(folder.name) / INPUTS_FILE).unlink(missing_ok=True)  # not an artifact
             else:
                 _pending.append(PendingRun(client, run_id, name, outcome, inputs, folder, worker,
                                            ticket, status_file))
