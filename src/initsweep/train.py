@@ -34,7 +34,7 @@ from initsweep.module import InitSweepModule
 from initsweep.redaction import redact_config, redact_override
 from initsweep.resume import (
     PREEMPTED,
-    Preempted,
+    PREEMPTION,
     PreemptionCheckpoint,
     checkpoint_path,
     find_runs,
@@ -289,12 +289,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         timing["run_s"] = time.perf_counter() - started
         status["timing"] = timing
         checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
-    except Preempted as err:
+    except PREEMPTION as err:
         preemption.restore_handler()
         logger.flush()
         mark_preempted(client, run_id)
         complete_pending()
-        status.update(outcome=PREEMPTED, error=str(err))
+        status.update(outcome=PREEMPTED, error=str(err) or "SIGTERM")
         write_status(output_dir, status)
         print(f"{name}: preempted; run {run_id} KILLED, the next launch resumes it from "
               f"{checkpoint}", file=sys.stderr, flush=True)

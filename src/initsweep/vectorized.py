@@ -50,7 +50,7 @@ from initsweep.module import InitSweepModule, make_optimizer
 from initsweep.redaction import redact_config, redact_override
 from initsweep.resume import (
     PREEMPTED,
-    Preempted,
+    PREEMPTION,
     PreemptionCheckpoint,
     checkpoint_path,
     find_runs_of_group,
@@ -403,12 +403,12 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
                        cfg.diagnostics.get("plots", True), background,
                        output_dir / STATUS_FILE if output_dir is not None else None)
         checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
-    except Preempted as err:
+    except PREEMPTION as err:
         preemption.restore_handler()
         for logger, status in zip(loggers, trained, strict=True):
             logger.flush()
             mark_preempted(client, status["run_id"])
-            status.update(outcome=PREEMPTED, error=str(err))
+            status.update(outcome=PREEMPTED, error=str(err) or "SIGTERM")
         write_status(output_dir, statuses)
         complete_pending()
         print(f"{names[todo[0]]}..{names[todo[-1]]}: preempted; {len(todo)} runs KILLED, the next "
