@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 from torch import nn
@@ -29,6 +30,9 @@ from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.models import linear_layers
 from initsweep.plot_worker import INPUTS_FILE, PlotWorker, PlotWorkerDied
 from initsweep.tracking import end_run
+
+if TYPE_CHECKING:  # matplotlib is imported only where plots are drawn in this process
+    from initsweep.plots import PlotInputs
 
 ARTIFACT_DIR = "diagnostics"  # the run's artifact folder for the CSV and the PNGs
 
@@ -41,7 +45,7 @@ class PendingRun:
     run_id: str
     name: str
     outcome: str
-    inputs: dict
+    inputs: PlotInputs
     folder: tempfile.TemporaryDirectory
     worker: PlotWorker | None
     ticket: int
@@ -54,7 +58,7 @@ _shutdown_registered = False
 
 
 def plot_inputs(name: str, callback: DiagnosticsCallback, net: nn.Sequential,
-                losses: Sequence[float]) -> dict:
+                losses: Sequence[float]) -> PlotInputs:
     """What ``initsweep.plots.draw_all`` needs, as picklable lists and numpy arrays."""
     return {"name": name, "losses": list(losses), "records": list(callback.records),
             "weights_at_init": [w.numpy() for w in callback.weights_at_init],
@@ -110,14 +114,15 @@ def complete_pending() -> None:
                 import traceback
 
                 error = traceback.format_exc()
+        last_line = error.strip().splitlines()[-1]  # "KeyError: 'act_std'"
         try:
             run.client.log_text(run.run_id, error, "traceback.txt")
         finally:
             end_run(run.client, run.run_id, "failed")
             run.folder.cleanup()
-            _mark_failed(run.status_file, run.run_id, error.strip().splitlines()[-1])
-        print(f"{run.name}: FAILED (plots: {error.strip().splitlines()[-1]}); run {run.run_id} "
-              f"marked FAILED", file=sys.stderr, flush=True)
+            _mark_failed(run.status_file, run.run_id, last_line)
+        print(f"{run.name}: FAILED (plots: {last_line}); run {run.run_id} marked FAILED",
+              file=sys.stderr, flush=True)
 
 
 def _answer(run: PendingRun) -> str | None:
@@ -172,7 +177,7 @@ def shutdown() -> None:
             _workers.pop().close()
 
 
-def _draw_here(inputs: dict, folder: Path) -> None:
+def _draw_here(inputs: PlotInputs, folder: Path) -> None:
     from initsweep import plots  # matplotlib only where plots are drawn in this process
 
     plots.draw_all(inputs, folder)

@@ -203,11 +203,17 @@ def _hydra_context() -> tuple[bool, list[str], Path | None, str | None]:
             Path(hc.runtime.output_dir), hc.runtime.choices.get("init"))
 
 
+def status_file(output_dir: Path | None) -> Path | None:
+    """Where a job's status file goes (None outside Hydra: no output folder)."""
+    return None if output_dir is None else output_dir / STATUS_FILE
+
+
 def write_status(output_dir: Path | None, status: Mapping[str, Any] | list) -> None:
     """The job's status file (a list for a batched job: one status per seed)."""
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / STATUS_FILE).write_text(json.dumps(status))
+    path = status_file(output_dir)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(status))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -284,7 +290,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # diagnostics.csv, the plots (or their hand-off to the worker) and end_run
         finish_run(client, run_id, name, outcome, diagnostics, module.net, losses,
                    cfg.diagnostics.get("plots", True), plots_in_background(cfg),
-                   output_dir / STATUS_FILE if output_dir is not None else None)
+                   status_file(output_dir))
         timing["artifacts_s"] = time.perf_counter() - tick
         timing["run_s"] = time.perf_counter() - started
         status["timing"] = timing

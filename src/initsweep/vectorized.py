@@ -71,13 +71,13 @@ from initsweep.tracking import (
     tracking_uri,
 )
 from initsweep.train import (
-    STATUS_FILE,
     build,
     build_diagnostics,
     build_trainer,
     check_top_level,
     plots_in_background,
     run_metadata,
+    status_file,
     write_status,
 )
 
@@ -401,7 +401,7 @@ def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
             finish_run(client, status["run_id"], status["name"], outcome, diagnostics[position],
                        stacked.seed_net(position), stacked.loss_history[position],
                        cfg.diagnostics.get("plots", True), background,
-                       output_dir / STATUS_FILE if output_dir is not None else None)
+                       status_file(output_dir))
         checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
     except PREEMPTION as err:
         preemption.restore_handler()
