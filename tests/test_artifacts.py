@@ -17,7 +17,7 @@ from torch import nn
 from initsweep import artifacts
 from initsweep.diagnostics import LAYER_METRICS, DiagnosticsCallback
 from initsweep.plot_worker import PlotWorker, PlotWorkerDied
-from initsweep.plots import PLOT_FILES
+from initsweep.run_plots import PLOT_FILES
 from initsweep.tracking import ensure_store
 
 EXPECTED = {f"diagnostics/{name}" for name in ("diagnostics.csv", *PLOT_FILES)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from initsweep.plots import PLOT_FILES
+from initsweep.run_plots import PLOT_FILES
 from tests.conftest import FAST, runs_of
 
 

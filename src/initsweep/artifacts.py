@@ -32,7 +32,7 @@ from initsweep.plot_worker import INPUTS_FILE, PlotWorker, PlotWorkerDied
 from initsweep.tracking import end_run
 
 if TYPE_CHECKING:  # matplotlib is imported only where plots are drawn in this process
-    from initsweep.plots import PlotInputs
+    from initsweep.run_plots import PlotInputs
 
 ARTIFACT_DIR = "diagnostics"  # the run's artifact folder for the CSV and the PNGs
 
@@ -59,7 +59,7 @@ _shutdown_registered = False
 
 def plot_inputs(name: str, callback: DiagnosticsCallback, net: nn.Sequential,
                 losses: Sequence[float]) -> PlotInputs:
-    """What ``initsweep.plots.draw_all`` needs, as picklable lists and numpy arrays."""
+    """What ``initsweep.run_plots.draw_all`` needs, as picklable lists and numpy arrays."""
     return {"name": name, "losses": list(losses), "records": list(callback.records),
             "weights_at_init": [w.numpy() for w in callback.weights_at_init],
             "weights_at_end": [layer.weight.detach().cpu().numpy()
@@ -178,9 +178,9 @@ def shutdown() -> None:
 
 
 def _draw_here(inputs: PlotInputs, folder: Path) -> None:
-    from initsweep import plots  # matplotlib only where plots are drawn in this process
+    from initsweep import run_plots  # matplotlib only where plots are drawn in this process
 
-    plots.draw_all(inputs, folder)
+    run_plots.draw_all(inputs, folder)
 
 
 def _log_and_end(client: MlflowClient, run_id: str, outcome: str,

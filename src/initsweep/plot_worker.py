@@ -3,7 +3,7 @@
     python -m initsweep.plot_worker     # started by PlotWorker; not a user command
 
 The protocol is one line per job on the child's stdin and one pickle per answer on its stdout:
-the parent pickles the job's ``initsweep.plots.PlotInputs`` into ``<folder>/plot_inputs.pkl``
+the parent pickles the job's ``initsweep.run_plots.PlotInputs`` into ``<folder>/plot_inputs.pkl``
 and sends the folder (a file, not the pipe: a pipe holds 64 KiB, and the parent must never wait
 for the child to read); the child draws the PNGs into that folder and answers ``None``, or the
 traceback text when drawing failed, one answer per job in order. The
@@ -29,7 +29,7 @@ def serve() -> None:
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answer stream
     os.nice(19)  # the training job keeps its cores: plots take what it leaves idle
-    from initsweep import plots
+    from initsweep import run_plots
 
     for line in requests:
         folder = Path(line.decode().rstrip("\n"))
@@ -37,7 +37,7 @@ def serve() -> None:
             inputs_file = folder / INPUTS_FILE
             inputs = pickle.loads(inputs_file.read_bytes())
             inputs_file.unlink()  # the folder is uploaded as the run's artifacts afterwards
-            plots.draw_all(inputs, folder)
+            run_plots.draw_all(inputs, folder)
             answer = None
         except Exception:
             answer = traceback.format_exc()

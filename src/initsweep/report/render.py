@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from initsweep.report import plots
+from initsweep.report import figures
 from initsweep.report.runs import (
     RunTable,
     Selection,
@@ -401,16 +401,17 @@ def write(report: Report, out: Path) -> list[Path]:
         written.append(path)
 
     if not report.summary.empty:
-        plot("groups", plots.groups_plot(t, report.summary, plot_dir / "groups.png",
+        plot("groups", figures.groups_plot(t, report.summary, plot_dir / "groups.png",
                                          report.seed))
     if not report.variance.empty:
-        plot("variance", plots.variance_plot(report.variance, plot_dir / "variance_split.png"))
+        plot("variance", figures.variance_plot(report.variance, plot_dir / "variance_split.png"))
     if report.tuning:
-        plot("tuning_curve", plots.tuning_curve_plot(report.tuning, t.metric,
+        plot("tuning_curve", figures.tuning_curve_plot(report.tuning, t.metric,
                                                      plot_dir / "tuning_curve.png"))
-        plot("rank_heatmap", plots.rank_heatmap_plot(report.tuning, plot_dir / "rank_heatmap.png"))
-        plot("kendall_tau", plots.kendall_plot(report.tuning, plot_dir / "kendall_tau.png"))
-        plot("regret", plots.regret_plot(report.tuning, t.metric,
+        plot("rank_heatmap", figures.rank_heatmap_plot(report.tuning,
+                                                       plot_dir / "rank_heatmap.png"))
+        plot("kendall_tau", figures.kendall_plot(report.tuning, plot_dir / "kendall_tau.png"))
+        plot("regret", figures.regret_plot(report.tuning, t.metric,
                                          plot_dir / "regret_vs_seeds.png"))
     csvs = {"runs.csv": runs_csv(t), "groups.csv": report.summary, "pairs.csv": report.pairs}
     if not report.variance.empty:
