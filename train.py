@@ -1,18 +1,28 @@
 """initsweep entry point: `python train.py -m init=xavier,he,zeros seed=0,1,2`.
 
-A thin Hydra wrapper; the whole job lives in src/initsweep/train.py.
+A thin Hydra wrapper; a job's whole life is src/initsweep/job.py. Typed config schemas are
+registered before Hydra composes, and a bad command line is one line with exit code 2.
 """
+
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from initsweep.train import train
+from initsweep.config_schema import register_schemas
+from initsweep.console import one_line_config_errors
+
+CONF = Path(__file__).resolve().parent / "conf"
+register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    from initsweep.job import run_job  # after composition: a bad command line fails fast
+
+    run_job(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_config_errors(CONF):
+        main()

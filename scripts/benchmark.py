@@ -48,11 +48,14 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from initsweep.artifacts import complete_pending  # noqa: E402
+from initsweep.builders import build, build_trainer  # noqa: E402
+from initsweep.config_schema import register_schemas  # noqa: E402
+from initsweep.console import quiet_third_parties  # noqa: E402
 from initsweep.initializers import initialize_  # noqa: E402
-from initsweep.models import build_mlp  # noqa: E402
-from initsweep.module import hidden_sizes, make_optimizer  # noqa: E402
-from initsweep.tracking import BufferedMlflowLogger  # noqa: E402
-from initsweep.train import build, build_trainer, quiet_third_parties, train  # noqa: E402
+from initsweep.job import run_job  # noqa: E402
+from initsweep.mlflow_logger import BufferedMlflowLogger  # noqa: E402
+from initsweep.networks import build_mlp, hidden_sizes  # noqa: E402
+from initsweep.optimizers import make_optimizer  # noqa: E402
 
 
 def workload_overrides(name: str, mnist_root: str | None) -> list[str]:
@@ -65,6 +68,7 @@ def workload_overrides(name: str, mnist_root: str | None) -> list[str]:
 
 
 def compose_cfg(overrides: list[str]):
+    register_schemas()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=overrides)
 
@@ -100,7 +104,7 @@ def lightning_alone(cfg) -> float:
     quiet_third_parties()
     datamodule, module = build(cfg)
     start = time.perf_counter()
-    trainer = build_trainer(cfg.trainer, False, [])
+    trainer = build_trainer(cfg, False, [])
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
     return time.perf_counter() - start
@@ -146,7 +150,7 @@ def mlflow_clock():
 
 def initsweep_run(cfg) -> dict:
     with mlflow_clock() as mlflow_spent:
-        status = train(cfg)
+        status = run_job(cfg)
     assert status["outcome"] == "ok", status
     return {**status["timing"], "mlflow_s": mlflow_spent["s"]}
 
@@ -187,11 +191,11 @@ def seeds_per_second(base: list[str], k: int) -> dict:
     base = [*base, "diagnostics.background_plots=true"]
     start = time.perf_counter()
     for seed in range(k):
-        train(compose_cfg([*base, f"seed={seed}"]))
+        run_job(compose_cfg([*base, f"seed={seed}"]))
     complete_pending()
     sequential = time.perf_counter() - start
     start = time.perf_counter()
-    train(compose_cfg([*base, "seed=0", f"seeds_per_job={k}"]))
+    run_job(compose_cfg([*base, "seed=0", f"seeds_per_job={k}"]))
     complete_pending()
     batched = time.perf_counter() - start
     return {"k": k, "sequential_s": sequential, "batched_s": batched,

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from initsweep.initializers import SCHEMES, initialize_
-from initsweep.models import build_mlp
+from initsweep.networks import build_mlp
 
 
 def time_scheme(net: torch.nn.Module, scheme: str, repeats: int, width: int,

@@ -12,10 +12,14 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from initsweep.config_schema import register_schemas
+
+register_schemas()  # as train.py does before Hydra composes: every test's compose needs them
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-# Shrunk but real: enough epochs for digits to separate good inits from bad ones.
-FAST = ["trainer.max_epochs=6"]
+# Shrunk but real (conf/debug/fast.yaml): enough epochs for digits to separate good inits from
+# bad ones.
+FAST = ["debug=fast"]
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:

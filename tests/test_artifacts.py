@@ -18,7 +18,7 @@ from initsweep import artifacts
 from initsweep.diagnostics import LAYER_METRICS, DiagnosticsCallback
 from initsweep.plot_worker import PlotWorker, PlotWorkerDied
 from initsweep.run_plots import PLOT_FILES
-from initsweep.tracking import ensure_store
+from initsweep.store import ensure_store
 
 EXPECTED = {f"diagnostics/{name}" for name in ("diagnostics.csv", *PLOT_FILES)}
 
@@ -64,8 +64,8 @@ def test_worker_draws_while_the_run_stays_running_until_completed(client):
     runs = [_new_run(client) for _ in range(2)]
     for run_id in runs:
         callback, net = _finished_diagnostics()
-        artifacts.finish_run(client, run_id, "r", "ok", callback, net, [1.0, 0.5, 0.25], True,
-                             background=True)
+        artifacts.finish_run(client, run_id, "r", "ok", callback,
+                             callback.plot_inputs("r", net, [1.0, 0.5, 0.25]), background=True)
         assert client.get_run(run_id).info.status == "RUNNING"  # plots owed
     artifacts.complete_pending()
     for run_id in runs:
@@ -77,8 +77,8 @@ def test_worker_draws_while_the_run_stays_running_until_completed(client):
 def test_a_dead_worker_s_plots_are_drawn_here(client, capsys):
     run_id = _new_run(client)
     callback, net = _finished_diagnostics()
-    artifacts.finish_run(client, run_id, "r", "diverged", callback, net, [1.0], True,
-                         background=True)
+    artifacts.finish_run(client, run_id, "r", "diverged", callback,
+                         callback.plot_inputs("r", net, [1.0]), background=True)
     for worker in artifacts._workers:  # before it answered (it may have drawn: no matter)
         worker.process.kill()
         worker.process.wait()
@@ -92,16 +92,17 @@ def test_a_dead_worker_s_plots_are_drawn_here(client, capsys):
 def test_a_plot_that_fails_in_the_worker_fails_its_run_and_its_status(client, tmp_path, capsys):
     run_id = _new_run(client)
     status_file = tmp_path / "initsweep_job.json"
-    status_file.write_text(json.dumps({"run_id": run_id, "outcome": "ok"}))
+    status_file.write_text(json.dumps([{"run_id": run_id, "outcome": "ok"}]))
     callback, net = _finished_diagnostics(broken=True)
-    artifacts.finish_run(client, run_id, "bad", "ok", callback, net, [1.0], True,
-                         background=True, status_file=status_file)
+    artifacts.finish_run(client, run_id, "bad", "ok", callback,
+                         callback.plot_inputs("bad", net, [1.0]), background=True,
+                         status_file=status_file)
     artifacts.complete_pending()
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed"
     traceback_text = client.download_artifacts(run_id, "traceback.txt", str(tmp_path))
     assert "KeyError: 'act_std'" in Path(traceback_text).read_text()
-    status = json.loads(status_file.read_text())
+    [status] = json.loads(status_file.read_text())
     assert status["outcome"] == "failed" and "act_std" in status["error"]
     assert "bad: FAILED (plots: KeyError: 'act_std')" in capsys.readouterr().err
 
@@ -109,7 +110,7 @@ def test_a_plot_that_fails_in_the_worker_fails_its_run_and_its_status(client, tm
 def test_worker_answers_in_order_and_exits_at_end_of_input(tmp_path):
     worker = PlotWorker()
     callback, net = _finished_diagnostics()
-    inputs = artifacts.plot_inputs("w", callback, net, [2.0, 1.0])
+    inputs = callback.plot_inputs("w", net, [2.0, 1.0])
     folders = [tmp_path / "a", tmp_path / "b"]
     tickets = []
     for folder in folders:
@@ -130,5 +131,5 @@ def test_submitting_to_a_dead_worker_says_so(tmp_path):
     worker.process.wait()
     callback, net = _finished_diagnostics()
     with pytest.raises(PlotWorkerDied, match="plot worker gone"):
-        worker.submit(artifacts.plot_inputs("w", callback, net, [1.0]), tmp_path)
+        worker.submit(callback.plot_inputs("w", net, [1.0]), tmp_path)
     assert not worker.alive() and worker.outstanding == 0

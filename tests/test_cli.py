@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from initsweep.run_plots import PLOT_FILES
@@ -60,15 +61,41 @@ def test_bad_value_is_one_line_nonzero_exit_and_no_run(cli, store):
     proc = cli("optim.lr=-1")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert errors == ["error: optim.lr=-1: must be a number > 0"], proc.stderr
+    assert errors == ["error: optim.lr=-1.0: must be a number > 0"], proc.stderr
     assert runs_of(store) == []
 
 
-def test_unknown_init_lists_valid_choices(cli):
-    proc = cli("init=nosuch")
-    assert proc.returncode != 0
-    assert "Could not find 'init/nosuch'" in proc.stderr
-    assert "xavier" in proc.stderr and "he" in proc.stderr
+def _error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["init=nosuch"], "error: init=nosuch: must be one of constant, hadamard_identity, he, "),
+    (["init=zero"], "error: init=zero: renamed to hadamard_identity (ZerO; init=zeros is W = 0)"),
+    (["optim.lr=fast"], "error: optim.lr: Value 'fast' of type 'str' could not be converted to "
+                        "Float"),
+    (["optim.lrr=0.1"], "error: optim.lrr: not a key of optim; valid: fused, lr, name, "
+                        "weight_decay"),
+    (["+trainer.foo=1"], "error: trainer.foo=1: not an argument of lightning.Trainer; valid: "),
+    (["job.progress_bar=maybe"], "error: job.progress_bar: Value 'maybe' is not a valid bool"),
+], ids=["unknown-choice", "renamed-choice", "wrong-type", "unknown-key", "unknown-trainer-arg",
+        "bad-bool"])
+def test_a_bad_command_line_is_one_line_exit_2_and_no_run(cli, store, args, message):
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert len(_error_lines(proc)) == 1 and _error_lines(proc)[0].startswith(message), proc.stderr
+    assert runs_of(store) == []
+
+
+def test_a_sweep_hydra_rejects_closes_its_parent_run(cli, store):
+    # Hydra checks every job's overrides before the first job runs, after our callback opened
+    # the sweep's parent run: that run must not stay RUNNING.
+    proc = cli("-m", "optim.lr=0.1,fast", "trainer.max_epochs=1")
+    assert proc.returncode == 2
+    assert _error_lines(proc) == [
+        "error: optim.lr: Value 'fast' of type 'str' could not be converted to Float"]
+    [parent] = runs_of(store)
+    assert parent.data.tags["initsweep.role"] == "sweep" and parent.info.status == "FAILED"
 
 
 def test_failures_are_isolated_and_summarised(cli, store):

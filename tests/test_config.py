@@ -6,11 +6,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from initsweep.builders import build, build_diagnostics, plots_in_background
+from initsweep.conventions import config_hash, named_overrides, run_name, swept_keys
 from initsweep.errors import ConfigError
-from initsweep.models import build_mlp, linear_layers
-from initsweep.module import make_optimizer
-from initsweep.tracking import config_hash, named_overrides, run_name, swept_keys
-from initsweep.train import build, build_diagnostics, plots_in_background
+from initsweep.networks import build_mlp, linear_layers
+from initsweep.optimizers import make_optimizer
 from tests.conftest import compose_config
 
 
@@ -56,9 +56,9 @@ def test_mlp_shapes_activation_and_bias():
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("optim.lr=0", "optim.lr=0: must be a number > 0"),
+    ("optim.lr=0", "optim.lr=0.0: must be a number > 0"),
     ("optim=sgd", None),
-    ("optim.weight_decay=-1", "optim.weight_decay=-1: must be >= 0"),
+    ("optim.weight_decay=-1", "optim.weight_decay=-1.0: must be >= 0"),
     ("optim.fused=maybe", "optim.fused='maybe': must be auto, true or false"),
     ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
     ("model.hidden_sizes=[16,0]", "model.hidden_sizes=[16, 0]: every hidden size must be"),

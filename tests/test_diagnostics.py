@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from initsweep.diagnostics import distinct_rows, effective_rank, measure
-from initsweep.train import train
+from initsweep.job import run_job
 from tests.conftest import CONF, compose_config, runs_of
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -113,7 +113,7 @@ def test_every_preset_composes_and_a_shrunken_run_completes(preset, store, tmp_p
         overrides.append("model.depth=9")  # the same path, 10 layers instead of 100
     cfg = compose_config([*overrides, f"tracking.uri={store}"])
     assert cfg.experiment_name != "initsweep" or preset not in ("s0_fixed_init",)
-    status = train(cfg)
+    status = run_job(cfg)
     assert status["outcome"] in ("ok", "diverged"), status
     (run,) = runs_of(store, cfg.experiment_name)
     assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics

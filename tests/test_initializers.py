@@ -30,7 +30,7 @@ from initsweep.initializers import (
     layer_generator,
     layer_specs,
 )
-from initsweep.models import build_mlp, linear_layers
+from initsweep.networks import build_mlp, linear_layers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OUT, IN = 512, 1024  # a large weight: N = 524,288 draws
@@ -40,7 +40,7 @@ SQRT3 = math.sqrt(3.0)
 GAIN = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0)}
 RANDOM_SCHEMES = ("uniform", "normal", "truncated_normal", "xavier", "he", "lecun",
                   "torch_default", "orthogonal", "lsuv")
-DETERMINISTIC_SCHEMES = ("zeros", "ones", "constant", "zero")
+DETERMINISTIC_SCHEMES = ("zeros", "ones", "constant", "hadamard_identity")
 
 
 def draw(cfg: dict, activation: str = "relu", shape: tuple[int, int] = (OUT, IN),
@@ -200,7 +200,7 @@ def test_hadamard_is_sylvester():
 def test_zero_is_bit_identical_across_seeds():
     nets = [build_mlp(64, 10, [256, 128, 128, 100], "relu") for _ in range(3)]
     for seed, net in zip((0, 1, 987654), nets, strict=True):
-        initialize_(net, {"scheme": "zero"}, seed, "relu")
+        initialize_(net, {"scheme": "hadamard_identity"}, seed, "relu")
     for other in nets[1:]:
         assert all(torch.equal(a, b) for a, b in zip(weights(nets[0]), weights(other),
                                                       strict=True))
@@ -208,7 +208,7 @@ def test_zero_is_bit_identical_across_seeds():
 
 def test_zero_is_identity_partial_identity_or_hadamard():
     net = build_mlp(64, 10, [256, 128, 128, 100], "relu")
-    initialize_(net, {"scheme": "zero"}, 0, "relu")
+    initialize_(net, {"scheme": "hadamard_identity"}, 0, "relu")
     up, down, square, down2, out = weights(net)
     # out > in (64 -> 256): c * I* H_m I* with m = ceil(log2 256) = 8, c = 2^(-(m-1)/2).
     c = 2.0 ** (-(8 - 1) / 2)
@@ -222,7 +222,7 @@ def test_zero_is_identity_partial_identity_or_hadamard():
 
 def test_zero_hadamard_for_a_size_that_is_not_a_power_of_two():
     layer = nn.Linear(20, 100, bias=False)  # m = ceil(log2 100) = 7
-    initialize_(layer, {"scheme": "zero"}, 0)
+    initialize_(layer, {"scheme": "hadamard_identity"}, 0)
     assert torch.equal(layer.weight.detach(), 2.0 ** -3 * hadamard(128)[:100, :20])
 
 
@@ -251,7 +251,7 @@ def test_zero_trains_digits_well_above_chance():
     The control, all-zero weights, stays at chance: a fixed init that is not ZerO cannot learn.
     """
     net = build_mlp(64, 10, [256, 128], "relu")
-    initialize_(net, {"scheme": "zero"}, 0, "relu")
+    initialize_(net, {"scheme": "hadamard_identity"}, 0, "relu")
     assert digits_accuracy(net) > 0.9
     initialize_(net, {"scheme": "zeros"}, 0, "relu")
     assert digits_accuracy(net, steps=100) < 0.2
@@ -336,7 +336,7 @@ def test_lsuv_without_a_data_batch_is_a_config_error():
 
 # ------------------------------------------------------------------------------- scale and bias
 @pytest.mark.parametrize("cfg", [{"scheme": "normal", "std": 0.3}, {"scheme": "xavier"},
-                                 {"scheme": "orthogonal"}, {"scheme": "zero"},
+                                 {"scheme": "orthogonal"}, {"scheme": "hadamard_identity"},
                                  {"scheme": "constant", "value": 0.7}, {"scheme": "he"}])
 @pytest.mark.parametrize("scale", [0.001, 0.1, 10.0])
 def test_scale_multiplies_the_drawn_weights_exactly(cfg, scale):
@@ -510,8 +510,8 @@ ERRORS = [
     ({"scheme": "normal", "std": "abc"}, r"init\.std='abc': must be a number >= 0"),
     ({"scheme": "truncated_normal", "std": 0.0}, r"init\.std=0\.0: must be a number > 0"),
     ({"scheme": "truncated_normal", "cut": -1}, r"init\.cut=-1: must be a number > 0"),
-    ({"scheme": "uniform", "low": 0.5, "high": 0.5}, r"init\.low=0\.5: must be < init\.high"),
-    ({"scheme": "uniform", "low": 1, "high": -1}, r"init\.low=1: must be < init\.high \(-1\)"),
+    ({"scheme": "uniform", "low": 0.5, "high": 0.5}, r"init\.low=0\.5: must be < high"),
+    ({"scheme": "uniform", "low": 1, "high": -1}, r"init\.low=1: must be < high \(-1\)"),
     ({"scheme": "uniform", "high": None}, r"init\.high=None: must be a finite number"),
     ({"scheme": "constant", "value": "x"}, r"init\.value='x': must be a finite number"),
     ({"scheme": "xavier", "distribution": "cauchy"},
@@ -529,16 +529,16 @@ ERRORS = [
     ({"scheme": "normal", "scale": -1.0}, r"init\.scale=-1\.0: must be a number > 0"),
     ({"scheme": "normal", "layers": [{"select": 1, "scale": 0.0}]},
      r"init\.layers\[0\]\.scale=0\.0: must be a number > 0"),
-    ({"scheme": "glorot"}, r"init\.scheme='glorot': must be one of constant, he, lecun, lsuv, "
-                           r"normal, ones, orthogonal, torch_default, truncated_normal, uniform, "
-                           r"xavier, zero, zeros$"),
+    ({"scheme": "glorot"}, r"init\.scheme='glorot': must be one of constant, hadamard_identity, "
+                           r"he, lecun, lsuv, normal, ones, orthogonal, torch_default, "
+                           r"truncated_normal, uniform, xavier, zeros$"),
     ({"scheme": "normal", "layers": [{"select": 0, "scheme": "kaiming"}]},
-     r"init\.layers\[0\]\.scheme='kaiming': must be one of constant, he"),
+     r"init\.layers\[0\]\.scheme='kaiming': must be one of constant, hadamard_identity, he"),
     ({"scheme": "normal", "gain": 2.0},
      r"init\.gain=2\.0: not a parameter of scheme 'normal'; valid: mean, std, scheme, scale, "
      r"bias, layers$"),
     ({"scheme": "normal", "layers": [{"select": 0, "scheme": "uniform", "std": 1}]},
-     r"init\.std=1: not a parameter of scheme 'uniform'; valid: low, high,"),
+     r"init\.layers\[0\]\.std=1: not a parameter of scheme 'uniform'; valid: low, high,"),
     ({"scheme": "zeros", "tol": 0.1}, r"init\.tol=0\.1: not a parameter of scheme 'zeros'"),
     ({"scheme": "normal", "layers": [{"select": 4, "std": 1}]},
      r"init\.layers\[0\]\.select=4: layer indices must be integers in -4\.\.3 "
@@ -569,7 +569,16 @@ ERRORS = [
     ({"scheme": "normal", "bias": {"kind": "normal", "mean": 1.0}},
      r"init\.bias\.mean=1\.0: not a key of the bias rule; valid: kind, value, std"),
     ({"scheme": "normal", "layers": [{"select": 0, "bias": {"kind": "laplace"}}]},
-     r"init\.bias\.kind='laplace': must be one of"),
+     r"init\.layers\[0\]\.bias\.kind='laplace': must be one of"),
+    # a value set by a rule is reported at that rule, one set at the top at the top
+    ({"scheme": "normal", "layers": [{"select": 1, "scheme": "uniform", "low": 1, "high": 0}]},
+     r"init\.layers\[0\]\.low=1: must be < high \(0\)"),
+    ({"scheme": "uniform", "low": 1, "high": 0, "layers": [{"select": 0, "scheme": "normal"}]},
+     r"init\.low=1: must be < high \(0\)"),
+    ({"scheme": "normal", "layers": [{"select": "1:", "bias": {"kind": "normal", "std": -2}}]},
+     r"init\.layers\[0\]\.bias\.std=-2: must be a number >= 0"),
+    ({"scheme": "he", "layers": [{"select": 0, "mode": "fan_avg"}]},
+     r"init\.layers\[0\]\.mode='fan_avg': must be one of fan_in, fan_out"),
     ({"scheme": "lsuv", "tol": 0}, r"init\.tol=0: must be a number > 0"),
     ({"scheme": "lsuv", "max_iter": 0}, r"init\.max_iter=0: must be an integer >= 1"),
     ({"scheme": "lsuv", "batch_size": 1}, r"init\.batch_size=1: must be an integer >= 2"),
@@ -667,3 +676,19 @@ def test_a_per_layer_rule_from_the_command_line():
     init = OmegaConf.to_container(cfg.init, resolve=True)
     specs = layer_specs(init, 4)
     assert [s.scheme for s in specs] == ["normal", "normal", "zeros", "zeros"]
+
+
+def test_register_refuses_a_name_that_is_taken():
+    from initsweep.initializers import register
+
+    with pytest.raises(ValueError, match="'he' is already registered"):
+        register("he")(lambda weight, generator: None)
+
+
+def test_a_scheme_called_directly_raises_value_error_like_torch():
+    from initsweep.initializers import SCHEMES, InvalidInitParameter
+
+    weight = torch.empty(3, 4)
+    with pytest.raises(ValueError, match=r"^low=1: must be < high \(0\)$") as err:
+        SCHEMES["uniform"].fill_(weight, torch.Generator(), low=1, high=0)
+    assert isinstance(err.value, InvalidInitParameter) and err.value.param == "low"

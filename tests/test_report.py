@@ -81,12 +81,6 @@ def report_of(synth, experiment: str, parent: str, **options):
     return build(client, select(client, experiment, sweep=parent), **options)
 
 
-def test_seed_keys_mirror_tracking():
-    from initsweep.tracking import SEED_KEYS as TRACKING_SEED_KEYS
-
-    assert SEED_KEYS == TRACKING_SEED_KEYS
-
-
 def test_group_statistics_and_ci_covers_the_true_mean(synth):
     rng = np.random.default_rng(1)
     values = {"he": rng.normal(0.90, 0.02, 30), "xavier": rng.normal(0.80, 0.02, 30)}

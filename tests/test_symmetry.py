@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initsweep.initializers import initialize_
-from initsweep.models import build_mlp, linear_layers
+from initsweep.networks import build_mlp, linear_layers
 
 BIASES = (0.1, 0.2, 0.3, 0.4)
 N_LAYERS = len(BIASES)

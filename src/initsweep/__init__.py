@@ -1,11 +1,8 @@
-"""initsweep: reproducible sweeps over neural-network weight initialization."""
+"""initsweep: reproducible sweeps over neural-network weight initialization.
 
-import os
+Importing the package has no side effects: entry points (train.py, the ``initsweep`` command)
+set up what they need, and MLflow's settings are applied where a client is made
+(``initsweep.store.open_client``).
+"""
 
 __version__ = "0.1.0"
-
-# MLflow settings for every entry point (train.py, the report, the tests), set here because the
-# package is imported before any of them imports mlflow: no telemetry threads (there is no
-# network), and no "View run at ..." line breaking the one-line-per-job console.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -14,24 +14,21 @@ traceback, as it would have inline.
 from __future__ import annotations
 
 import atexit
-import json
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
-from torch import nn
 
 from initsweep.devices import available_cores
-from initsweep.diagnostics import DiagnosticsCallback
-from initsweep.models import linear_layers
 from initsweep.plot_worker import INPUTS_FILE, PlotWorker, PlotWorkerDied
-from initsweep.tracking import end_run
+from initsweep.status_files import mark_failed
+from initsweep.store import end_run
 
-if TYPE_CHECKING:  # matplotlib is imported only where plots are drawn in this process
+if TYPE_CHECKING:  # torch and matplotlib stay out: the sweep callback imports this module
+    from initsweep.diagnostics import DiagnosticsCallback
     from initsweep.run_plots import PlotInputs
 
 ARTIFACT_DIR = "diagnostics"  # the run's artifact folder for the CSV and the PNGs
@@ -57,32 +54,22 @@ _workers: list[PlotWorker] = []
 _shutdown_registered = False
 
 
-def plot_inputs(name: str, callback: DiagnosticsCallback, net: nn.Sequential,
-                losses: Sequence[float]) -> PlotInputs:
-    """What ``initsweep.run_plots.draw_all`` needs, as picklable lists and numpy arrays."""
-    return {"name": name, "losses": list(losses), "records": list(callback.records),
-            "weights_at_init": [w.numpy() for w in callback.weights_at_init],
-            "weights_at_end": [layer.weight.detach().cpu().numpy()
-                               for layer in linear_layers(net)]}
-
-
 def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
-               callback: DiagnosticsCallback | None, net: nn.Sequential,
-               losses: Sequence[float], make_plots: bool, background: bool = False,
-               status_file: Path | None = None) -> None:
+               callback: DiagnosticsCallback | None, inputs: PlotInputs | None,
+               background: bool = False, status_file: Path | None = None) -> None:
     """Log the run's ``diagnostics/`` artifacts and end it with ``outcome``.
 
-    ``net``: the trained network (its weights are the histograms' "end"); ``losses``: every
-    training step's loss, in order. ``background``: the plots go to the worker process and the
-    run ends in ``complete_pending`` (falls back to drawing here if no worker can start).
+    ``callback``: the run's diagnostics (its CSV), None when they are off; ``inputs``: what the
+    plots are drawn from (``DiagnosticsCallback.plot_inputs``), None for no plots.
+    ``background``: the plots go to the worker process and the run ends in
+    ``complete_pending`` (falls back to drawing here if no worker can start).
     """
     if callback is None:
         end_run(client, run_id, outcome)
         return
     folder = tempfile.TemporaryDirectory(prefix="initsweep-diagnostics-")
     callback.write_csv(Path(folder.name) / "diagnostics.csv")
-    if make_plots:
-        inputs = plot_inputs(name, callback, net, losses)
+    if inputs is not None:
         worker = _pick_worker() if background else None
         if worker is not None:
             try:
@@ -120,7 +107,7 @@ def complete_pending() -> None:
         finally:
             end_run(run.client, run.run_id, "failed")
             run.folder.cleanup()
-            _mark_failed(run.status_file, run.run_id, last_line)
+            mark_failed(run.status_file, run.run_id, f"plots: {last_line}")
         print(f"{run.name}: FAILED (plots: {last_line}); run {run.run_id} marked FAILED",
               file=sys.stderr, flush=True)
 
@@ -190,14 +177,3 @@ def _log_and_end(client: MlflowClient, run_id: str, outcome: str,
     finally:
         folder.cleanup()
     end_run(client, run_id, outcome)
-
-
-def _mark_failed(status_file: Path | None, run_id: str, error: str) -> None:
-    """Correct a job's status file (one status or a batched job's list) for the sweep summary."""
-    if status_file is None or not status_file.exists():
-        return
-    content = json.loads(status_file.read_text())
-    for status in content if isinstance(content, list) else [content]:
-        if status.get("run_id") == run_id:
-            status.update(outcome="failed", error=f"plots: {error}")
-    status_file.write_text(json.dumps(content))

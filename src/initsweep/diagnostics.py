@@ -24,15 +24,19 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from initsweep.models import linear_layers
+from initsweep.networks import linear_layers
+
+if TYPE_CHECKING:  # matplotlib only where plots are drawn
+    from initsweep.run_plots import PlotInputs
 
 LAYER_METRICS = ("weight_norm", "preact_mean", "preact_std", "act_mean", "act_std", "std_ratio",
                  "grad_norm", "update_ratio", "dead_frac", "saturated_frac", "distinct_units",
@@ -204,6 +208,15 @@ class DiagnosticsCallback(L.Callback):
         final_step = trainer.global_step if stopped_at is None else stopped_at
         if not self.records or self.records[-1]["step"] != final_step:
             self._record(trainer, pl_module, final_step)
+
+    def plot_inputs(self, name: str, net: nn.Module, losses: Sequence[float]) -> PlotInputs:
+        """What ``initsweep.run_plots.draw_all`` needs, as picklable lists and numpy arrays:
+        ``net`` is the trained network (its weights are the histograms' "end"), ``losses`` every
+        training step's loss, in order."""
+        return {"name": name, "losses": list(losses), "records": list(self.records),
+                "weights_at_init": [w.numpy() for w in self.weights_at_init],
+                "weights_at_end": [layer.weight.detach().cpu().numpy()
+                                   for layer in linear_layers(net)]}
 
     def write_csv(self, path: Path) -> Path:
         with path.open("w", newline="") as handle:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from initsweep.errors import ConfigError, require, require_choice
-from initsweep.models import linear_layers
+from initsweep.networks import linear_layers
 
 # Keys of an ``init`` config that are not scheme parameters.
 COMMON_KEYS = ("scheme", "scale", "bias", "layers")
@@ -56,8 +57,16 @@ class Scheme:
 SCHEMES: dict[str, Scheme] = {}
 
 
-def register(name: str, network_pass: Callable[..., None] | None = None):
-    """Register ``fill_(weight, generator, **params)`` under ``name``."""
+def register(name: str, network_pass: Callable[..., None] | None = None
+             ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``fill_(weight, generator, **params)`` under ``name``.
+
+    Refuses a name already taken (``ValueError``): a second scheme of the same name would
+    silently replace the first for every config that names it.
+    """
+    if name in SCHEMES:
+        raise ValueError(f"init scheme {name!r} is already registered "
+                         f"(by {SCHEMES[name].fill_.__module__}.{SCHEMES[name].fill_.__name__})")
 
     def decorator(fill_: Callable[..., None]) -> Callable[..., None]:
         names = list(inspect.signature(fill_).parameters)[2:]  # skip weight, generator
@@ -85,18 +94,39 @@ def fans(weight: Tensor) -> tuple[int, int]:
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
-def gain_for(activation: str, field_name: str, negative_slope: float = 0.01) -> float:
-    """``torch.nn.init.calculate_gain`` with a config-style error for unknown names."""
-    require_choice(field_name, activation, NONLINEARITIES)
+class InvalidInitParameter(ValueError):
+    """A scheme's parameter out of its range, raised like ``torch.nn.init``'s ``ValueError``s.
+
+    ``param`` names the parameter as the scheme's function calls it (``low``, ``bias.std``,
+    ``activation``); ``initialize_`` turns it into a one-line ``ConfigError`` naming the config
+    field the value came from (``init.low``, ``init.layers[0].low``, ``model.activation``).
+    """
+
+    def __init__(self, param: str, value: Any, allowed: str) -> None:
+        self.param, self.value, self.allowed = param, value, allowed
+        super().__init__(f"{param}={value!r}: {allowed}")
+
+
+def _check(ok: bool, param: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise InvalidInitParameter(param, value, allowed)
+
+
+def _choice(param: str, value: Any, choices: Sequence[str]) -> None:
+    _check(value in choices, param, value, f"must be one of {', '.join(sorted(choices))}")
+
+
+def gain_for(activation: str, param: str = "activation", negative_slope: float = 0.01) -> float:
+    """``torch.nn.init.calculate_gain``, raising ``InvalidInitParameter`` for unknown names."""
+    _choice(param, activation, NONLINEARITIES)
     if activation == "leaky_relu":
         return nn.init.calculate_gain(activation, negative_slope)
     return nn.init.calculate_gain(activation)
 
 
-def _fill_std_(weight: Tensor, generator: torch.Generator, std: float, distribution: str,
-               field_prefix: str) -> None:
+def _fill_std_(weight: Tensor, generator: torch.Generator, std: float, distribution: str) -> None:
     """Zero-mean normal with ``std``, or the uniform with the same variance (bound sqrt(3) std)."""
-    require_choice(f"{field_prefix}.distribution", distribution, ("uniform", "normal"))
+    _choice("distribution", distribution, ("uniform", "normal"))
     if distribution == "normal":
         weight.normal_(0.0, std, generator=generator)
     else:
@@ -109,12 +139,12 @@ def _is_number(value: Any) -> bool:
             and math.isfinite(value))
 
 
-def _number(field_name: str, value: Any) -> None:
-    require(_is_number(value), field_name, value, "must be a finite number")
+def _number(param: str, value: Any) -> None:
+    _check(_is_number(value), param, value, "must be a finite number")
 
 
-def _positive(field_name: str, value: float) -> None:
-    require(_is_number(value) and value > 0, field_name, value, "must be a number > 0")
+def _positive(param: str, value: Any) -> None:
+    _check(_is_number(value) and value > 0, param, value, "must be a number > 0")
 
 
 # --------------------------------------------------------------------------------------- schemes
@@ -133,7 +163,7 @@ def ones_(weight: Tensor, generator: torch.Generator) -> None:
 @register("constant")
 def constant_(weight: Tensor, generator: torch.Generator, value: float = 0.5) -> None:
     """W = value. Any constant leaves all units of a layer identical (S0, S4 claim 2)."""
-    _number("init.value", value)
+    _number("value", value)
     weight.fill_(float(value))
 
 
@@ -141,9 +171,9 @@ def constant_(weight: Tensor, generator: torch.Generator, value: float = 0.5) ->
 def uniform_(weight: Tensor, generator: torch.Generator, low: float = -0.1,
              high: float = 0.1) -> None:
     """W ~ U[low, high). S1 sweeps [0,1), [-1,1), [-0.1,0.1), [-0.01,0.01), [-0.001,0.001)."""
-    _number("init.low", low)
-    _number("init.high", high)
-    require(low < high, "init.low", low, f"must be < init.high ({high})")
+    _number("low", low)
+    _number("high", high)
+    _check(low < high, "low", low, f"must be < high ({high})")
     weight.uniform_(low, high, generator=generator)
 
 
@@ -151,8 +181,8 @@ def uniform_(weight: Tensor, generator: torch.Generator, low: float = -0.1,
 def normal_(weight: Tensor, generator: torch.Generator, mean: float = 0.0,
             std: float = 0.01) -> None:
     """W ~ N(mean, std^2). S0 uses std 0.01; S1 std 0.1; S2/S3 std 1 (times 10 in S2)."""
-    _number("init.mean", mean)
-    require(_is_number(std) and std >= 0, "init.std", std, "must be a number >= 0")
+    _number("mean", mean)
+    _check(_is_number(std) and std >= 0, "std", std, "must be a number >= 0")
     weight.normal_(mean, std, generator=generator)
 
 
@@ -165,9 +195,9 @@ def truncated_normal_(weight: Tensor, generator: torch.Generator, mean: float = 
     ``torch.nn.init.trunc_normal_`` takes absolute bounds ``a, b``; we convert. The truncated
     variance is smaller than std^2 (by ~0.774 at cut=2).
     """
-    _number("init.mean", mean)
-    _positive("init.std", std)
-    _positive("init.cut", cut)
+    _number("mean", mean)
+    _positive("std", std)
+    _positive("cut", cut)
     nn.init.trunc_normal_(weight, mean, std, a=mean - cut * std, b=mean + cut * std,
                           generator=generator)
 
@@ -180,11 +210,10 @@ def xavier_(weight: Tensor, generator: torch.Generator, distribution: str = "uni
     Uniform: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)). ``gain`` defaults to
     ``calculate_gain(model activation)`` (5/3 for tanh, sqrt(2) for relu, 1 for sigmoid).
     """
-    gain = gain_for(activation, "model.activation") if gain is None else gain
-    _positive("init.gain", gain)
+    gain = gain_for(activation) if gain is None else gain
+    _positive("gain", gain)
     fan_in, fan_out = fans(weight)
-    _fill_std_(weight, generator, gain * math.sqrt(2.0 / (fan_in + fan_out)), distribution,
-               "init")
+    _fill_std_(weight, generator, gain * math.sqrt(2.0 / (fan_in + fan_out)), distribution)
 
 
 @register("he")
@@ -197,22 +226,23 @@ def he_(weight: Tensor, generator: torch.Generator, distribution: str = "normal"
     through depth (S3). ``nonlinearity`` defaults to the model's activation; ``mode`` chooses
     fan_in (forward signal) or fan_out (backward signal).
     """
-    require_choice("init.mode", mode, ("fan_in", "fan_out"))
-    require(_is_number(negative_slope) and negative_slope >= 0, "init.negative_slope",
+    _choice("mode", mode, ("fan_in", "fan_out"))
+    _check(_is_number(negative_slope) and negative_slope >= 0, "negative_slope",
             negative_slope, "must be a number >= 0")
-    gain = gain_for(nonlinearity or activation, "init.nonlinearity", negative_slope)
+    gain = gain_for(nonlinearity or activation, "nonlinearity" if nonlinearity else "activation",
+                    negative_slope)
     fan_in, fan_out = fans(weight)
     fan = fan_in if mode == "fan_in" else fan_out
-    _fill_std_(weight, generator, gain / math.sqrt(fan), distribution, "init")
+    _fill_std_(weight, generator, gain / math.sqrt(fan), distribution)
 
 
 @register("lecun")
 def lecun_(weight: Tensor, generator: torch.Generator, distribution: str = "normal",
            gain: float = 1.0) -> None:
     """LeCun et al. 1998 (Efficient BackProp): Var(W) = gain^2 / fan_in, gain 1 by definition."""
-    _positive("init.gain", gain)
+    _positive("gain", gain)
     fan_in, _ = fans(weight)
-    _fill_std_(weight, generator, gain / math.sqrt(fan_in), distribution, "init")
+    _fill_std_(weight, generator, gain / math.sqrt(fan_in), distribution)
 
 
 @register("torch_default")
@@ -234,8 +264,8 @@ def orthogonal_(weight: Tensor, generator: torch.Generator, gain: float | None =
     Rows (or columns, whichever are fewer) are orthonormal: W W^T = gain^2 I when out <= in.
     ``gain`` defaults to ``calculate_gain(model activation)``.
     """
-    gain = gain_for(activation, "model.activation") if gain is None else gain
-    _positive("init.gain", gain)
+    gain = gain_for(activation) if gain is None else gain
+    _positive("gain", gain)
     nn.init.orthogonal_(weight, gain=gain, generator=generator)
 
 
@@ -250,8 +280,8 @@ def hadamard(n: int, dtype: torch.dtype = torch.float32) -> Tensor:
     return h
 
 
-@register("zero")
-def zero_(weight: Tensor, generator: torch.Generator) -> None:
+@register("hadamard_identity")
+def hadamard_identity_(weight: Tensor, generator: torch.Generator) -> None:
     """ZerO (Zhao et al. 2022, "ZerO Initialization: Initializing Neural Networks with only
     Zeros and Ones"), Algorithm 1, for a weight of shape (out, in):
 
@@ -296,11 +326,11 @@ def lsuv_pass(net: nn.Module, layers: Sequence[nn.Linear], draw_batch: Callable[
     algorithm would show them. (Re-running the whole network for every layer and iteration
     was O(depth^2): 14 s for a 100-layer MLP.)
     """
-    _positive("init.tol", tol)
-    require(isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1,
-            "init.max_iter", max_iter, "must be an integer >= 1")
-    require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 2,
-            "init.batch_size", batch_size, "must be an integer >= 2")
+    _positive("tol", tol)
+    _check(isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1,
+           "max_iter", max_iter, "must be an integer >= 1")
+    _check(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 2,
+           "batch_size", batch_size, "must be an integer >= 2")
     batch = draw_batch(batch_size)
     done: set[int] = set()
 
@@ -337,14 +367,14 @@ def fill_bias_(bias: Tensor, weight: Tensor, kind: str, value: float, std: float
 
     A random bias alone breaks the symmetry of zero weights (S4 claim 4).
     """
-    require_choice("init.bias.kind", kind, BIAS_KINDS)
+    _choice("bias.kind", kind, BIAS_KINDS)
     if kind == "zeros":
         bias.zero_()
     elif kind == "constant":
-        _number("init.bias.value", value)
+        _number("bias.value", value)
         bias.fill_(float(value))
     elif kind == "normal":
-        require(_is_number(std) and std >= 0, "init.bias.std", std, "must be a number >= 0")
+        _check(_is_number(std) and std >= 0, "bias.std", std, "must be a number >= 0")
         bias.normal_(0.0, std, generator=generator)
     else:
         bound = 1.0 / math.sqrt(fans(weight)[0])
@@ -354,12 +384,23 @@ def fill_bias_(bias: Tensor, weight: Tensor, kind: str, value: float, std: float
 # --------------------------------------------------------------------------- applying a config
 @dataclass
 class LayerSpec:
-    """What one weight layer gets: scheme, its parameters, scale and bias rule."""
+    """What one weight layer gets: scheme, its parameters, scale and bias rule.
+
+    ``sources`` says which config entry set each parameter (``init`` or ``init.layers[r]``), so
+    that an invalid value is reported at the field the user wrote.
+    """
 
     scheme: str
     params: dict[str, Any]
     scale: float = 1.0
     bias: dict[str, Any] = field(default_factory=lambda: dict(BIAS_DEFAULTS))
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def field_of(self, param: str) -> str:
+        """The config field an ``InvalidInitParameter`` of this layer is about."""
+        if param == "activation":
+            return "model.activation"  # the model's activation, passed to gain-taking schemes
+        return f"{self.sources.get(param, 'init')}.{param}"
 
 
 def _select(selector: Any, n_layers: int, field_name: str) -> list[int]:
@@ -413,32 +454,39 @@ def layer_specs(init_cfg: Mapping[str, Any], n_layers: int) -> list[LayerSpec]:
     top = dict(init_cfg)
     base_params = {k: v for k, v in top.items() if k not in COMMON_KEYS}
     top_bias = {**BIAS_DEFAULTS, **_bias_rule(top.get("bias") or {}, "init.bias")}
-    _positive("init.scale", top.get("scale", 1.0))
+    require(_is_number(top.get("scale", 1.0)) and top.get("scale", 1.0) > 0, "init.scale",
+            top.get("scale"), "must be a number > 0")
     specs = [LayerSpec(top.get("scheme", "torch_default"), dict(base_params),
                        top.get("scale", 1.0), dict(top_bias))
              for _ in range(n_layers)]
     for r, rule in enumerate(top.get("layers") or []):
-        require(isinstance(rule, Mapping), f"init.layers[{r}]", rule,
+        where = f"init.layers[{r}]"
+        require(isinstance(rule, Mapping), where, rule,
                 "a rule is a mapping {select: ..., <init keys>}")
         rule = dict(rule)
-        require("select" in rule, f"init.layers[{r}]", rule, "a rule needs a 'select' key")
+        require("select" in rule, where, rule, "a rule needs a 'select' key")
         if "scale" in rule:
-            _positive(f"init.layers[{r}].scale", rule["scale"])
-        rule_bias = _bias_rule(rule.get("bias") or {}, f"init.layers[{r}].bias")
-        for i in _select(rule.pop("select"), n_layers, f"init.layers[{r}].select"):
+            require(_is_number(rule["scale"]) and rule["scale"] > 0, f"{where}.scale",
+                    rule["scale"], "must be a number > 0")
+        rule_bias = _bias_rule(rule.get("bias") or {}, f"{where}.bias")
+        for i in _select(rule.pop("select"), n_layers, f"{where}.select"):
             spec = specs[i]
             if "scheme" in rule and rule["scheme"] != spec.scheme:
-                get_scheme(rule["scheme"], f"init.layers[{r}].scheme")
+                get_scheme(rule["scheme"], f"{where}.scheme")
                 spec.scheme, spec.params = rule["scheme"], {}
-            spec.params.update({k: v for k, v in rule.items() if k not in COMMON_KEYS})
+            params = {k: v for k, v in rule.items() if k not in COMMON_KEYS}
+            spec.params.update(params)
             spec.scale = rule.get("scale", spec.scale)
             spec.bias = {**spec.bias, **rule_bias}
+            spec.sources.update({k: where for k in params})
+            spec.sources.update({f"bias.{k}": where for k in rule_bias})
     for spec in specs:
         scheme = get_scheme(spec.scheme)
         for key in sorted(set(spec.params) - set(scheme.params)):
-            raise ConfigError(f"init.{key}={spec.params[key]!r}: not a parameter of scheme "
-                              f"'{spec.scheme}'; valid: {', '.join(scheme.params + COMMON_KEYS)}")
-        require_choice("init.bias.kind", spec.bias["kind"], BIAS_KINDS)
+            raise ConfigError(f"{spec.sources.get(key, 'init')}.{key}={spec.params[key]!r}: not "
+                              f"a parameter of scheme '{spec.scheme}'; valid: "
+                              f"{', '.join(scheme.params + COMMON_KEYS)}")
+        require_choice(spec.field_of("bias.kind"), spec.bias["kind"], BIAS_KINDS)
     return specs
 
 
@@ -467,15 +515,16 @@ def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
                        if k in inspect.signature(scheme.fill_).parameters}
         if scheme.wants_activation:
             fill_params["activation"] = activation
-        # Draw in float32 on CPU, then copy: identical weights whatever the device or dtype.
-        weight = torch.empty(layer.weight.shape, dtype=torch.float32)
-        scheme.fill_(weight, layer_generator(init_seed, i), **fill_params)
-        layer.weight.copy_(weight.mul_(spec.scale))
-        if layer.bias is not None:
-            bias = torch.empty(layer.bias.shape, dtype=torch.float32)
-            fill_bias_(bias, weight, spec.bias["kind"], spec.bias["value"], spec.bias["std"],
-                       layer_generator(init_seed, i, stream=1))
-            layer.bias.copy_(bias)
+        with _reported_at(spec):
+            # Draw in float32 on CPU, then copy: identical weights whatever the device or dtype.
+            weight = torch.empty(layer.weight.shape, dtype=torch.float32)
+            scheme.fill_(weight, layer_generator(init_seed, i), **fill_params)
+            layer.weight.copy_(weight.mul_(spec.scale))
+            if layer.bias is not None:
+                bias = torch.empty(layer.bias.shape, dtype=torch.float32)
+                fill_bias_(bias, weight, spec.bias["kind"], spec.bias["value"], spec.bias["std"],
+                           layer_generator(init_seed, i, stream=1))
+                layer.bias.copy_(bias)
     for scheme_name in dict.fromkeys(s.scheme for s in specs):
         scheme = SCHEMES[scheme_name]
         if scheme.network_pass is None:
@@ -484,7 +533,18 @@ def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
             raise ConfigError(f"init.scheme={scheme_name!r}: needs a data batch "
                               "(data-dependent scheme) but none was given")
         chosen = [layer for layer, s in zip(layers, specs, strict=True) if s.scheme == scheme_name]
-        pass_params = {k: v for k, v in specs[layers.index(chosen[0])].params.items()
+        first = specs[layers.index(chosen[0])]
+        pass_params = {k: v for k, v in first.params.items()
                        if k in inspect.signature(scheme.network_pass).parameters}
-        scheme.network_pass(net, chosen, draw_batch, **pass_params)
+        with _reported_at(first):
+            scheme.network_pass(net, chosen, draw_batch, **pass_params)
     return specs
+
+
+@contextmanager
+def _reported_at(spec: LayerSpec) -> Iterator[None]:
+    """Turn a scheme's ``InvalidInitParameter`` into a ``ConfigError`` at the config field."""
+    try:
+        yield
+    except InvalidInitParameter as err:
+        raise ConfigError(f"{spec.field_of(err.param)}={err.value!r}: {err.allowed}") from None

@@ -1,40 +1,31 @@
 """Resumable, idempotent sweeps: skip what is finished, resume what was preempted.
 
-- A job whose config (``config_hash`` tag: everything that decides its result, seeds included)
+Torch-free: queries and updates of the MLflow store only (the Lightning side, the checkpoint
+callback and SIGTERM, is ``initsweep.preemption``).
+
+- A run whose config (``config_hash`` tag: everything that decides its result, seeds included)
   already has a FINISHED run in the experiment is skipped; ``force=true`` reruns it.
-- While training, a checkpoint is written at every epoch end to
-  ``<tracking.checkpoint_dir>/<config_hash>.ckpt`` (a few MB for these MLPs). SIGTERM (what
-  SLURM and other schedulers send on preemption or time-out) ends the job after the current step:
-  the run is marked KILLED with ``outcome=preempted`` and the checkpoint path as a tag.
-- The next launch of the same config finds that run, reopens it, and resumes from the checkpoint
-  (model, optimizer, loop counters and the data-order generator), so it reaches the same final
-  metrics as an uninterrupted run. The steps of the interrupted epoch are trained and logged again.
+- While a job trains, a checkpoint is written at every epoch end to ``job_checkpoint(...)``: one
+  file per job, named by its runs' config hashes. SIGTERM ends the job after the current step;
+  its runs are marked KILLED with ``outcome=preempted`` and the checkpoint path as a tag.
+- The next launch of the same config finds those runs, reopens them, and resumes from the
+  checkpoint (model, optimizer, loop counters and the data-order generators), so it reaches the
+  same final metrics as an uninterrupted job. The steps of the interrupted epoch are trained and
+  logged again.
 """
 
 from __future__ import annotations
 
-import signal
+import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 PREEMPTED = "preempted"
-
-
-class Preempted(BaseException):
-    """Raised inside fit when SIGTERM arrived; BaseException so no ``except Exception`` eats it."""
-
-
-# What a job catches as "preempted". Lightning registers its own SIGTERM handler after the
-# callbacks' on_fit_start and composes it with ours, so both see the signal; a SIGTERM that lands
-# at an epoch end or in validation reaches Lightning's check first and raises its
-# SIGTERMException (a SystemExit with code 0), as does one during test. Both mean the same: the
-# last epoch-end checkpoint is there, mark the run preempted and exit 143.
-PREEMPTION = (Preempted, SIGTERMException)
+CHECKPOINT_TAG = "checkpoint"  # the file a preempted run resumes from; deleted once it finished
 
 
 def _job_runs(client: MlflowClient, experiment_id: str, filter_string: str,
@@ -45,29 +36,18 @@ def _job_runs(client: MlflowClient, experiment_id: str, filter_string: str,
     return [r for r in runs if r.data.tags.get("initsweep.role") != "sweep"]
 
 
-def find_runs(client: MlflowClient, experiment_id: str, config_hash: str) -> list[Run]:
-    """Runs of this config in the experiment, newest first (sweep parents excluded)."""
-    return _job_runs(client, experiment_id, f"tags.config_hash = '{config_hash}'", 50)
+def previous_runs(client: MlflowClient, experiment_id: str, group_hash: str,
+                  config_hashes: Sequence[str]) -> dict[str, list[Run]]:
+    """The runs each config already has in the experiment, newest first, in one search.
 
-
-def find_runs_of_group(client: MlflowClient, experiment_id: str, group_hash: str,
-                       config_hashes: list[str]) -> dict[str, list[Run]]:
-    """``find_runs`` for several seeds of one config group (``group_hash`` tag) in one search:
-    a batched job asks once, not once per seed (the store has no IN for tags)."""
-    runs = _job_runs(client, experiment_id, f"tags.group_hash = '{group_hash}'", 5000)
+    One config: searched by its ``config_hash`` tag. Several seeds of one config (a stacked
+    job): searched once by their shared ``group_hash`` (the store has no IN for tags).
+    """
+    if len(config_hashes) == 1:
+        runs = _job_runs(client, experiment_id, f"tags.config_hash = '{config_hashes[0]}'", 50)
+    else:
+        runs = _job_runs(client, experiment_id, f"tags.group_hash = '{group_hash}'", 5000)
     return {h: [r for r in runs if r.data.tags.get("config_hash") == h] for h in config_hashes}
-
-
-def reopen_run(client: MlflowClient, run_id: str) -> None:
-    """A preempted run, RUNNING again, to be resumed from its checkpoint."""
-    client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, "outcome", "running")
-
-
-def mark_preempted(client: MlflowClient, run_id: str) -> None:
-    """KILLED with ``outcome=preempted``: not FINISHED, so the next launch resumes it."""
-    client.set_tag(run_id, "outcome", PREEMPTED)
-    client.set_terminated(run_id, "KILLED")
 
 
 def finished_run(runs: list[Run]) -> Run | None:
@@ -78,52 +58,53 @@ def finished_run(runs: list[Run]) -> Run | None:
 def preempted_run(runs: list[Run]) -> tuple[Run, Path] | None:
     """The newest preempted run whose checkpoint still exists, if any."""
     for run in runs:
-        path = run.data.tags.get("checkpoint")
+        path = run.data.tags.get(CHECKPOINT_TAG)
         if run.data.tags.get("outcome") == PREEMPTED and path and Path(path).exists():
             return run, Path(path)
     return None
 
 
-def checkpoint_path(tracking_cfg: Any, uri: str, config_hash: str) -> Path:
-    """``tracking.checkpoint_dir``, else ``checkpoints/`` beside a sqlite store, else
-    ``./mlruns/checkpoints``; one file per config."""
+def resumable(previous: Sequence[list[Run]]) -> tuple[list[Run], Path] | None:
+    """The preempted runs of a job and the checkpoint they resume from, if all of them have one.
+
+    Runs trained together resume together: only when every run of the job was preempted with
+    the same checkpoint (the runs of an interrupted stacked job share one file).
+    """
+    found = [preempted_run(runs) for runs in previous]
+    if not found or any(f is None for f in found) or len({f[1] for f in found}) != 1:
+        return None
+    return [f[0] for f in found], found[0][1]
+
+
+def reopen_run(client: MlflowClient, run_id: str, checkpoint: Path) -> None:
+    """A preempted run, RUNNING again, to be resumed; ``checkpoint`` is where it now saves."""
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "outcome", "running")
+    client.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint))
+
+
+def mark_preempted(client: MlflowClient, run_id: str) -> None:
+    """KILLED with ``outcome=preempted``: not FINISHED, so the next launch resumes it."""
+    client.set_tag(run_id, "outcome", PREEMPTED)
+    client.set_terminated(run_id, "KILLED")
+
+
+def forget_checkpoint(client: MlflowClient, run_id: str) -> None:
+    """A finished run has nothing to resume: its checkpoint tag would name a deleted file."""
+    client.delete_tag(run_id, CHECKPOINT_TAG)
+
+
+def job_checkpoint(tracking_cfg: Mapping[str, Any] | None, uri: str,
+                   config_hashes: Sequence[str]) -> Path:
+    """The checkpoint file of a job: ``<config_hash>.ckpt`` for one run, ``batch-<hash>.ckpt``
+    for seeds trained together, in ``tracking.checkpoint_dir``, else ``checkpoints/`` beside a
+    sqlite store, else ``./mlruns/checkpoints``."""
     folder = (tracking_cfg or {}).get("checkpoint_dir")
     if not folder:
         folder = (Path(uri.removeprefix("sqlite:///")).parent / "checkpoints"
                   if uri.startswith("sqlite:///") else Path("mlruns") / "checkpoints")
-    return Path(folder).expanduser().resolve() / f"{config_hash}.ckpt"
-
-
-class PreemptionCheckpoint(L.Callback):
-    """Checkpoint at every epoch end; on SIGTERM stop after the current step and checkpoint.
-
-    The checkpoint written on SIGTERM is the last epoch-end one: a mid-epoch state cannot be
-    resumed exactly with a shuffling iterable, so the interrupted epoch is simply redone.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._signalled = False
-        self._previous: Any = None
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self._signalled = True
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if self._signalled:
-            raise Preempted(f"SIGTERM: resume from {self.path}")
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.restore_handler()
-
-    def restore_handler(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+    if len(config_hashes) == 1:
+        stem = config_hashes[0]
+    else:
+        stem = "batch-" + hashlib.sha256(",".join(config_hashes).encode()).hexdigest()[:12]
+    return Path(folder).expanduser().resolve() / f"{stem}.ckpt"

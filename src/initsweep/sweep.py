@@ -2,13 +2,14 @@
 and a summary of the jobs at the end (non-zero exit when any failed).
 
 Jobs find their parent through the environment (``INITSWEEP_PARENT_RUN_ID``), which every Hydra
-launcher's workers inherit, and report back through a small JSON status file in their output dir,
-which works for in-process, joblib and submitit jobs alike.
+launcher's workers inherit, and report back through a small JSON status file in their output dir
+(``initsweep.status_files``), which works for in-process, joblib and submitit jobs alike.
+
+Torch-free: a launching process that only submits jobs (joblib, SLURM) never imports Lightning.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -18,31 +19,32 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from initsweep.artifacts import complete_pending
+from initsweep.console import quiet_third_parties
+from initsweep.conventions import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV, swept_keys
 from initsweep.redaction import redact, redact_override
-from initsweep.tracking import (
-    PARENT_RUN_ENV,
-    SWEEP_ID_ENV,
-    SWEPT_KEYS_ENV,
-    open_experiment,
-    swept_keys,
-    tracking_uri,
-)
-from initsweep.train import STATUS_FILE, quiet_third_parties
+from initsweep.status_files import collect_statuses
+from initsweep.store import open_experiment, tracking_uri
+
+# The parent run of the multirun this process launched and has not closed yet (see abort_sweep).
+_open_sweep: tuple[MlflowClient, str] | None = None
 
 
-def collect_statuses(sweep_dir: Path, sweep_id: str) -> list[dict[str, Any]]:
-    """The status files this sweep's jobs wrote (older sweeps in the same folder are ignored)."""
-    statuses = []
-    for path in sorted(sweep_dir.glob(f"**/{STATUS_FILE}")):
-        content = json.loads(path.read_text())
-        # a batched job (seeds_per_job=K) writes a list: one status per seed it trained
-        for status in content if isinstance(content, list) else [content]:
-            if status.get("sweep_id") == sweep_id:
-                statuses.append(status)
-    return statuses
+def abort_sweep(reason: str) -> None:
+    """Close the open sweep's parent run FAILED: Hydra rejected the sweep after it started
+    (a job's overrides failed to compose), so ``on_multirun_end`` will never come."""
+    global _open_sweep
+    if _open_sweep is None:
+        return
+    client, run_id = _open_sweep
+    _open_sweep = None
+    client.set_tag(run_id, "error", reason[:5000])
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+    for key in (PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV):
+        os.environ.pop(key, None)
 
 
 class SweepCallback(Callback):
@@ -63,6 +65,8 @@ class SweepCallback(Callback):
             tags={"sweep_id": self.sweep_id, "initsweep.role": "sweep",
                   "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir)})
         self.parent_run_id = run.info.run_id
+        global _open_sweep
+        _open_sweep = (self.client, self.parent_run_id)
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
         os.environ[SWEEP_ID_ENV] = self.sweep_id
         sweeper_params = config.hydra.sweeper.get("params")
@@ -72,6 +76,8 @@ class SweepCallback(Callback):
               f"{redact(tracking_uri(config.get('tracking')))}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _open_sweep
+        _open_sweep = None
         complete_pending()  # the last jobs' plots (diagnostics.background_plots): runs end here
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEEP_ID_ENV, None)

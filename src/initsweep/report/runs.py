@@ -10,7 +10,6 @@ that failed or diverged stay in the table (``usable`` is False) so that every co
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +20,10 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from initsweep.conventions import SEED_KEYS
 from initsweep.redaction import redact
-
-# Mirrors initsweep.tracking (a test checks they agree); not imported from there because that
-# module pulls in Lightning and torch, seconds of start-up a report does not need.
-SEED_KEYS = ("seed", "init_seed", "data_seed")
-
-
+from initsweep.store import open_client as open_store_client
+from initsweep.store import tracking_uri
 
 ROLE_TAG = "initsweep.role"
 PARENT_TAG = "mlflow.parentRunId"
@@ -36,7 +32,7 @@ MISSING = "∅"  # a param a run does not have (e.g. ``init.mode`` on a ``zeros`
 # Logged values that carry the test-set size, in the order they are looked for.
 N_TEST_KEYS = ("n_test", "test/n", "data.n_test")
 # Params that never decide a result: excluded from the group key even when they vary.
-NON_RESULT_PARAMS = ("experiment_name",)
+NON_RESULT_PARAMS = ("experiment_name", "job.progress_bar")  # not result-deciding
 STATUS_OUTCOME = {"FINISHED": "ok", "FAILED": "failed", "KILLED": "killed",
                   "RUNNING": "running", "SCHEDULED": "running"}
 
@@ -115,9 +111,8 @@ class RunTable:
 
 # ------------------------------------------------------------------------------- selecting runs
 def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the repo-local store, as ``initsweep.tracking`` decides."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+    """``$MLFLOW_TRACKING_URI``, else the repo-local store, as jobs decide (``store``)."""
+    return tracking_uri()
 
 
 def open_client(uri: str) -> MlflowClient:
@@ -126,7 +121,7 @@ def open_client(uri: str) -> MlflowClient:
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_file():
             raise ReportInputError("--tracking-uri", f"{redact(uri)}: no MLflow store at {path}")
-    return MlflowClient(tracking_uri=uri)
+    return open_store_client(uri)
 
 
 def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",

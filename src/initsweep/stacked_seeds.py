@@ -1,4 +1,4 @@
-"""K init seeds of one config trained as one batched model: ``seeds_per_job=K``.
+"""K seeds of one config trained as one stacked model: ``seeds_per_job=K``.
 
 A sweep over seeds repeats the same small network K times; its cost is mostly per-step overhead,
 not arithmetic. Here a job with ``seed=s`` trains seeds s, s+1, ..., s+K-1 at once:
@@ -17,94 +17,35 @@ Each seed is logged as an ordinary MLflow run: the same name, params, tags, conf
 per-layer diagnostics (measured on each seed's own weights, at the same steps) and artifacts as
 when trained alone, plus the tag ``trained_together=<K>``. Seeds whose config already has a
 FINISHED run are skipped (``force=true`` reruns them), and SIGTERM ends the job as in a single
-run: every run KILLED with ``outcome=preempted``, resumed by the next launch from the batched
-checkpoint. Batched matmuls sum in another order than single ones, so metrics match a sequential
-run to float tolerance, not bit for bit (see tests/test_vectorized.py).
+run: every run KILLED with ``outcome=preempted``, resumed by the next launch from the job's
+checkpoint (all of that is ``initsweep.job``'s; only the fit is here). Batched matmuls sum in
+another order than single ones, so metrics match a sequential run to float tolerance, not bit for
+bit (see tests/test_stacked_seeds.py).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
-import os
-import sys
 import time
-import traceback
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from mlflow.entities import Metric
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import stack_module_state
 
-from initsweep.artifacts import complete_pending, finish_run
-from initsweep.diagnostics import DiagnosticsCallback
-from initsweep.errors import ConfigError
-from initsweep.module import InitSweepModule, make_optimizer
-from initsweep.redaction import redact_config, redact_override
-from initsweep.resume import (
-    PREEMPTED,
-    PREEMPTION,
-    PreemptionCheckpoint,
-    checkpoint_path,
-    find_runs_of_group,
-    finished_run,
-    mark_preempted,
-    preempted_run,
-    reopen_run,
-)
-from initsweep.tracking import (
-    PARENT_RUN_ENV,
-    SEED_KEYS,
-    SWEEP_ID_ENV,
-    BufferedMlflowLogger,
-    end_run,
-    open_experiment,
-    run_name,
-    start_run,
-    tracking_uri,
-)
-from initsweep.train import (
-    build,
-    build_diagnostics,
-    build_trainer,
-    check_top_level,
-    plots_in_background,
-    run_metadata,
-    status_file,
-    write_status,
-)
-
-
-def seed_configs(cfg: DictConfig, k: int) -> list[DictConfig]:
-    """The K per-seed configs of a batched job: seed, init_seed and data_seed shifted by 0..K-1."""
-    configs = []
-    for offset in range(k):
-        one = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        one.seed, one.init_seed, one.data_seed = (cfg.seed + offset, cfg.init_seed + offset,
-                                                  cfg.data_seed + offset)
-        one.seeds_per_job = 1
-        configs.append(one)
-    return configs
-
-
-def seed_overrides(overrides: Sequence[str], one: DictConfig, base_seed: int) -> list[str]:
-    """The command-line overrides a job of this seed alone would have had (overrides.txt)."""
-    out, keys = [], set()
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        keys.add(key)
-        if key != "seeds_per_job":
-            out.append(f"{key}={one[key]}" if key in SEED_KEYS else override)
-    if "seed" not in keys and one.seed != base_seed:
-        out.append(f"seed={one.seed}")
-    return out
+from initsweep.builders import build_diagnostics, build_trainer
+from initsweep.data import TensorDataModule
+from initsweep.fitting import RunResult
+from initsweep.lightning_module import InitSweepModule
+from initsweep.mlflow_logger import BufferedMlflowLogger
+from initsweep.optimizers import make_optimizer
+from initsweep.preemption import PreemptionCheckpoint
 
 
 class StackedBatches:
@@ -293,147 +234,23 @@ class StackedSeedsModule(L.LightningModule):
         self._frozen = dict(state["frozen"])
 
 
-def batch_checkpoint(cfg: DictConfig, config_hashes: Sequence[str]) -> Path:
-    """One checkpoint per set of seeds trained together (named by their config hashes)."""
-    key = hashlib.sha256(",".join(config_hashes).encode()).hexdigest()[:12]
-    return checkpoint_path(cfg.tracking, tracking_uri(cfg.tracking), f"batch-{key}")
-
-
-def train_batched(cfg: DictConfig, overrides: Sequence[str], named: list[str],
-                  init_choice: str | None, multirun: bool, output_dir: Any) -> dict[str, Any]:
-    """The job for ``seeds_per_job=K``: K runs, one batched fit. Returns the first seed's status
-    with every seed's under ``"seeds"``; the status file lists them all for the sweep summary."""
-    sweep_id = os.environ.get(SWEEP_ID_ENV)
-    try:
-        check_top_level(cfg)
-        configs = seed_configs(cfg, cfg.seeds_per_job)
-        names = [run_name(c, named, init_choice) for c in configs]
-        datamodule, first = build(configs[0])  # validates data, model, init, optim, trainer
-        build_diagnostics(configs[0], datamodule)  # and the diagnostics config
-    except ConfigError as err:
-        write_status(output_dir, [{"sweep_id": sweep_id, "outcome": "failed", "error": str(err)}])
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        if multirun:
-            return {"outcome": "failed", "error": str(err)}
-        sys.exit(2)
-
-    client, experiment_id = open_experiment(cfg)
-    started = time.perf_counter()
-    metadata = [run_metadata(one, init_choice, datamodule) for one in configs]
-    statuses = [{"sweep_id": sweep_id, "name": name, "outcome": "failed"} for name in names]
-    hashes = [tags["config_hash"] for tags, _ in metadata]
-    by_hash = find_runs_of_group(client, experiment_id, metadata[0][0]["group_hash"], hashes)
-    previous = [by_hash[h] for h in hashes]
-    todo = []  # positions (in configs) of the seeds to train
-    for k, runs in enumerate(previous):
-        done = None if cfg.get("force", False) else finished_run(runs)
-        if done is None:
-            todo.append(k)
-            continue
-        statuses[k].update(outcome="skipped", run_id=done.info.run_id,
-                           **{key: v for key, v in done.data.metrics.items()
-                              if key.startswith("test/")})
-        print(f"{names[k]}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
-              flush=True)
-    if not todo:
-        write_status(output_dir, statuses)
-        return {**statuses[0], "seeds": statuses}
-
-    modules, generators = [], []
-    for k in todo:
-        one = configs[k]
-        module = first if k == 0 else InitSweepModule(
-            one.model, OmegaConf.to_container(one.init, resolve=True), one.optim,
-            datamodule.in_features, datamodule.num_classes, one.init_seed,
-            draw_batch=lambda n, s=one.init_seed: datamodule.probe_batch(n, s)[0],
-            divergence_threshold=one.trainer.get("divergence_threshold"))
-        modules.append(module)
-        generators.append(torch.Generator().manual_seed(one.data_seed))  # as its datamodule's
-
-    checkpoint = batch_checkpoint(cfg, [metadata[k][0]["config_hash"] for k in todo])
-    interrupted = [preempted_run(previous[k]) for k in todo]
-    resume = not cfg.get("force", False) and all(
-        found is not None and found[1] == checkpoint for found in interrupted)
-    loggers = []
-    for position, k in enumerate(todo):
-        one, (tags, params) = configs[k], metadata[k]
-        if resume:  # preempted together before: reopen the runs, resume the checkpoint
-            run_id = interrupted[position][0].info.run_id
-            reopen_run(client, run_id)
-            print(f"{names[k]}: resuming run {run_id} from {checkpoint}", flush=True)
-        else:
-            run_id = start_run(client, experiment_id, names[k],
-                               {**tags, "trained_together": len(todo), "checkpoint": checkpoint},
-                               params)
-            client.log_text(run_id, OmegaConf.to_yaml(redact_config(OmegaConf.to_container(one))),
-                            "config.yaml")
-            client.log_text(run_id, "\n".join(map(redact_override,
-                                                  seed_overrides(overrides, one, cfg.seed))) + "\n",
-                            "overrides.txt")
-        statuses[k].update(run_id=run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
-        loggers.append(BufferedMlflowLogger(client, run_id, one.tracking.get("flush_every", 1000)))
-
-    preemption = PreemptionCheckpoint(checkpoint)
-    trained = [statuses[k] for k in todo]
-    try:
-        stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers, generators)
-        diagnostics: list[DiagnosticsCallback | None] = [
-            build_diagnostics(configs[k], datamodule, seed_index=position)
-            for position, k in enumerate(todo)]
-        trainer = build_trainer(cfg.trainer, False,
-                                [preemption, *(d for d in diagnostics if d is not None)])
-        train_batches = StackedBatches(*datamodule.train, datamodule.batch_size, generators)
-        trainer.fit(stacked, train_dataloaders=train_batches,
-                    val_dataloaders=datamodule.val_dataloader(),
-                    ckpt_path=str(checkpoint) if resume else None)
-        stacked._flush_losses()
-        trainer.test(stacked, dataloaders=datamodule.test_dataloader(), verbose=False)
-        elapsed = time.perf_counter() - started
-        complete_pending()  # the previous job's plots, drawn while this one trained
-        background = plots_in_background(cfg)
-        for position, (logger, status) in enumerate(zip(loggers, trained, strict=True)):
-            logger.add([Metric("time/run_s", elapsed / len(todo), int(time.time() * 1000),
-                               trainer.global_step)])
-            logger.flush()
-            outcome = "ok" if stacked.diverged_at_step[position] is None else "diverged"
-            status.update(outcome=outcome, **{key: float(v[position])
-                                              for key, v in stacked.test_results.items()})
-            finish_run(client, status["run_id"], status["name"], outcome, diagnostics[position],
-                       stacked.seed_net(position), stacked.loss_history[position],
-                       cfg.diagnostics.get("plots", True), background,
-                       status_file(output_dir))
-        checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
-    except PREEMPTION as err:
-        preemption.restore_handler()
-        for logger, status in zip(loggers, trained, strict=True):
-            logger.flush()
-            mark_preempted(client, status["run_id"])
-            status.update(outcome=PREEMPTED, error=str(err) or "SIGTERM")
-        write_status(output_dir, statuses)
-        complete_pending()
-        print(f"{names[todo[0]]}..{names[todo[-1]]}: preempted; {len(todo)} runs KILLED, the next "
-              f"launch resumes them from {checkpoint}", file=sys.stderr, flush=True)
-        if multirun:
-            return {**statuses[0], "seeds": statuses}
-        sys.exit(143)  # 128 + SIGTERM, what a scheduler expects
-    except BaseException as err:
-        for logger, status in zip(loggers, trained, strict=True):
-            status["error"] = f"{type(err).__name__}: {err}"
-            try:
-                logger.flush()  # nothing that was logged is lost
-                client.log_text(status["run_id"], traceback.format_exc(), "traceback.txt")
-            finally:
-                end_run(client, status["run_id"], "failed")
-        write_status(output_dir, statuses)
-        complete_pending()
-        print(f"{names[todo[0]]}..{names[todo[-1]]}: FAILED ({type(err).__name__}: {err})",
-              file=sys.stderr, flush=True)
-        if multirun and isinstance(err, Exception):
-            return {**statuses[0], "seeds": statuses}
-        raise
-    write_status(output_dir, statuses)
-    for status in trained:
-        print(f"{status['name']}: test/acc={status['test/acc']:.4f} "
-              f"test/loss={status['test/loss']:.4f} [{status['outcome']}] "
-              f"{elapsed / len(todo):.1f}s (1/{len(todo)} of a batched job)", flush=True)
-    return {**statuses[0], "seeds": statuses}
+def fit_stacked(configs: list[DictConfig], loggers: list[BufferedMlflowLogger],
+                modules: list[InitSweepModule], datamodule: TensorDataModule,
+                preemption: PreemptionCheckpoint, resume_from: str | None) -> list[RunResult]:
+    """Train and test K seeds' models as one stacked model; one ``RunResult`` per seed."""
+    cfg = configs[0]
+    generators = [torch.Generator().manual_seed(one.data_seed) for one in configs]  # as alone
+    stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers, generators)
+    diagnostics = [build_diagnostics(one, datamodule, seed_index=k)
+                   for k, one in enumerate(configs)]
+    trainer = build_trainer(cfg, False, [preemption, *(d for d in diagnostics if d is not None)])
+    train_batches = StackedBatches(*datamodule.train, datamodule.batch_size, generators)
+    trainer.fit(stacked, train_dataloaders=train_batches,
+                val_dataloaders=datamodule.val_dataloader(), ckpt_path=resume_from)
+    stacked._flush_losses()
+    trainer.test(stacked, dataloaders=datamodule.test_dataloader(), verbose=False)
+    return [RunResult("ok" if stacked.diverged_at_step[k] is None else "diverged",
+                      {key: float(v[k]) for key, v in stacked.test_results.items()},
+                      diagnostics[k], stacked.seed_net(k), stacked.loss_history[k],
+                      trainer.global_step)
+            for k in range(len(configs))]

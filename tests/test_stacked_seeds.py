@@ -10,8 +10,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from initsweep.train import build, train
-from initsweep.vectorized import StackedSeedsModule, seed_configs, seed_overrides
+from initsweep.builders import build
+from initsweep.conventions import seed_configs, seed_overrides
+from initsweep.job import run_job
+from initsweep.stacked_seeds import StackedSeedsModule
 from tests.conftest import compose_config, runs_of
 
 SHRINK = ["init=he", "trainer.max_epochs=3", "diagnostics.enabled=false"]
@@ -31,10 +33,10 @@ def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
     # diagnostics on, at a cadence that measures mid-epoch: each seed's diag/ metrics, CSV and
     # plots must be there as in a run trained alone
     shrink = ["init=he", "trainer.max_epochs=3", "diagnostics.every_n_steps=7"]
-    train(compose_config([*shrink, "seed=0", "seeds_per_job=3", f"tracking.uri={store}",
+    run_job(compose_config([*shrink, "seed=0", "seeds_per_job=3", f"tracking.uri={store}",
                           "experiment_name=batched"]))
     for seed in range(3):
-        train(compose_config([*shrink, f"seed={seed}", f"tracking.uri={store}",
+        run_job(compose_config([*shrink, f"seed={seed}", f"tracking.uri={store}",
                               "experiment_name=alone"]))
     client = MlflowClient(store)
     batched = {r.info.run_name: r for r in runs_of(store, "batched")}
@@ -69,14 +71,14 @@ def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
 
 def test_finished_seeds_are_skipped_and_the_rest_trained_together(store):
     common = [*SHRINK, "trainer.max_epochs=1", f"tracking.uri={store}"]
-    train(compose_config([*common, "seeds_per_job=2"]))
-    status = train(compose_config([*common, "seeds_per_job=3"]))
+    run_job(compose_config([*common, "seeds_per_job=2"]))
+    status = run_job(compose_config([*common, "seeds_per_job=3"]))
     assert [s["outcome"] for s in status["seeds"]] == ["skipped", "skipped", "ok"]
     runs = {r.info.run_name: r for r in runs_of(store)}
     assert sorted(runs) == ["he-x1-s0", "he-x1-s1", "he-x1-s2"]
     assert runs["he-x1-s2"].data.tags["trained_together"] == "1"
     assert runs["he-x1-s0"].data.tags["trained_together"] == "2"
-    forced = train(compose_config([*common, "seeds_per_job=3", "force=true"]))
+    forced = run_job(compose_config([*common, "seeds_per_job=3", "force=true"]))
     assert [s["outcome"] for s in forced["seeds"]] == ["ok", "ok", "ok"]
     assert len(runs_of(store)) == 6
 
@@ -91,7 +93,7 @@ def test_a_seed_alone_gets_the_overrides_it_would_have_had():
 
 
 def test_diverging_seeds_are_frozen_and_tagged(store):
-    status = train(compose_config(["init=ones", "optim=sgd", "optim.lr=0.5", "seeds_per_job=2",
+    status = run_job(compose_config(["init=ones", "optim=sgd", "optim.lr=0.5", "seeds_per_job=2",
                                    "trainer.max_epochs=2", f"tracking.uri={store}"]))
     assert [s["outcome"] for s in status["seeds"]] == ["diverged", "diverged"]
     for run in runs_of(store):
@@ -101,7 +103,7 @@ def test_diverging_seeds_are_frozen_and_tagged(store):
 
 def test_bad_seeds_per_job_is_a_one_line_error(store, capsys):
     with pytest.raises(SystemExit):
-        train(compose_config(["seeds_per_job=0", f"tracking.uri={store}"]))
+        run_job(compose_config(["seeds_per_job=0", f"tracking.uri={store}"]))
     assert "seeds_per_job=0: must be an integer >= 1" in capsys.readouterr().err
     assert runs_of(store) == []
 
@@ -109,8 +111,8 @@ def test_bad_seeds_per_job_is_a_one_line_error(store, capsys):
 def test_log_every_n_steps_thins_train_loss_rows_alone_and_batched(store):
     common = [*SHRINK, "trainer.max_epochs=1", "trainer.log_every_n_steps=5",
               f"tracking.uri={store}"]
-    train(compose_config([*common, "experiment_name=alone"]))
-    train(compose_config([*common, "seeds_per_job=2", "experiment_name=batched"]))
+    run_job(compose_config([*common, "experiment_name=alone"]))
+    run_job(compose_config([*common, "seeds_per_job=2", "experiment_name=batched"]))
     client = MlflowClient(store)
     steps = {}
     for experiment in ("alone", "batched"):

@@ -1,8 +1,9 @@
-"""Network builders. An MLP of any depth, width and activation; biases optional."""
+"""Network builders: an MLP of any depth, width and activation, biases optional."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -41,3 +42,13 @@ def build_mlp(
 def linear_layers(net: nn.Module) -> list[nn.Linear]:
     """The weight layers of ``net`` in forward order: what an initializer and diagnostics walk."""
     return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def hidden_sizes(model_cfg: Mapping[str, Any]) -> list[int]:
+    """``hidden_sizes``, or ``depth`` hidden layers of ``width`` units when depth is set (S3)."""
+    depth = model_cfg.get("depth")
+    if depth is None:
+        return list(model_cfg.get("hidden_sizes", []))
+    require(isinstance(depth, int) and depth >= 0, "model.depth", depth,
+            "must be null or an integer >= 0")
+    return [model_cfg.get("width", 256)] * depth

@@ -1,0 +1,43 @@
+"""How a job's model is trained: one run here (``fit_single``); K stacked seeds in
+``initsweep.stacked_seeds.fit_stacked``. Both hand ``initsweep.job`` a ``RunResult`` per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from initsweep.builders import build_diagnostics, build_trainer
+from initsweep.data import TensorDataModule
+from initsweep.diagnostics import DiagnosticsCallback
+from initsweep.lightning_module import InitSweepModule
+from initsweep.mlflow_logger import BufferedMlflowLogger
+from initsweep.preemption import PreemptionCheckpoint
+
+
+@dataclass
+class RunResult:
+    """What a fit hands back for one run."""
+
+    outcome: str  # ok | diverged
+    metrics: dict[str, float]  # test/*
+    diagnostics: DiagnosticsCallback | None
+    net: nn.Module  # the trained network (the weight histograms' "end")
+    losses: list[float]  # every training step's loss, in order
+    step: int  # the global step training ended at
+
+
+def fit_single(cfg: DictConfig, logger: BufferedMlflowLogger, module: InitSweepModule,
+               datamodule: TensorDataModule, preemption: PreemptionCheckpoint,
+               resume_from: str | None) -> RunResult:
+    """Train and test one run's model with Lightning."""
+    diagnostics = build_diagnostics(cfg, datamodule)
+    trainer = build_trainer(cfg, logger, [preemption, *([diagnostics] if diagnostics else [])])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
+    outcome = "ok" if module.diverged_at_step is None else "diverged"
+    return RunResult(outcome, {k: float(v) for k, v in results.items()}, diagnostics, module.net,
+                     losses, trainer.global_step)

@@ -1,0 +1,354 @@
+"""One job's life, for one run or K seeds trained together (``seeds_per_job=K``).
+
+    run_job(cfg)                                 the Hydra task (train.py's main)
+      1. check the config, build the data and the first model
+                                                 bad input: one line, exit 2, no run created
+      2. skip the runs already FINISHED          "<name>: skipped, finished as run <id>"
+      3. open the others, or reopen preempted    preempted runs resume from the job's checkpoint
+      4. inside one guard (JobGuard):            SIGTERM: runs KILLED/preempted, exit 143;
+         log the inputs, fit + test, end runs    an exception: runs FAILED with traceback.txt
+      5. result lines and the status file
+
+Only the fit differs between one run (``initsweep.fitting.fit_single``) and K stacked seeds
+(``initsweep.stacked_seeds.fit_stacked``); each returns a ``RunResult`` per run, and everything
+around it is this module's, written once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from initsweep.artifacts import complete_pending, finish_run
+from initsweep.builders import (
+    build,
+    build_diagnostics,
+    build_module,
+    check_top_level,
+    plots_in_background,
+)
+from initsweep.console import print_error, quiet_third_parties, result_line
+from initsweep.conventions import (
+    NOT_PARAMS,
+    PARENT_RUN_ENV,
+    SWEEP_ID_ENV,
+    SWEPT_KEYS_ENV,
+    config_hash,
+    flatten,
+    group_hash,
+    named_overrides,
+    run_name,
+    seed_configs,
+    seed_overrides,
+)
+from initsweep.data import TensorDataModule
+from initsweep.devices import bind_job
+from initsweep.errors import ConfigError
+from initsweep.fitting import RunResult, fit_single
+from initsweep.lightning_module import InitSweepModule
+from initsweep.mlflow_logger import BufferedMlflowLogger
+from initsweep.preemption import PREEMPTION, PreemptionCheckpoint
+from initsweep.redaction import redact_config, redact_override
+from initsweep.resume import (
+    CHECKPOINT_TAG,
+    PREEMPTED,
+    finished_run,
+    forget_checkpoint,
+    job_checkpoint,
+    mark_preempted,
+    previous_runs,
+    reopen_run,
+    resumable,
+)
+from initsweep.status_files import status_file, write_status
+from initsweep.store import end_run, open_experiment, start_run, tracking_uri
+
+PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects of a job it stopped
+
+
+@dataclass
+class JobContext:
+    """Where a job runs: from Hydra when it launched the job, defaults for a direct call."""
+
+    multirun: bool = False
+    overrides: list[str] = field(default_factory=list)  # the job's task overrides
+    output_dir: Path | None = None
+    init_choice: str | None = None  # the ``init`` config chosen, e.g. ``s4/zeros``
+    swept: list[str] = field(default_factory=list)  # keys the multirun varies
+
+    @classmethod
+    def from_hydra(cls) -> JobContext:
+        if not HydraConfig.initialized():
+            return cls()
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        swept = os.environ.get(SWEPT_KEYS_ENV, "").split(",") if multirun else []
+        return cls(multirun, list(hc.overrides.task), Path(hc.runtime.output_dir),
+                   hc.runtime.choices.get("init"), swept)
+
+
+@dataclass
+class JobRun:
+    """One MLflow run of a job: a seed's config, its name and metadata, and once open, its id."""
+
+    cfg: DictConfig
+    name: str
+    tags: dict[str, Any]
+    params: dict[str, str]
+    overrides: list[str]  # what overrides.txt records: the command line of this seed alone
+    status: dict[str, Any]  # what the status file says of it
+    previous: list[Run] = field(default_factory=list)  # runs of this config already in the store
+    run_id: str = ""
+    logger: BufferedMlflowLogger | None = None
+    new: bool = True  # created by this job (False: a preempted run reopened)
+    ended: bool = False
+
+
+def run_metadata(cfg: DictConfig, init_choice: str | None,
+                 datamodule: TensorDataModule) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tags and params of a job's MLflow run (docs: "What a run holds")."""
+    tags = {
+        "scheme": cfg.init.scheme, "init": init_choice or cfg.init.scheme,
+        "scale": cfg.init.scale, "seed": cfg.seed,
+        "init_seed": cfg.init_seed, "data_seed": cfg.data_seed,
+        "sweep_id": os.environ.get(SWEEP_ID_ENV, "none"),
+        "config_hash": config_hash(cfg), "group_hash": group_hash(cfg),
+        "dataset": datamodule.name, "n_test": len(datamodule.test[1]), "outcome": "running",
+        **{f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()},
+    }
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return tags, flatten({k: v for k, v in resolved.items() if k not in NOT_PARAMS})
+
+
+def plan_runs(cfg: DictConfig, ctx: JobContext
+              ) -> tuple[list[JobRun], TensorDataModule, InitSweepModule]:
+    """The job's runs (one per seed), its data and the first seed's model; raises ConfigError.
+
+    Building the first seed's model checks the model, init and optim config; the diagnostics
+    config is checked too, so nothing a user can get wrong is left for after a run exists.
+    """
+    check_top_level(cfg)
+    configs = seed_configs(cfg, cfg.get("seeds_per_job", 1))
+    datamodule, first = build(configs[0])
+    build_diagnostics(configs[0], datamodule)
+    named = named_overrides(ctx.overrides, ctx.swept)
+    sweep_id = os.environ.get(SWEEP_ID_ENV)
+    runs = []
+    for one in configs:
+        name = run_name(one, named, ctx.init_choice)
+        tags, params = run_metadata(one, ctx.init_choice, datamodule)
+        runs.append(JobRun(one, name, tags, params, seed_overrides(ctx.overrides, one, cfg.seed),
+                           {"sweep_id": sweep_id, "name": name, "outcome": "failed"}))
+    return runs, datamodule, first
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job (1..K runs); returns the first run's status with every run's under "seeds".
+
+    Outside a multirun, bad input exits with code 2 and a preempted job with 143; in a multirun
+    the job returns, so the sweep goes on to the next job.
+    """
+    bind_job(cfg)  # GPU / torch threads for parallel launchers: before any CUDA call
+    quiet_third_parties()
+    ctx = JobContext.from_hydra()
+    try:
+        runs, datamodule, first = plan_runs(cfg, ctx)
+    except ConfigError as err:
+        status = {"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed",
+                  "error": str(err)}
+        write_status(ctx.output_dir, [status])
+        print_error(str(err))
+        if not ctx.multirun:
+            sys.exit(2)
+        return {**status, "seeds": [status]}
+
+    started = time.perf_counter()
+    client, experiment_id = open_experiment(cfg)
+    force = bool(cfg.get("force", False))
+    todo = skip_finished(client, experiment_id, runs, force)
+    statuses = [run.status for run in runs]
+    if todo:
+        checkpoint = job_checkpoint(cfg.tracking, tracking_uri(cfg.tracking),
+                                    [run.tags["config_hash"] for run in todo])
+        preemption = PreemptionCheckpoint(checkpoint)
+        with JobGuard(client, todo, checkpoint, preemption, ctx, statuses) as guard:
+            resume_from = open_runs(client, experiment_id, todo, checkpoint, force,
+                                    stacked=len(runs) > 1)
+            tick = time.perf_counter()
+            for run in todo:
+                if run.new:
+                    log_inputs(client, run)
+            modules = [first if run is runs[0] else build_module(run.cfg, datamodule)
+                       for run in todo]
+            configs, loggers = [run.cfg for run in todo], [run.logger for run in todo]
+            if len(runs) == 1:
+                results = [fit_single(configs[0], loggers[0], modules[0], datamodule, preemption,
+                                      resume_from)]
+            else:
+                from initsweep.stacked_seeds import fit_stacked  # torch.func only when asked
+
+                results = fit_stacked(configs, loggers, modules, datamodule, preemption,
+                                      resume_from)
+            fit_test_s = time.perf_counter() - tick
+            end_runs(client, todo, results, cfg, ctx, started)
+            checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
+            timing = {"fit_test_s": fit_test_s,
+                      "diagnostics_s": sum(r.diagnostics.seconds for r in results
+                                           if r.diagnostics is not None),
+                      "artifacts_s": time.perf_counter() - tick - fit_test_s,
+                      "run_s": time.perf_counter() - started}
+        if guard.exit_code is not None:
+            if guard.exit_code == PREEMPTED_EXIT and not ctx.multirun:
+                sys.exit(PREEMPTED_EXIT)
+            return {**statuses[0], "seeds": statuses}
+        for run in todo:
+            run.status["timing"] = timing
+    write_status(ctx.output_dir, statuses)
+    for run in todo:
+        print(result_line(run.status, (time.perf_counter() - started) / len(todo)), flush=True)
+    return {**statuses[0], "seeds": statuses}
+
+
+def skip_finished(client: MlflowClient, experiment_id: str, runs: list[JobRun],
+                  force: bool) -> list[JobRun]:
+    """The runs still to train: those whose config has no FINISHED run (all, with ``force``)."""
+    previous = previous_runs(client, experiment_id, runs[0].tags["group_hash"],
+                             [run.tags["config_hash"] for run in runs])
+    todo = []
+    for run in runs:
+        run.previous = previous[run.tags["config_hash"]]
+        done = None if force else finished_run(run.previous)
+        if done is None:
+            todo.append(run)
+            continue
+        run.status.update(outcome="skipped", run_id=done.info.run_id,
+                          **{k: v for k, v in done.data.metrics.items() if k.startswith("test/")})
+        print(f"{run.name}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
+              flush=True)
+    return todo
+
+
+def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], checkpoint: Path,
+              force: bool, stacked: bool) -> str | None:
+    """Create the runs, or reopen them when they were preempted together; returns the
+    checkpoint to resume from (None: a fresh start). Each run gets its metric logger."""
+    found = None if force else resumable([run.previous for run in runs])
+    for position, run in enumerate(runs):
+        if found is not None:
+            run.run_id, run.new = found[0][position].info.run_id, False
+            reopen_run(client, run.run_id, checkpoint)
+            print(f"{run.name}: resuming run {run.run_id} from {found[1]}", flush=True)
+        else:
+            extra = {"trained_together": len(runs)} if stacked else {}
+            run.run_id = start_run(client, experiment_id, run.name,
+                                   {**run.tags, **extra, CHECKPOINT_TAG: checkpoint}, run.params)
+        run.status.update(run_id=run.run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
+        run.logger = BufferedMlflowLogger(client, run.run_id, run.cfg.tracking.flush_every)
+    return None if found is None else str(found[1])
+
+
+def log_inputs(client: MlflowClient, run: JobRun) -> None:
+    """``config.yaml`` (resolved) and ``overrides.txt``, both redacted."""
+    resolved = OmegaConf.to_container(run.cfg, resolve=True)
+    client.log_text(run.run_id, OmegaConf.to_yaml(redact_config(resolved)), "config.yaml")
+    client.log_text(run.run_id, "\n".join(map(redact_override, run.overrides)) + "\n",
+                    "overrides.txt")
+
+
+def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
+             cfg: DictConfig, ctx: JobContext, started: float) -> None:
+    """Log each run's last rows and artifacts and end it with its outcome (FINISHED)."""
+    elapsed = time.perf_counter() - started
+    complete_pending()  # the previous job's plots, drawn while this one trained
+    background = plots_in_background(cfg)
+    for run, result in zip(runs, results, strict=True):
+        run.logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=result.step)
+        run.logger.flush()
+        run.status.update(outcome=result.outcome, **result.metrics)
+        forget_checkpoint(client, run.run_id)
+        inputs = (result.diagnostics.plot_inputs(run.name, result.net, result.losses)
+                  if result.diagnostics is not None and cfg.diagnostics.plots else None)
+        finish_run(client, run.run_id, run.name, result.outcome, result.diagnostics, inputs,
+                   background, status_file(ctx.output_dir))
+        run.ended = True
+
+
+class JobGuard:
+    """A job's failure policy, in one place (lightning-hydra-template's ``task_wrapper``).
+
+    Around everything a job does once its runs exist:
+    - preemption (``Preempted`` from our SIGTERM handler, or Lightning's ``SIGTERMException``):
+      flush what was logged, mark the runs KILLED with ``outcome=preempted`` (the next launch
+      resumes them from the checkpoint), exit code 143;
+    - any other exception: flush, ``traceback.txt``, the runs FAILED, exit code 1.
+    Either way the status file is written and the console gets one line per run. In a multirun
+    the exception is swallowed (``exit_code`` says what happened) so the sweep goes on; a single
+    run re-raises a failure (Hydra reports it) and leaves preemption to the caller's exit.
+    KeyboardInterrupt and other non-``Exception`` errors always propagate, after the same
+    bookkeeping, so no run is left RUNNING.
+    """
+
+    def __init__(self, client: MlflowClient, runs: list[JobRun], checkpoint: Path,
+                 preemption: PreemptionCheckpoint, ctx: JobContext,
+                 statuses: list[dict[str, Any]]) -> None:
+        self.client, self.runs, self.checkpoint = client, runs, checkpoint
+        self.preemption, self.ctx, self.statuses = preemption, ctx, statuses
+        self.exit_code: int | None = None
+
+    def __enter__(self) -> JobGuard:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if err is None:
+            return False
+        self.preemption.restore_handler()
+        open_runs = [run for run in self.runs if run.run_id and not run.ended]
+        if isinstance(err, PREEMPTION):
+            for run in open_runs:
+                self._flush(run)
+                mark_preempted(self.client, run.run_id)
+                run.status.update(outcome=PREEMPTED, error=str(err) or "SIGTERM")
+            self._close()
+            for run in open_runs:
+                print(f"{run.name}: preempted; run {run.run_id} KILLED, the next launch resumes "
+                      f"it from {self.checkpoint}", file=sys.stderr, flush=True)
+            self.exit_code = PREEMPTED_EXIT
+            return True
+        trace = "".join(traceback.format_exception(kind, err, tb))
+        error = f"{type(err).__name__}: {err}"
+        for run in open_runs:
+            run.status["error"] = error
+            run.status["outcome"] = "failed"
+            try:
+                self._flush(run)  # nothing that was logged is lost
+                self.client.log_text(run.run_id, trace, "traceback.txt")
+            finally:
+                end_run(self.client, run.run_id, "failed")
+        self._close()
+        for run in open_runs:
+            print(f"{run.name}: FAILED ({error.splitlines()[0]}); run {run.run_id} marked FAILED",
+                  file=sys.stderr, flush=True)
+        self.exit_code = 1
+        return self.ctx.multirun and isinstance(err, Exception)
+
+    @staticmethod
+    def _flush(run: JobRun) -> None:
+        if run.logger is not None:
+            run.logger.flush()
+
+    def _close(self) -> None:
+        write_status(self.ctx.output_dir, self.statuses)
+        complete_pending()

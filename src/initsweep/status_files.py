@@ -1,0 +1,49 @@
+"""A job's status file: how a job reports back to the sweep callback, whatever the launcher.
+
+Each job writes ``initsweep_job.json`` into its Hydra output folder: a list with one status per
+run it owns (name, outcome, run id, test metrics, error), tagged with the sweep id. The sweep
+callback reads them all at the end of the multirun for its summary. Files work the same for
+in-process, joblib and submitit (SLURM) jobs, which share nothing else with the launcher.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "initsweep_job.json"
+
+
+def status_file(output_dir: Path | None) -> Path | None:
+    """Where a job's status file goes (None outside Hydra: no output folder)."""
+    return None if output_dir is None else output_dir / STATUS_FILE
+
+
+def write_status(output_dir: Path | None, statuses: Sequence[Mapping[str, Any]]) -> None:
+    """The job's status file: one status per run."""
+    path = status_file(output_dir)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(list(statuses)))
+
+
+def mark_failed(path: Path | None, run_id: str, error: str) -> None:
+    """Correct a run's status after the job wrote it (its plots failed to draw or upload)."""
+    if path is None or not path.exists():
+        return
+    statuses = json.loads(path.read_text())
+    for status in statuses:
+        if status.get("run_id") == run_id:
+            status.update(outcome="failed", error=error)
+    path.write_text(json.dumps(statuses))
+
+
+def collect_statuses(sweep_dir: Path, sweep_id: str) -> list[dict[str, Any]]:
+    """The statuses this sweep's jobs wrote (older sweeps in the same folder are ignored)."""
+    statuses = []
+    for path in sorted(sweep_dir.glob(f"**/{STATUS_FILE}")):
+        statuses.extend(s for s in json.loads(path.read_text()) if s.get("sweep_id") == sweep_id)
+    return statuses
