@@ -12,6 +12,9 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+# Session fixtures: the local SLURM cluster and PostgreSQL-backed mlflow server (tests/cluster.py)
+from tests.cluster import pg_server, slurm_cluster  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 # Shrunk but real: enough epochs for digits to separate good inits from bad ones.
