@@ -37,7 +37,8 @@
 # Layout of the state folder (what to look at when something does not start):
 #   cluster.env            the export lines `start` printed
 #   pids/NAME.pid          one per daemon: munged mariadb slurmdbd slurmctld slurmd postgres mlflow
-#   logs/NAME.log          their logs
+#   logs/NAME.log          their logs (a SLURM daemon in the foreground also copies its log
+#                          file to stderr, which lands here too: lines appear twice)
 #   secrets/               0700: munge.key, the MariaDB and PostgreSQL passwords, pgpass
 #   slurm/                 slurm.conf, slurmdbd.conf, slurmctld state, slurmd spool
 #   mysql/ pg/             the databases' data folders;  mlflow/artifacts  the server's artifacts
@@ -200,8 +201,8 @@ install_for() {
 make_dirs() {
     mkdir -p "$STATE"/{pids,logs,slurm/ctld,slurm/spool,mysql,mlflow}
     mkdir -p -m 700 "$STATE/secrets"
-    # munged refuses a socket folder or key that others may write, and a world-writable /tmp
-    # above it is fine only because of the sticky bit
+    # Others may read (the munge socket's folder must be reachable to submit jobs as another
+    # user), only the owner may write: munged, slurmdbd and PostgreSQL check such permissions.
     chmod 755 "$STATE" "$STATE/pids" "$STATE/logs"
 }
 

@@ -106,6 +106,9 @@ def test_slurm_array_sweep_completes_with_the_basic_launchers_metrics(slurm_clus
     # each run was trained inside its SLURM task (its line is in that task's log)
     logs = "".join((sweep_dir / ".submitit" / t / f"{t}_0_log.out").read_text() for t in tasks)
     assert sorted(re.findall(r"^([\w.-]+): test/acc=", logs, re.M)) == RUN_NAMES
+    # under srun Lightning sees a SLURM task: no "srun is available but not used" warning
+    errors = "".join((sweep_dir / ".submitit" / t / f"{t}_0_log.err").read_text() for t in tasks)
+    assert "command is available on your system but is not used" not in errors
     parent, children = children_of_one_parent(store)
     assert parent.info.status == "FINISHED" and sorted(children) == RUN_NAMES
     assert all(r.info.status == "FINISHED" for r in children.values())
