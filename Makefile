@@ -1,15 +1,18 @@
 # Two entry points for a newcomer: `make sweep` and `make test`. Both create .venv when missing and
 # install the project into it; the stamp file makes re-runs skip the install until pyproject changes.
+# The cluster tests (tests/test_cluster.py) start a local SLURM cluster and a PostgreSQL-backed
+# mlflow server themselves (scripts/local_cluster.sh: apt-get as root, stopped at the end);
+# `make cluster` starts them by hand and keeps them up between test runs (`make cluster-stop`).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sweep test test-fast lint ui
+.PHONY: install sweep test test-fast lint ui cluster cluster-stop
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,cluster]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -29,3 +32,9 @@ lint: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db
+
+cluster: $(STAMP)
+	VENV=$(VENV) scripts/local_cluster.sh start
+
+cluster-stop:
+	VENV=$(VENV) scripts/local_cluster.sh stop

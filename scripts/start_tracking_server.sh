@@ -13,7 +13,7 @@
 #                                 0.0.0.0 only behind a firewall or with auth: the server has none.
 #   --port PORT                   [MLFLOW_SERVER_PORT]  default 5000
 #   --backend-store-uri URI       [MLFLOW_BACKEND_STORE_URI] a SQL store: sqlite:////abs/path.db or
-#                                 postgresql://user@host/db (needs `pip install psycopg2-binary`);
+#                                 postgresql://user@host/db (needs `pip install 'psycopg[binary]'`);
 #                                 default sqlite:///$PWD/mlserver/mlflow.db
 #   --artifacts-destination DIR   [MLFLOW_ARTIFACTS_DESTINATION] where the server stores artifacts
 #                                 (a path, s3://..., ...); default $PWD/mlserver/artifacts. Clients

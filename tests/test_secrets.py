@@ -8,15 +8,23 @@ flattened config, so any top-level key with a URI ends up there.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep.redaction import is_secret_key, redact_config, redact_override
+from initsweep.redaction import (
+    is_secret_key,
+    redact_config,
+    redact_line,
+    redact_log_records,
+    redact_override,
+)
 from tests.conftest import REPO, runs_of
 
 ENV_PASSWORD = "hunter2-from-env"
@@ -44,6 +52,25 @@ def test_redact_config_masks_secret_keys_and_uri_credentials():
 ])
 def test_redact_override(override, expected):
     assert redact_override(override) == expected
+
+
+def test_redact_line_as_hydra_logs_a_jobs_overrides():
+    line = (r"#0 : init=he tracking.uri=postgresql\://mlflow\:pw1@127.0.0.1\:5432/mlflow "
+            "+tracking.password=pw2 tags.note='x=1' seed=0")
+    assert redact_line(line) == (r"#0 : init=he tracking.uri=postgresql\://***@127.0.0.1\:5432"
+                                 "/mlflow +tracking.password=*** tags.note='x=1' seed=0")
+
+
+def test_log_records_are_redacted_whatever_handler_writes_them(caplog):
+    factory = logging.getLogRecordFactory()
+    try:
+        redact_log_records()
+        redact_log_records()  # idempotent: one wrapper
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("hydra.x").info("\t#%d : %s", 0, "tracking.uri=http://u:pw@h:5000")
+        assert caplog.messages == ["\t#0 : tracking.uri=http://***@h:5000"]
+    finally:
+        logging.setLogRecordFactory(factory)
 
 
 def test_secret_key_names():
@@ -81,6 +108,7 @@ def leaky_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
            f"hydra.sweep.dir={tmp / 'multirun'}"]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    (tmp / "console.txt").write_text(proc.stdout + proc.stderr)
     return store, tmp
 
 
@@ -108,3 +136,43 @@ def test_no_secret_in_the_sweeps_parent_run(leaky_sweep):
     params = "\n".join(f"{k}={v}" for k, v in parent.data.params.items())
     artifacts = _artifact_text(client, parent.info.run_id, tmp / "parent")
     assert _leaked(tags + params + artifacts) == []
+
+
+def _log_files(sweep_dir: Path) -> str:
+    """The sweep's log files (Hydra's job logs). Not Hydra's records of the command line
+    (multirun.yaml, .hydra/): a secret typed on the command line is in those verbatim, as in the
+    shell's history; the README says to pass credentials through the environment instead."""
+    return "\n".join(p.read_text() for p in sorted(sweep_dir.rglob("*.log")))
+
+
+def test_no_secret_on_the_console_or_in_a_log_file(leaky_sweep):
+    _, tmp = leaky_sweep
+    console = (tmp / "console.txt").read_text()
+    assert "#0 : " in console  # Hydra's line with the job's overrides, redacted
+    assert _leaked(console) == [] and _leaked(_log_files(tmp / "multirun")) == []
+
+
+@pytest.mark.slow  # ~25 s: one job writing straight into the local PostgreSQL (tests/cluster.py)
+def test_no_postgresql_password_from_a_store_uri_in_any_run_or_log(pg_server, tmp_path):
+    """``tracking.uri=postgresql://user:PASSWORD@host/db``: MLflow's SQL store without a server,
+    the password in the URI. It must reach no param, tag, artifact, console or log line."""
+    password = pg_server.secret("pg_password")
+    uri = pg_server.env["INITSWEEP_PG_URI"].replace("://mlflow@", f"://mlflow:{password}@")
+    experiment = f"secrets-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "init=zeros", "seed=0",
+           "trainer.max_epochs=1", "diagnostics.plots=false", f"tracking.uri={uri}",
+           f"experiment_name={experiment}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    client = MlflowClient(uri)
+    runs = runs_of(uri, experiment)
+    assert len(runs) == 2  # the sweep's parent and the job
+    texts = {"console": proc.stdout + proc.stderr, "logs": _log_files(tmp_path / "multirun")}
+    for run in runs:
+        texts[run.info.run_name] = "\n".join(
+            [*map(str, run.data.params.items()), *map(str, run.data.tags.items()),
+             _artifact_text(client, run.info.run_id, tmp_path / run.info.run_id)])
+    assert [where for where, text in texts.items() if password in text] == []
+    assert "postgresql://***@127.0.0.1" in proc.stdout  # the sweep says where, redacted

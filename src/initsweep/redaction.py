@@ -5,6 +5,7 @@ Plain ``re`` only: the report imports this without pulling in Lightning and torc
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -46,3 +47,38 @@ def redact_override(override: str) -> str:
     if sep and is_secret_key(key.lstrip("+~")):
         return f"{key}=***"
     return redact(override)
+
+
+_KEY_VALUE = re.compile(r"(?<!\S)[+~]*[\w.-]+=\S+")
+
+
+def redact_line(text: str) -> str:
+    """A free-form line (a log message) without URI credentials or values of secret-named
+    ``key=value`` words, e.g. Hydra's ``#0 : tracking.uri=postgresql\\://u\\:pw@db/x``."""
+    return redact(_KEY_VALUE.sub(lambda m: redact_override(m.group(0)), text))
+
+
+def redact_log_records() -> None:
+    """Pass every log record of this process through ``redact_line``.
+
+    Why: Hydra's launchers log each job's overrides verbatim before it runs (``[HYDRA] #0 :
+    init=he tracking.uri=postgresql://user:password@db/mlflow``), and Hydra reconfigures logging
+    for every job, so a handler filter would not last: the record factory does. Idempotent.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacts", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # bad format arguments: logging reports them when it emits
+            return record
+        safe = redact_line(message)
+        if safe != message:
+            record.msg, record.args = safe, ()
+        return record
+
+    make_record.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)

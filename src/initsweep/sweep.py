@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from initsweep.artifacts import complete_pending
 from initsweep.console import quiet_third_parties
 from initsweep.conventions import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV, swept_keys
-from initsweep.redaction import redact, redact_override
+from initsweep.redaction import redact, redact_log_records, redact_override
 from initsweep.status_files import collect_statuses
 from initsweep.store import open_experiment, tracking_uri
 
@@ -51,10 +51,12 @@ class SweepCallback(Callback):
     """Registered in conf/config.yaml under ``hydra.callbacks``."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_log_records()
         quiet_third_parties()
         open_experiment(config)  # create the store before the job touches it
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_log_records()  # before the launcher logs each job's overrides
         quiet_third_parties()
         self.client, experiment_id = open_experiment(config)
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
