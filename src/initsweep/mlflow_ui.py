@@ -279,7 +279,8 @@ def sweep_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
 def swept_keys_of(runs: Sequence[Run]) -> list[str]:
     """The keys a finished sweep varied, read back from its runs: ``init`` when the runs' ``init``
     tags differ (the config chosen from the ``init`` group), and every param that differs and is
-    not decided by ``init`` (``init.scale=0.5,1`` on one init, ``optim.lr``, the seeds)."""
+    not decided by ``init`` (``init.scale=0.5,1`` on one init, ``optim.lr``, ``seed``), nor equal
+    to ``seed`` (``init_seed``, ``data_seed`` by default)."""
     keys: list[str] = []
     inits = [r.data.tags.get("init", "") for r in runs]
     if len(set(inits)) > 1:
@@ -294,6 +295,9 @@ def swept_keys_of(runs: Sequence[Run]) -> list[str]:
         if "init" in keys and key.startswith("init.") and all(len(v) == 1
                                                                 for v in by_init.values()):
             continue  # e.g. init.scheme, init.mode: one value per init config
+        if key in ("init_seed", "data_seed") and values == [r.data.params.get("seed")
+                                                             for r in runs]:
+            continue  # ${seed}, as by default: the seed column says it
         keys.append(key)
     return keys
 
