@@ -565,11 +565,14 @@ def finish_sweep_ui(client: MlflowClient, experiment_id: str, parent_run_id: str
     return runs_page_link(base_url, experiment_id, key)
 
 
-def latest_sweep(client: MlflowClient, experiment_ids: Sequence[str]) -> Run | None:
-    """The newest sweep parent run among ``experiment_ids``."""
-    found = client.search_runs(list(experiment_ids), f"tags.`{ROLE_TAG}` = 'sweep'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
-    return found[0] if found else None
+def closing_line(sweep_id: str, link: str, tuned: bool) -> str:
+    """The sweep's last line: where to look, and where the tuning trap is when nothing was tuned
+    (the demo sweep cannot show it)."""
+    line = f"sweep {sweep_id}: open {link}"
+    if not tuned:
+        line += ("\n  nothing tuned here; for the tuning trap: "
+                 "python train.py -m experiment=tuning_trap")
+    return line
 
 
 def sweep_link(client: MlflowClient, parent: Run, base_url: str) -> str:
