@@ -71,7 +71,7 @@ def test_seed_keys_mirror_tracking():
 
 def test_view_tag_is_the_uis_envelope_with_a_compressed_state():
     keys = ["test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/run_s",
-            *[f"diag/L{i}/m{j}" for i in range(12) for j in range(11)]]  # a deep model's 132
+            *[f"diag/L{i}/m{j}" for i in range(200) for j in range(11)]]  # a 200-layer model
     state = mlflow_ui.view_state(keys, ["init", "optim.lr", "seed"], 100, "tags.x = 'y'")
     value = mlflow_ui.encode_view("sweep x", state, now_ms=123)
     envelope = json.loads(value)
@@ -84,6 +84,7 @@ def test_view_tag_is_the_uis_envelope_with_a_compressed_state():
 def test_view_state_groups_by_init_charts_every_run_and_folds_diagnostics():
     keys = ["test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/run_s", *DIAG]
     state = mlflow_ui.view_state(keys, ["init", "optim.lr", "seed"], 9)
+    section_of = mlflow_ui.section_of
     assert state["runsHiddenMode"] == "SHOW_ALL" and state["useGroupedValuesInCharts"] is False
     assert state["groupBy"] == {"aggregateFunction": "average", "groupByKeys": [
         {"mode": "tag", "groupByData": "init"}, {"mode": "param", "groupByData": "optim.lr"}]}
@@ -92,7 +93,9 @@ def test_view_state_groups_by_init_charts_every_run_and_folds_diagnostics():
                                         "params.`optim.lr`", "tags.`outcome`"]
     assert state["columnOrder"] == state["selectedColumns"]  # widths apply only with an order
     charts, sections = state["compareRunCharts"], state["compareRunSections"]
-    assert {c["metricKey"] for c in charts} == set(keys)  # nothing left for the UI to add
+    # cards for the open sections; the UI adds the folded ones' cards into their sections
+    assert {c["metricKey"] for c in charts} == {"test/acc", "test/loss", "val/acc", "val/loss",
+                                                "train/loss"}
     assert [c["metricKey"] for c in charts[:2]] == ["test/acc", "test/loss"]
     assert {c["metricKey"]: c["type"] for c in charts}["test/acc"] == "BAR"
     assert {c["metricKey"]: c["type"] for c in charts}["val/acc"] == "LINE"
@@ -104,6 +107,7 @@ def test_view_state_groups_by_init_charts_every_run_and_folds_diagnostics():
     assert not any(by_name[f"diag/L{i}"]["display"] for i in range(3))
     ids = {s["uuid"] for s in sections}
     assert all(c["metricSectionId"] in ids for c in charts)
+    assert {section_of(k) for k in keys} <= set(by_name)  # else the UI adds them open
 
 
 def test_swept_keys_read_back_from_runs(shared):
@@ -194,10 +198,11 @@ def test_parent_run_carries_the_answer(shared, tmp_path, monkeypatch):
     assert "(http://127.0.0.1:5999/get-artifact?path=report/plots/groups.png&run_uuid=" \
         in logged_md.read_text()
     assert "(plots/groups.png)" in (tmp_path / "rep" / "report.md").read_text()
-    # the view lists the parent's summary charts, folded
+    # the view lists the sections of the parent's summaries, folded
     name, state = mlflow_ui.decode_view(client.get_experiment(exp_id).tags[
         mlflow_ui.VIEW_TAG_PREFIX + run.data.tags[mlflow_ui.VIEW_KEY_TAG]])
-    assert {c["metricKey"] for c in state["compareRunCharts"]} >= set(metrics)
+    listed = {s["name"] for s in state["compareRunSections"]}
+    assert {mlflow_ui.section_of(k) for k in metrics} <= listed
     summaries = [s for s in state["compareRunSections"] if s["name"].startswith("test_acc/")]
     assert summaries and not any(s["display"] for s in summaries)
 
@@ -256,3 +261,19 @@ def test_groups_plot_draws_the_zoomed_panel(shared, tmp_path):
     one = groups_plot(report.table, report.summary[report.summary["group"] == "he"],
                       tmp_path / "g1.png")
     assert matplotlib.image.imread(path).shape[1] > matplotlib.image.imread(one).shape[1] * 1.5
+
+
+def test_a_run_note_longer_than_a_tag_is_cut_and_says_so(shared):
+    _, client, exp_id, parent, _ = make_store(shared, seeds=(0,))
+    mlflow_ui.set_run_note(client, parent, "x" * 10_000)
+    note = client.get_run(parent).data.tags[mlflow_ui.NOTE_TAG]
+    assert len(note) == mlflow_ui.MAX_NOTE and note.endswith("in the run's artifacts)")
+
+
+def test_a_swept_config_group_is_grouped_by_its_params(shared):
+    _, client, exp_id, parent, sweep_id = make_store(shared, lrs=("0.1", "0.2"))
+    # `optim=...` on the command line names a config group, no param: read the runs instead
+    key = mlflow_ui.write_sweep_view(client, exp_id, parent, sweep_id, ["init", "optim", "seed"])
+    _, state = mlflow_ui.decode_view(client.get_experiment(exp_id).tags[
+        mlflow_ui.VIEW_TAG_PREFIX + key])
+    assert {"mode": "param", "groupByData": "optim.lr"} in state["groupBy"]["groupByKeys"]

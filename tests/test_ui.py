@@ -184,7 +184,8 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(cli, store, tmp_path, monkey
                 assert page.get_by_text("diag/L0", exact=False).count() >= 1  # folded section
                 views = page.get_by_test_id("saved-views-trigger").inner_text()
                 assert selection.sweep_id in views
-                assert "weight-initialization sweeps" in page.inner_text("body")  # the banner
+                banner = page.get_by_role("link", name="table", exact=True).first  # the note
+                assert banner.get_attribute("href").startswith(f"#/experiments/{experiment_id}/")
                 page.screenshot(path=str(shots / "charts.png"))
 
                 # 2. The table: chosen columns, groups by init with their mean over seeds.

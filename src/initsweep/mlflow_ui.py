@@ -47,7 +47,6 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # the UI's "Machine learning" experiment type
 VIEW_KEY_TAG = "initsweep.view"  # on a sweep's parent run: the key of its saved view
 SUMMARY_METRIC_TAG = "initsweep.summary_metric"  # on a parent run: the metric log_summary used
-ROLE_TAG = "initsweep.role"  # "sweep" on parent runs (initsweep.sweep)
 PARENT_TAG = "mlflow.parentRunId"
 CHECKPOINT_TAG = "checkpoint"
 UI_URL_ENV = "INITSWEEP_UI_URL"  # where `mlflow ui` serves this store, for links and images
@@ -58,8 +57,8 @@ PRIMARY_METRIC = "test/acc"
 END_OF_RUN_PREFIXES = ("test/", "time/")
 # Chart sections shown open, in this order; every other section (diag/L0, ...) starts collapsed.
 OPEN_SECTIONS = ("test", "val", "train")
-MAX_TAG_VALUE = 20_000  # MLflow's limit on an experiment tag's value
-MAX_NOTE = 5000  # MLflow's limit on a run tag's value (a run note is a tag)
+MAX_TAG_VALUE = 20_000  # MLflow's limit on an experiment tag's value (mlflow.utils.validation)
+MAX_NOTE = 8000  # MLflow's limit on a run tag's value (a run note is a tag)
 
 
 # ------------------------------------------------------------------------------------ links
@@ -157,12 +156,12 @@ def section_of(metric: str) -> str:
 
 def chart_layout(metric_keys: Iterable[str], n_runs: int,
                  primary_metric: str = PRIMARY_METRIC) -> tuple[list[dict], list[dict]]:
-    """Chart cards and sections for every metric: end-of-run metrics as bar charts, the primary
-    metric first, then test, val, train sections open; every other section (``diag/L0``, the
-    parent's summaries, ...) collapsed.
+    """Chart cards and sections: the primary metric first, then the test, val and train sections
+    open, end-of-run metrics as bar charts; every other section (``diag/L0``, the parent's
+    summaries, ...) listed folded.
 
-    Every metric gets a card: the UI would otherwise add one itself for each metric it finds, in
-    an open section, e.g. the 36 ``diag/*`` charts before ``test/acc``.
+    Every metric's section is listed: for a metric in no listed section the UI would add one,
+    open, e.g. the 36 ``diag/*`` charts before ``test/acc``.
     """
     keys = sorted(set(metric_keys) | {primary_metric})
     names = sorted({section_of(k) for k in keys},
@@ -185,8 +184,15 @@ def chart_layout(metric_keys: Iterable[str], n_runs: int,
                              "isReordered": False, "deleted": False, "isGenerated": False})
     first = [primary_metric, "test/loss", "val/acc", "val/loss", "train/loss"]
     ordered = [k for k in first if k in keys] + [k for k in keys if k not in first]
+    # Cards for the open sections only: the UI adds a card for every other metric itself, into
+    # the section of that name listed here, folded. (A card each would not fit MLflow's 20,000
+    # characters for a deep model's hundreds of diag/* metrics.)
+    shown = {section_ids[name] for name in names if name in OPEN_SECTIONS}
+    shown.add(section_ids[section_of(primary_metric)])
     charts = []
     for key in ordered:
+        if section_ids[section_of(key)] not in shown:
+            continue
         card: dict[str, Any] = {"uuid": str(uuid.uuid4()), "metricKey": key,
                                 "metricSectionId": section_ids[section_of(key)],
                                 "deleted": False, "isGenerated": False, "runsCountToCompare": 10}
@@ -307,10 +313,15 @@ def write_sweep_view(client: MlflowClient, experiment_id: str, parent_run_id: st
                      primary_metric: str = PRIMARY_METRIC) -> str:
     """Write the sweep's saved view (its runs grouped and charted) and name it on the parent run
     (tag ``initsweep.view``); returns the view's key. ``swept_keys`` default: read back from the
-    runs (``swept_keys_of``). Call it once the runs are done: the charts cover the metrics they
-    (and the parent) logged, and a metric logged later gets an open section of its own."""
+    runs (``swept_keys_of``), as also when one of them is no param (a config group swept, e.g.
+    ``optim=adam,sgd``: its params differ instead). Call it once the runs are done: its chart
+    sections are those of the metrics the runs (and the parent) logged."""
     runs = sweep_runs(client, experiment_id, parent_run_id)
-    swept = list(swept_keys) if swept_keys is not None else swept_keys_of(runs)
+    params = {k for r in runs for k in r.data.params}
+    if swept_keys is None or any(k != "init" and k not in params for k in swept_keys):
+        swept = swept_keys_of(runs)
+    else:
+        swept = list(swept_keys)
     parent = client.get_run(parent_run_id)
     keys = {k for r in [*runs, parent] for k in r.data.metrics}
     varied = ", ".join(k for k in swept if k not in SEED_KEYS) or "seeds only"
@@ -344,10 +355,13 @@ def experiment_note(experiment_name: str, experiment_id: str, sweep_id: str, vie
     chart = runs_page_link("", experiment_id, view_key).lstrip("/")
     table = runs_page_link("", experiment_id, view_key, mode="TABLE").lstrip("/")
     parent = run_page_link("", experiment_id, parent_run_id).lstrip("/")
+    # The first line is all the folded banner shows: keep it short.
     lines = [
-        f"**{experiment_name}**: weight-initialization sweeps, one parent run per sweep and one "
-        f"child run per config and seed. Latest sweep `{sweep_id}`: "
-        f"[charts]({chart}) · [table]({table}) · [answer]({parent}).",
+        f"**{experiment_name}**, latest sweep: [charts]({chart}) · [table]({table}) · "
+        f"[answer]({parent})",
+        "",
+        f"Weight-initialization sweeps: one parent run per sweep, one child run per config and "
+        f"seed. Latest sweep `{sweep_id}`:",
         "",
         f"- [Charts]({chart}): `{PRIMARY_METRIC}` per run as bars, one colour per init and a "
         "shade per seed: the spread of a colour is the seed's effect.",
@@ -551,7 +565,7 @@ def finish_sweep_ui(client: MlflowClient, experiment_id: str, parent_run_id: str
                     swept_keys: Sequence[str] | None = None, base_url: str | None = None) -> str:
     """What the UI shows of a finished sweep, after its report (if any) was logged: run colours,
     the sweep's saved view, the experiment's banner, primary metric and kind. Returns the deep
-    link to print."""
+    link to print. ``swept_keys``: see ``write_sweep_view`` (default: read back from the runs)."""
     base_url = base_url or ui_base_url(client.tracking_uri)
     color_runs(client, sweep_runs(client, experiment_id, parent_run_id))
     parent = client.get_run(parent_run_id)
