@@ -1,4 +1,4 @@
-"""The ``initsweep`` console script: ``initsweep report [options]``.
+"""The ``initsweep`` console script: ``initsweep report [options]``, ``initsweep ui-link``.
 
 Bad input (an unknown experiment, sweep, metric or tuning key, a malformed filter, a missing
 store) stops with one line that names the flag and what is allowed, and exit code 2, before
@@ -42,10 +42,10 @@ non_negative_int = int_at_least(0)
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: one sub-command, ``report``."""
+    """The command line: sub-commands ``report`` and ``ui-link``."""
     top = OneLineParser(prog="initsweep", description="initsweep tools.")
     commands = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
-                                  metavar="{report}")
+                                  metavar="{report,ui-link}")
     rep = commands.add_parser(
         "report", help="seed-sensitivity report of a sweep",
         description="Read a sweep back from MLflow; per-group statistics over seeds, paired "
@@ -72,7 +72,43 @@ def parser() -> argparse.ArgumentParser:
                      help="seed of the bootstrap and subset draws (0)")
     rep.add_argument("--no-log", action="store_true",
                      help="write the files but do not log them on the parent run")
+    link = commands.add_parser(
+        "ui-link", help="print the MLflow UI link of a sweep (its saved view)",
+        description="Print the link that opens a sweep in the MLflow UI: the runs page in the "
+                    "model-training view, on the sweep's saved view (grouped by init config, "
+                    "test/acc per run as bars). Writes the view first if the sweep has none.")
+    link.add_argument("--experiment", help="experiment name (default: any experiment)")
+    link.add_argument("--sweep", metavar="ID",
+                      help="sweep id or parent run id (default: the newest sweep)")
+    link.add_argument("--tracking-uri", metavar="URI",
+                      help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                           "sqlite:///<cwd>/mlruns/mlflow.db)")
+    link.add_argument("--base-url", metavar="URL",
+                      help="where the UI is served (default: $INITSWEEP_UI_URL, else the "
+                           "tracking server, else http://127.0.0.1:5000)")
     return top
+
+
+def ui_link_command(args: argparse.Namespace) -> int:
+    """Run ``initsweep ui-link``; returns the exit code."""
+    from initsweep.mlflow_ui import sweep_link, ui_base_url
+    from initsweep.report.runs import (
+        ReportInputError,
+        default_tracking_uri,
+        open_client,
+        select,
+    )
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = args.tracking_uri or default_tracking_uri()
+    client = open_client(uri)
+    selection = select(client, args.experiment, sweep=args.sweep, latest=not args.sweep)
+    if not selection.parent_run_id:
+        raise ReportInputError("--sweep", f"{args.sweep!r}: its parent run is not in the store")
+    parent = client.get_run(selection.parent_run_id)
+    print(sweep_link(client, parent, args.base_url or ui_base_url(uri)))
+    return 0
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -104,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from initsweep.report.runs import ReportInputError
 
     try:
-        return report_command(args)
+        return ui_link_command(args) if args.command == "ui-link" else report_command(args)
     except ReportInputError as err:
         print(f"error: {err.flag} {err}", file=sys.stderr)
         return 2

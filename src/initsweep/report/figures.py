@@ -44,10 +44,34 @@ def _panels(n: int, width: float = 4.2, height: float = 3.4,
     return fig, flat[:n]
 
 
-def groups_plot(table: RunTable, summary: pd.DataFrame, path: Path, seed: int = 0) -> Path:
-    """Box plot per group with every seed as a jittered dot; excluded runs named in the labels."""
-    groups = list(summary["group"])
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(groups) + 2), 4.2))
+def zoom_groups(summary: pd.DataFrame, lower_is_better: bool = False) -> list[str] | None:
+    """The groups worth a zoomed panel: those on the better side of the widest gap between
+    groups' [min, max] ranges, when that gap is wider than each of them spans (a collapsed
+    group such as ``zeros`` at chance level next to 0.92-0.94 ones). None when no group is that
+    far apart: one axis already shows every spread."""
+    rows = summary.dropna(subset=["min", "max"])
+    if len(rows) < 2:
+        return None
+    rows = rows.sort_values("mean", ascending=lower_is_better)  # best first
+    best: list[str] = []
+    low, high = math.inf, -math.inf
+    chosen: list[str] | None = None
+    widest = 0.0
+    for i in range(len(rows) - 1):
+        row = rows.iloc[i]
+        best.append(row["group"])
+        low, high = min(low, row["min"]), max(high, row["max"])
+        rest = rows.iloc[i + 1:]
+        gap = (low - rest["max"].max()) if not lower_is_better else (rest["min"].min() - high)
+        if gap > max(high - low, 0.0) and gap > widest:
+            widest, chosen = gap, list(best)
+    return chosen
+
+
+def _groups_panel(ax: plt.Axes, table: RunTable, summary: pd.DataFrame, groups: list[str],
+                  seed: int) -> None:
+    """Box per group, every seed a jittered dot, excluded runs named in the labels."""
+    rows = summary.set_index("group").loc[groups].reset_index()
     data = [table.usable.loc[table.usable["group"] == g, "value"].to_numpy() for g in groups]
     positions = np.arange(1, len(groups) + 1)
     nonempty = [i for i, d in enumerate(data) if len(d)]
@@ -59,7 +83,7 @@ def groups_plot(table: RunTable, summary: pd.DataFrame, path: Path, seed: int = 
         ax.scatter(pos + jitter.uniform(-0.15, 0.15, len(values)), values, s=14, alpha=0.7,
                    color="tab:blue", zorder=3)
     labels = []
-    for _, row in summary.iterrows():
+    for _, row in rows.iterrows():
         label = f"{row['group']} (n={row['n']})"
         if row["failed"] or row["diverged"] or row["other"]:
             label += "\n" + row["excluded"]
@@ -67,8 +91,31 @@ def groups_plot(table: RunTable, summary: pd.DataFrame, path: Path, seed: int = 
     ax.set_xticks(positions, labels, rotation=30 if len(groups) > 6 else 0, ha="right"
                   if len(groups) > 6 else "center", fontsize=8)
     ax.set_ylabel(table.metric)
-    ax.set_title(f"{table.metric} per group across seeds")
     ax.grid(axis="y", alpha=0.3)
+
+
+def groups_plot(table: RunTable, summary: pd.DataFrame, path: Path, seed: int = 0) -> Path:
+    """Box plot per group with every seed as a jittered dot; excluded runs named in the labels.
+
+    When some groups sit far from the others (``zoom_groups``), a second panel shows only the
+    better ones on their own axis, so a 0.956-0.972 spread is not a flat line next to a
+    collapsed group at 0.10.
+    """
+    groups = list(summary["group"])
+    zoom = zoom_groups(summary, table.lower_is_better)
+    width = max(5.0, 0.75 * len(groups) + 2)
+    if zoom is None:
+        fig, ax = plt.subplots(figsize=(width, 4.2))
+        _groups_panel(ax, table, summary, groups, seed)
+        ax.set_title(f"{table.metric} per group across seeds")
+        return _save(fig, path)
+    fig, (ax, zoomed) = plt.subplots(1, 2, figsize=(width + max(4.0, 0.75 * len(zoom) + 2), 4.2),
+                                     gridspec_kw={"width_ratios": [len(groups), len(zoom)]})
+    _groups_panel(ax, table, summary, groups, seed)
+    ax.set_title(f"{table.metric} per group across seeds")
+    _groups_panel(zoomed, table, summary, [g for g in groups if g in zoom], seed)
+    left_out = ", ".join(g for g in groups if g not in zoom)
+    zoomed.set_title(f"zoomed: without {left_out}", fontsize=10)
     return _save(fig, path)
 
 

@@ -3,7 +3,8 @@
 The report is built once as a list of blocks (headings, paragraphs, tables of preformatted
 strings, images); the Markdown and HTML writers render the same blocks, so the two never
 disagree. The HTML embeds its images (base64), so it reads on its own, e.g. in the MLflow UI's
-artifact view, where relative image links would not resolve.
+artifact view, where relative image links would not resolve; the copy of report.md logged on the
+parent run links its images to the UI's server (``log_artifacts``).
 """
 
 from __future__ import annotations
@@ -433,12 +434,26 @@ def write(report: Report, out: Path) -> list[Path]:
 
 
 def log_artifacts(client: MlflowClient, report: Report, out: Path) -> str | None:
-    """Log the folder under ``report/`` on the sweep's parent run; returns its id (None: none)."""
+    """Log the folder under ``report/`` on the sweep's parent run, and the answer in the UI's own
+    terms (``initsweep.mlflow_ui.log_summary``: per-group metrics, the verdicts as the run's
+    description, the sweep's saved view); returns the run's id (None: no parent run).
+
+    The logged report.md points its images at the UI's server (``mlflow_ui.ui_base_url``):
+    MLflow's markdown viewer draws no relative or ``data:`` image. The copy in ``out`` keeps
+    relative paths.
+    """
+    from initsweep.mlflow_ui import absolute_image_links, log_summary, ui_base_url
+
     parent = report.selection.parent_run_id
     if not parent:
         return None
     client.log_artifacts(parent, str(out), artifact_path=ARTIFACT_PATH)
+    base_url = ui_base_url(client.tracking_uri)
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    client.log_text(parent, absolute_image_links(markdown, base_url, parent, ARTIFACT_PATH),
+                    f"{ARTIFACT_PATH}/report.md")
     client.set_tag(parent, "report", f"{ARTIFACT_PATH}/report.html")
+    log_summary(client, report, base_url)
     return parent
 
 
