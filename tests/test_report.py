@@ -271,8 +271,8 @@ def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
 
 
 def test_sweep_then_report_end_to_end(cli, store, tmp_path):
-    """A real sweep with +report=true (the hook), then `initsweep report` as a subprocess."""
-    cli("-m", "init=he,zeros", "seed=0,1,2", "trainer.max_epochs=2", "+report=true",
+    """A real sweep with report=true (the default hook), then `initsweep report` as a subprocess."""
+    cli("-m", "init=he,zeros", "seed=0,1,2", "trainer.max_epochs=2", "report=true",
         "diagnostics.plots=false", check=True)  # per-run diagnostic PNGs: ~8 s, not tested here
     hook_report = tmp_path / "multirun" / "report"
     assert (hook_report / "report.md").is_file() and (hook_report / "runs.csv").is_file()

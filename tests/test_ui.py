@@ -39,7 +39,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # log exact end-of-run metrics at step 0 without a stale checkpoint tag (issue 13 integration).
 # Then True: the test takes the link from the sweep's output and checks the child runs too.
 # (The report's summary metrics and note are already logged by the sweep's report hook.)
-INTEGRATED = False
+INTEGRATED = True
 PAGE_TIMEOUT_MS = 60_000
 
 
@@ -122,7 +122,7 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(cli, store, tmp_path, monkey
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     monkeypatch.setenv(mlflow_ui.UI_URL_ENV, base)  # the sweep's links and report.md images
-    proc = cli("-m", "init=he,zeros", "seed=0,1,2", "trainer.max_epochs=2", "++report=true",
+    proc = cli("-m", "init=he,zeros", "seed=0,1,2", "trainer.max_epochs=2", "report=true",
                "diagnostics.plots=false", check=True)
     client = MlflowClient(store)
     selection = select(client, None, latest=True)

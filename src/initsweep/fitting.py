@@ -36,8 +36,8 @@ def fit_single(cfg: DictConfig, logger: BufferedMlflowLogger, module: InitSweepM
     diagnostics = build_diagnostics(cfg, datamodule)
     trainer = build_trainer(cfg, logger, [preemption, *([diagnostics] if diagnostics else [])])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    trainer.test(module, datamodule=datamodule, verbose=False)
     losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
     outcome = "ok" if module.diverged_at_step is None else "diverged"
-    return RunResult(outcome, {k: float(v) for k, v in results.items()}, diagnostics, module.net,
-                     losses, trainer.global_step)
+    return RunResult(outcome, dict(module.test_results), diagnostics, module.net, losses,
+                     trainer.global_step)

@@ -274,7 +274,7 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
     complete_pending()  # the previous job's plots, drawn while this one trained
     background = plots_in_background(cfg)
     for run, result in zip(runs, results, strict=True):
-        run.logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=result.step)
+        run.logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=0)  # once: a bar
         run.logger.flush()
         run.status.update(outcome=result.outcome, **result.metrics)
         forget_checkpoint(client, run.run_id)

@@ -32,9 +32,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Run
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
+
+from initsweep.conventions import SEED_KEYS
 
 if TYPE_CHECKING:  # pandas, scipy and matplotlib only where a report is summarised
     from initsweep.report.render import Report
@@ -48,10 +48,8 @@ EXPERIMENT_KIND = "custom_model_development"  # the UI's "Machine learning" expe
 VIEW_KEY_TAG = "initsweep.view"  # on a sweep's parent run: the key of its saved view
 SUMMARY_METRIC_TAG = "initsweep.summary_metric"  # on a parent run: the metric log_summary used
 PARENT_TAG = "mlflow.parentRunId"
-CHECKPOINT_TAG = "checkpoint"
 UI_URL_ENV = "INITSWEEP_UI_URL"  # where `mlflow ui` serves this store, for links and images
 DEFAULT_UI_URL = "http://127.0.0.1:5000"  # `make ui` / `mlflow ui` defaults
-SEED_KEYS = ("seed", "init_seed", "data_seed")  # as initsweep.tracking (a test checks)
 PRIMARY_METRIC = "test/acc"
 # Metrics logged once per run, at its end: drawn as bars (one per run), the rest as lines.
 END_OF_RUN_PREFIXES = ("test/", "time/")
@@ -436,25 +434,6 @@ def exact_ratio(count: float, total: float) -> float:
     if count != int(count) or total != int(total) or int(total) <= 0:
         raise ValueError(f"exact_ratio({count!r}, {total!r}): needs whole counts and total > 0")
     return int(count) / int(total)
-
-
-def end_of_run_metrics(values: Mapping[str, float], timestamp_ms: int | None = None
-                       ) -> list[Metric]:
-    """Metric rows for values measured once at a run's end (``test/acc``, ``test/loss``), at
-    step 0: with no step >= 1 the UI draws a metric as a bar chart, one bar per run (at
-    ``step=global_step`` it draws a line chart with one dot)."""
-    now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    return [Metric(key, float(value), now, 0) for key, value in values.items()]
-
-
-def clear_checkpoint_tag(client: MlflowClient, run_id: str) -> None:
-    """Drop the ``checkpoint`` tag of a run whose checkpoint file is gone (the run finished):
-    a finished run should not name a file that no longer exists. No tag: nothing to do."""
-    try:
-        client.delete_tag(run_id, CHECKPOINT_TAG)
-    except MlflowException as err:
-        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise
 
 
 # ------------------------------------------------------------------------------- the parent run

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 PREEMPTED = "preempted"
@@ -91,7 +93,11 @@ def mark_preempted(client: MlflowClient, run_id: str) -> None:
 
 def forget_checkpoint(client: MlflowClient, run_id: str) -> None:
     """A finished run has nothing to resume: its checkpoint tag would name a deleted file."""
-    client.delete_tag(run_id, CHECKPOINT_TAG)
+    try:
+        client.delete_tag(run_id, CHECKPOINT_TAG)
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):  # no tag: nothing to do
+            raise
 
 
 def job_checkpoint(tracking_cfg: Mapping[str, Any] | None, uri: str,

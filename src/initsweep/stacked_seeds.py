@@ -44,6 +44,7 @@ from initsweep.data import TensorDataModule
 from initsweep.fitting import RunResult
 from initsweep.lightning_module import InitSweepModule
 from initsweep.mlflow_logger import BufferedMlflowLogger
+from initsweep.mlflow_ui import exact_ratio
 from initsweep.optimizers import make_optimizer
 from initsweep.preemption import PreemptionCheckpoint
 
@@ -98,7 +99,8 @@ class StackedSeedsModule(L.LightningModule):
         self._frozen: dict[str, Tensor] = {}
         self._step_losses: list[tuple[int, Tensor]] = []  # (step, K losses), synced per epoch
         self.loss_history: list[list[float]] = [[] for _ in range(self.k)]  # for the loss plots
-        self._sums: dict[str, Tensor] = {}
+        self._sums: dict[str, Tensor] = {}  # per-seed loss and correct sums of the epoch
+        self._n = 0  # samples evaluated this epoch (every seed sees the same batches)
         self._epoch_start_step = 0
 
     def seed_net(self, k: int) -> nn.Sequential:
@@ -182,24 +184,27 @@ class StackedSeedsModule(L.LightningModule):
         x, y = batch
         logits = self(x)  # (K, B, C): every model on the same batch
         loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(self.k), reduction="none")
-        sums = {"loss": loss.view(self.k, -1).sum(dim=1),
-                "acc": (logits.argmax(dim=2) == y).float().sum(dim=1),
-                "n": torch.full((self.k,), float(len(y)), device=logits.device)}
+        sums = {"loss": loss.view(self.k, -1).sum(dim=1).double(),
+                "correct": (logits.argmax(dim=2) == y).sum(dim=1)}
         for key, value in sums.items():
             self._sums[key] = self._sums.get(key, 0) + value
+        self._n += len(y)
 
-    def _log_epoch(self, stage: str, step: int) -> dict[str, Tensor]:
-        means = {f"{stage}/{key}": (self._sums[key] / self._sums["n"]).cpu()
-                 for key in ("loss", "acc")}
-        self._sums = {}
+    def _log_epoch(self, stage: str, step: int) -> dict[str, list[float]]:
+        """Each seed's ``<stage>/acc`` (correct / n, exact) and ``<stage>/loss``, logged in its
+        run at the step a run alone would log them (test: step 0, as ``InitSweepModule``)."""
+        correct = self._sums["correct"].cpu().tolist()
+        values = {f"{stage}/acc": [exact_ratio(c, self._n) for c in correct],
+                  f"{stage}/loss": (self._sums["loss"].cpu() / self._n).tolist()}
+        self._sums, self._n = {}, 0
         now = int(time.time() * 1000)
         for k, logger in enumerate(self.loggers_per_seed):
             at = self.diverged_at_step[k]
             if stage == "val" and at is not None and at < self._epoch_start_step:
                 continue  # a run alone stopped in an earlier epoch: no more validation
-            model_step = step if at is None else min(step, at - (stage == "val"))
-            logger.add([Metric(key, float(v[k]), now, model_step) for key, v in means.items()])
-        return means
+            model_step = 0 if stage == "test" else step if at is None else min(step, at - 1)
+            logger.add([Metric(key, v[k], now, model_step) for key, v in values.items()])
+        return values
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start_step = self.global_step
@@ -214,7 +219,7 @@ class StackedSeedsModule(L.LightningModule):
         self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._log_epoch("test", self.global_step)
+        self.test_results = self._log_epoch("test", 0)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return make_optimizer(self.parameters(), self.optim_cfg)
@@ -250,7 +255,7 @@ def fit_stacked(configs: list[DictConfig], loggers: list[BufferedMlflowLogger],
     stacked._flush_losses()
     trainer.test(stacked, dataloaders=datamodule.test_dataloader(), verbose=False)
     return [RunResult("ok" if stacked.diverged_at_step[k] is None else "diverged",
-                      {key: float(v[k]) for key, v in stacked.test_results.items()},
+                      {key: v[k] for key, v in stacked.test_results.items()},
                       diagnostics[k], stacked.seed_net(k), stacked.loss_history[k],
                       trainer.global_step)
             for k in range(len(configs))]

@@ -58,12 +58,12 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         redact_log_records()  # before the launcher logs each job's overrides
         quiet_third_parties()
-        self.client, experiment_id = open_experiment(config)
+        self.client, self.experiment_id = open_experiment(config)
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = " ".join(map(redact_override, config.hydra.overrides.task))
         run = self.client.create_run(
-            experiment_id, run_name=f"sweep-{self.sweep_id}",
+            self.experiment_id, run_name=f"sweep-{self.sweep_id}",
             tags={"sweep_id": self.sweep_id, "initsweep.role": "sweep",
                   "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir)})
         self.parent_run_id = run.info.run_id
@@ -71,9 +71,8 @@ class SweepCallback(Callback):
         _open_sweep = (self.client, self.parent_run_id)
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
         os.environ[SWEEP_ID_ENV] = self.sweep_id
-        sweeper_params = config.hydra.sweeper.get("params")
-        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config.hydra.overrides.task,
-                                                         sweeper_params))
+        self.swept = swept_keys(config.hydra.overrides.task, config.hydra.sweeper.get("params"))
+        os.environ[SWEPT_KEYS_ENV] = ",".join(self.swept)
         print(f"sweep {self.sweep_id}: parent run {self.parent_run_id} in "
               f"{redact(tracking_uri(config.get('tracking')))}", flush=True)
 
@@ -96,7 +95,7 @@ class SweepCallback(Callback):
         self.client.set_terminated(self.parent_run_id, RunStatus.to_string(status))
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
         print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
-        if config.get("report"):  # +report=true (or {tune: optim.lr, ...}): initsweep.report
+        if config.get("report"):  # report=true (default) or {tune: optim.lr, ...}
             try:
                 from initsweep.report.render import report_for_sweep
 
@@ -106,6 +105,16 @@ class SweepCallback(Callback):
                                        config.get("report")), flush=True)
             except Exception as err:  # a report that cannot be made never fails the sweep
                 print(f"report: not written: {err}", file=sys.stderr, flush=True)
+        try:  # what the MLflow UI opens on; a view that cannot be written never fails the sweep
+            from initsweep.mlflow_ui import closing_line, finish_sweep_ui
+
+            link = finish_sweep_ui(self.client, self.experiment_id, self.parent_run_id,
+                                   self.sweep_id, self.swept)
+            options = config.get("report")
+            tuned = bool(options and hasattr(options, "keys") and options.get("tune"))
+            print(closing_line(self.sweep_id, link, tuned), flush=True)
+        except Exception as err:
+            print(f"mlflow ui: view not written: {err}", file=sys.stderr, flush=True)
         for s in failed:
             print(f"  failed: {s.get('name', '?')}: {s.get('error', '?')}", file=sys.stderr)
         if failed:

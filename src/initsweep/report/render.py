@@ -477,7 +477,8 @@ def make_report(client: MlflowClient, selection: Selection, out: Path | None = N
 
 def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out: Path,
                      options: Any = None) -> str:
-    """The hook for ``+report=true``: report one sweep into ``out``; returns the terminal text.
+    """The end-of-sweep hook (`report=true`, the default): report one sweep into ``out``;
+    returns the terminal text.
 
     ``options`` is the config's ``report`` value: ``true``, or a mapping with any of ``metric``,
     ``tune``, ``n_test``, ``seed``.
