@@ -74,7 +74,7 @@ def config_error_line(err: BaseException, conf_dir: Path) -> str | None:
         key = getattr(cause, "full_key", None)
         message = str(getattr(cause, "msg", None) or cause).splitlines()[0]
         schema = getattr(cause, "object_type", None)
-        if message.startswith("Key ") and dataclasses.is_dataclass(schema):
+        if key and message.startswith("Key ") and dataclasses.is_dataclass(schema):
             valid = sorted(f.name for f in dataclasses.fields(schema))
             message = f"not a key of {key.rsplit('.', 1)[0]}; valid: {', '.join(valid)}"
         return f"{key}: {message}" if key else message

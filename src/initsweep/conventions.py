@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,13 +37,21 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 NAMED_KEYS = ("init", "init.scheme", "init.scale", *SEED_KEYS)
 
 
+def as_dict(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A config as plain containers, interpolations resolved (a mapping stays as it is)."""
+    if isinstance(cfg, DictConfig):
+        return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    return dict(cfg)
+
+
 def config_hash(cfg: Mapping[str, Any], keys: tuple[str, ...] = RESULT_KEYS) -> str:
     """Short stable hash of the result-deciding part of a resolved config."""
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    container = as_dict(cfg)
     part = {k: container.get(k) for k in keys}
     for section, skipped in NOT_HASHED.items():
-        if isinstance(part.get(section), Mapping):
-            part[section] = {k: v for k, v in part[section].items() if k not in skipped}
+        value = part.get(section)
+        if isinstance(value, Mapping):
+            part[section] = {k: v for k, v in value.items() if k not in skipped}
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -112,7 +120,7 @@ def seed_configs(cfg: DictConfig, k: int) -> list[DictConfig]:
     """
     configs = []
     for offset in range(k):
-        one = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        one = cast(DictConfig, OmegaConf.create(as_dict(cfg)))
         for key in SEED_KEYS:
             one[key] = cfg[key] + offset
         one.seeds_per_job = 1

@@ -29,7 +29,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
@@ -463,7 +463,7 @@ def summary_metrics(report: Report) -> dict[str, float]:
     for result in report.tuning:
         summary = result.summary()
         for stat in ("flip_rate", "regret", "heldout_regret_k1"):
-            value = float(summary[stat])
+            value = float(cast(float, summary[stat]))
             if math.isfinite(value):
                 out[metric_name(metric, f"tuning {report.tune_key}", result.context, stat)] = value
     return out

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 INPUTS_FILE = "plot_inputs.pkl"
 
@@ -59,6 +59,9 @@ class PlotWorker:
                                                            os.environ.get("PYTHONPATH"))))}
         self.process = subprocess.Popen([sys.executable, "-m", "initsweep.plot_worker"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        assert self.process.stdin is not None and self.process.stdout is not None  # both PIPEs
+        self.requests: IO[bytes] = self.process.stdin
+        self.answers: IO[bytes] = self.process.stdout
         self.sent = self.answered = 0
 
     def alive(self) -> bool:
@@ -73,8 +76,8 @@ class PlotWorker:
         """Queue one run's plots; returns its ticket (answers come back in ticket order)."""
         (folder / INPUTS_FILE).write_bytes(pickle.dumps(inputs))
         try:
-            self.process.stdin.write(f"{folder}\n".encode())
-            self.process.stdin.flush()
+            self.requests.write(f"{folder}\n".encode())
+            self.requests.flush()
         except (BrokenPipeError, OSError) as err:
             raise PlotWorkerDied(f"plot worker gone: {err}") from None
         self.sent += 1
@@ -86,7 +89,7 @@ class PlotWorker:
             raise ValueError(f"answers come in order: expected ticket {self.answered}, "
                              f"got {ticket}")
         try:
-            answer = pickle.load(self.process.stdout)
+            answer = pickle.load(self.answers)
         except (EOFError, OSError, pickle.UnpicklingError) as err:
             raise PlotWorkerDied(f"plot worker gone (exit code {self.process.poll()}): "
                                  f"{type(err).__name__}") from None
@@ -96,7 +99,7 @@ class PlotWorker:
     def close(self) -> None:
         """End of input: the worker finishes what it was sent and exits."""
         try:
-            self.process.stdin.close()
+            self.requests.close()
             self.process.wait(timeout=30)
         except Exception:
             self.process.kill()

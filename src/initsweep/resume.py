@@ -72,10 +72,10 @@ def resumable(previous: Sequence[list[Run]]) -> tuple[list[Run], Path] | None:
     Runs trained together resume together: only when every run of the job was preempted with
     the same checkpoint (the runs of an interrupted stacked job share one file).
     """
-    found = [preempted_run(runs) for runs in previous]
-    if not found or any(f is None for f in found) or len({f[1] for f in found}) != 1:
+    found = [f for f in (preempted_run(runs) for runs in previous) if f is not None]
+    if not found or len(found) < len(previous) or len({path for _, path in found}) != 1:
         return None
-    return [f[0] for f in found], found[0][1]
+    return [run for run, _ in found], found[0][1]
 
 
 def reopen_run(client: MlflowClient, run_id: str, checkpoint: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import matplotlib
 
@@ -129,7 +129,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
         axis.minorticks_off()
         for which, ticks in (("x", axis.xaxis), ("y", axis.yaxis)):
             if ticks.get_scale() == "linear":
-                axis.locator_params(axis=which, nbins=5)
+                axis.locator_params(axis=cast(Literal["x", "y"], which), nbins=5)
             else:
                 low, high = sorted(getattr(axis, f"get_{which}lim")())
                 if low > 0 and high < 10 * low:  # under a decade: no power of ten to label

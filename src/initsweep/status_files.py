@@ -43,7 +43,7 @@ def mark_failed(path: Path | None, run_id: str, error: str) -> None:
 
 def collect_statuses(sweep_dir: Path, sweep_id: str) -> list[dict[str, Any]]:
     """The statuses this sweep's jobs wrote (older sweeps in the same folder are ignored)."""
-    statuses = []
+    statuses: list[dict[str, Any]] = []
     for path in sorted(sweep_dir.glob(f"**/{STATUS_FILE}")):
         statuses.extend(s for s in json.loads(path.read_text()) if s.get("sweep_id") == sweep_id)
     return statuses
