@@ -1,0 +1,156 @@
+"""Measure the report's statistics on simulated seeds: the numbers docs/report.md quotes.
+
+    python scripts/calibrate_report.py                 # 10,000 replicates per cell (~2 min)
+    python scripts/calibrate_report.py --replicates 2000
+
+The scenarios are those of ``tests/test_calibration.py`` (imported from it), with more
+replicates: the tests assert bands, this prints the values. Monte-Carlo standard deviation of a
+rate near 0.95 (or 0.05) at 10,000 replicates: 0.002.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from initsweep.report import stats as st  # noqa: E402
+from initsweep.report import variance_split as vs  # noqa: E402
+from initsweep.report.aso import THRESHOLD, aso  # noqa: E402
+from initsweep.report.multiple_comparisons import holm  # noqa: E402
+from tests.test_calibration import (  # noqa: E402
+    KINDS,
+    SEEDS,
+    TRUE_MEAN,
+    crossed_grids,
+    null_groups,
+    scores,
+)
+
+
+def chunked(function, x: np.ndarray, rng: np.random.Generator, size: int = 2000):
+    """Apply an interval function to chunks of replicates (bounded memory)."""
+    parts = [function(x[i:i + size], rng) for i in range(0, len(x), size)]
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(2))
+
+
+def intervals(r: int, rng: np.random.Generator) -> None:
+    print("\n95% interval of a group's mean: coverage (collapse: overall / when >= 1 seed "
+          "collapsed)")
+    print("| scores | " + " | ".join(f"{n} seeds" for n in SEEDS) + " |")
+    print("|---|" + "---|" * len(SEEDS))
+    for kind in KINDS:
+        cells = []
+        for n in SEEDS:
+            x = scores(kind, (r, n), rng)
+            low, high = chunked(st.mean_interval, x, rng)
+            covered = (low <= TRUE_MEAN[kind]) & (TRUE_MEAN[kind] <= high)
+            if kind == "collapse":
+                seen = (x < 0.5).any(axis=-1)
+                cells.append(f"{covered.mean():.3f} / {covered[seen].mean():.3f}")
+            else:
+                cells.append(f"{covered.mean():.3f}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
+def verdicts(r: int, rng: np.random.Generator) -> None:
+    print("\nVerdicts with 10 equal configurations, all 45 pairs: P(any false winner) / "
+          "expected false winners / one pair alone / any false winner without Holm")
+    print("| scores | " + " | ".join(f"{n} seeds" for n in SEEDS) + " |")
+    print("|---|" + "---|" * len(SEEDS))
+    first, second = np.array(list(combinations(range(10), 2))).T
+    for kind in KINDS:
+        cells = []
+        for n in SEEDS:
+            x = null_groups(kind, 10, n, r, rng)
+            p = st.sign_test(x[:, first], x[:, second])
+            called = st.calls(holm(p))
+            single = st.calls(p[:, 0])
+            raw = (p <= st.ALPHA).any(axis=-1)
+            cells.append(f"{called.any(-1).mean():.3f} / {called.sum(-1).mean():.3f} / "
+                         f"{single.mean():.3f} / {raw.mean():.2f}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    print("\nPower of one pair (P(win) per seed 0.75 / 0.85 / 0.95), exact sign test at 5%:")
+    for n in SEEDS:
+        print(f"  {n} seeds: " + " / ".join(f"{float(st.sign_test_power(n, q, st.ALPHA)):.2f}"
+                                            for q in (0.75, 0.85, 0.95)))
+    for q in (0.75, 0.85, 0.95):
+        print(f"  seeds for 80% power at P(win) {q}: 1 pair "
+              f"{st.seeds_for_win_probability(q, st.ALPHA):.0f}, 10 pairs (level 0.005) "
+              f"{st.seeds_for_win_probability(q, st.ALPHA / 10):.0f}")
+
+
+def p_interval(r: int, rng: np.random.Generator) -> None:
+    print("\nExact interval of P(A > B) with ties (accuracy on 360 images): coverage")
+    a = np.round((0.905 + 0.006 * rng.standard_normal(2_000_000)) * 360) / 360
+    b = np.round((0.900 + 0.006 * rng.standard_normal(2_000_000)) * 360) / 360
+    truth = float(st.p_better(a, b))
+    cells = []
+    for n in SEEDS:
+        a = np.round((0.905 + 0.006 * rng.standard_normal((r, n))) * 360) / 360
+        b = np.round((0.900 + 0.006 * rng.standard_normal((r, n))) * 360) / 360
+        low, high = st.p_better_interval(a, b)
+        cells.append(f"{n} seeds {((low <= truth) & (truth <= high)).mean():.3f}")
+    print("  " + ", ".join(cells))
+
+
+def aso_rates(r: int, rng: np.random.Generator) -> None:
+    r = min(r, 4000)
+    print(f"\nASO eps_min < {THRESHOLD} with equal configurations (A = the better-looking by "
+          "P(A > B), one comparison): false 'A dominates' rate")
+    for kind in KINDS:
+        cells = []
+        for n in SEEDS:
+            a, b = scores(kind, (r, n), rng), scores(kind, (r, n), rng)
+            flip = (st.p_better(a, b) < 0.5)[:, None]
+            a, b = np.where(flip, b, a), np.where(flip, a, b)
+            cells.append(f"{n}: {(aso(a, b, rng) < THRESHOLD).mean():.3f}")
+        print(f"  {kind}: " + ", ".join(cells))
+
+
+def variance(r: int, rng: np.random.Generator) -> None:
+    r = min(r, 4000)
+    print("\nVariance split on crossed k x k grids (normal random effects): bias of each share "
+          "(init, data, rest) and coverage of the 95% intervals (init, data, rest, init - data)")
+    for true_shares in ((0.6, 0.2, 0.2), (0.34, 0.49, 0.17), (0.1, 0.1, 0.8), (0.0, 0.5, 0.5)):
+        for k in (4, 8):
+            truth = np.array(true_shares)
+            y = crossed_grids(true_shares, k, r, rng)
+            estimate = vs.shares(vs.variance_components(y))
+            low, high = [], []
+            for i in range(0, r, 500):
+                lo, hi = vs.share_intervals(vs.pivotal_shares(y[i:i + 500], rng))
+                low.append(lo)
+                high.append(hi)
+            low, high = np.concatenate(low), np.concatenate(high)
+            target = np.append(truth, truth[0] - truth[1])
+            coverage = ((low <= target) & (target <= high)).mean(axis=0)
+            ahead = (estimate[:, 1] > estimate[:, 0]).mean()
+            print(f"  {true_shares} {k}x{k}: bias {np.round(estimate.mean(0) - truth, 3)}, "
+                  f"sd {np.round(estimate.std(0), 3)}, coverage {np.round(coverage, 3)}, "
+                  f"data estimated above init in {ahead:.2f} of grids")
+        k = vs.grid_to_separate(truth, rng)
+        print(f"    grid that separates init from data 4 times in 5: {k}x{k}" if k else
+              "    no grid up to 64x64 separates them")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicates", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    intervals(args.replicates, rng)
+    verdicts(args.replicates, rng)
+    p_interval(args.replicates, rng)
+    aso_rates(args.replicates, rng)
+    variance(args.replicates, rng)
+
+
+if __name__ == "__main__":
+    main()
