@@ -46,14 +46,17 @@ def rng_of(*names: object) -> np.random.Generator:
 
 # ------------------------------------------------------------------------------ intervals
 # Coverage bands of the 95% interval of a group's mean (R = 2000: +- 0.015 is 3 MC sd).
-# Normal scores: nominal at every n. Skewed: no symmetric 3-point interval can do better than
-# ~0.89 (the t interval's measured coverage), from 5 seeds the bootstrap-t reaches ~0.94.
-# Collapse: no interval covers the mean when none of the n seeds collapsed (with 3 seeds, 73%
-# of samples); the promise is coverage when the seeds do show a collapse.
+# Normal scores: nominal at every n. Skewed (skewness -2): measured 0.90 / 0.91 / 0.93 / 0.945
+# at 3 / 5 / 10 / 20 seeds (Student's t: 0.88 / 0.89 / 0.90 / 0.92, below every band but the
+# first). Collapse: no interval covers the mean when none of the n seeds collapsed (with 3
+# seeds, 73% of samples); the promise is coverage when the seeds do show a collapse, with an
+# interval of sane width (the studentized bootstrap's median width there, 2.4 accuracy units at
+# 10 seeds, is what ruled it out).
 COVERAGE_BAND = {("normal", n): (0.93, 0.97) for n in SEEDS}
-COVERAGE_BAND |= {("skewed", 3): (0.87, 0.97)}
-COVERAGE_BAND |= {("skewed", n): (0.92, 0.97) for n in (5, 10, 20)}
+COVERAGE_BAND |= {("skewed", 3): (0.875, 0.97), ("skewed", 5): (0.89, 0.97),
+                  ("skewed", 10): (0.91, 0.97), ("skewed", 20): (0.925, 0.97)}
 COVERAGE_BAND |= {("collapse", n): (0.93, 1.0) for n in SEEDS}  # given >= 1 collapse seen
+COLLAPSE_WIDTH = {3: 4.0, 5: 3.0, 10: 1.0, 20: 0.5}  # median width when a collapse was seen
 
 
 @pytest.mark.parametrize("n", SEEDS)
@@ -61,26 +64,32 @@ COVERAGE_BAND |= {("collapse", n): (0.93, 1.0) for n in SEEDS}  # given >= 1 col
 def test_mean_interval_covers_at_its_stated_rate(kind, n):
     rng = rng_of("interval", kind, n)
     x = scores(kind, (2000, n), rng)
-    low, high = st.mean_interval(x, rng)
+    low, high = st.mean_interval(x)
     covered = (low <= TRUE_MEAN[kind]) & (TRUE_MEAN[kind] <= high)
     if kind == "collapse":
         seen = (x < 0.5).any(axis=-1)
         # what no interval can fix: when no seed collapsed, the truth is below every seed's score
-        assert covered[~seen].mean() < 0.15
+        assert covered[~seen].mean() < 0.25
         covered = covered[seen]
+        assert np.median((high - low)[seen]) <= COLLAPSE_WIDTH[n]
     low_band, high_band = COVERAGE_BAND[kind, n]
     assert low_band <= covered.mean() <= high_band, (kind, n, covered.mean())
 
 
-def test_no_interval_below_three_seeds():
-    rng = rng_of("few")
+def test_no_interval_below_three_seeds_and_the_interval_s_shape():
     for n in (1, 2):
-        low, high = st.mean_interval(np.array([0.9, 0.8][:n]), rng)
+        low, high = st.mean_interval(np.array([0.9, 0.8][:n]))
         assert np.isnan(low) and np.isnan(high)
-    assert st.ci_method(2) == "none" and st.ci_method(3) == "t"
-    assert st.ci_method(5) == "bootstrap-t"
-    low, high = st.mean_interval(np.full(6, 0.9), rng)  # all seeds equal: a point
+    assert st.ci_method(2) == "none" and st.ci_method(3) == "hall-t"
+    low, high = st.mean_interval(np.full(6, 0.9))  # all seeds equal: a point
     assert low == high == pytest.approx(0.9)
+    symmetric = np.array([0.88, 0.89, 0.90, 0.91, 0.92])  # no skew: Student's t exactly
+    assert np.allclose(st.mean_interval(symmetric), st.t_interval(symmetric))
+    tail = np.array([0.93, 0.93, 0.92, 0.93, 0.80])  # a long lower tail: the interval moves down
+    low, high = st.mean_interval(tail)
+    t_low, t_high = st.t_interval(tail)
+    assert low < t_low and high < t_high
+    assert st.mean_interval(np.array([0.1, 0.9, 0.9]), bounds=(0, 1))[1] == 1.0  # cut at 1
 
 
 # ------------------------------------------------------------------------------ verdicts

@@ -49,7 +49,7 @@ from initsweep.report.runs import (
     lower_is_better,
     sort_key,
 )
-from initsweep.report.stats import mean_interval, rng_for
+from initsweep.report.stats import is_accuracy, mean_interval, rng_for
 
 MAX_SUBSETS = 200  # subsets per k for the regret curve; all of them when there are fewer
 P_BEST_RESAMPLES = 2000
@@ -176,7 +176,8 @@ def analyse(table: RunTable, key: str, seed: int = 0, select_metric: str | None 
         sub = usable[usable["context"] == context]
         result, note = analyse_context(sub, key, context, table.lower_is_better, seed,
                                        select_column=column,
-                                       select_lower_is_better=lower_is_better(select))
+                                       select_lower_is_better=lower_is_better(select),
+                                       bounds=(0.0, 1.0) if is_accuracy(table) else None)
         if result is not None:
             result.score_metric, result.select_metric = table.metric, select
             results.append(result)
@@ -187,10 +188,12 @@ def analyse(table: RunTable, key: str, seed: int = 0, select_metric: str | None 
 
 def analyse_context(runs: pd.DataFrame, key: str, context: str, lower_is_better: bool,
                     seed: int = 0, select_column: str = "value",
-                    select_lower_is_better: bool | None = None
+                    select_lower_is_better: bool | None = None,
+                    bounds: tuple[float, float] | None = None
                     ) -> tuple[TuningResult | None, str | None]:
     """The tuning trap on one context's runs (usable rows of a ``RunTable`` frame): choices on
-    ``select_column`` (default: the score itself), scores on ``value``."""
+    ``select_column`` (default: the score itself), scores on ``value``; ``bounds`` are the
+    metric's (an accuracy's: [0, 1]), for the per-value intervals."""
     if select_lower_is_better is None:
         select_lower_is_better = lower_is_better
     runs = runs.assign(seed_tuple=list(zip(*(runs[k] for k in SEED_KEYS), strict=True)),
@@ -246,10 +249,8 @@ def analyse_context(runs: pd.DataFrame, key: str, context: str, lower_is_better:
 
     p_best = _p_best(choose, rng_for(seed, context, key, "p_best"))
     curve = regret_curve(score, rng_for(seed, context, key, "curve"), choose=choose)
-    ci = pd.DataFrame([[float(e) for e in mean_interval(m[:, j], rng_for(seed, context, key,
-                                                                         value))]
-                       for j, value in enumerate(values)],
-                      index=values, columns=["ci_low", "ci_high"])
+    ci = pd.DataFrame([[float(e) for e in mean_interval(m[:, j], bounds=bounds)]
+                       for j in range(len(values))], index=values, columns=["ci_low", "ci_high"])
     return TuningResult(
         context=context, key=key, values=values, seeds=seeds, grid=grid,
         mean=pd.Series(sign * mean, index=values), best_on_mean=best_on_mean, per_seed=per_seed,
