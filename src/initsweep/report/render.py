@@ -335,7 +335,7 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
                          "order's seed, and the rest (their interaction and any other noise): "
                          "variance components of the two-way random-effects ANOVA over the "
                          "init-seed x data-seed grid (method of moments), with 95% generalized "
-                         "confidence intervals (coverage 0.95-0.98 measured on simulated normal "
+                         "confidence intervals (coverage 0.95-0.99 measured on simulated normal "
                          "grids). `init - data`: the interval of the difference of the two "
                          "shares; when it contains 0, the grid cannot tell which matters more."))
         out.append(("table", variance_view(report.variance)))

@@ -17,7 +17,7 @@ interaction plus any other noise (with one run per cell the two cannot be told a
   1993; for variance components, e.g. Burdick, Borror & Montgomery 2005): each mean square's
   expectation is drawn as SS / chi2_df, the components and shares are computed from the draws as
   above, and the 2.5% and 97.5% percentiles of the draws are the interval. Measured coverage on
-  normal grids 0.95-0.98 at 4 x 4 and 8 x 8 (docs/report.md).
+  normal grids 0.95-0.99 at 4 x 4 and 8 x 8 (docs/report.md).
 - Separation: the grid tells which source matters more when the interval of init share minus
   data share excludes 0. When it does not, the smallest k x k grid that would, 4 times in 5, at
   the estimated components, comes from simulating such grids (normal model).
