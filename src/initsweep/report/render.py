@@ -231,13 +231,20 @@ def winners_view(r: TuningResult) -> pd.DataFrame:
 
 
 def values_view(r: TuningResult) -> pd.DataFrame:
-    return pd.DataFrame([{
-        r.key: v, "mean": fmt(float(r.mean[v])),
-        "95% CI": (f"[{fmt(r.ci.at[v, 'ci_low'])}, {fmt(r.ci.at[v, 'ci_high'])}]"
-                   if r.ci is not None else "–"),
-        "seeds it wins": f"{(r.per_seed['winner'].str.split('=').map(lambda w, v=v: v in w)).sum()}"
-                         f"/{len(r.seeds)}",
-        "P(best)": fmt(float(r.p_best[v]), 2)} for v in r.values])
+    """Per value: its mean score with the interval, its mean select metric (what the choice
+    saw) when that is another metric, the seeds it wins and P(best)."""
+    rows = []
+    for v in r.values:
+        row = {r.key: v, f"mean {r.score_metric}".strip(): fmt(float(r.mean[v])),
+               "95% CI": (f"[{fmt(r.ci.at[v, 'ci_low'])}, {fmt(r.ci.at[v, 'ci_high'])}]"
+                          if r.ci is not None else "–")}
+        if r.select_metric != r.score_metric and r.select_mean is not None:
+            row[f"mean {r.select_metric}"] = fmt(float(r.select_mean[v]))
+        wins = r.per_seed["winner"].str.split("=").map(lambda w, v=v: v in w).sum()
+        row.update({"seeds it wins": f"{wins}/{len(r.seeds)}",
+                    "P(best)": fmt(float(r.p_best[v]), 2)})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def curve_view(results: Sequence[TuningResult]) -> pd.DataFrame:
@@ -466,8 +473,10 @@ def terminal(report: Report, max_pairs: int = TERMINAL_PAIRS) -> str:
     view = group_view(report).drop(columns=["median", "min", "max"])
     lines.append(view.to_string(index=False))
     if not report.pairs.empty:
-        lines += ["", f"P(A > B) over paired seeds: {pairs_line(report)}:"]
-        verdicts = report.pairs["verdict"].tolist()
+        lines += ["", f"P(A > B) over paired seeds: {pairs_line(report)}; ASO ε_min: the "
+                      f"second opinion (< {ASO_THRESHOLD}: A almost stochastically larger):"]
+        verdicts = [f"{r['verdict']} [ASO ε_min {fmt(r['aso_eps_min'], 2)}]"
+                    for _, r in report.pairs.iterrows()]
         lines += [f"  {v}" for v in verdicts[:max_pairs]]
         if len(verdicts) > max_pairs:
             lines.append(f"  ... {len(verdicts) - max_pairs} more in report.md")
