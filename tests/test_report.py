@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from initsweep import cli
-from initsweep.report.render import build
+from initsweep.report.render import build, report_for_sweep
 from initsweep.report.runs import SEED_KEYS, select
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,8 @@ def make_sweep(synth, jobs: list[dict], experiment: str | None = None) -> tuple[
     """Log a sweep like the real callback and jobs do; returns (experiment name, parent run id).
 
     Each job: ``params`` (merged over BASE_PARAMS), ``seed`` (or ``init_seed`` / ``data_seed``),
-    ``value`` (test/acc, None: not logged), ``outcome`` (default ok), ``n_test`` (tag).
+    ``value`` (test/acc, None: not logged), ``val`` (val/acc, when given), ``outcome`` (default
+    ok), ``n_test`` (tag).
     """
     _, client, root = synth
     experiment = experiment or f"exp-{uuid.uuid4().hex[:8]}"
@@ -68,6 +69,8 @@ def make_sweep(synth, jobs: list[dict], experiment: str | None = None) -> tuple[
         if job.get("value") is not None:
             metrics = [Metric("test/acc", float(job["value"]), 0, 0),
                        Metric("test/loss", 1.0 - float(job["value"]), 0, 0)]
+        if job.get("val") is not None:
+            metrics.append(Metric("val/acc", float(job["val"]), 0, 0))
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, v) for k, v in params.items()])
         status = RunStatus.FAILED if outcome == "failed" else RunStatus.FINISHED
@@ -120,11 +123,43 @@ def test_p_a_beats_b_is_one_when_separated_and_half_when_identical(synth):
     pair = {frozenset((r["a"], r["b"])): r for _, r in pairs.iterrows()}
     separated = pair[frozenset(("good", "bad"))]
     assert separated["a"] == "good" and separated["P(A>B)"] == 1.0
-    assert separated["ci_low"] == separated["ci_high"] == 1.0
-    assert separated["verdict"] == "good > bad (P=1.00, 8 seeds)"
+    # exact (Clopper-Pearson) interval of 8 wins in 8: [0.025^(1/8), 1], not a degenerate [1, 1]
+    assert separated["ci_low"] == pytest.approx(0.025 ** (1 / 8)) and separated["ci_high"] == 1
+    # 4 groups, one key of names: all 6 pairs; 5 of them 8/8 (sign test p = 2 / 2^8), the twins
+    # tie on every seed (p = 1): Holm multiplies the smallest by 6, the next ones by 5, 4, ...
+    assert separated["sign_p"] == pytest.approx(2 / 256)
+    assert separated["holm_p"] == pytest.approx(6 * 2 / 256)
+    assert separated["verdict"] == "good > bad (P=1.00, 8 seeds, Holm p=0.047)"
+    assert separated["aso_eps_min"] == 0.0  # every good seed above every bad one
     identical = pair[frozenset(("twin1", "twin2"))]
     assert identical["P(A>B)"] == 0.5 and identical["ci_low"] <= 0.5 <= identical["ci_high"]
-    assert "indistinguishable at 8 seeds" in identical["verdict"]
+    assert identical["holm_p"] == 1.0 and not identical["called"]
+    assert identical["verdict"] == ("twin1 vs twin2: indistinguishable at 8 seeds (P=0.50); "
+                                    "no difference seen to chase")
+
+
+def test_design_pairs_by_default_every_pair_on_request(synth, tmp_path):
+    """Default: groups that differ in one key, and only neighbouring values of a numeric key;
+    ``all_pairs`` (``--all-pairs``, ``+report={all_pairs: true}``) compares every pair."""
+    rng = np.random.default_rng(5)
+    jobs = [{"params": {"init.scheme": scheme, "optim.lr": lr}, "seed": i,
+             "value": 0.8 + 0.05 * k + rng.normal(0, 0.01)}
+            for scheme in ("he", "xavier") for k, lr in enumerate(("0.01", "0.1", "1.0"))
+            for i in range(6)]
+    exp, parent = make_sweep(synth, jobs)
+    pairs = report_of(synth, exp, parent).pairs
+    got = {frozenset((r["a"], r["b"])) for _, r in pairs.iterrows()}
+    lr_steps = {frozenset((f"{s} optim.lr={a}", f"{s} optim.lr={b}")) for s in ("he", "xavier")
+                for a, b in (("0.01", "0.1"), ("0.1", "1.0"))}
+    schemes = {frozenset((f"he optim.lr={lr}", f"xavier optim.lr={lr}"))
+               for lr in ("0.01", "0.1", "1.0")}
+    assert got == lr_steps | schemes  # 7 pairs, not 0.01 vs 1.0
+    text = report_for_sweep(synth[0], exp, parent, tmp_path / "all",
+                            {"all_pairs": True, "seed": 1})
+    assert "15 comparisons (every pair of groups)" in text and "Holm-adjusted over the 15" in text
+    assert len((tmp_path / "all" / "pairs.csv").read_text().splitlines()) == 1 + 15
+    md = (tmp_path / "all" / "report.md").read_text()
+    assert "at most about 0.05 false calls are expected (without the adjustment, up to 0.75)" in md
 
 
 def test_too_few_seeds_never_get_a_winner(synth):
@@ -166,6 +201,40 @@ def test_tuning_trap_matches_hand_computed_values(synth):
     assert curve.loc[2, "regret"] == pytest.approx(0.05 / 3)
     assert result.p_best["0.001"] > result.p_best["0.01"] > result.p_best["0.1"] == 0
     assert result.p_best.sum() == pytest.approx(1.0)
+
+
+def test_tuning_trap_chooses_on_validation_and_scores_on_test(synth, tmp_path):
+    """Seed 0's validation metric prefers lr b, its test metric (like every seed's) prefers a:
+    the choice follows val/acc, the regret is read on test/acc. Choosing on test would show no
+    flip at all."""
+    val = {"a": (0.70, 0.95, 0.95), "b": (0.90, 0.80, 0.80)}  # means: a .867, b .833
+    test = {"a": (0.90, 0.90, 0.90), "b": (0.80, 0.80, 0.80)}
+    jobs = [{"params": {"optim.lr": {"a": "0.1", "b": "0.2"}[v]}, "seed": s,
+             "value": test[v][s], "val": val[v][s]} for v in ("a", "b") for s in range(3)]
+    exp, parent = make_sweep(synth, jobs)
+    (result,) = report_of(synth, exp, parent, tune="optim.lr").tuning
+    assert (result.select_metric, result.score_metric) == ("val/acc", "test/acc")
+    assert result.best_on_mean == "0.1"
+    assert list(result.per_seed["winner"]) == ["0.2", "0.1", "0.1"]
+    assert result.flip_rate == pytest.approx(1 / 3)
+    assert result.regret == pytest.approx(0.10 / 3)  # test means: .90 - .80, on one seed of 3
+    curve = result.curve.set_index("k")
+    assert curve.loc[1, "regret"] == pytest.approx(0.10 / 3)  # chose b on seed 0's val
+    on_test = report_of(synth, exp, parent, tune="optim.lr", select_metric="test/acc").tuning[0]
+    assert on_test.flip_rate == 0 and on_test.select_metric == "test/acc"
+    out = tmp_path / "rep"
+    assert cli.main(["report", "--tracking-uri", synth[0], "--experiment", exp, "--sweep",
+                     parent, "--out", str(out), "--no-log", "--tune", "optim.lr"]) == 0
+    assert "**Chosen on `val/acc`, scored on `test/acc`**" in (out / "report.md").read_text()
+
+
+def test_tuning_trap_without_a_validation_metric_says_so(synth):
+    jobs = [{"params": {"optim.lr": lr}, "seed": s, "value": v}
+            for lr, vs in GRID.items() for s, v in enumerate(vs)]
+    exp, parent = make_sweep(synth, jobs)
+    report = report_of(synth, exp, parent, tune="optim.lr")
+    assert report.tuning[0].select_metric == "test/acc"
+    assert any("no `val/acc` logged" in note and "optimistic" in note for note in report.notes)
 
 
 def test_grouping_ignores_only_the_seed_keys(synth):
@@ -210,6 +279,45 @@ def test_variance_split_finds_the_seed_that_matters(synth):
         total = split.loc[group, ["init_share", "data_share", "rest_share"]].sum()
         assert total == pytest.approx(1.0)
     assert split.loc["initonly", "init_seeds"] == split.loc["initonly", "data_seeds"] == 4
+    for group, source in (("initonly", "init"), ("dataonly", "data")):
+        row = split.loc[group]
+        assert row[f"{source}_low"] > 0.8 and row[f"{source}_high"] <= 1.0
+        assert row[f"{source}_low"] <= row[f"{source}_share"] <= row[f"{source}_high"]
+        assert row["separated"]  # the interval of init - data share excludes 0
+    assert split.loc["initonly", "init_minus_data_low"] > 0
+    assert split.loc["dataonly", "init_minus_data_high"] < 0
+
+
+def test_variance_split_warns_when_the_grid_cannot_tell_init_from_data(synth, tmp_path, capsys):
+    """Init and data effects of the same size on a 4 x 4 grid: no verdict on which matters more,
+    a warning that says so, and (the two being equal) that no grid size would tell them apart;
+    unequal effects get the grid size that would."""
+    effects = np.array([-0.03, -0.01, 0.01, 0.03])
+    jobs = []
+    for i in range(4):
+        for d in range(4):
+            jobs.append({"params": {"init.scheme": "even"}, "init_seed": i, "data_seed": d,
+                         "value": 0.9 + effects[i] + effects[(d + 1) % 4] + 0.002 * (i == d)})
+            jobs.append({"params": {"init.scheme": "lopsided"}, "init_seed": i, "data_seed": d,
+                         "value": 0.9 + effects[i] + 0.5 * effects[(d + 2) % 4]
+                         + 0.004 * ((i + d) % 2)})
+    exp, parent = make_sweep(synth, jobs)
+    out = tmp_path / "rep"
+    assert cli.main(["report", "--tracking-uri", synth[0], "--experiment", exp, "--sweep",
+                     parent, "--out", str(out), "--no-log"]) == 0
+    printed = capsys.readouterr().out
+    split = report_of(synth, exp, parent).variance.set_index("group")
+    even = split.loc["even"]
+    assert not even["separated"] and even["init_minus_data_low"] < 0 < even["init_minus_data_high"]
+    assert even["init_share"] == pytest.approx(even["data_share"], abs=0.05)
+    lopsided = split.loc["lopsided"]
+    assert not lopsided["separated"] and lopsided["grid_to_separate"] > 4
+    md = (out / "report.md").read_text()
+    for text in (md, printed):
+        assert "even: the 4x4 grid cannot tell whether the init seed or the data seed" in text
+        assert "too close for even a 64x64 grid" in text
+        k = int(lopsided["grid_to_separate"])
+        assert "lopsided: the 4x4 grid cannot tell" in text and f"a {k}x{k} grid" in text
 
 
 def test_failed_and_diverged_runs_are_counted_not_dropped(synth, tmp_path, capsys):
@@ -247,6 +355,7 @@ def test_failed_and_diverged_runs_are_counted_not_dropped(synth, tmp_path, capsy
     (["--sweep", "nosuch"], "--sweep", "sweep-"),
     (["--filter", "params.x === 1"], "--filter", ""),
     (["--n-test", "0"], "--n-test", ">= 1"),
+    (["--select-metric", "val/nosuch"], "--select-metric", "test/acc"),
 ])
 def test_bad_input_is_one_line_naming_the_flag(synth, capsys, args, flag, listed):
     jobs = [{"params": {"init.scheme": s}, "seed": i, "value": 0.5} for s in ("he", "zeros")

@@ -61,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
                      help="MLflow filter string, e.g. \"params.`optim.name` = 'sgd'\"")
     rep.add_argument("--metric", default="test/acc", help="metric to compare (test/acc)")
     rep.add_argument("--tune", metavar="KEY", help="param to analyse as tuned, e.g. optim.lr")
+    rep.add_argument("--select-metric", metavar="METRIC",
+                     help="metric the tuning trap chooses on (default: the val/ counterpart of "
+                          "--metric, e.g. val/acc; --metric itself when the runs have none)")
+    rep.add_argument("--all-pairs", action="store_true",
+                     help="compare every pair of groups (default: groups that differ in one "
+                          "key, neighbouring values of numeric keys)")
     rep.add_argument("--out", metavar="DIR", type=Path,
                      help="output folder (default: <sweep dir>/report, else outputs/report-<id>)")
     rep.add_argument("--tracking-uri", metavar="URI",
@@ -124,7 +130,8 @@ def report_command(args: argparse.Namespace) -> int:
                        filter_string=args.filter)
     report, files, folder, logged = make_report(
         client, selection, args.out, metric=args.metric, tune=args.tune, n_test=args.n_test,
-        seed=args.seed, log=not args.no_log)
+        seed=args.seed, log=not args.no_log, select_metric=args.select_metric,
+        all_pairs=args.all_pairs)
     print(terminal(report))
     print(f"\nwrote {len(files)} files to {folder}: report.md, report.html, runs.csv, ...")
     if logged:

@@ -2,8 +2,13 @@
 
 - ``runs``: select runs (experiment, sweep id / parent run, filter) into one pandas row per run,
   grouped by every varying param except the seed keys;
-- ``stats``: per-group statistics with bootstrap intervals and the test-set noise floor, paired
-  P(A > B) verdicts, the init-seed x data-seed variance split;
+- ``stats``: per-group statistics (t / bootstrap-t intervals, the test-set noise floor) and the
+  paired comparisons (P(A > B), exact sign test, Holm, seeds that would settle a pair, ASO);
+- ``multiple_comparisons``: Holm's adjustment (numpy only, importable anywhere);
+- ``aso``: almost stochastic order (numpy only);
+- ``variance_split``: the init-seed x data-seed variance components with their intervals;
 - ``tuning``: the tuning trap (flip rate, regret, optimism, Kendall tau, P(best), regret vs k);
-- ``plots``: the figures; ``render``: report.md / report.html / CSVs, logged on the parent run.
+- ``figures``: the plots; ``render``: report.md / report.html / CSVs, logged on the parent run.
+
+docs/report.md states each statistic's method, measured coverage or error rate and assumptions.
 """

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.report import figures
 from initsweep.report.runs import (
+    ReportInputError,
     RunTable,
     Selection,
     load,
@@ -31,14 +32,17 @@ from initsweep.report.runs import (
     select,
 )
 from initsweep.report.stats import (
+    ALPHA,
+    ASO_THRESHOLD,
     MEANINGFUL,
-    N_RESAMPLES,
+    MIN_SEEDS_CI,
     group_summary,
     is_accuracy,
+    min_seeds_for,
     pairwise,
-    variance_split,
 )
 from initsweep.report.tuning import TuningResult, analyse
+from initsweep.report.variance_split import variance_split
 
 ARTIFACT_PATH = "report"
 TERMINAL_PAIRS = 12  # pairwise verdicts printed in the terminal; all of them go to report.md
@@ -58,22 +62,42 @@ class Report:
     tune_key: str | None = None
     tuning: list[TuningResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    all_pairs: bool = False  # every pair compared (--all-pairs), else ``neighbour_pairs``
 
     @property
     def accuracy(self) -> bool:
         return is_accuracy(self.table)
 
 
+def logged_metrics(table: RunTable) -> list[str]:
+    """Metric names in the table, ``test/`` and ``val/`` first (for error messages)."""
+    names = [c.removeprefix("metrics.") for c in table.frame.columns if c.startswith("metrics.")]
+    return sorted(names, key=lambda k: (not k.startswith("test/"), not k.startswith("val/"),
+                                        k.startswith("diag/"), k))
+
+
 def build(client: MlflowClient, selection: Selection, metric: str = "test/acc",
-          tune: str | None = None, n_test: int | None = None, seed: int = 0) -> Report:
-    """Load the runs and compute every statistic (no files written)."""
+          tune: str | None = None, n_test: int | None = None, seed: int = 0,
+          select_metric: str | None = None, all_pairs: bool = False) -> Report:
+    """Load the runs and compute every statistic (no files written).
+
+    ``select_metric``: what the tuning trap chooses on (default: the ``val/`` counterpart of
+    ``metric``, falling back to ``metric`` with a note); ``all_pairs``: compare every pair of
+    groups instead of the design's neighbours.
+    """
     table = load(client, selection, metric, n_test)
     tune_key = resolve_param(table, tune) if tune else None
+    if select_metric and f"metrics.{select_metric}" not in table.frame:
+        names = logged_metrics(table)
+        raise ReportInputError("--select-metric", f"{select_metric!r}: not logged by these runs; "
+                               f"choose from {', '.join(names[:10]) or '(no metrics)'}"
+                               + (f" (+{len(names) - 10} more)" if len(names) > 10 else ""))
     summary = group_summary(table, seed)
-    report = Report(selection, table, seed, summary, pairwise(table, seed), variance_split(table),
-                    tune_key, notes=list(table.notes))
+    report = Report(selection, table, seed, summary, pairwise(table, seed, every_pair=all_pairs),
+                    variance_split(table, seed), tune_key, notes=list(table.notes),
+                    all_pairs=all_pairs)
     if tune_key:
-        report.tuning, notes = analyse(table, tune_key, seed)
+        report.tuning, notes = analyse(table, tune_key, seed, select_metric)
         report.notes += notes
     if report.accuracy and summary["n_test"].isna().all():
         report.notes.append("test-set noise floor not shown: no run logged `n_test` (tag, param "
@@ -93,6 +117,17 @@ def pct(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
 
 
+def pct_interval(low: float, high: float) -> str:
+    return "–" if math.isnan(low) or math.isnan(high) else f"[{pct(low)}, {pct(high)}]"
+
+
+def points_interval(low: float, high: float) -> str:
+    """A difference of shares in percentage points, ``[-31, +84]``."""
+    if math.isnan(low) or math.isnan(high):
+        return "–"
+    return f"[{100 * low:+.0f}, {100 * high:+.0f}] points"
+
+
 def group_view(report: Report) -> pd.DataFrame:
     """The per-group table as strings (what the terminal, Markdown and HTML show)."""
     rows = []
@@ -100,7 +135,8 @@ def group_view(report: Report) -> pd.DataFrame:
         row = {"group": r["group"], "n": str(r["n"]), "failed": str(r["failed"]),
                "diverged": str(r["diverged"]), "other": str(r["other"]),
                "mean": fmt(r["mean"]), "std": fmt(r["std"]),
-               "95% CI": f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+               "95% CI": (f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+                          if math.isfinite(r["ci_low"]) else "–"),
                "median": fmt(r["median"]), "IQM": fmt(r["iqm"]), "min": fmt(r["min"]),
                "max": fmt(r["max"])}
         if report.accuracy:
@@ -114,17 +150,60 @@ def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
         "A": r["a"], "B": r["b"], "seeds": str(r["n_pairs"]), "P(A>B)": fmt(r["P(A>B)"], 2),
         "95% CI": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
+        "ASO ε_min": fmt(r["aso_eps_min"], 2),
         "mean A-B": fmt(r["mean_diff"]), "sign test p": fmt(r["sign_p"], 3),
-        "verdict": r["verdict"]} for _, r in pairs.iterrows()])
+        "Holm p": fmt(r["holm_p"], 3), "verdict": r["verdict"]} for _, r in pairs.iterrows()])
+
+
+def share_cell(r: pd.Series, source: str) -> str:
+    return f"{pct(r[f'{source}_share'])} {pct_interval(r[f'{source}_low'], r[f'{source}_high'])}"
 
 
 def variance_view(split: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
-        "group": r["group"], "grid": f"{r['init_seeds']}x{r['data_seeds']}",
-        "runs": str(r["runs"]), "std": fmt(r["std"]), "init seed": pct(r["init_share"]),
-        "data seed": pct(r["data_share"]), "rest": pct(r["rest_share"]),
+        "group": r["group"], "grid": f"{r['init_seeds']}x{r['data_seeds']}"
+                                     + (f"x{r['runs_per_cell']}" if r["runs_per_cell"] > 1
+                                        else ""),
+        "runs": str(r["runs"]), "std": fmt(r["std"]), "init seed": share_cell(r, "init"),
+        "data seed": share_cell(r, "data"), "rest": share_cell(r, "rest"),
+        "init - data": points_interval(r["init_minus_data_low"], r["init_minus_data_high"]),
         "std of init means": fmt(r["init_std"]), "std of data means": fmt(r["data_std"]),
     } for _, r in split.iterrows()])
+
+
+def variance_warnings(split: pd.DataFrame) -> list[str]:
+    """One line per group whose grid cannot tell init from data, with the grid that would."""
+    lines = []
+    for _, r in split.iterrows():
+        if r["separated"]:
+            continue
+        grid = f"{r['init_seeds']}x{r['data_seeds']}"
+        line = (f"{r['group']}: the {grid} grid cannot tell whether the init seed or the data "
+                f"seed matters more (init - data share: "
+                f"{points_interval(r['init_minus_data_low'], r['init_minus_data_high'])})")
+        if math.isfinite(r["grid_to_separate"]):
+            k = int(r["grid_to_separate"])
+            line += (f"; if the shares are what this grid estimates, a {k}x{k} grid (one run per "
+                     "cell) would tell them apart 4 times in 5")
+        else:
+            line += ("; at this grid's estimates the two shares are too close for even a 64x64 "
+                     "grid to tell apart")
+        lines.append(line)
+    return lines
+
+
+def pairs_line(report: Report) -> str:
+    """The verdicts' family: what was compared, the test, the adjustment, the false calls."""
+    m = len(report.pairs)
+    n_groups = len(report.summary)
+    every = n_groups * (n_groups - 1) // 2
+    family = ("every pair of groups" if report.all_pairs else
+              "groups that differ in one key, next to each other when its values are numbers"
+              + (f"; `--all-pairs` compares all {every}" if every > m else ""))
+    return (f"{m} comparison{'s' if m != 1 else ''} ({family}); two-sided exact sign test, "
+            f"Holm-adjusted over the {m}: the chance that any verdict names a false winner is at "
+            f"most {ALPHA:.0%}, so at most about {ALPHA:.2f} false calls are expected "
+            f"(without the adjustment, up to {m * ALPHA:.2f})")
 
 
 def tuning_view(results: Sequence[TuningResult]) -> pd.DataFrame:
@@ -153,13 +232,20 @@ def winners_view(r: TuningResult) -> pd.DataFrame:
 
 
 def values_view(r: TuningResult) -> pd.DataFrame:
-    return pd.DataFrame([{
-        r.key: v, "mean": fmt(float(r.mean[v])),
-        "95% CI": (f"[{fmt(r.ci.at[v, 'ci_low'])}, {fmt(r.ci.at[v, 'ci_high'])}]"
-                   if r.ci is not None else "–"),
-        "seeds it wins": f"{(r.per_seed['winner'].str.split('=').map(lambda w, v=v: v in w)).sum()}"
-                         f"/{len(r.seeds)}",
-        "P(best)": fmt(float(r.p_best[v]), 2)} for v in r.values])
+    """Per value: its mean score with the interval, its mean select metric (what the choice
+    saw) when that is another metric, the seeds it wins and P(best)."""
+    rows = []
+    for v in r.values:
+        row = {r.key: v, f"mean {r.score_metric}".strip(): fmt(float(r.mean[v])),
+               "95% CI": (f"[{fmt(r.ci.at[v, 'ci_low'])}, {fmt(r.ci.at[v, 'ci_high'])}]"
+                          if r.ci is not None else "–")}
+        if r.select_metric != r.score_metric and r.select_mean is not None:
+            row[f"mean {r.select_metric}"] = fmt(float(r.select_mean[v]))
+        wins = r.per_seed["winner"].str.split("=").map(lambda w, v=v: v in w).sum()
+        row.update({"seeds it wins": f"{wins}/{len(r.seeds)}",
+                    "P(best)": fmt(float(r.p_best[v]), 2)})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def curve_view(results: Sequence[TuningResult]) -> pd.DataFrame:
@@ -196,9 +282,10 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
                          "created a run appears there only)."))
     if sel.overrides:
         out.append(("p", f"Sweep command line: `{sel.overrides}`"))
-    out.append(("p", f"Statistics are reproducible: bootstrap with {N_RESAMPLES} resamples "
-                     f"seeded by `--seed {report.seed}`. Failed, diverged and other unusable runs "
-                     "are counted per group and left out of every statistic."))
+    out.append(("p", "Statistics are reproducible: every bootstrap and simulation is seeded by "
+                     f"`--seed {report.seed}`. Failed, diverged and other unusable runs are "
+                     "counted per group and left out of every statistic. Each method, its "
+                     "measured coverage or error rate and its assumptions: `docs/report.md`."))
     if report.notes:
         out.append(("list", report.notes))
 
@@ -207,8 +294,15 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
     out.append(("p", f"A group is every run with the same config except the seed keys (`seed`, "
                      f"`init_seed`, `data_seed`). What varies between groups here: {keys}."))
     out.append(("table", group_view(report)))
-    out.append(("p", "IQM: interquartile mean (mean of the middle 50% of seeds). 95% CI: BCa "
-                     "bootstrap interval of the mean over seeds."
+    out.append(("p", "IQM: interquartile mean (mean of the middle 50% of seeds). 95% CI of the "
+                     "mean over seeds: Hall's (1992) skewness-corrected t interval, chosen for "
+                     "its coverage measured on simulated seeds: 95% for normal scores at 3 to 20 "
+                     "seeds, 90-95% for strongly skewed ones (Student's t: 88-92%), without the "
+                     "bootstrap's very wide intervals when a seed collapsed; cut to [0, 1] for "
+                     f"an accuracy. No interval below {MIN_SEEDS_CI} seeds (with 2, a t "
+                     "interval is mean +- 9 std). When a few seeds collapse (the `min` far below "
+                     "the median), no interval covers the mean unless some of these seeds "
+                     "collapsed."
                 + (" Noise floor: sqrt(p(1-p)/n_test), the std that test-set sampling alone "
                    "gives (Jordan 2024); std/floor near 1 means the seeds differ no more than "
                    "measuring on a finite test set would explain." if report.accuracy else "")))
@@ -219,14 +313,23 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
     if report.pairs.empty:
         out.append(("p", "Only one group: nothing to compare."))
     else:
+        out.append(("p", f"**{pairs_line(report)}.**"))
         out.append(("p", "P(A > B): the share of seeds (same `seed`, `init_seed`, `data_seed` "
-                         "in both groups) on which A beats B, ties counted half, with a "
-                         "percentile bootstrap interval. Bouthillier et al. (2021) call "
-                         f"P >= {MEANINGFUL} meaningful; a verdict names a winner only when P >= "
-                         f"{MEANINGFUL}, the interval excludes 0.5 and an exact one-sided sign "
-                         "test over the seeds gives p < 0.05 (the bootstrap of a few seeds that "
-                         "all agree is degenerate; the sign test needs 5 or more). Pairs "
-                         "compared: groups that differ in one key."))
+                         "in both groups) on which A beats B, ties counted half (Bouthillier et "
+                         "al. 2021), with an exact 95% interval (Clopper-Pearson). A verdict "
+                         "names a winner when the exact two-sided sign test of P(A > B) = 0.5, "
+                         f"Holm-adjusted, gives p <= {ALPHA}: `A > B` when P >= {MEANINGFUL} "
+                         "(their meaningful difference), `A ≳ B` below it. The sign test needs "
+                         f"{min_seeds_for(ALPHA)}+ seeds that disagree at 5%, more after the "
+                         "adjustment. **Seeds that would settle it** (pairs not called): the "
+                         "number of seeds at which the sign test would call the pair 4 times in "
+                         "5 if the paired differences kept the mean and spread seen here (a "
+                         "normal power estimate: rough at few seeds, and optimistic for a pair "
+                         "that just missed). **ASO ε_min** (almost stochastic order, del Barrio "
+                         "et al. 2018, Dror et al. 2019): a second opinion that compares A's and "
+                         "B's score distributions without assuming their shape (nor the pairing):"
+                         f" below {ASO_THRESHOLD}, A's scores are almost stochastically larger; "
+                         "0.5, no order; near 1, B's are (95%, Bonferroni over the pairs)."))
         out.append(("table", pair_view(report.pairs)))
 
     out.append(("h2", "Variance split: init seed vs data-order seed"))
@@ -236,10 +339,17 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
                          "al. 2020), e.g. `python train.py -m experiment=crossed_seeds` or "
                          "`python train.py -m init=he init_seed=0,1,2,3 data_seed=0,1,2,3`."))
     else:
-        out.append(("p", "Two-way ANOVA sums of squares over the init-seed x data-seed grid: "
-                         "the share of the variance explained by the weights' seed, by the data "
-                         "order's seed, and the rest (their interaction and any other noise)."))
+        out.append(("p", "The share of a new run's variance due to the weights' seed, the data "
+                         "order's seed, and the rest (their interaction and any other noise): "
+                         "variance components of the two-way random-effects ANOVA over the "
+                         "init-seed x data-seed grid (method of moments), with 95% generalized "
+                         "confidence intervals (coverage 0.95-0.99 measured on simulated normal "
+                         "grids). `init - data`: the interval of the difference of the two "
+                         "shares; when it contains 0, the grid cannot tell which matters more."))
         out.append(("table", variance_view(report.variance)))
+        warnings = variance_warnings(report.variance)
+        if warnings:
+            out.append(("list", warnings))
         if "variance" in plot_files:
             out.append(("img", plot_files["variance"], "variance split"))
 
@@ -254,15 +364,23 @@ def tuning_blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
     if not results:
         out.append(("p", f"No context has a complete `{key}` x seed grid; see the notes."))
         return out
+    select, score = results[0].select_metric, results[0].score_metric
+    out.append(("p", f"**Chosen on `{select}`, scored on `{score}`**"
+                + (" (the choice is made on a validation metric and judged on the test metric, "
+                   "never chosen on test)." if select != score else
+                   " (no validation metric: chosen and scored on the same numbers, so every "
+                   "regret here is optimistic).")))
     out.append(("p", f"Per context (the other settings that vary), the grid `{key}` x seeds. "
-                     "**Flip rate**: share of seeds whose own best value is not the best on the "
-                     "mean over seeds. **Regret**: mean over seeds of mean(best on mean) - "
-                     "mean(that seed's best), i.e. what trusting one seed costs. **Optimism**: "
-                     "a seed's best score minus that value's mean on the other seeds (winner's "
-                     "curse). **Kendall τ**: mean rank agreement of the values between pairs of "
-                     "seeds (1 = same order). **P(best)**: how often the value wins on the mean "
-                     "of a bootstrap resample of the seeds. **Held-out regret**: choose on k "
-                     "seeds, evaluate on the others."))
+                     "**Best on mean**: the value with the best mean "
+                     f"`{select}` over all seeds. **Flip rate**: share of seeds whose own best "
+                     "value is not the best on the mean. **Regret**: mean over seeds of "
+                     f"`{score}` of the best on mean minus that of the seed's own best (means "
+                     "over all seeds), i.e. what trusting one seed costs. **Optimism**: a seed's "
+                     f"best `{score}` on that seed minus that value's mean on the other seeds "
+                     "(winner's curse). **Kendall τ**: mean rank agreement of the values between "
+                     "pairs of seeds (1 = same order). **P(best)**: how often the value wins on "
+                     "the mean of a bootstrap resample of the seeds. **Held-out regret**: choose "
+                     f"on k seeds' `{select}`, score on the others' `{score}`."))
     out.append(("table", tuning_view(results)))
     for name, alt in (("tuning_curve", f"{report.table.metric} vs {key}"),
                       ("rank_heatmap", "rank heatmap"), ("kendall_tau", "Kendall tau"),
@@ -356,17 +474,22 @@ def terminal(report: Report, max_pairs: int = TERMINAL_PAIRS) -> str:
     view = group_view(report).drop(columns=["median", "min", "max"])
     lines.append(view.to_string(index=False))
     if not report.pairs.empty:
-        lines += ["", "P(A > B) over paired seeds (to call it: P >= 0.75, interval above 0.5, "
-                      "sign test p < 0.05):"]
-        verdicts = report.pairs["verdict"].tolist()
+        lines += ["", f"P(A > B) over paired seeds: {pairs_line(report)}; ASO ε_min: the "
+                      f"second opinion (< {ASO_THRESHOLD}: A almost stochastically larger):"]
+        verdicts = [f"{r['verdict']} [ASO ε_min {fmt(r['aso_eps_min'], 2)}]"
+                    for _, r in report.pairs.iterrows()]
         lines += [f"  {v}" for v in verdicts[:max_pairs]]
         if len(verdicts) > max_pairs:
             lines.append(f"  ... {len(verdicts) - max_pairs} more in report.md")
     if not report.variance.empty:
-        lines += ["", "variance split (init seed x data seed):",
-                  variance_view(report.variance).to_string(index=False)]
+        lines += ["", "variance split (init seed x data seed), shares with 95% intervals:",
+                  variance_view(report.variance).drop(
+                      columns=["std of init means", "std of data means"]).to_string(index=False)]
+        lines += [f"  {w}" for w in variance_warnings(report.variance)]
     if report.tune_key and report.tuning:
-        lines += ["", f"tuning trap on {report.tune_key}:",
+        first = report.tuning[0]
+        lines += ["", f"tuning trap on {report.tune_key} (chosen on {first.select_metric}, "
+                      f"scored on {first.score_metric}):",
                   tuning_view(report.tuning).to_string(index=False)]
         for r in report.tuning:
             picks = ", ".join(f"{p['seed']}:{p['winner']}" for _, p in r.per_seed.iterrows())
@@ -466,9 +589,10 @@ def default_out(selection: Selection) -> Path:
 
 def make_report(client: MlflowClient, selection: Selection, out: Path | None = None,
                 metric: str = "test/acc", tune: str | None = None, n_test: int | None = None,
-                seed: int = 0, log: bool = True) -> tuple[Report, list[Path], Path, str | None]:
+                seed: int = 0, log: bool = True, select_metric: str | None = None,
+                all_pairs: bool = False) -> tuple[Report, list[Path], Path, str | None]:
     """Build, write and (when a parent run is known) log: (report, files, folder, run id)."""
-    report = build(client, selection, metric, tune, n_test, seed)
+    report = build(client, selection, metric, tune, n_test, seed, select_metric, all_pairs)
     folder = out or default_out(selection)
     files = write(report, folder)
     logged = log_artifacts(client, report, folder) if log else None
@@ -481,13 +605,14 @@ def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out
     returns the terminal text.
 
     ``options`` is the config's ``report`` value: ``true``, or a mapping with any of ``metric``,
-    ``tune``, ``n_test``, ``seed``.
+    ``tune``, ``n_test``, ``seed``, ``select_metric``, ``all_pairs``.
     """
     opts = dict(options) if hasattr(options, "keys") else {}
     client = open_client(tracking_uri)
     selection = select(client, experiment, sweep=parent_run_id)
     report, files, folder, logged = make_report(
         client, selection, out, metric=opts.get("metric", "test/acc"), tune=opts.get("tune"),
-        n_test=opts.get("n_test"), seed=int(opts.get("seed", 0)))
+        n_test=opts.get("n_test"), seed=int(opts.get("seed", 0)),
+        select_metric=opts.get("select_metric"), all_pairs=bool(opts.get("all_pairs", False)))
     where = f"; logged under {ARTIFACT_PATH}/ on run {logged}" if logged else ""
     return terminal(report) + f"\n\nwrote {len(files)} files to {folder}{where}"
