@@ -471,7 +471,13 @@ def summary_metrics(report: Report) -> dict[str, float]:
 
 def summary_note(report: Report, links: Mapping[str, str] | None = None) -> str:
     """The parent run's description: the group table and the verdicts in words (markdown)."""
-    from initsweep.report.render import counts_line, group_view, md_table, tuning_view
+    from initsweep.report.render import (
+        counts_line,
+        group_view,
+        md_table,
+        pairs_line,
+        tuning_view,
+    )
 
     t = report.table
     direction = "lower is better" if t.lower_is_better else "higher is better"
@@ -481,20 +487,19 @@ def summary_note(report: Report, links: Mapping[str, str] | None = None) -> str:
     for result in report.tuning:
         s = result.summary()
         lines.append(
-            f"- **Tuning `{report.tune_key}`, {result.context}**: best on the mean of "
-            f"{s['seeds']} seeds is `{s['best_on_mean']}`; {s['flip_rate']:.0%} of the seeds "
-            f"pick another value on their own (flip rate); trusting one seed costs "
-            f"{s['regret']:.4f} `{t.metric}` on average (regret), {s['heldout_regret_k1']:.4f} "
-            "on held-out seeds.")
+            f"- **Tuning `{report.tune_key}`, {result.context}**: chosen on "
+            f"`{result.select_metric}`, the best on the mean of {s['seeds']} seeds is "
+            f"`{s['best_on_mean']}`; {s['flip_rate']:.0%} of the seeds pick another value on "
+            f"their own (flip rate); trusting one seed costs {s['regret']:.4f} "
+            f"`{result.score_metric}` on average (regret), {s['heldout_regret_k1']:.4f} on "
+            "held-out seeds.")
     verdicts = list(report.pairs["verdict"]) if not report.pairs.empty else []
     lines += [f"- {v}" for v in verdicts]
     if not verdicts and not report.tuning:
         lines.append("Only one group: nothing to compare.")
     lines += ["", f"{counts_line(t)}; a group is one value of "
                   f"{', '.join(f'`{k}`' for k in t.label_keys) or 'nothing (one group)'}, "
-                  "the seeds vary within it. A verdict names a winner only when P(A > B) over "
-                  "paired seeds is >= 0.75, its interval is above 0.5 and a sign test gives "
-                  "p < 0.05."]
+                  f"the seeds vary within it. {pairs_line(report)}."]
     if links:
         lines += ["", " · ".join(f"[{label}]({url})" for label, url in links.items())]
     view = group_view(report)

@@ -155,11 +155,13 @@ def tuning_curve_plot(results: Sequence[TuningResult], metric: str, path: Path) 
 
 
 def rank_heatmap_plot(results: Sequence[TuningResult], path: Path) -> Path:
-    """Seed x value rank of the metric (1 = best on that seed): do the seeds agree?"""
+    """Seed x value rank of the metric every choice is made on (1 = best on that seed): do the
+    seeds agree?"""
     fig, axes = _panels(len(results), height=max(3.0, 0.28 * max(len(r.seeds)
                                                                   for r in results) + 1.6))
     for ax, r in zip(axes, results, strict=True):
-        scores = r.grid.to_numpy(dtype=float) * (1 if r.lower_is_better else -1)
+        chosen_on = r.select_grid if r.select_grid is not None else r.grid
+        scores = chosen_on.to_numpy(dtype=float) * (1 if r.lower_is_better else -1)
         ranks = stats.rankdata(scores, axis=1, method="min")
         image = ax.imshow(ranks, cmap="viridis_r", aspect="auto", vmin=1, vmax=len(r.values))
         for (i, j), rank in np.ndenumerate(ranks):
@@ -168,7 +170,8 @@ def rank_heatmap_plot(results: Sequence[TuningResult], path: Path) -> Path:
         ax.set_xticks(range(len(r.values)), r.values, fontsize=8)
         ax.set_yticks(range(len(r.seeds)), r.seeds, fontsize=7)
         ax.set_xlabel(r.key)
-        ax.set_title(f"{r.context}: rank per seed (1 = best)", fontsize=10)
+        ax.set_title(f"{r.context}: rank on {r.select_metric or r.score_metric} per seed "
+                     "(1 = best)", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
                      ticks=range(1, len(r.values) + 1))
     return _save(fig, path)
@@ -204,17 +207,23 @@ def regret_plot(results: Sequence[TuningResult], metric: str, path: Path) -> Pat
 
 
 def variance_plot(split: pd.DataFrame, path: Path) -> Path:
-    """Stacked shares of the seed variance: init seed, data seed, rest."""
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(split) + 2.5), 3.6))
-    bottom = np.zeros(len(split))
-    for column, label, color in (("init_share", "init seed", "tab:blue"),
-                                 ("data_share", "data seed", "tab:green"),
-                                 ("rest_share", "rest", "tab:gray")):
-        values = split[column].fillna(0).to_numpy()
-        ax.bar(split["group"], values, bottom=bottom, label=label, color=color)
-        bottom += values
+    """Each source's share of the seed variance (init seed, data seed, rest) per group, with its
+    bootstrap interval: on a small grid the intervals show how little the shares are known."""
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(split) + 2.5), 3.6))
+    sources = (("init", "init seed", "tab:blue"), ("data", "data seed", "tab:green"),
+               ("rest", "rest", "tab:gray"))
+    x = np.arange(len(split))
+    width = 0.8 / len(sources)
+    for i, (source, label, color) in enumerate(sources):
+        share = split[f"{source}_share"].to_numpy(dtype=float)
+        low = split.get(f"{source}_low", split[f"{source}_share"]).to_numpy(dtype=float)
+        high = split.get(f"{source}_high", split[f"{source}_share"]).to_numpy(dtype=float)
+        errors = np.nan_to_num(np.vstack([share - low, high - share]).clip(min=0))
+        ax.bar(x + (i - 1) * width, np.nan_to_num(share), width, yerr=errors, capsize=3,
+               label=label, color=color)
+    ax.set_xticks(x, split["group"])
     ax.set_ylim(0, 1)
-    ax.set_ylabel("share of variance")
+    ax.set_ylabel("share of variance (95% interval)")
     ax.set_title("Where the seed variance comes from")
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
