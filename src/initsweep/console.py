@@ -69,6 +69,10 @@ def config_error_line(err: BaseException, conf_dir: Path) -> str | None:
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
+    from initsweep.errors import ConfigError
+
+    if isinstance(err, ConfigError):  # raised after composition, e.g. by the race sweeper
+        return str(err)
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None)

@@ -72,7 +72,7 @@ from initsweep.resume import (
     reopen_run,
     resumable,
 )
-from initsweep.status_files import status_file, write_status
+from initsweep.status_files import reported_metrics, status_file, write_status
 from initsweep.store import end_run, open_experiment, start_run, tracking_uri
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects of a job it stopped
@@ -150,7 +150,8 @@ def plan_runs(cfg: DictConfig, ctx: JobContext
         name = run_name(one, named, ctx.init_choice)
         tags, params = run_metadata(one, ctx.init_choice, datamodule)
         runs.append(JobRun(one, name, tags, params, seed_overrides(ctx.overrides, one, cfg.seed),
-                           {"sweep_id": sweep_id, "name": name, "outcome": "failed"}))
+                           {"sweep_id": sweep_id, "name": name, "seed": one.seed,
+                            "outcome": "failed"}))
     return runs, datamodule, first
 
 
@@ -234,7 +235,7 @@ def skip_finished(client: MlflowClient, experiment_id: str, runs: list[JobRun],
             todo.append(run)
             continue
         run.status.update(outcome="skipped", run_id=done.info.run_id,
-                          **{k: v for k, v in done.data.metrics.items() if k.startswith("test/")})
+                          **reported_metrics(done.data.metrics))
         print(f"{run.name}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
               flush=True)
     return todo
@@ -276,7 +277,9 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
     for run, result in zip(runs, results, strict=True):
         run.logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=0)  # once: a bar
         run.logger.flush()
-        run.status.update(outcome=result.outcome, **result.metrics)
+        # The run's last value of each val/* metric (a resumed run's too): what a sweeper selects on
+        final = reported_metrics(client.get_run(run.run_id).data.metrics)
+        run.status.update(outcome=result.outcome, **{**final, **result.metrics})
         forget_checkpoint(client, run.run_id)
         inputs = (result.diagnostics.plot_inputs(run.name, result.net, result.losses)
                   if result.diagnostics is not None and cfg.diagnostics.plots else None)

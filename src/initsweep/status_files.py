@@ -1,9 +1,11 @@
 """A job's status file: how a job reports back to the sweep callback, whatever the launcher.
 
 Each job writes ``initsweep_job.json`` into its Hydra output folder: a list with one status per
-run it owns (name, outcome, run id, test metrics, error), tagged with the sweep id. The sweep
-callback reads them all at the end of the multirun for its summary. Files work the same for
-in-process, joblib and submitit (SLURM) jobs, which share nothing else with the launcher.
+run it owns (name, seed, outcome, run id, the run's final val/* and test/* metrics, error), tagged
+with the sweep id. The sweep callback reads them all at the end of the multirun for its summary;
+the race sweeper (``hydra_plugins.initsweep_race``) reads each round's to select on val/*. Files
+work the same for in-process, joblib and submitit (SLURM) jobs, which share nothing else with the
+launcher.
 Torch-free.
 """
 
@@ -15,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 STATUS_FILE = "initsweep_job.json"
+# Metrics a status carries: the final validation metrics (what a sweeper selects on) and the test
+# metrics (what the selection is scored on).
+REPORTED_PREFIXES = ("val/", "test/")
+
+
+def reported_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics of a run that its status carries (``REPORTED_PREFIXES``)."""
+    return {k: v for k, v in metrics.items() if k.startswith(REPORTED_PREFIXES)}
 
 
 def status_file(output_dir: Path | None) -> Path | None:
