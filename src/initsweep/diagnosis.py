@@ -221,9 +221,10 @@ def _worst(layers: list[Mapping[str, Any]], key: str) -> tuple[Mapping[str, Any]
 
 def _units_finding(code: str, key: str, threshold: float, start: list[Mapping[str, Any]],
                    end: list[Mapping[str, Any]], start_step: int, same_step: bool,
-                   describe: str) -> Finding | None:
-    """A per-layer fraction (dead or saturated) over ``threshold`` at the start or the end."""
-    moments = [(start, end, _when(start_step), "at the end")]
+                   describe: str, study: str = "") -> Finding | None:
+    """A per-layer fraction (dead or saturated) over ``threshold`` at the start or the end;
+    the sentence gives the same layer's fraction at the other moment, then ``study``."""
+    moments = [(start, end if not same_step else [], _when(start_step), "at the end")]
     if not same_step:
         moments.append((end, start, "at the end", _when(start_step)))
     for layers, other, when, other_when in moments:
@@ -232,8 +233,9 @@ def _units_finding(code: str, key: str, threshold: float, start: list[Mapping[st
             continue
         record, value = worst
         twin = next((r for r in other if r.get("layer") == record.get("layer")), None)
-        also = (f" ({pct(_value(twin, key))} {other_when})"
-                if twin is not None and not same_step else "")
+        notes = [f"{pct(_value(twin, key))} {other_when}"] if twin is not None else []
+        notes += [study] if study else []
+        also = f" ({'; '.join(notes)})" if notes else ""
         return Finding(code, describe.format(pct=pct(value), name=layer_name(record),
                                              when=when) + also)
     return None
@@ -286,7 +288,7 @@ def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = "ok",
     saturated = _units_finding(
         "saturated", "saturated_frac", SATURATED_FRAC, start, end, start_step, same,
         "saturated: {pct} of " + _saturation_words(activation, saturation_eps) + " in {name} "
-        "{when} (" + STUDIES["saturated"] + ")")
+        "{when}", STUDIES["saturated"])
     dead = _units_finding(
         "dead_relu", "dead_frac", DEAD_FRAC, start, end, start_step, same,
         "dead ReLUs: {pct} of {name}'s units never fire on the probe batch {when}")
