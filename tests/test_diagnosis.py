@@ -183,6 +183,21 @@ def test_several_findings_divergence_and_words():
     assert diagnose([]) == []  # diagnostics off: nothing measured, no diagnosis
 
 
+def test_weights_broken_by_the_last_update_are_a_divergence():
+    """S3's N(0, 1) tanh run: the loss checked at step 0 was finite, the update after it made
+    the weights NaN; the end's measurements say so and read no saturation out of NaNs."""
+    x = torch.linspace(-1, 1, 201).unsqueeze(1)
+    w = math.atanh(0.99) / 0.2  # 80% saturated at init
+    start = _records(_net([torch.tensor([[w], [-w]]), torch.eye(2)], nn.Tanh), x)
+    nan = torch.full((2, 1), math.nan)
+    end = _records(_net([nan, torch.eye(2)], nn.Tanh), x, step=1)
+    found = diagnose(start + end, "ok", activation="tanh")
+    assert _codes(found) == ["saturated", "diverged"]
+    assert found[0].sentence.endswith("in layer 0 at init (S2)")  # no "0% at the end"
+    assert found[1].sentence == ("diverged in the last update: activations non-finite in layer "
+                                 "0 at the end (step 1), after the last loss checked")
+
+
 def test_a_healthy_he_init_is_healthy():
     torch.manual_seed(0)
     x = torch.rand(256, 64)

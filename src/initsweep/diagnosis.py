@@ -11,7 +11,9 @@ the loss it diverged at, and returns findings: a short code and a sentence with 
     saturated        over SATURATED_FRAC of a tanh/sigmoid layer's activations saturated (S2)
     dead_relu        over DEAD_FRAC of a ReLU layer's units never active on the probe batch
     healthy          none of the above (about the init: a healthy init can still diverge)
-    diverged         the loss went non-finite or past ``job.divergence_threshold``
+    diverged         the loss went non-finite or past ``job.divergence_threshold``; or the
+                     activations at the end are non-finite (the last update broke the weights
+                     after the last loss was checked)
 
 A finding names a mechanism, measured; whether it cost accuracy is the score's business (a
 3-layer net trains through a signal that vanishes to 1e-3, a 100-layer net does not). Runs with
@@ -212,9 +214,16 @@ def _signal(layers: list[Mapping[str, Any]], step: int, losses: Sequence[float]
     return findings
 
 
+def _finite_signal(record: Mapping[str, Any]) -> bool:
+    """Whether the layer's activations were finite (fractions of NaN activations mean nothing:
+    every comparison with NaN is false, so they read 0)."""
+    return math.isfinite(_value(record, "act_std"))
+
+
 def _worst(layers: list[Mapping[str, Any]], key: str) -> tuple[Mapping[str, Any], float] | None:
     """The hidden layer (weights not all 0) with the largest ``key``."""
-    candidates = [(r, _value(r, key)) for r in layers[:-1] if _value(r, "weight_norm") != 0]
+    candidates = [(r, _value(r, key)) for r in layers[:-1]
+                  if _value(r, "weight_norm") != 0 and _finite_signal(r)]
     candidates = [(r, v) for r, v in candidates if math.isfinite(v)]
     return max(candidates, key=lambda rv: rv[1]) if candidates else None
 
@@ -232,7 +241,8 @@ def _units_finding(code: str, key: str, threshold: float, start: list[Mapping[st
         if worst is None or worst[1] <= threshold:
             continue
         record, value = worst
-        twin = next((r for r in other if r.get("layer") == record.get("layer")), None)
+        twin = next((r for r in other if r.get("layer") == record.get("layer")
+                     and _finite_signal(r)), None)
         notes = [f"{pct(_value(twin, key))} {other_when}"] if twin is not None else []
         notes += [study] if study else []
         also = f" ({'; '.join(notes)})" if notes else ""
@@ -247,6 +257,17 @@ def _saturation_words(activation: str | None, eps: float) -> str:
     if activation == "sigmoid":
         return f"sigmoid activations within {eps:g} of 0 or 1"
     return "activations saturated"
+
+
+def _broke_at_the_end(end: list[Mapping[str, Any]], end_step: int) -> Finding | None:
+    """Non-finite activations at the end of a run that did not diverge: the last update broke
+    the weights after the last loss was checked (S3's N(0, 1) tanh net, one step long)."""
+    broken = next((r for r in end if not _finite_signal(r)), None)
+    if broken is None:
+        return None
+    return Finding("diverged", f"diverged in the last update: activations non-finite in "
+                               f"{layer_name(broken)} at the end (step {end_step}), after the "
+                               "last loss checked")
 
 
 def _diverged(at: int | None, losses: Sequence[float], threshold: float | None) -> Finding:
@@ -297,6 +318,9 @@ def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = "ok",
         findings.append(_healthy(start, start_step))
     if outcome == "diverged":
         findings.append(_diverged(diverged_at, losses, divergence_threshold))
+    elif not same:
+        broke = _broke_at_the_end(end, end_step)
+        findings += [broke] if broke is not None else []
     return sorted(findings, key=lambda f: CODES.index(f.code))
 
 
