@@ -40,24 +40,18 @@ SEPARATOR = ", "
 CODES = ("symmetric", "exploding", "vanishing", "saturated", "dead_relu",
          "healthy", "diverged")  # the order findings are listed in: causes first
 
-# --- thresholds (docs/diagnostics.md, "Findings") -----------------------------------------------
-# A layer acts as one unit when all its rows of W are equal: every unit computes the same
-# function and gets the same update, forever (S0's constant inits, S4's zero weights).
+# --- thresholds: one reason each; the measurements behind them in docs/diagnostics.md ("Findings")
+# All rows of W equal: every unit computes the same function and gets the same update (S0, S4).
 SYMMETRIC_UNITS = 1
-# Signal band, as a factor of the input's std, either way: variance-preserving inits (He for
-# ReLU, Xavier with the activation's gain; He et al. 2015, Glorot & Bengio 2010) stay within
-# about x0.2..x4 of it even 100 layers deep (S3's measurements, docs/studies.md); a factor 10
-# beyond the input is a scale mismatch that compounds with depth (S3: N(0,1) grows about x6 per
-# ReLU layer, Xavier gain 1 shrinks about x0.7 per ReLU layer).
+# Variance-preserving inits (He 2015; Glorot & Bengio 2010, with the activation's gain) keep the
+# activation std within a few times the input's even 100 layers deep (S3); 10x past it, either
+# way, is a scale mismatch that compounds with depth.
 SIGNAL_GAIN = 10.0
-# A tanh/sigmoid activation within eps of its bound passes < 2 eps of its gradient (tanh' = 1 -
-# a^2); with most of a layer's activations there, its backward signal is mostly cut (Glorot &
-# Bengio 2010, section 3; LeCun et al. 1998). Most = more than half (S2's N(0,1) x 10 with tanh:
-# ~95% in every layer; Xavier with tanh: ~2%).
+# A tanh/sigmoid activation within eps of its bound passes < 2 eps of its gradient: with most of
+# a layer there, its backward signal is mostly cut (Glorot & Bengio 2010, section 3; S2).
 SATURATED_FRAC = 0.5
-# A ReLU unit negative on every probe sample gets no gradient from them and adds nothing
-# forward: with over half of a layer's units so, the layer has lost most of its width (Lu et al.
-# 2019, "Dying ReLU and initialization"). Healthy shallow layers on digits lose ~5-25%.
+# A ReLU unit inactive on every probe sample gets no gradient from them and adds nothing
+# forward: past half of a layer, it has lost most of its width (Lu et al. 2019, "Dying ReLU").
 DEAD_FRAC = 0.5
 
 STUDIES = {"symmetric": "S0, S4", "exploding": "S3",
