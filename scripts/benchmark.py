@@ -17,7 +17,10 @@ diagnostics: the floor any Lightning run stands on), an initsweep run (Lightning
 the default cadence + MLflow logging to a sqlite store), and the same run without diagnostics;
 the ratios are computed per repetition. MLflow's share is the time the job waits on MLflow
 (``mlflow_clock``: every ``MlflowClient`` call from the job's thread, and the metric logger's
-waits for its writer thread).
+waits for its writer thread). The diagnosis in words (``initsweep.diagnosis``: the findings
+computed from the diagnostics' records, its tag and note written in one MLflow call) is timed
+on its own: ``diagnosis_ms`` per run and ``diagnosis_share`` of the run (part of
+``artifacts_share``).
 
 The seeds-per-second figures time what a multirun gets: plots drawn by the worker process while
 the next job trains (``diagnostics.background_plots``), the clock stopped once every run has
@@ -234,7 +237,8 @@ def main() -> None:
             rows.append({"plain_s": plain, "lightning_alone_s": alone, "run_s": full["run_s"],
                          "fit_test_s": full["fit_test_s"],
                          "mlflow_s": full["mlflow_s"], "diagnostics_s": full["diagnostics_s"],
-                         "artifacts_s": full["artifacts_s"], "run_no_diag_s": bare["run_s"]})
+                         "artifacts_s": full["artifacts_s"], "diagnosis_s": full["diagnosis_s"],
+                         "run_no_diag_s": bare["run_s"]})
         vectorized = seeds_per_second(base, args.seeds)
         vectorized_bare = seeds_per_second([*base, "diagnostics.enabled=false"], args.seeds)
     result = {
@@ -249,6 +253,8 @@ def main() -> None:
         "mlflow_share": summary([r["mlflow_s"] / r["run_s"] for r in rows]),
         "diagnostics_share": summary([r["diagnostics_s"] / r["run_s"] for r in rows]),
         "artifacts_share": summary([r["artifacts_s"] / r["run_s"] for r in rows]),
+        "diagnosis_share": summary([r["diagnosis_s"] / r["run_s"] for r in rows]),
+        "diagnosis_ms": summary([1000 * r["diagnosis_s"] for r in rows]),
         "vectorized_seeds": vectorized,
         "vectorized_seeds_no_diagnostics": vectorized_bare,
         "rows": rows,

@@ -28,10 +28,11 @@ def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
     assert result["workload"] == "digits" and len(result["rows"]) == 1
     for key in ("plain_loop_s", "initsweep_run_s", "ratio_run_to_plain", "ratio_fit_to_plain",
                 "ratio_lightning_alone_to_plain",
-                "mlflow_share", "diagnostics_share", "artifacts_share"):
+                "mlflow_share", "diagnostics_share", "artifacts_share", "diagnosis_share",
+                "diagnosis_ms"):
         assert 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"], key
         assert key in proc.stdout
-    for key in ("mlflow_share", "diagnostics_share", "artifacts_share"):
+    for key in ("mlflow_share", "diagnostics_share", "artifacts_share", "diagnosis_share"):
         assert result[key]["median"] < 1, key
     for seeds in (result["vectorized_seeds"], result["vectorized_seeds_no_diagnostics"]):
         assert seeds["k"] == 2

@@ -70,10 +70,13 @@ def test_saturation_and_helpers():
 def test_a_diverging_job_is_tagged_and_the_sweep_goes_on(cli, store):
     proc = cli("-m", "init=ones,he", "optim=sgd", "optim.lr=0.5", "trainer.max_epochs=2",
                check=True)
-    assert "ones-x1-s0" in proc.stdout and "[diverged]" in proc.stdout
+    # a diverged run still gets its diagnosis (initsweep.diagnosis), the outcome not repeated
+    assert "ones-x1-s0" in proc.stdout and "[diverged, symmetric, exploding]" in proc.stdout
     runs = {r.info.run_name: r for r in runs_of(store)}
     diverged, fine = runs["ones-x1-s0"], runs["he-x1-s0"]
     assert diverged.info.status == "FINISHED" and diverged.data.tags["outcome"] == "diverged"
+    assert diverged.data.tags["diagnosis"] == "symmetric, exploding, diverged"
+    assert "- diverged at step 1 (loss " in diverged.data.tags["mlflow.note.content"]
     assert "train/diverged_at_step" in diverged.data.metrics
     assert "test/acc" in diverged.data.metrics and "train/loss" in diverged.data.metrics
     assert fine.data.tags["outcome"] == "ok" and fine.data.metrics["test/acc"] > 0.8

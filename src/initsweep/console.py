@@ -44,9 +44,13 @@ def quiet_third_parties() -> None:
 
 
 def result_line(status: Mapping[str, Any], seconds: float) -> str:
-    """``he-x1-s0: test/acc=0.9722 test/loss=0.1181 [ok] 1.2s``: a job's run that ended."""
+    """``he-x1-s0: test/acc=0.9722 test/loss=0.1181 [ok, healthy] 1.2s``: a job's run that
+    ended, with its diagnosis's codes when it has one (``initsweep.diagnosis``)."""
+    from initsweep.diagnosis import console_codes
+
     return (f"{status['name']}: test/acc={status['test/acc']:.4f} "
-            f"test/loss={status['test/loss']:.4f} [{status['outcome']}] {seconds:.1f}s")
+            f"test/loss={status['test/loss']:.4f} "
+            f"[{console_codes(status['outcome'], status.get('diagnosis'))}] {seconds:.1f}s")
 
 
 def print_error(message: str) -> None:

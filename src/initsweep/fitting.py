@@ -27,6 +27,7 @@ class RunResult:
     net: nn.Module  # the trained network (the weight histograms' "end")
     losses: list[float]  # every training step's loss, in order
     step: int  # the global step training ended at
+    diverged_at: int | None = None  # the step whose loss diverged (outcome diverged)
 
 
 def fit_single(cfg: DictConfig, logger: BufferedMlflowLogger, module: InitSweepModule,
@@ -40,4 +41,4 @@ def fit_single(cfg: DictConfig, logger: BufferedMlflowLogger, module: InitSweepM
     losses = torch.stack(module.step_losses).tolist() if module.step_losses else []
     outcome = "ok" if module.diverged_at_step is None else "diverged"
     return RunResult(outcome, dict(module.test_results), diagnostics, module.net, losses,
-                     trainer.global_step)
+                     trainer.global_step, module.diverged_at_step)

@@ -55,6 +55,7 @@ from initsweep.conventions import (
 )
 from initsweep.data import TensorDataModule
 from initsweep.devices import bind_job
+from initsweep.diagnosis import diagnose, log_diagnosis
 from initsweep.errors import ConfigError
 from initsweep.fitting import RunResult, fit_single
 from initsweep.lightning_module import InitSweepModule
@@ -203,11 +204,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                 results = fit_stacked(configs, loggers, modules, datamodule, preemption,
                                       resume_from)
             fit_test_s = time.perf_counter() - tick
-            end_runs(client, todo, results, cfg, ctx, started)
+            diagnosis_s = end_runs(client, todo, results, cfg, ctx, started)
             checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
             timing = {"fit_test_s": fit_test_s,
                       "diagnostics_s": sum(r.diagnostics.seconds for r in results
                                            if r.diagnostics is not None),
+                      "diagnosis_s": diagnosis_s,  # part of artifacts_s
                       "artifacts_s": time.perf_counter() - tick - fit_test_s,
                       "run_s": time.perf_counter() - started}
         if guard.exit_code is not None:
@@ -269,9 +271,11 @@ def log_inputs(client: MlflowClient, run: JobRun) -> None:
 
 
 def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
-             cfg: DictConfig, ctx: JobContext, started: float) -> None:
-    """Log each run's last rows and artifacts and end it with its outcome (FINISHED)."""
+             cfg: DictConfig, ctx: JobContext, started: float) -> float:
+    """Log each run's last rows, diagnosis and artifacts and end it with its outcome (FINISHED);
+    returns the seconds the diagnoses took (computed and logged)."""
     elapsed = time.perf_counter() - started
+    diagnosis_s = 0.0
     complete_pending()  # the previous job's plots, drawn while this one trained
     background = plots_in_background(cfg)
     for run, result in zip(runs, results, strict=True):
@@ -281,11 +285,19 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
         final = reported_metrics(client.get_run(run.run_id).data.metrics)
         run.status.update(outcome=result.outcome, **{**final, **result.metrics})
         forget_checkpoint(client, run.run_id)
+        if result.diagnostics is not None:  # diagnostics off: nothing measured, no diagnosis
+            tick = time.perf_counter()
+            run.status["diagnosis"] = log_diagnosis(client, run.run_id, diagnose(
+                result.diagnostics.records, result.outcome, result.diverged_at, result.losses,
+                run.cfg.model.get("activation"), run.cfg.diagnostics.saturation_eps,
+                run.cfg.job.divergence_threshold))
+            diagnosis_s += time.perf_counter() - tick
         inputs = (result.diagnostics.plot_inputs(run.name, result.net, result.losses)
                   if result.diagnostics is not None and cfg.diagnostics.plots else None)
         finish_run(client, run.run_id, run.name, result.outcome, result.diagnostics, inputs,
                    background, status_file(ctx.output_dir))
         run.ended = True
+    return diagnosis_s
 
 
 class JobGuard:

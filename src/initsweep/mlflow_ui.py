@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from mlflow.entities import Metric, Run
+from mlflow.entities import Metric, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from initsweep.conventions import SEED_KEYS
@@ -331,14 +331,21 @@ def write_sweep_view(client: MlflowClient, experiment_id: str, parent_run_id: st
 
 
 # ------------------------------------------------------------------------------- notes
-def set_run_note(client: MlflowClient, run_id: str, markdown: str) -> None:
+def set_run_note(client: MlflowClient, run_id: str, markdown: str,
+                 tags: Mapping[str, str] | None = None) -> None:
     """A run's note (its "Description", markdown): the one writer of ``mlflow.note.content``
-    on runs (the parent's summary here, a job's diagnosis in issue 18). Cut to MLflow's limit on
-    a tag value, with a closing line that says so."""
+    on runs (the parent's summary here, a job's diagnosis in ``initsweep.diagnosis``). Cut to
+    MLflow's limit on a tag value, with a closing line that says so. ``tags``: more tags written
+    in the same call (one round trip to the store)."""
     if len(markdown) > MAX_NOTE:
         tail = "\n\n… (cut: the full text is in the run's artifacts)"
         markdown = markdown[:MAX_NOTE - len(tail)] + tail
-    client.set_tag(run_id, NOTE_TAG, markdown)
+    if not tags:
+        client.set_tag(run_id, NOTE_TAG, markdown)
+        return
+    client.log_batch(run_id, tags=[RunTag(NOTE_TAG, markdown),
+                                   *(RunTag(k, str(v)) for k, v in tags.items())],
+                     synchronous=True)
 
 
 def set_experiment_note(client: MlflowClient, experiment_id: str, markdown: str) -> None:
@@ -477,6 +484,7 @@ def summary_note(report: Report, links: Mapping[str, str] | None = None) -> str:
         md_table,
         pairs_line,
         tuning_view,
+        why_markdown,
     )
 
     t = report.table
@@ -506,6 +514,9 @@ def summary_note(report: Report, links: Mapping[str, str] | None = None) -> str:
     keep = [c for c in ("group", "n", "mean", "std", "95% CI", "min", "max", "failed",
                         "diverged") if c in view.columns]
     lines += ["", md_table(view[keep])]
+    why = why_markdown(report)  # the diagnosis findings per group (issue 18)
+    if why:
+        lines += ["", why]
     if report.tuning:
         lines += ["", md_table(tuning_view(report.tuning))]
     elif not report.tune_key:

@@ -257,5 +257,5 @@ def fit_stacked(configs: list[DictConfig], loggers: list[BufferedMlflowLogger],
     return [RunResult("ok" if stacked.diverged_at_step[k] is None else "diverged",
                       {key: v[k] for key, v in stacked.test_results.items()},
                       diagnostics[k], stacked.seed_net(k), stacked.loss_history[k],
-                      trainer.global_step)
+                      trainer.global_step, stacked.diverged_at_step[k])
             for k in range(len(configs))]

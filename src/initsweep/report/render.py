@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from initsweep.report import figures
+from initsweep.report import figures, why
 from initsweep.report.runs import (
     ReportInputError,
     RunTable,
@@ -308,6 +308,7 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
                    "measuring on a finite test set would explain." if report.accuracy else "")))
     if "groups" in plot_files:
         out.append(("img", plot_files["groups"], f"{t.metric} per group"))
+    out.extend(why_blocks(report))
 
     out.append(("h2", "Comparisons: P(A > B) over paired seeds"))
     if report.pairs.empty:
@@ -356,6 +357,53 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
     if report.tune_key:
         out.extend(tuning_blocks(report, plot_files))
     return out
+
+
+def why_blocks(report: Report) -> list[Block]:
+    """The "why" section: each group's diagnosis findings over its seeds (``report.why``)."""
+    groups = why.why(report.table)
+    out: list[Block] = [("h2", "Why: what the diagnostics found, per group")]
+    if not any(g.diagnosed for g in groups):
+        out.append(("p", "No run here has a diagnosis (`diagnosis` tag): diagnostics were off "
+                         "(`diagnostics.enabled=false`), or the runs predate diagnoses."))
+        return out
+    out.append(("p", "Each run's diagnosis of its init (its `diagnosis` tag; the sentences are "
+                     "the run's description in the MLflow UI), counted over the group's seeds: "
+                     "3/3 means every diagnosed seed carries that finding. A finding names a "
+                     "mechanism; the score says whether it cost anything. Findings and their "
+                     "thresholds: docs/diagnostics.md."))
+    out.append(("table", why.why_frame(groups, report.table.metric)))
+    disagree = why.disagreement_lines(groups)
+    out.append(("list", disagree) if disagree else
+               ("p", "The seeds of every group agree on every finding."))
+    evidence = [f"**{g.group}** (seed {seed}): {'; '.join(said)}"
+                for g in groups for seed, said in g.examples]
+    if evidence:
+        out.append(("h3", "The evidence: a run per group and set of findings"))
+        out.append(("list", evidence))
+    return out
+
+
+def why_markdown(report: Report) -> str:
+    """The why section for the parent run's note: the table and the disagreements."""
+    groups = why.why(report.table)
+    if not any(g.diagnosed for g in groups):
+        return ""
+    lines = ["### Why: what the diagnostics found, per group", "",
+             md_table(why.why_frame(groups, report.table.metric))]
+    lines += [""] + [f"- {line}" for line in why.disagreement_lines(groups)]
+    return "\n".join(lines).rstrip()
+
+
+def why_terminal(report: Report) -> list[str]:
+    """The why section for the terminal: one line per group, then the disagreements."""
+    groups = why.why(report.table)
+    if not any(g.diagnosed for g in groups):
+        return []
+    lines = ["", "why (diagnosis findings per group, seeds carrying each):"]
+    lines += [f"  {why.summary_line(g)}  ({report.table.metric} {why.score(g)})" for g in groups]
+    lines += [f"  {line.replace('**', '')}" for line in why.disagreement_lines(groups)]
+    return lines
 
 
 def tuning_blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
@@ -473,6 +521,7 @@ def terminal(report: Report, max_pairs: int = TERMINAL_PAIRS) -> str:
              f"{counts_line(t)}", ""]
     view = group_view(report).drop(columns=["median", "min", "max"])
     lines.append(view.to_string(index=False))
+    lines += why_terminal(report)
     if not report.pairs.empty:
         lines += ["", f"P(A > B) over paired seeds: {pairs_line(report)}; ASO ε_min: the "
                       f"second opinion (< {ASO_THRESHOLD}: A almost stochastically larger):"]

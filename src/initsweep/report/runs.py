@@ -84,8 +84,9 @@ class RunTable:
     """The loaded runs and how they group.
 
     ``frame`` has one row per job run: ``run_id``, ``run_name``, ``status``, ``outcome``,
-    ``usable``, ``value`` (the chosen metric), the seed keys as ints, ``n_test``, ``group`` (a short
-    readable label), ``start_time``, then ``params.*``, ``metrics.*`` and ``tags.*`` columns.
+    ``usable``, ``value`` (the chosen metric), the seed keys as ints, ``n_test``, ``diagnosis``
+    (the run's diagnosis codes, None without one), ``group`` (a short readable label),
+    ``start_time``, then ``params.*``, ``metrics.*`` and ``tags.*`` columns.
     ``group_keys`` are the params that define the groups; ``label_keys`` the fewest of them that
     still tell every group apart (they make the labels).
     """
@@ -369,6 +370,7 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
             "value": float(value), "start_time": run.info.start_time or 0,
             **{k: _seed_value(run, k) for k in SEED_KEYS},
             "n_test": _n_test(run),
+            "diagnosis": run.data.tags.get("diagnosis"),  # initsweep.diagnosis: codes or None
         }
         row.update({f"params.{k}": v for k, v in run.data.params.items()})
         row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
