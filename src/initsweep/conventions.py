@@ -25,7 +25,7 @@ SWEEP_ID_ENV = "INITSWEEP_SWEEP_ID"
 SWEPT_KEYS_ENV = "INITSWEEP_SWEPT_KEYS"  # keys the multirun varies: they go into run names
 SEED_KEYS = ("seed", "init_seed", "data_seed")
 # Config sections that decide a job's result: what is hashed to recognise "the same config".
-GROUP_KEYS = ("data", "model", "init", "optim", "trainer", "job")
+GROUP_KEYS = ("data", "model", "init", "optim", "lr_schedule", "trainer", "job")
 RESULT_KEYS = (*GROUP_KEYS, *SEED_KEYS)
 # Keys inside those sections that change what a job shows, not what it computes.
 NOT_HASHED = {"job": ("progress_bar",)}
