@@ -62,10 +62,9 @@ class InitSweepModule(L.LightningModule):
         self.activation = model_cfg.get("activation", "relu")
         self.input_shape = ((input_shape,) if isinstance(input_shape, int)
                             else tuple(input_shape))
-        self.model_target = str(model_cfg.get("_target_", "initsweep.networks.mlp"))
-        if "_target_" not in model_cfg:  # an MLP config from before models had a _target_
-            model_cfg = {"_target_": "initsweep.networks.mlp", **model_cfg}
         self.net = build_network(model_cfg, self.input_shape, num_classes, init_seed)
+        self.model_target = str(self.net.__class__.__module__ + "." + self.net.__class__.__name__
+                                if "_target_" not in model_cfg else model_cfg["_target_"])
         self.layer_specs = initialize_(self.net, init_cfg, init_seed, self.activation, draw_batch)
         self.divergence_threshold = divergence_threshold
         self.automatic_optimization = False  # training_step steps the optimizer itself

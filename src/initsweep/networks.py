@@ -390,9 +390,8 @@ def build_network(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_
         cfg = OmegaConf.to_container(model_cfg, resolve=True)
     else:
         cfg = dict(model_cfg)
-    require("_target_" in cfg, "model._target_", None,
-            "not set; every model config names its factory (conf/model/*.yaml)")
-    target = cfg.pop("_target_")
+    # an MLP config written before models had a _target_ (hidden_sizes, activation, ...)
+    target = cfg.pop("_target_", "initsweep.networks.mlp")
     factory = locate_factory(target)
     check_model_keys(factory, target, cfg)
     shape = tuple(int(n) for n in input_shape)
