@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator  # noqa: E402
 
 # the file names under the run's diagnostics/ artifact folder, in drawing order
 PLOT_FILES = ("loss.png", "depth_at_init.png", "weight_histograms.png", "distinct_units.png")
@@ -80,7 +80,7 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
     named = any(p and not str(p).isdigit() for p in paths)
     # module paths under the axis while they fit (a CNN, a small ResNet); indices for deep nets
     tall = named and len(layers) <= 24
-    fig, (acts, grads) = plt.subplots(1, 2, figsize=(10, 3.5 + (1.4 if tall else 0)))
+    fig, (acts, grads) = plt.subplots(1, 2, figsize=(10, 3.5 + (1.2 if tall else 0)))
     for axis, key, label in ((acts, "act_std", "activation std"),
                              (grads, "grad_norm", "weight gradient norm")):
         values = _finite([r[key] for r in at_init])
@@ -93,7 +93,7 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
             axis.set_xticks(layers, [str(p) for p in paths], rotation=90, fontsize=6)
             axis.set_xlabel("")
     fig.suptitle(title)
-    return _save(fig, path, bottom=0.42 if tall else 0.14)
+    return _save(fig, path, bottom=0.3 if tall else 0.14)
 
 
 def weight_histograms(before: Sequence[Any], after: Sequence[Any], path: Path,
@@ -149,6 +149,8 @@ def _save(fig: plt.Figure, path: Path, bottom: float = 0.14) -> Path:
     for axis in fig.axes:
         axis.minorticks_off()
         for which, ticks in (("x", axis.xaxis), ("y", axis.yaxis)):
+            if isinstance(ticks.get_major_locator(), FixedLocator):
+                continue  # ticks placed on purpose (one per layer, labelled by module path)
             if ticks.get_scale() == "linear":
                 axis.locator_params(axis=which, nbins=5)
             else:
