@@ -90,7 +90,9 @@ def swept_keys(task_overrides: Sequence[str],
 
     parsed = OverridesParser.create().parse_overrides(list(task_overrides))
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
-    return keys + [k for k in (sweeper_params or {}) if k not in keys]
+    # a preset's "+group" sweeps a group its defaults do not list: the job's override is "+group=x"
+    params = [override_key(k) for k in (sweeper_params or {})]
+    return keys + [k for k in params if k not in keys]
 
 
 def override_key(override: str) -> str:

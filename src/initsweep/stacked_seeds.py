@@ -52,6 +52,10 @@ from initsweep.mlflow_logger import BufferedMlflowLogger
 from initsweep.networks import MLP
 from initsweep.preemption import PreemptionCheckpoint
 
+# An MLP's K seeds run as batched matmuls (``_forward_mlp``); False runs them under vmap like any
+# other network (scripts/benchmark.py --mlp-vmap measures both; docs/performance.md).
+MLP_BATCHED_MATMUL = True
+
 
 def _vmapped(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor],
              x: Tensor, stacked_input: bool) -> Tensor:
@@ -135,7 +139,7 @@ class StackedSeedsModule(L.LightningModule):
         # state_dict never see it: forward() runs it on the stacked tensors, and each seed's
         # ordinary network for the diagnostics is a copy of it.
         object.__setattr__(self, "_template", copy.deepcopy(modules[0].net))
-        self._mlp = isinstance(self._template, MLP)
+        self._mlp = MLP_BATCHED_MATMUL and isinstance(self._template, MLP)
         self._seed_nets: dict[int, nn.Module] = {}
         self.alive = torch.ones(self.k, dtype=torch.bool)
         self.diverged_at_step: list[int | None] = [None] * self.k
