@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -75,7 +75,8 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> InitSweepModu
                            datamodule.num_classes, cfg.init_seed,
                            draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed)[0],
                            divergence_threshold=cfg.job.divergence_threshold,
-                           schedule_cfg=(OmegaConf.to_container(schedule, resolve=True)
+                           schedule_cfg=(cast(dict[str, Any],
+                                              OmegaConf.to_container(schedule, resolve=True))
                                          if schedule is not None else None))
 
 

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from initsweep.networks import NORM_LAYER_TYPES, WEIGHT_LAYER_TYPES, weight_layers
+from initsweep.networks import NORM_LAYER_TYPES, WEIGHT_LAYER_TYPES, weight_layers, weight_of
 
 if TYPE_CHECKING:  # matplotlib only where plots are drawn
     from initsweep.run_plots import PlotInputs
@@ -135,21 +135,23 @@ def measure(net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01,
             logits = net(x)
             loss = F.cross_entropy(logits, y)
             finite = bool(torch.isfinite(loss))
-            grads = torch.autograd.grad(loss, [layer.weight for layer in layers],
-                                        allow_unused=True) if finite else [None] * len(layers)
+            grads: Sequence[Tensor | None] = torch.autograd.grad(
+                loss, [weight_of(layer) for layer in layers], allow_unused=True
+            ) if finite else [None] * len(layers)
     finally:
         for hook in hooks:
             hook.remove()
-    first_call = {}
-    for position, (module, _, _) in enumerate(calls):
-        first_call.setdefault(id(module), position)
+    first_call: dict[int, int] = {}
+    for call, (module, _, _) in enumerate(calls):
+        first_call.setdefault(id(module), call)
     rows: list[dict[str, Any]] = []
     for i, (path, layer) in enumerate(named):
         position = first_call.get(id(layer))
+        weight = weight_of(layer)
         if position is None:  # a layer the forward pass never reached: nothing to measure
             rows.append({**dict.fromkeys(LAYER_METRICS, math.nan),
-                         "weight_norm": float(layer.weight.detach().norm()),
-                         "distinct_units": float(distinct_rows(layer.weight, distinct_tol)),
+                         "weight_norm": float(weight.detach().norm()),
+                         "distinct_units": float(distinct_rows(weight, distinct_tol)),
                          "path": path, "type": type(layer).__name__})
             continue
         _, inputs, pre = calls[position]
@@ -166,16 +168,17 @@ def measure(net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01,
         input_std = float(inputs.detach().float().std())
         act_std = float(act.std())
         units = _units(layer, act)
+        grad = grads[i]
         row: dict[str, Any] = {
-            "weight_norm": float(layer.weight.detach().norm()),
+            "weight_norm": float(weight.detach().norm()),
             "preact_mean": float(pre.mean()), "preact_std": float(pre.std()),
             "act_mean": float(act.mean()), "act_std": act_std,
             "std_ratio": act_std / input_std if input_std > 0 else math.nan,
-            "grad_norm": float(grads[i].norm()) if grads[i] is not None else math.nan,
+            "grad_norm": float(grad.norm()) if grad is not None else math.nan,
             "dead_frac": float((units <= 0).all(dim=0).float().mean())
             if isinstance(activation, _RELU_TYPES) else 0.0,
             "saturated_frac": _saturated_frac(activation, act, saturation_eps),
-            "distinct_units": float(distinct_rows(layer.weight, distinct_tol)),
+            "distinct_units": float(distinct_rows(weight, distinct_tol)),
             "effective_rank": effective_rank(units),
             **_norm_stats(norm),
             "path": path, "type": type(layer).__name__,
@@ -258,7 +261,7 @@ class DiagnosticsCallback(L.Callback):
         self.seconds += time.perf_counter() - tick
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.weights_at_init = [w.weight.detach().cpu().clone()
+        self.weights_at_init = [weight_of(w).detach().cpu().clone()
                                 for _, w in weight_layers(self._net(pl_module))]
         self._record(trainer, pl_module, step=trainer.global_step)  # > 0 when resumed
 
@@ -266,7 +269,7 @@ class DiagnosticsCallback(L.Callback):
                              batch: Any, batch_idx: int) -> None:
         # the step about to run is global_step + 1; keep its starting weights if it is measured
         if self._due(trainer.global_step + 1) and self._stopped_at(pl_module) is None:
-            self._before_step = [w.weight.detach().clone()
+            self._before_step = [weight_of(w).detach().clone()
                                  for _, w in weight_layers(self._net(pl_module))]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -278,7 +281,7 @@ class DiagnosticsCallback(L.Callback):
         for before, (_, layer) in zip(self._before_step, weight_layers(self._net(pl_module)),
                                       strict=True):
             norm = float(before.norm())
-            ratios.append(float((layer.weight.detach() - before).norm()) / norm
+            ratios.append(float((weight_of(layer).detach() - before).norm()) / norm
                           if norm > 0 else math.nan)
         self._before_step = None
         self._record(trainer, pl_module, trainer.global_step, ratios)
@@ -297,7 +300,7 @@ class DiagnosticsCallback(L.Callback):
         named = weight_layers(net)
         return {"name": name, "losses": list(losses), "records": list(self.records),
                 "weights_at_init": [w.numpy() for w in self.weights_at_init],
-                "weights_at_end": [layer.weight.detach().cpu().numpy() for _, layer in named],
+                "weights_at_end": [weight_of(layer).detach().cpu().numpy() for _, layer in named],
                 "layer_paths": [path for path, _ in named]}
 
     def write_csv(self, path: Path) -> Path:

@@ -44,9 +44,11 @@ from torch.nn import functional as F
 from initsweep.errors import ConfigError, require, require_choice
 from initsweep.networks import (
     WEIGHT_LAYER_TYPES,
+    bias_of,
     norm_layers,
     residual_blocks,
     weight_layers,
+    weight_of,
 )
 
 # Keys of an ``init`` config that are not scheme parameters.
@@ -150,8 +152,8 @@ def gain_for(activation: str, param: str = "activation", negative_slope: float =
     """``torch.nn.init.calculate_gain``, raising ``InvalidInitParameter`` for unknown names."""
     _choice(param, activation, NONLINEARITIES)
     if activation == "leaky_relu":
-        return nn.init.calculate_gain(activation, negative_slope)
-    return nn.init.calculate_gain(activation)
+        return nn.init.calculate_gain("leaky_relu", negative_slope)
+    return nn.init.calculate_gain(activation)  # type: ignore[arg-type]  # checked just above
 
 
 def _fill_std_(weight: Tensor, generator: torch.Generator, std: float, distribution: str) -> None:
@@ -364,14 +366,14 @@ def _center_kernel(flat: Tensor, shape: torch.Size) -> Tensor:
     """A 2-D (out, in) matrix at the centre of a conv kernel, zeros elsewhere (ZerO for conv)."""
     kernel = torch.zeros(shape, dtype=flat.dtype)
     centre = tuple(s // 2 for s in shape[2:])
-    kernel[(slice(None), slice(None), *centre)] = flat
+    kernel[(slice(None), slice(None), *centre)] = flat  # type: ignore[index]
     return kernel
 
 
 def layer_output(layer: nn.Module, x: Tensor) -> Tensor:
     """What ``layer`` computes on ``x`` with its current weights, without calling its hooks."""
     if isinstance(layer, nn.Linear):
-        return F.linear(x, layer.weight, layer.bias)
+        return F.linear(x, layer.weight, layer.bias)  # typed: nn.Linear's own attributes
     if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         return layer._conv_forward(x, layer.weight, layer.bias)
     if isinstance(layer, nn.Embedding):
@@ -410,7 +412,7 @@ def lsuv_pass(net: nn.Module, layers: Sequence[nn.Module], draw_batch: Callable[
             var = out.var().item()
             if not math.isfinite(var) or var == 0.0 or abs(var - 1.0) < tol:
                 break
-            layer.weight.div_(math.sqrt(var))
+            weight_of(layer).div_(math.sqrt(var))
             out = layer_output(layer, inputs[0])
         return out
 
@@ -458,9 +460,10 @@ def _residual_branches(net: nn.Module, layers: Sequence[nn.Module], scheme: str
 
 
 def _zero_(module: nn.Module) -> None:
-    module.weight.zero_()
-    if getattr(module, "bias", None) is not None:
-        module.bias.zero_()
+    weight_of(module).zero_()
+    bias = bias_of(module)
+    if bias is not None:
+        bias.zero_()
 
 
 def zero_init_residual_pass(net: nn.Module, layers: Sequence[nn.Module],
@@ -472,7 +475,7 @@ def zero_init_residual_pass(net: nn.Module, layers: Sequence[nn.Module],
         last_norm = next((m for m in reversed(norms) if getattr(m, "weight", None) is not None),
                          None)
         if last_norm is not None:
-            last_norm.weight.zero_()
+            weight_of(last_norm).zero_()
         else:
             _zero_(weights[-1])
 
@@ -496,7 +499,7 @@ def fixup_pass(net: nn.Module, layers: Sequence[nn.Module],
             factor = total ** (-1.0 / (2 * m - 2))
             for layer in weights[:-1]:
                 if id(layer) in chosen:
-                    layer.weight.mul_(factor)
+                    weight_of(layer).mul_(factor)
         _zero_(weights[-1])
     classifier = weight_layers(net)[-1][1]
     if id(classifier) in chosen and id(classifier) not in in_branches:
@@ -563,9 +566,10 @@ def init_norm_(layer: nn.Module, rule: Mapping[str, Any]) -> None:
     statistics reset (mean 0, variance 1, no batches seen)."""
     if getattr(layer, "weight", None) is not None:
         fill = {"ones": 1.0, "zeros": 0.0, "constant": float(rule["value"])}[rule["weight"]]
-        layer.weight.fill_(fill)
-    if getattr(layer, "bias", None) is not None:
-        layer.bias.zero_()
+        weight_of(layer).fill_(fill)
+    bias = bias_of(layer)
+    if bias is not None:
+        bias.zero_()
     reset = getattr(layer, "reset_running_stats", None)
     if callable(reset) and getattr(layer, "track_running_stats", False):
         reset()
@@ -786,16 +790,18 @@ def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
             fill_params["layer"] = layer
         with _reported_at(spec):
             # Draw in float32 on CPU, then copy: identical weights whatever the device or dtype.
-            weight = torch.empty(layer.weight.shape, dtype=torch.float32)
+            target = weight_of(layer)
+            weight = torch.empty(target.shape, dtype=torch.float32)
             scheme.fill_(weight, layer_generator(init_seed, i), **fill_params)
             if isinstance(layer, nn.Embedding) and layer.padding_idx is not None:
                 weight[layer.padding_idx] = 0.0
-            layer.weight.copy_(weight.mul_(spec.scale))
-            if getattr(layer, "bias", None) is not None:
-                bias = torch.empty(layer.bias.shape, dtype=torch.float32)
+            target.copy_(weight.mul_(spec.scale))
+            target_bias = bias_of(layer)
+            if target_bias is not None:
+                bias = torch.empty(target_bias.shape, dtype=torch.float32)
                 fill_bias_(bias, weight, spec.bias["kind"], spec.bias["value"], spec.bias["std"],
                            layer_generator(init_seed, i, stream=1))
-                layer.bias.copy_(bias)
+                target_bias.copy_(bias)
     rule = norm_rule(dict(init_cfg).get("norm"))
     for _, norm in norm_layers(net):
         init_norm_(norm, rule)

@@ -34,7 +34,7 @@ def configure_optimization(module: L.LightningModule, optim_cfg: Mapping[str, An
 def step_schedule(module: L.LightningModule) -> None:
     """Advance the learning-rate schedule after an optimizer step (if there is one)."""
     scheduler = module.lr_schedulers()
-    if scheduler is not None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):  # one, as configured
         scheduler.step()
 
 

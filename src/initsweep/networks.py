@@ -33,7 +33,7 @@ import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +120,7 @@ def _image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int, int]
     if len(shape) != 3:
         raise ConfigError(f"model={model}: needs image inputs (C, H, W); the data's inputs have "
                           f"shape {shape} (data=digits, mnist and fashion_mnist are images)")
-    return shape  # type: ignore[return-value]
+    return cast(tuple[int, int, int], shape)
 
 
 def cnn(input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (6, 16),
@@ -282,6 +282,16 @@ def weight_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(m, WEIGHT_LAYER_TYPES) and getattr(m, "weight", None) is not None]
 
 
+def weight_of(layer: nn.Module) -> Tensor:
+    """A weight layer's weight (typed: ``nn.Module`` attributes are ``Tensor | Module``)."""
+    return cast(Tensor, layer.weight)
+
+
+def bias_of(layer: nn.Module) -> Tensor | None:
+    """A layer's bias, None when it has none (an Embedding, ``bias=False``)."""
+    return cast("Tensor | None", getattr(layer, "bias", None))
+
+
 def linear_layers(net: nn.Module) -> list[nn.Module]:
     """The weight layers' modules of ``weight_layers`` (the name is older than conv support)."""
     return [m for _, m in weight_layers(net)]
@@ -347,7 +357,7 @@ def locate_factory(target: Any) -> Callable[..., nn.Module]:
     factory = getattr(module, attribute, None)
     require(callable(factory), "model._target_", target,
             f"{module_name} has no callable {attribute!r}")
-    return factory
+    return cast(Callable[..., nn.Module], factory)
 
 
 def check_model_keys(factory: Callable[..., Any], target: str, keys: Mapping[str, Any]) -> None:
@@ -387,7 +397,7 @@ def build_network(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_
         if OmegaConf.is_missing(model_cfg, "_target_"):
             raise ConfigError("model._target_: not set; model=custom needs your factory, e.g. "
                               "model._target_=my_models.small_cnn (docs/extending.md)")
-        cfg = OmegaConf.to_container(model_cfg, resolve=True)
+        cfg = cast(dict[str, Any], OmegaConf.to_container(model_cfg, resolve=True))
     else:
         cfg = dict(model_cfg)
     # an MLP config written before models had a _target_ (hidden_sizes, activation, ...)

@@ -112,6 +112,8 @@ class StackedSeedsModule(L.LightningModule):
     (diverged) seeds, so a resumed job continues exactly where it stopped.
     """
 
+    _template: nn.Module  # the network's structure, outside the module tree (see __init__)
+
     def __init__(self, modules: list[InitSweepModule], optim_cfg: dict[str, Any],
                  loggers: list[BufferedMlflowLogger],
                  generators: Sequence[torch.Generator] = ()) -> None:
