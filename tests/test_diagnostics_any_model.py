@@ -99,3 +99,28 @@ def test_plots_label_layers_by_module_path(tmp_path):
               "layer_paths": [p for p, _ in weight_layers(net)]}
     paths = draw_all(inputs, tmp_path)
     assert [p.name for p in paths] == list(PLOT_FILES) and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_the_probe_sees_batchnorm_as_training_does_and_leaves_it_untouched():
+    """At init a BatchNorm's running statistics are mean 0, variance 1: in eval mode it would
+    pass the signal through unnormalized. The probe normalizes with the batch's statistics, as a
+    training step does, and puts the running statistics back."""
+    from initsweep.diagnostics import probe_mode
+
+    net = resnet((1, 8, 8), 10, depth=20, width=4)
+    initialize_(net, {"scheme": "he"}, 0)
+    net.train()
+    x, y = torch.rand(32, 1, 8, 8), torch.zeros(32, dtype=torch.long)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with probe_mode(net):
+        rows = measure(net, x, y)
+        assert not net.fc.training and net.stem_bn.training
+    assert net.training and all(m.training for m in net.modules())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    stem = rows[0]  # the stem's activation: ReLU of a batch-normalized signal
+    with torch.no_grad():
+        normalized = nn.functional.batch_norm(net.stem(x), None, None, training=True)
+    assert stem["act_std"] == pytest.approx(float(torch.relu(normalized).std()), rel=1e-5)
+    eval_rows = measure(net.eval(), x, y)  # what eval mode would have shown: unnormalized
+    ratio = eval_rows[-2]["act_std"] / rows[-2]["act_std"]
+    assert not 0.5 < ratio < 2, ratio

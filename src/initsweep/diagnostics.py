@@ -31,6 +31,10 @@ Metric names keep the layer index: it orders the layers by depth in MLflow's UI 
 the report compares an MLP's sweep with a CNN's. The module path of each index is in every row of
 ``diagnostics.csv`` (``path``, ``type``) and labels the plots.
 
+The probe batch goes through the network as a training step would see it (``probe_mode``):
+BatchNorm normalizes with the batch's statistics (its running statistics are put back after),
+dropout is off.
+
 The same numbers go to ``diagnostics.csv`` (one row per step and layer) for analysis without plots.
 Everything here runs under ``torch.no_grad`` except the probe gradient, which uses
 ``torch.autograd.grad`` so the training gradients are never touched.
@@ -41,7 +45,8 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +192,31 @@ def measure(net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01,
     return rows
 
 
+@contextmanager
+def probe_mode(net: nn.Module) -> Iterator[None]:
+    """The network as a training step sees it, without touching it: BatchNorm normalizes with
+    the probe batch's own statistics (in eval mode a fresh BatchNorm, running mean 0 and
+    variance 1, would pass the signal through unnormalized and hide what it does at init), its
+    running statistics put back afterwards; everything else in eval mode (no dropout: no random
+    draw that would move the training's random stream)."""
+    modes = {m: m.training for m in net.modules()}
+    batch_norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{name: b.clone() for name, b in m.named_buffers(recurse=False)}
+             for m in batch_norms]
+    net.eval()
+    for m in batch_norms:
+        m.train()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(batch_norms, saved, strict=True):
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
+        for m, mode in modes.items():
+            m.training = mode
+
+
 def _norm_stats(norm: nn.Module | None) -> dict[str, float]:
     """Mean gamma and, for BatchNorm, mean |running mean| and mean running variance."""
     weight = getattr(norm, "weight", None)
@@ -243,10 +273,8 @@ class DiagnosticsCallback(L.Callback):
         tick = time.perf_counter()
         x, y = (t.to(pl_module.device) for t in self.probe)
         net = self._net(pl_module)
-        was_training = net.training
-        net.eval()
-        rows = measure(net, x, y, self.saturation_eps, self.distinct_tol)
-        net.train(was_training)
+        with probe_mode(net):
+            rows = measure(net, x, y, self.saturation_eps, self.distinct_tol)
         metrics = {}
         for i, row in enumerate(rows):
             row["update_ratio"] = update_ratios[i] if update_ratios else math.nan
