@@ -408,7 +408,8 @@ def build_network(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         try:
-            partial = instantiate({"_target_": target, **cfg}, _partial_=True)
+            # plain lists and dicts for the factory (not OmegaConf containers)
+            partial = instantiate({"_target_": target, **cfg}, _partial_=True, _convert_="all")
             net = partial(input_shape=shape, num_classes=num_classes)
         except ConfigError:
             raise
