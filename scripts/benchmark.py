@@ -3,6 +3,7 @@
     python scripts/benchmark.py                          # S1 workload, 3 alternating repetitions
     python scripts/benchmark.py --mnist-root ../shared/data --repeats 5 --json bench.json
     python scripts/benchmark.py --workload digits --skip-sweep
+    python scripts/benchmark.py --workload digits --model resnet --skip-sweep   # any built-in model
     python scripts/benchmark.py --profile run.html       # where one run's time goes, then exit
 
 Also: seeds per second for K init seeds trained sequentially versus as one batched job
@@ -11,16 +12,20 @@ them (the training alone).
 
 Workloads: ``s1`` = MLP 784-256-128-10 ReLU, Adam 1e-3, batch 128, 2 epochs over 55,000 x 784
 inputs (real MNIST when ``--mnist-root`` has it, random tensors of that shape otherwise);
-``digits`` = the default job (bundled digits, 10 epochs). Each repetition runs, in this order, the
-plain loop, Lightning alone (the same module and data in a bare Trainer: no logger, callbacks or
-diagnostics: the floor any Lightning run stands on), an initsweep run (Lightning + diagnostics at
-the default cadence + MLflow logging to a sqlite store), and the same run without diagnostics;
-the ratios are computed per repetition. MLflow's share is the time the job waits on MLflow
-(``mlflow_clock``: every ``MlflowClient`` call from the job's thread, and the metric logger's
-waits for its writer thread). The diagnosis in words (``initsweep.diagnosis``: the findings
-computed from the diagnostics' records, its tag and note written in one MLflow call) is timed
-on its own: ``diagnosis_ms`` per run and ``diagnosis_share`` of the run (part of
-``artifacts_share``).
+``digits`` = the default job (bundled digits, 10 epochs). ``--model cnn`` or ``resnet`` trains that
+built-in model (its conf/model defaults, He init) instead of the MLP, in the plain loop too; the
+CNN and ResNet need images (digits, or real MNIST for s1). ``--mlp-vmap`` runs the MLP's stacked
+seeds under ``torch.func.vmap`` instead of its batched matmuls (to compare the two paths).
+
+Each repetition runs, in this order, the plain loop, Lightning alone (the same module and data
+in a bare Trainer: no logger, callbacks or diagnostics: the floor any Lightning run stands on), an
+initsweep run (Lightning + diagnostics at the default cadence + MLflow logging to a sqlite store),
+and the same run without diagnostics; the ratios are computed per repetition. MLflow's share is
+the time the job waits on MLflow (``mlflow_clock``: every ``MlflowClient`` call from the job's
+thread, and the metric logger's waits for its writer thread). The diagnosis in words
+(``initsweep.diagnosis``: the findings computed from the diagnostics' records, its tag and note
+written in one MLflow call) is timed on its own: ``diagnosis_ms`` per run and ``diagnosis_share``
+of the run (part of ``artifacts_share``).
 
 The seeds-per-second figures time what a multirun gets: plots drawn by the worker process while
 the next job trains (``diagnostics.background_plots``), the clock stopped once every run has
@@ -57,17 +62,19 @@ from initsweep.console import quiet_third_parties  # noqa: E402
 from initsweep.initializers import initialize_  # noqa: E402
 from initsweep.job import run_job  # noqa: E402
 from initsweep.mlflow_logger import BufferedMlflowLogger  # noqa: E402
-from initsweep.networks import build_mlp, hidden_sizes  # noqa: E402
+from initsweep.networks import build_network  # noqa: E402
 from initsweep.optimizers import make_optimizer  # noqa: E402
 
 
-def workload_overrides(name: str, mnist_root: str | None) -> list[str]:
+def workload_overrides(name: str, mnist_root: str | None, model: str = "mlp") -> list[str]:
+    models = [] if model == "mlp" else [f"model={model}", "init=he"]
     if name == "digits":
-        return []
+        return models
     data = (["data=mnist", f"data.root={mnist_root}"]
             if mnist_root and (Path(mnist_root) / "MNIST" / "raw").exists() else ["data=synthetic"])
-    return [*data, "data.batch_size=128", "model.hidden_sizes=[256,128]", "model.activation=relu",
-            "optim=adam", "optim.lr=0.001", "trainer.max_epochs=2", "init=he"]
+    mlp = ["model.hidden_sizes=[256,128]", "model.activation=relu"] if model == "mlp" else []
+    return [*data, "data.batch_size=128", *mlp, *models, "optim=adam", "optim.lr=0.001",
+            "trainer.max_epochs=2", "init=he"]
 
 
 def compose_cfg(overrides: list[str]):
@@ -81,13 +88,15 @@ def plain_loop(cfg) -> float:
     datamodule, _ = build(cfg)
     (x, y), (xv, yv), (xt, yt) = datamodule.train, datamodule.val, datamodule.test
     start = time.perf_counter()
-    net = build_mlp(x.shape[1], datamodule.num_classes, hidden_sizes(cfg.model),
-                    cfg.model.activation)
-    initialize_(net, dict(cfg.init), cfg.init_seed, cfg.model.activation)
+    net = build_network(cfg.model, datamodule.input_shape, datamodule.num_classes, cfg.init_seed)
+    activation = cfg.model.get("activation", "relu")
+    initialize_(net, dict(cfg.init), cfg.init_seed, activation,
+                draw_batch=lambda n: datamodule.probe_batch(n, cfg.init_seed)[0])
     optimizer = make_optimizer(net.parameters(), cfg.optim)  # the run's optimizer, fused or not
     generator = torch.Generator().manual_seed(cfg.data_seed)
     batch = cfg.data.batch_size
     for _ in range(cfg.trainer.max_epochs):
+        net.train()  # BatchNorm: batch statistics while training, running ones to evaluate
         order = torch.randperm(len(y), generator=generator)
         xs, ys = x[order], y[order]
         for i in range(0, len(y), batch):
@@ -95,6 +104,7 @@ def plain_loop(cfg) -> float:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        net.eval()
         with torch.no_grad():
             (net(xv).argmax(1) == yv).float().mean().item()
     with torch.no_grad():
@@ -209,6 +219,9 @@ def seeds_per_second(base: list[str], k: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("s1", "digits"), default="s1")
+    parser.add_argument("--model", choices=("mlp", "cnn", "resnet"), default="mlp")
+    parser.add_argument("--mlp-vmap", action="store_true",
+                        help="stack the MLP's seeds with vmap instead of batched matmuls")
     parser.add_argument("--mnist-root", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sweep", action="store_true")
@@ -216,12 +229,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path, help="profile one run into this file and exit")
     args = parser.parse_args()
+    if args.mlp_vmap:
+        from initsweep import stacked_seeds
+
+        stacked_seeds.MLP_BATCHED_MATMUL = False
 
     with tempfile.TemporaryDirectory() as tmp:
         # force: the same config runs again and again here; never skip it as already finished
         store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment_name=benchmark",
                  "force=true"]
-        base = [*workload_overrides(args.workload, args.mnist_root), *store]
+        base = [*workload_overrides(args.workload, args.mnist_root, args.model), *store]
         with_diag = compose_cfg(base)
         without_diag = compose_cfg([*base, "diagnostics.enabled=false"])
         initsweep_run(compose_cfg([*base, "trainer.max_epochs=1"]))  # warm-up: store, caches
@@ -242,7 +259,8 @@ def main() -> None:
         vectorized = seeds_per_second(base, args.seeds)
         vectorized_bare = seeds_per_second([*base, "diagnostics.enabled=false"], args.seeds)
     result = {
-        "workload": args.workload, "dataset": with_diag.data._target_.rsplit(".", 1)[-1],
+        "workload": args.workload, "model": args.model, "mlp_vmap": args.mlp_vmap,
+        "dataset": with_diag.data._target_.rsplit(".", 1)[-1],
         "repeats": args.repeats, "threads": torch.get_num_threads(),
         "plain_loop_s": summary([r["plain_s"] for r in rows]),
         "initsweep_run_s": summary([r["run_s"] for r in rows]),

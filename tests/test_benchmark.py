@@ -48,3 +48,16 @@ def test_benchmark_profiles_one_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "initsweep_run" in text and "Trainer.fit" in text
+
+
+@pytest.mark.slow
+def test_benchmark_times_a_cnn_against_its_own_plain_loop(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([*BENCHMARK, "--model", "cnn", "--repeats", "1", "--seeds", "2",
+                           "--skip-sweep", "--json", str(out)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["model"] == "cnn" and result["dataset"] == "DigitsDataModule"
+    assert result["ratio_run_to_plain"]["median"] > 0
+    assert result["vectorized_seeds"]["k"] == 2

@@ -85,6 +85,11 @@ def test_run_names_show_what_the_sweep_varies():
                         "trainer.max_epochs=3"], None)
     assert swept == ["init", "seed", "optim.lr"]
     assert run_name(cfg, named_overrides(overrides, swept)) == "he-x1-s2-optim.lr=0.01"
+    # a preset sweeping a group with "+" (experiment=s5_residual's "+s5"): named like any key
+    swept = swept_keys(["init=he"], {"+s5": "plain,fixup", "model.depth": "20,56"})
+    assert swept == ["s5", "model.depth"]
+    assert named_overrides(["+s5=plain", "model.depth=20", "init=he"], swept) == \
+        ["s5=plain", "model.depth=20"]
     crossed = compose_config(["init=he", "init_seed=1", "data_seed=3"])
     assert run_name(crossed) == "he-x1-s0-i1-d3"
 

@@ -20,7 +20,7 @@ def test_digits_split_is_fixed_and_independent_of_data_seed():
         assert torch.equal(split_a[0], split_b[0]) and torch.equal(split_a[1], split_b[1])
     n = len(a.train[1]) + len(a.val[1]) + len(a.test[1])
     assert n == 1797 and len(a.test[1]) == 360
-    assert a.in_features == 64 and a.num_classes == 10
+    assert a.input_shape == (1, 8, 8) and a.in_features == 64 and a.num_classes == 10
     assert float(a.train[0].min()) == 0.0 and float(a.train[0].max()) == 1.0
     # stratified: every class is in the test split in about the same proportion
     counts = torch.bincount(a.test[1], minlength=10)
@@ -74,9 +74,9 @@ def test_fashion_mnist_reads_idx_files_in_torchvision_layout(tmp_path):
         _write_idx(raw, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
     dm = FashionMNISTDataModule(root=str(tmp_path), val_size=0.1, batch_size=32)
     dm.setup()
-    assert dm.train[0].shape == (180, 784) and dm.val[0].shape == (20, 784)
-    assert dm.test[0].shape == (50, 784)
-    assert dm.in_features == 784 and dm.num_classes == 10
+    assert dm.train[0].shape == (180, 1, 28, 28) and dm.val[0].shape == (20, 1, 28, 28)
+    assert dm.test[0].shape == (50, 1, 28, 28)
+    assert dm.input_shape == (1, 28, 28) and dm.in_features == 784 and dm.num_classes == 10
     assert float(dm.train[0].min()) >= 0.0 and float(dm.train[0].max()) <= 1.0
 
 
@@ -102,4 +102,4 @@ def test_bad_data_values(kwargs, field):
 def test_real_mnist_when_present():
     dm = MNISTDataModule(root=str(Path(__file__).parents[2] / "shared/data"))
     dm.setup()
-    assert dm.train[0].shape == (55000, 784) and dm.test[0].shape == (10000, 784)
+    assert dm.train[0].shape == (55000, 1, 28, 28) and dm.test[0].shape == (10000, 1, 28, 28)

@@ -30,7 +30,7 @@ from initsweep.initializers import (
     layer_generator,
     layer_specs,
 )
-from initsweep.networks import build_mlp, linear_layers
+from initsweep.networks import build_mlp, linear_layers, resnet
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OUT, IN = 512, 1024  # a large weight: N = 524,288 draws
@@ -40,6 +40,10 @@ SQRT3 = math.sqrt(3.0)
 GAIN = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0)}
 RANDOM_SCHEMES = ("uniform", "normal", "truncated_normal", "xavier", "he", "lecun",
                   "torch_default", "orthogonal", "lsuv")
+# Schemes for residual networks only (an MLP has no residual branch: a one-line error); the
+# registry-wide tests run them on a small ResNet (tests/test_models_init.py tests them in depth).
+RESIDUAL_SCHEMES = ("zero_init_residual", "fixup")
+MLP_SCHEMES = [s for s in SCHEMES if s not in RESIDUAL_SCHEMES]
 DETERMINISTIC_SCHEMES = ("zeros", "ones", "constant", "hadamard_identity")
 
 
@@ -58,6 +62,11 @@ def weights(net: nn.Module) -> list[torch.Tensor]:
 def small_net(activation: str = "relu", bias: bool = True) -> nn.Sequential:
     """Four weight layers: (16, 8), (16, 16), (16, 16), (3, 16)."""
     return build_mlp(8, 3, [16, 16, 16], activation, bias=bias)
+
+
+def small_resnet() -> nn.Module:
+    """ResNet-8 (one block per stage), 4 channels, on 1x8x8 inputs."""
+    return resnet((1, 8, 8), 3, depth=8, width=4)
 
 
 def batch_of(n_features: int, n: int = 256, seed: int = 0) -> torch.Tensor:
@@ -83,10 +92,16 @@ CASES = [
     ("truncated_normal-cut1.5", {"scheme": "truncated_normal", "cut": 1.5}, "relu",
      stats.truncnorm(-1.5, 1.5, loc=0.0, scale=0.1)),
     ("xavier-uniform-linear", {"scheme": "xavier"}, "linear", sym_uniform(XAVIER_STD)),
-    ("xavier-uniform-tanh", {"scheme": "xavier", "distribution": "uniform"}, "tanh",
-     sym_uniform(5 / 3 * XAVIER_STD)),
-    ("xavier-normal-relu", {"scheme": "xavier", "distribution": "normal"}, "relu",
-     stats.norm(0.0, math.sqrt(2) * XAVIER_STD)),
+    # gain 1 whatever the activation (Glorot & Bengio, torch, Keras, JAX); gain=auto takes
+    # calculate_gain of the model's activation
+    ("xavier-uniform-tanh-gain1", {"scheme": "xavier", "distribution": "uniform"}, "tanh",
+     sym_uniform(XAVIER_STD)),
+    ("xavier-normal-relu-gain1", {"scheme": "xavier", "distribution": "normal"}, "relu",
+     stats.norm(0.0, XAVIER_STD)),
+    ("xavier-uniform-tanh-auto", {"scheme": "xavier", "distribution": "uniform", "gain": "auto"},
+     "tanh", sym_uniform(5 / 3 * XAVIER_STD)),
+    ("xavier-normal-relu-auto", {"scheme": "xavier", "distribution": "normal", "gain": "auto"},
+     "relu", stats.norm(0.0, math.sqrt(2) * XAVIER_STD)),
     ("xavier-normal-explicit-gain", {"scheme": "xavier", "distribution": "normal", "gain": 0.5},
      "tanh", stats.norm(0.0, 0.5 * XAVIER_STD)),
     ("he-normal-relu-fan_in", {"scheme": "he"}, "relu", stats.norm(0.0, math.sqrt(2 / IN))),
@@ -462,7 +477,7 @@ def test_a_layer_does_not_depend_on_other_layers_or_on_earlier_draws():
     assert all(torch.equal(layer2[0], w) for w in layer2[1:])
 
 
-@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s != "lsuv"])
+@pytest.mark.parametrize("scheme", [s for s in MLP_SCHEMES if s != "lsuv"])
 def test_initializing_leaves_the_global_rng_alone(scheme):
     net = small_net()  # building the Linear layers draws from the global RNG; initializing not
     state = torch.get_rng_state()
@@ -491,7 +506,7 @@ def test_deterministic_schemes_ignore_the_seed(scheme):
     assert all(torch.equal(x, y) for x, y in zip(a[:4], b[:4], strict=True))
 
 
-@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s != "lsuv"])
+@pytest.mark.parametrize("scheme", [s for s in MLP_SCHEMES if s != "lsuv"])
 def test_same_weights_in_any_dtype(scheme):
     for x, y in zip(init_weights(scheme, 5), init_weights(scheme, 5, torch.float64),
                     strict=True):
@@ -529,14 +544,15 @@ ERRORS = [
     ({"scheme": "normal", "scale": -1.0}, r"init\.scale=-1\.0: must be a number > 0"),
     ({"scheme": "normal", "layers": [{"select": 1, "scale": 0.0}]},
      r"init\.layers\[0\]\.scale=0\.0: must be a number > 0"),
-    ({"scheme": "glorot"}, r"init\.scheme='glorot': must be one of constant, hadamard_identity, "
-                           r"he, lecun, lsuv, normal, ones, orthogonal, torch_default, "
-                           r"truncated_normal, uniform, xavier, zeros$"),
+    ({"scheme": "glorot"}, r"init\.scheme='glorot': must be one of constant, fixup, "
+                           r"hadamard_identity, he, lecun, lsuv, normal, ones, orthogonal, "
+                           r"torch_default, truncated_normal, uniform, xavier, zero_init_residual, "
+                           r"zeros$"),
     ({"scheme": "normal", "layers": [{"select": 0, "scheme": "kaiming"}]},
-     r"init\.layers\[0\]\.scheme='kaiming': must be one of constant, hadamard_identity, he"),
+     r"init\.layers\[0\]\.scheme='kaiming': must be one of constant, fixup, hadamard_identity"),
     ({"scheme": "normal", "gain": 2.0},
      r"init\.gain=2\.0: not a parameter of scheme 'normal'; valid: mean, std, scheme, scale, "
-     r"bias, layers$"),
+     r"bias, layers, norm$"),
     ({"scheme": "normal", "layers": [{"select": 0, "scheme": "uniform", "std": 1}]},
      r"init\.layers\[0\]\.std=1: not a parameter of scheme 'uniform'; valid: low, high,"),
     ({"scheme": "zeros", "tol": 0.1}, r"init\.tol=0\.1: not a parameter of scheme 'zeros'"),
@@ -597,7 +613,8 @@ def test_invalid_config_is_a_one_line_error_naming_the_field(cfg, pattern):
 
 def test_unknown_model_activation_for_a_gain_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^model\.activation='swish': must be one of"):
-        initialize_(small_net(), {"scheme": "xavier"}, SEED, "swish")
+        initialize_(small_net(), {"scheme": "xavier", "gain": "auto"}, SEED, "swish")
+    initialize_(small_net(), {"scheme": "xavier"}, SEED, "swish")  # gain 1: no activation read
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0"])
@@ -612,7 +629,7 @@ def deep_net() -> nn.Sequential:
     return build_mlp(256, 256, [256] * 99, "relu", bias=False)
 
 
-@pytest.mark.parametrize("scheme", list(SCHEMES))
+@pytest.mark.parametrize("scheme", MLP_SCHEMES)
 @torch.no_grad()
 def test_every_scheme_initializes_a_100_layer_256_wide_mlp(deep_net, scheme):
     """The S3 network: each scheme is a handful of tensor ops per layer (see
@@ -645,7 +662,8 @@ def test_every_scheme_has_a_yaml_whose_keys_are_its_parameters():
             assert init["scale"] == 1.0 and init["layers"] == []
             assert set(init["bias"]) == set(BIAS_DEFAULTS)
             # ... and it is a valid config as it stands
-            initialize_(small_net(), init, SEED, "relu", draw_batch=lambda n: x[:n])
+            net = small_resnet() if name in RESIDUAL_SCHEMES else small_net()
+            initialize_(net, init, SEED, "relu", draw_batch=lambda n: x[:n])
 
 
 def test_every_study_preset_in_conf_init_is_a_valid_init():

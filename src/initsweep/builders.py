@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -70,10 +70,14 @@ def build_data(cfg: DictConfig) -> TensorDataModule:
 def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> InitSweepModule:
     """The LightningModule of one seed: network, initialized from ``cfg.init`` by ``init_seed``."""
     init = OmegaConf.to_container(cfg.init, resolve=True)
-    return InitSweepModule(cfg.model, init, cfg.optim, datamodule.in_features,
+    schedule = cfg.get("lr_schedule")
+    return InitSweepModule(cfg.model, init, cfg.optim, datamodule.input_shape,
                            datamodule.num_classes, cfg.init_seed,
                            draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed)[0],
-                           divergence_threshold=cfg.job.divergence_threshold)
+                           divergence_threshold=cfg.job.divergence_threshold,
+                           schedule_cfg=(cast(dict[str, Any],
+                                              OmegaConf.to_container(schedule, resolve=True))
+                                         if schedule is not None else None))
 
 
 def build(cfg: DictConfig) -> tuple[TensorDataModule, InitSweepModule]:

@@ -6,7 +6,8 @@ and rules across fields (``optim.lr > 0``, ``momentum < 1``) stay one-line check
 objects are built (``initsweep.builders``, ``initsweep.optimizers``), which know the valid choices.
 
 Groups left untyped on purpose: ``init`` (each scheme has its own parameters, checked against
-the scheme registry), ``data`` and ``model`` (their keys are the constructors' arguments), and
+the scheme registry), ``data`` and ``model`` (their keys are the constructors' arguments, checked
+against the ``_target_``'s signature), and
 ``trainer`` (any Lightning Trainer argument may be added; ``check_trainer`` names unknown ones).
 Each yaml file of a typed group starts with ``- /schema/<group>/<name>@_here_`` in its defaults.
 """
@@ -28,12 +29,46 @@ class AdamConfig:
 
 
 @dataclass
+class AdamWConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    fused: Any = "auto"
+
+
+@dataclass
 class SGDConfig:
     name: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.0
+    nesterov: bool = False
     weight_decay: float = 0.0
     fused: Any = "auto"
+
+
+@dataclass
+class NoScheduleConfig:
+    name: str = "none"
+
+
+@dataclass
+class CosineScheduleConfig:
+    name: str = "cosine"
+    min_factor: float = 0.0
+
+
+@dataclass
+class StepScheduleConfig:
+    name: str = "step"
+    step_size: int = 5
+    gamma: float = 0.1
+
+
+@dataclass
+class WarmupScheduleConfig:
+    name: str = "warmup"
+    warmup_steps: int = 100
+    start_factor: float = 0.1
 
 
 @dataclass
@@ -63,7 +98,9 @@ class TrackingConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "optim": {"adam": AdamConfig, "sgd": SGDConfig},
+    "optim": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
+    "lr_schedule": {"none": NoScheduleConfig, "cosine": CosineScheduleConfig,
+                    "step": StepScheduleConfig, "warmup": WarmupScheduleConfig},
     "job": {"default": JobConfig},
     "diagnostics": {"default": DiagnosticsConfig},
     "tracking": {"default": TrackingConfig},

@@ -32,7 +32,9 @@ QUIET_WARNINGS = (
     ".*The `srun` command is available on your system but is not used.*",
 )
 # Choices renamed since an earlier release: the one-line error says where they went.
-RENAMED_CHOICES = {("init", "zero"): "hadamard_identity (ZerO; init=zeros is W = 0)"}
+RENAMED_CHOICES = {("init", "zero"): "hadamard_identity (ZerO; init=zeros is W = 0)",
+                   ("init", "s3/xavier_gain1"): "xavier (gain 1 is xavier's default now; "
+                                                "s3/xavier_gain_auto takes the activation's)"}
 
 
 def quiet_third_parties() -> None:
@@ -91,7 +93,7 @@ def config_error_line(err: BaseException, conf_dir: Path) -> str | None:
     if not isinstance(err, HydraException):
         return None
     text = str(err)
-    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
     if missing:
         group, choice = missing.groups()
         renamed = RENAMED_CHOICES.get((group, choice))

@@ -25,7 +25,7 @@ SWEEP_ID_ENV = "INITSWEEP_SWEEP_ID"
 SWEPT_KEYS_ENV = "INITSWEEP_SWEPT_KEYS"  # keys the multirun varies: they go into run names
 SEED_KEYS = ("seed", "init_seed", "data_seed")
 # Config sections that decide a job's result: what is hashed to recognise "the same config".
-GROUP_KEYS = ("data", "model", "init", "optim", "trainer", "job")
+GROUP_KEYS = ("data", "model", "init", "optim", "lr_schedule", "trainer", "job")
 RESULT_KEYS = (*GROUP_KEYS, *SEED_KEYS)
 # Keys inside those sections that change what a job shows, not what it computes.
 NOT_HASHED = {"job": ("progress_bar",)}
@@ -98,7 +98,9 @@ def swept_keys(task_overrides: Sequence[str],
 
     parsed = OverridesParser.create().parse_overrides(list(task_overrides))
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
-    return keys + [k for k in (sweeper_params or {}) if k not in keys]
+    # a preset's "+group" sweeps a group its defaults do not list: the job's override is "+group=x"
+    params = [override_key(k) for k in (sweeper_params or {})]
+    return keys + [k for k in params if k not in keys]
 
 
 def override_key(override: str) -> str:

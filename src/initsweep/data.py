@@ -1,8 +1,10 @@
 """Datasets as preloaded tensors, and a batch iterator that slices them.
 
 No per-sample Python work: each dataset is loaded once into float32 tensors in [0, 1], an epoch
-is one ``randperm`` gather, and a batch is a slice. Shuffling draws from a ``torch.Generator``
-seeded by ``data_seed``, so the data order is reproducible and independent of the weights' seed.
+is one ``randperm`` gather, and a batch is a slice. Images keep their shape (C, H, W): digits are
+1x8x8, MNIST and Fashion-MNIST 1x28x28 (``input_shape``; an MLP flattens them itself). Shuffling
+draws from a ``torch.Generator`` seeded by ``data_seed``, so the data order is reproducible and
+independent of the weights' seed.
 The train/val/test split is fixed by ``split_seed`` and never moves with ``seed``.
 """
 
@@ -93,9 +95,15 @@ class TensorDataModule(L.LightningDataModule):
             self.train, self.val, self.test = self.load()
 
     @property
-    def in_features(self) -> int:
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input: (C, H, W) for images, (features,) for flat data."""
         self.setup()
-        return self.train[0].shape[1]
+        return tuple(self.train[0].shape[1:])
+
+    @property
+    def in_features(self) -> int:
+        """The number of input values (what an MLP's first layer takes)."""
+        return math.prod(self.input_shape)
 
     @property
     def num_classes(self) -> int:
@@ -120,7 +128,7 @@ class TensorDataModule(L.LightningDataModule):
 
 
 class DigitsDataModule(TensorDataModule):
-    """scikit-learn's bundled 8x8 digits (1797 images, 64 features): no download, ever."""
+    """scikit-learn's bundled 8x8 digits (1797 images, 1x8x8): no download, ever."""
 
     name = "digits"
 
@@ -132,7 +140,7 @@ class DigitsDataModule(TensorDataModule):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        x = torch.tensor(digits.data, dtype=torch.float32) / 16.0  # pixel values are 0..16
+        x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # 0..16
         y = torch.tensor(digits.target, dtype=torch.long)
         rest, test = stratified_split(x, y, self.test_fraction, self.split_seed,
                                       "data.test_fraction")
@@ -167,7 +175,7 @@ class TorchvisionDataModule(TensorDataModule):
         except OSError as err:  # no network: URLError and friends are OSErrors
             raise ConfigError(f"data.download=true: could not download {self.dataset_class} "
                               f"into {raw} ({err}); copy the idx files there instead") from None
-        x = ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255.0)
+        x = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)  # (N, 1, 28, 28)
         return x, ds.targets.to(torch.long)
 
     def load(self) -> tuple[Split, Split, Split]:

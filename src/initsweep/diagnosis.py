@@ -68,9 +68,12 @@ class Finding:
 
 # ------------------------------------------------------------------------------- helpers
 def layer_name(record: Mapping[str, Any]) -> str:
-    """``record["path"]`` or ``record["name"]`` (a module path) when present, else ``layer i``."""
-    named = record.get("path") or record.get("name")
-    return str(named) if named else f"layer {int(record['layer'])}"
+    """``record["path"]`` or ``record["name"]`` (a module path) when present, else ``layer i``.
+
+    An MLP's paths are Sequential positions (``2`` for weight layer 1), which say nothing to a
+    reader: those stay ``layer i``, as the run plots label them (``run_plots.layer_label``)."""
+    named = str(record.get("path") or record.get("name") or "")
+    return named if named and not named.isdigit() else f"layer {int(record['layer'])}"
 
 
 def num(value: float) -> str:

@@ -143,6 +143,10 @@ def plan_runs(cfg: DictConfig, ctx: JobContext
     check_top_level(cfg)
     configs = seed_configs(cfg, cfg.get("seeds_per_job", 1))
     datamodule, first = build(configs[0])
+    if len(configs) > 1:  # a model vmap cannot run is refused now, before any run exists
+        from initsweep.stacked_seeds import check_stackable  # torch.func only when asked
+
+        check_stackable(first, datamodule.probe_batch(2, 0)[0], len(configs))
     build_diagnostics(configs[0], datamodule)
     named = named_overrides(ctx.overrides, ctx.swept)
     sweep_id = os.environ.get(SWEEP_ID_ENV)

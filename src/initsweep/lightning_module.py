@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -12,31 +12,60 @@ from torch import Tensor
 
 from initsweep.errors import require
 from initsweep.initializers import initialize_
+from initsweep.lr_schedules import check_schedule, make_scheduler
 from initsweep.mlflow_ui import exact_ratio
-from initsweep.networks import build_mlp, hidden_sizes
+from initsweep.networks import build_network
 from initsweep.optimizers import check_optim, make_optimizer
 
 
-class InitSweepModule(L.LightningModule):
-    """An MLP classifier whose weights come from the Hydra ``init`` group.
+def configure_optimization(module: L.LightningModule, optim_cfg: Mapping[str, Any],
+                           schedule_cfg: Mapping[str, Any] | None) -> Any:
+    """``configure_optimizers`` of a run alone or stacked: the optimizer, and its learning-rate
+    scheduler when ``lr_schedule`` is not ``none`` (stepped by ``training_step``; Lightning saves
+    and restores its state with every checkpoint)."""
+    optimizer = make_optimizer(module.parameters(), optim_cfg)
+    if schedule_cfg is None or schedule_cfg.get("name", "none") == "none":
+        return optimizer
+    trainer = module.trainer
+    scheduler = make_scheduler(optimizer, schedule_cfg, int(trainer.estimated_stepping_batches),
+                               trainer.max_epochs if trainer.max_steps == -1 else None)
+    return [optimizer], [scheduler]
 
-    The initializer runs in ``__init__`` with its own generators seeded by ``init_seed``, so the
-    starting weights are fixed before Lightning, the data order or anything else draws a number.
+
+def step_schedule(module: L.LightningModule) -> None:
+    """Advance the learning-rate schedule after an optimizer step (if there is one)."""
+    scheduler = module.lr_schedulers()
+    if isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):  # one, as configured
+        scheduler.step()
+
+
+class InitSweepModule(L.LightningModule):
+    """A classifier (``model._target_``'s network) whose weights come from the ``init`` group.
+
+    The network is built for the data's ``input_shape`` and ``num_classes``; the initializer
+    runs in ``__init__`` with its own generators seeded by ``init_seed``, so the starting weights
+    are fixed before Lightning, the data order or anything else draws a number.
     """
 
     def __init__(self, model_cfg: Mapping[str, Any], init_cfg: Mapping[str, Any],
-                 optim_cfg: Mapping[str, Any], in_features: int, num_classes: int,
-                 init_seed: int,
+                 optim_cfg: Mapping[str, Any], input_shape: Sequence[int] | int,
+                 num_classes: int, init_seed: int,
                  draw_batch: Callable[[int], Tensor] | None = None,
-                 divergence_threshold: float | None = 1e6) -> None:
+                 divergence_threshold: float | None = 1e6,
+                 schedule_cfg: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         require(divergence_threshold is None or divergence_threshold > 0,
                 "trainer.divergence_threshold", divergence_threshold, "must be null or > 0")
         check_optim(optim_cfg)
+        check_schedule(schedule_cfg)
         self.optim_cfg = dict(optim_cfg)
+        self.schedule_cfg = dict(schedule_cfg) if schedule_cfg is not None else None
         self.activation = model_cfg.get("activation", "relu")
-        self.net = build_mlp(in_features, num_classes, hidden_sizes(model_cfg), self.activation,
-                             model_cfg.get("bias", True))
+        self.input_shape = ((input_shape,) if isinstance(input_shape, int)
+                            else tuple(input_shape))
+        self.net = build_network(model_cfg, self.input_shape, num_classes, init_seed)
+        self.model_target = str(self.net.__class__.__module__ + "." + self.net.__class__.__name__
+                                if "_target_" not in model_cfg else model_cfg["_target_"])
         self.layer_specs = initialize_(self.net, init_cfg, init_seed, self.activation, draw_batch)
         self.divergence_threshold = divergence_threshold
         self.automatic_optimization = False  # training_step steps the optimizer itself
@@ -69,6 +98,7 @@ class InitSweepModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
+        step_schedule(self)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -128,5 +158,5 @@ class InitSweepModule(L.LightningModule):
         # measured once, at the run's end: step 0, so the MLflow UI draws one bar per run
         self.test_results = self._log_epoch("test", 0)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.parameters(), self.optim_cfg)
+    def configure_optimizers(self) -> Any:
+        return configure_optimization(self, self.optim_cfg, self.schedule_cfg)

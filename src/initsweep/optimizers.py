@@ -1,4 +1,5 @@
-"""The optimizers a config can name, validated, with torch's fused kernels where they exist."""
+"""The optimizers a config can name (Adam, AdamW, SGD with optional Nesterov momentum), validated,
+with torch's fused kernels where they exist."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from initsweep.errors import ConfigError, require
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def check_optim(optim_cfg: Mapping[str, Any]) -> None:
@@ -22,6 +23,9 @@ def check_optim(optim_cfg: Mapping[str, Any]) -> None:
     require(isinstance(lr, (int, float)) and lr > 0, "optim.lr", lr, "must be a number > 0")
     momentum = optim_cfg.get("momentum", 0.0)
     require(0 <= momentum < 1, "optim.momentum", momentum, "must be in [0, 1)")
+    # Nesterov (Sutskever et al. 2013's form, as torch's SGD has it) is a kind of momentum.
+    require(not optim_cfg.get("nesterov", False) or momentum > 0, "optim.nesterov", True,
+            f"needs optim.momentum > 0 (it is {momentum})")
     require(optim_cfg.get("weight_decay", 0.0) >= 0, "optim.weight_decay",
             optim_cfg.get("weight_decay"), "must be >= 0")
     fused = optim_cfg.get("fused", "auto")

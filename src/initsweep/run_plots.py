@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator  # noqa: E402
 
 # the file names under the run's diagnostics/ artifact folder, in drawing order
 PLOT_FILES = ("loss.png", "depth_at_init.png", "weight_histograms.png", "distinct_units.png")
@@ -27,19 +27,29 @@ class PlotInputs(TypedDict):
 
     name: str                        # the run name, each figure's title
     losses: list[float]              # every training step's loss, in order
-    records: list[dict[str, float]]  # the diagnostics rows (step, layer, metrics)
+    records: list[dict[str, Any]]    # the diagnostics rows (step, layer, metrics, path, type)
     weights_at_init: list[Any]       # one array per weight layer
     weights_at_end: list[Any]
+    layer_paths: list[str]           # each weight layer's module path (the plots' labels)
 
 
 def draw_all(inputs: PlotInputs, folder: Path) -> list[Path]:
     """The four PNGs of a run into ``folder`` (``PLOT_FILES``)."""
     loss, depth, weights, units = (folder / name for name in PLOT_FILES)
+    paths = inputs.get("layer_paths") or None
     return [loss_curves(inputs["losses"], loss, inputs["name"]),
             depth_profile(inputs["records"], depth, inputs["name"]),
             weight_histograms(inputs["weights_at_init"], inputs["weights_at_end"], weights,
-                              inputs["name"]),
+                              inputs["name"], paths=paths),
             distinct_units(inputs["records"], units, inputs["name"])]
+
+
+def layer_label(index: int, path: str | None) -> str:
+    """``3 stages.0.1.conv1``: a weight layer's index and module path (the index alone for
+    an MLP, whose paths are Sequential positions: ``2`` for weight layer 1 says nothing)."""
+    if not path or path.isdigit():
+        return f"layer {index}"
+    return f"{index} {path}"
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -66,7 +76,11 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
     """Activation std and gradient norm versus depth at init (S3's table as a picture)."""
     at_init = [r for r in records if r["step"] == 0]
     layers = [r["layer"] for r in at_init]
-    fig, (acts, grads) = plt.subplots(1, 2, figsize=(10, 3.5))
+    paths = [r.get("path") for r in at_init]
+    named = any(p and not str(p).isdigit() for p in paths)
+    # module paths under the axis while they fit (a CNN, a small ResNet); indices for deep nets
+    tall = named and len(layers) <= 24
+    fig, (acts, grads) = plt.subplots(1, 2, figsize=(10, 3.5 + (1.2 if tall else 0)))
     for axis, key, label in ((acts, "act_std", "activation std"),
                              (grads, "grad_norm", "weight gradient norm")):
         values = _finite([r[key] for r in at_init])
@@ -75,13 +89,18 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
         if np.nanmin(values, initial=np.inf) > 0:
             axis.set_yscale("log")
         axis.set(title=f"{label} at init", xlabel="weight layer", ylabel=label)
+        if tall:
+            axis.set_xticks(layers, [str(p) for p in paths], rotation=90, fontsize=6)
+            axis.set_xlabel("")
     fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, bottom=0.3 if tall else 0.14)
 
 
 def weight_histograms(before: Sequence[Any], after: Sequence[Any], path: Path,
-                      title: str, max_layers: int = 12) -> Path:
-    """One panel per layer (first ``max_layers``): weights at init and at the end."""
+                      title: str, max_layers: int = 12,
+                      paths: Sequence[str] | None = None) -> Path:
+    """One panel per layer (first ``max_layers``): weights at init and at the end, titled by
+    the layer's module path when ``paths`` are given."""
     shown = list(range(len(before)))
     if len(shown) > max_layers:  # deep nets: spread the panels over the depth
         shown = sorted({round(i) for i in np.linspace(0, len(before) - 1, max_layers)})
@@ -99,7 +118,8 @@ def weight_histograms(before: Sequence[Any], after: Sequence[Any], path: Path,
                 # one filled step artist instead of 50 bar patches: a third of the drawing time
                 counts, edges = np.histogram(values, bins=bins)
                 axis.stairs(counts, edges, fill=True, alpha=0.6, label=label)
-        axis.set_title(f"layer {i} {tuple(before[i].shape)}", fontsize=9)
+        label = layer_label(i, paths[i] if paths else None)
+        axis.set_title(f"{label} {tuple(before[i].shape)}", fontsize=9 if len(label) < 24 else 7)
     for axis in list(axes.flat)[len(shown):]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=8)
@@ -113,8 +133,9 @@ def distinct_units(records: Sequence[dict], path: Path, title: str) -> Path:
     for layer in sorted({r["layer"] for r in records}):
         mine = [r for r in records if r["layer"] == layer]
         axis.plot([r["step"] for r in mine], [r["distinct_units"] for r in mine],
-                  marker=".", label=f"layer {layer}")
-    axis.set(title="distinct units per layer", xlabel="step", ylabel="distinct rows of W")
+                  marker=".", label=layer_label(layer, mine[0].get("path")))
+    axis.set(title="distinct units per layer", xlabel="step",
+             ylabel="distinct rows of W (filters)")
     axis.set_yscale("log")
     if len({r["layer"] for r in records}) <= 10:
         axis.legend(fontsize=8)
@@ -122,12 +143,14 @@ def distinct_units(records: Sequence[dict], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: plt.Figure, path: Path, bottom: float = 0.14) -> Path:
     # Matplotlib spends most of a small figure's time making tick objects: a few major ticks per
     # axis and no log-scale minor ticks halve it, and stay readable at this size.
     for axis in fig.axes:
         axis.minorticks_off()
         for which, ticks in (("x", axis.xaxis), ("y", axis.yaxis)):
+            if isinstance(ticks.get_major_locator(), FixedLocator):
+                continue  # ticks placed on purpose (one per layer, labelled by module path)
             if ticks.get_scale() == "linear":
                 axis.locator_params(axis=cast(Literal["x", "y"], which), nbins=5)
             else:
@@ -138,7 +161,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
                 ticks.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     # fixed margins instead of tight_layout: the layout pass cost as much as the drawing
     fig.subplots_adjust(left=0.8 / fig.get_figwidth(),  # 0.8 in: room for the y label
-                        right=0.98, bottom=0.14, top=0.82, wspace=0.3, hspace=0.5)
+                        right=0.98, bottom=bottom, top=0.82, wspace=0.3, hspace=0.5)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

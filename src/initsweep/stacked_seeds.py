@@ -5,9 +5,13 @@ not arithmetic. Here a job with ``seed=s`` trains seeds s, s+1, ..., s+K-1 at on
 
 - each model starts from exactly the weights its own ``init_seed`` gives alone (the same
   ``initialize_`` call), and sees exactly its own data order (its own ``data_seed`` generator);
-- the K parameter sets are stacked (``torch.func.stack_module_state``) and each layer of the
-  forward pass is one batched matmul over them, so one step runs K models in a few kernels (and
-  one fused optimizer step, see ``make_optimizer``);
+- the K parameter sets (and buffers: BatchNorm's running statistics) are stacked
+  (``torch.func.stack_module_state``); an MLP's forward pass is one batched matmul per layer over
+  them, any other network runs under ``torch.func.vmap`` of ``functional_call`` (BatchNorm
+  included: each seed normalizes with its own batch statistics and updates its own running
+  statistics), so one step runs K models in a few kernels (and one fused optimizer step, see
+  ``make_optimizer``); a user's model that vmap cannot run is refused before any run is created
+  (``check_stackable``);
 - the loss is the sum of the K per-model mean losses, so each model's gradient is its own; SGD and
   Adam update element-wise, so each model's update is its own too;
 - a model that diverges is frozen at its last good weights (its run is tagged ``diverged``) while
@@ -37,16 +41,51 @@ import torch.nn.functional as F
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.func import stack_module_state
+from torch.func import functional_call, stack_module_state, vmap
 
 from initsweep.builders import build_diagnostics, build_trainer
 from initsweep.data import TensorDataModule
+from initsweep.errors import ConfigError
 from initsweep.fitting import RunResult
-from initsweep.lightning_module import InitSweepModule
+from initsweep.lightning_module import InitSweepModule, configure_optimization, step_schedule
 from initsweep.mlflow_logger import BufferedMlflowLogger
 from initsweep.mlflow_ui import exact_ratio
-from initsweep.optimizers import make_optimizer
+from initsweep.networks import MLP
 from initsweep.preemption import PreemptionCheckpoint
+
+# An MLP's K seeds run as batched matmuls (``_forward_mlp``); False runs them under vmap like any
+# other network (scripts/benchmark.py --mlp-vmap measures both; docs/performance.md).
+MLP_BATCHED_MATMUL = True
+
+
+def _vmapped(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor],
+             x: Tensor, stacked_input: bool) -> Tensor:
+    """K copies of ``template`` on their stacked ``params`` and ``buffers``: ``x`` is one batch
+    per copy (``stacked_input``) or one batch for all. Buffers are updated in place, per copy."""
+    def one(p: dict[str, Tensor], b: dict[str, Tensor], xi: Tensor) -> Tensor:
+        return functional_call(template, (p, b), (xi,))
+
+    return vmap(one, in_dims=(0, 0, 0 if stacked_input else None),
+                randomness="different")(params, buffers, x)
+
+
+def check_stackable(module: InitSweepModule, sample: Tensor, k: int) -> None:
+    """``seeds_per_job=k`` on a model that ``torch.func.vmap`` cannot run (data-dependent Python
+    control flow, ``.item()``, in-place writes into a non-batched tensor, ...) is a one-line
+    ``ConfigError``, found on two copies and two samples before any run exists."""
+    if isinstance(module.net, MLP):
+        return  # stacked as batched matmuls, no vmap
+    nets = [copy.deepcopy(module.net) for _ in range(2)]
+    params, buffers = stack_module_state(nets)
+    template = copy.deepcopy(module.net).train()
+    x = sample[:2].expand(2, *sample[:2].shape)
+    try:
+        _vmapped(template, params, buffers, x, stacked_input=True).sum().backward()
+    except Exception as err:
+        raise ConfigError(f"seeds_per_job={k}: model {module.model_target} cannot be trained "
+                          f"stacked (torch.func.vmap: {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0]}); run it with seeds_per_job=1"
+                          ) from None
 
 
 class StackedBatches:
@@ -74,26 +113,37 @@ class StackedSeedsModule(L.LightningModule):
     (diverged) seeds, so a resumed job continues exactly where it stopped.
     """
 
+    _template: nn.Module  # the network's structure, outside the module tree (see __init__)
+
     def __init__(self, modules: list[InitSweepModule], optim_cfg: dict[str, Any],
                  loggers: list[BufferedMlflowLogger],
                  generators: Sequence[torch.Generator] = ()) -> None:
         super().__init__()
         self.k = len(modules)
         self.optim_cfg = dict(optim_cfg)
+        self.schedule_cfg = modules[0].schedule_cfg
+        self.input_shape = modules[0].input_shape
         self.loggers_per_seed = loggers
         self.generators = list(generators)
         self.divergence_threshold = modules[0].divergence_threshold
         self.automatic_optimization = False  # training_step steps, then re-freezes dead seeds
-        params, _ = stack_module_state([m.net for m in modules])
+        params, buffers = stack_module_state([m.net for m in modules])
         # ParameterDict keys cannot hold dots; keep the stacked tensors as real Parameters so that
         # Lightning moves them to the device and the optimizer sees them.
         self.stacked = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(p.detach().clone())
                                          for n, p in params.items()})
-        # The network's layers in order, kept out of the module tree so that Lightning's device
-        # moves and state_dict never see them: forward() walks it, and each seed's ordinary
-        # network for the diagnostics is a copy of it.
+        # Buffers (BatchNorm's running statistics) as buffers of this module: moved with it,
+        # saved in its checkpoints.
+        self._buffer_keys = {name: "stacked_buffer__" + name.replace(".", "__")
+                             for name in buffers}
+        for name, key in self._buffer_keys.items():
+            self.register_buffer(key, buffers[name].clone())
+        # The network, kept out of the module tree so that Lightning's device moves and
+        # state_dict never see it: forward() runs it on the stacked tensors, and each seed's
+        # ordinary network for the diagnostics is a copy of it.
         object.__setattr__(self, "_template", copy.deepcopy(modules[0].net))
-        self._seed_nets: dict[int, nn.Sequential] = {}
+        self._mlp = MLP_BATCHED_MATMUL and isinstance(self._template, MLP)
+        self._seed_nets: dict[int, nn.Module] = {}
         self.alive = torch.ones(self.k, dtype=torch.bool)
         self.diverged_at_step: list[int | None] = [None] * self.k
         self._frozen: dict[str, Tensor] = {}
@@ -103,22 +153,40 @@ class StackedSeedsModule(L.LightningModule):
         self._n = 0  # samples evaluated this epoch (every seed sees the same batches)
         self._epoch_start_step = 0
 
-    def seed_net(self, k: int) -> nn.Sequential:
-        """Seed k as an ordinary network holding a copy of its current weights."""
+    def stacked_state(self) -> dict[str, Tensor]:
+        """Every stacked tensor (K, ...) by the network's own parameter or buffer name."""
+        state = {name.replace("__", "."): p for name, p in self.stacked.items()}
+        state.update({name: getattr(self, key) for name, key in self._buffer_keys.items()})
+        return state
+
+    def seed_net(self, k: int) -> nn.Module:
+        """Seed k as an ordinary network holding a copy of its current weights and buffers."""
         net = self._seed_nets.get(k)
         if net is None:
             net = self._seed_nets[k] = copy.deepcopy(self._template).to(self.device)
         with torch.no_grad():
             for name, param in net.named_parameters():
                 param.copy_(self.stacked[name.replace(".", "__")][k])
+            for name, buffer in net.named_buffers():
+                buffer.copy_(getattr(self, self._buffer_keys[name])[k])
         return net
 
     def forward(self, x: Tensor) -> Tensor:
-        """All K models at once: ``x`` is (K, B, D), or (B, D) shared by all; returns (K, B, C).
+        """All K models at once: ``x`` is (K, B, *input_shape), or (B, *input_shape) shared by
+        all; returns (K, B, C)."""
+        stacked_input = x.dim() == len(self.input_shape) + 2
+        if self._mlp:
+            return self._forward_mlp(x.flatten(2) if stacked_input else x.flatten(1))
+        self._template.train(self.training)
+        params = {name: self.stacked[name.replace(".", "__")]
+                  for name, _ in self._template.named_parameters()}
+        buffers = {name: getattr(self, key) for name, key in self._buffer_keys.items()}
+        return _vmapped(self._template, params, buffers, x, stacked_input)
 
-        Each Linear is one batched matmul over the stacked weights, each activation acts
-        elementwise: the same arithmetic as K separate forwards, without vmap's per-call cost.
-        """
+    def _forward_mlp(self, x: Tensor) -> Tensor:
+        """An MLP's K copies: ``x`` is (K, B, D) or (B, D). Each Linear is one batched matmul over
+        the stacked weights, each activation acts elementwise: the same arithmetic as K separate
+        forwards, without vmap's per-call cost (scripts/benchmark.py measures both)."""
         h = x if x.dim() == 3 else x.expand(self.k, *x.shape)
         for name, layer in self._template.named_children():
             if isinstance(layer, nn.Linear):
@@ -140,9 +208,10 @@ class StackedSeedsModule(L.LightningModule):
         if self.divergence_threshold is not None:
             exploding = ~(losses.detach() <= self.divergence_threshold).cpu() & self.alive
             for k in exploding.nonzero().flatten().tolist():
-                # frozen at the weights before this update, as a run alone stops there
+                # frozen at the weights before this update (and the running statistics of this
+                # step's forward pass), as a run alone stops there
                 self.diverged_at_step[k] = self.global_step
-                for name, p in self.stacked.items():
+                for name, p in self.stacked_state().items():
                     self._frozen.setdefault(name, p.detach().clone())[k] = p.detach()[k]
             self.alive &= ~exploding
         if not bool(self.alive.any()):
@@ -152,10 +221,11 @@ class StackedSeedsModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(torch.where(self.alive.to(losses.device), losses, 0.0).sum())
         optimizer.step()
+        step_schedule(self)
         if self._frozen:  # a zero gradient still moves Adam's weights: put the dead ones back
             dead = (~self.alive).to(losses.device)
             with torch.no_grad():
-                for name, p in self.stacked.items():
+                for name, p in self.stacked_state().items():
                     p[dead] = self._frozen[name].to(p.device)[dead]
         return losses.detach()
 
@@ -221,8 +291,8 @@ class StackedSeedsModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_epoch("test", 0)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.parameters(), self.optim_cfg)
+    def configure_optimizers(self) -> Any:
+        return configure_optimization(self, self.optim_cfg, self.schedule_cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["stacked_seeds"] = {
