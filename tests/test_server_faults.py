@@ -34,10 +34,12 @@ from tests.test_server import group_alive
 
 OUTAGE_S = 20  # how long the server stays dead before the restart begins (issue 12)
 EPOCHS = 30
-# ~20-40 s of training on 2 shared cores: long enough to train through the outage
+# ~20-40 s of training on 2 shared cores (one torch thread: steady under load), long enough to
+# train through the outage; a write every ~200 rows (about an epoch), so some fall in it.
 JOB = ["init=he", "data=synthetic", "data.n_train=12000", "data.n_val=500", "data.n_test=1000",
        "data.features=64", "data.batch_size=64", f"trainer.max_epochs={EPOCHS}",
-       "diagnostics.enabled=false", "tracking=server", "tracking.retry_backoff_max_s=4"]
+       "diagnostics.enabled=false", "+devices.threads_per_job=1", "tracking=server",
+       "tracking.flush_every=200", "tracking.retry_backoff_max_s=4"]
 STEPS = EPOCHS * math.ceil(12000 / 64)
 
 

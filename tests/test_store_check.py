@@ -143,3 +143,15 @@ def test_training_never_waits_for_the_store_rows_stay_buffered(monkeypatch):
         logger.add([Metric("train/loss", float(step), 0, step)])
     assert time.monotonic() - tick < 30  # never slept the 30 s backoff
     assert [m.step for m in logger.unsent()] == list(range(100))
+
+
+def test_retry_and_give_up_lines_carry_no_password(capfd, monkeypatch):
+    """The fault paths print the store's URI: redacted, like everything else logged."""
+    uri = f"http://alice:s3cr3t@127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client = RetryingClient(uri, RetryPolicy(budget_s=0.3, backoff_s=0.1, backoff_max_s=0.1))
+    with pytest.raises(StoreUnavailable) as gave_up:
+        client.search_experiments()
+    printed = capfd.readouterr()
+    assert "s3cr3t" not in str(gave_up.value) + printed.out + printed.err
+    assert "http://***@127.0.0.1:" in str(gave_up.value) and "http://***@127.0.0.1:" in printed.err

@@ -29,9 +29,11 @@ client (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` unless set), so this module is the
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +43,10 @@ from mlflow.tracking import MlflowClient
 from initsweep.redaction import redact, redact_line
 
 T = TypeVar("T")
+# A non-blocking attempt (``try_now``) gives up on an answer after this long: a server that
+# accepts connections but does not answer (starting up, overloaded, a dropped network) must not
+# hold training for MLflow's default request timeout (120 s).
+TRY_NOW_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,8 @@ class RetryingClient(MlflowClient):
         if out.since is not None and time.monotonic() < out.next_try:
             return False
         try:
-            getattr(MlflowClient, method)(self, *args, **kwargs)
+            with _request_timeout(TRY_NOW_TIMEOUT_S):
+                getattr(MlflowClient, method)(self, *args, **kwargs)
         except Exception as err:
             if not transient(err):
                 raise
@@ -192,6 +199,24 @@ class RetryingClient(MlflowClient):
             print(f"tracking store {redact(self.uri)} answers again after "
                   f"{time.monotonic() - out.since:.0f} s", file=sys.stderr, flush=True)
             _outages[self.uri] = Outage()
+
+
+@contextmanager
+def _request_timeout(seconds: float) -> Iterator[None]:
+    """MLflow's HTTP request timeout for the calls made inside (MLflow reads it per request)."""
+    name = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+    previous = os.environ.get(name)
+    if previous is not None and float(previous) <= seconds:  # a user's shorter one stays
+        yield
+        return
+    os.environ[name] = str(int(seconds))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def try_now(client: MlflowClient, method: str, *args: Any, **kwargs: Any) -> bool:
