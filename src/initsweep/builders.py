@@ -141,8 +141,9 @@ def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[L.Callback]) -> 
     progress_bar = cfg.job.progress_bar
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
-    trainer_cfg = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-                   if v is not None}
+    resolved = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(resolved, dict)
+    trainer_cfg = {str(k): v for k, v in resolved.items() if v is not None}
     trainer_cfg.setdefault("plugins", [cluster_environment()])
     return L.Trainer(
         logger=logger,

@@ -51,6 +51,7 @@ def mark_lost(output_dir: Path, sweep_id: str | None, name: str,
     of its runs becomes ``failed`` with ``error`` (its finished runs stay as they were), or, if
     it never wrote a status for this sweep, one failed status named ``name``. Returns them."""
     path = output_dir / STATUS_FILE
+    statuses: list[dict[str, Any]]
     try:
         statuses = [s for s in json.loads(path.read_text()) if s.get("sweep_id") == sweep_id]
     except (OSError, ValueError):
