@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -212,10 +212,11 @@ def test_slurm_sweep_logs_to_a_postgresql_backed_server(slurm_cluster, pg_server
 
 
 # ------------------------------------------------------------------ preemption, time limits, kills
-# One job long enough to be stopped mid-training on any 2-core machine: SLURM's time-limit signal
-# comes on slurmctld's ~30 s tick, so the job must outlast the first 30-60 s of its task.
+# One job that trains for a while (10-40 s here, by the machine's load). The time-limit tests
+# need it still training when SLURM's signal comes, on slurmctld's ~30 s tick: they pause it
+# (``paused_until_slurm_signals``) rather than make it minutes long.
 LONG = ["init=he", "seed=0", "data=synthetic", "data.n_train=12000", "data.n_val=500",
-        "data.n_test=1000", "data.features=64", "data.batch_size=64", "trainer.max_epochs=100",
+        "data.n_test=1000", "data.features=64", "data.batch_size=64", "trainer.max_epochs=45",
         "diagnostics.enabled=false"]
 FINAL = ("test/acc", "test/loss", "val/loss", "val/acc")
 
@@ -312,7 +313,7 @@ def assert_resumed_to_the_end(proc: subprocess.Popen, folder: Path, store: str,
     return log
 
 
-@pytest.mark.slow  # ~2.5 min: ~40 s SLURM's restart delay (cred_expire=30) + 100 epochs
+@pytest.mark.slow  # ~2 min: ~40 s SLURM's restart delay (cred_expire=30) + 45 epochs
 def test_a_requeued_task_resumes_its_run_and_the_sweep_waits_for_it(slurm_cluster, tmp_path,
                                                                      uninterrupted):
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -327,7 +328,34 @@ def test_a_requeued_task_resumes_its_run_and_the_sweep_waits_for_it(slurm_cluste
     assert attempts(task, slurm_cluster.env) == ["REQUEUED", "COMPLETED"]
 
 
-@pytest.mark.slow  # ~3-4 min: a first attempt until its limit, SLURM's restart delay, the rest
+def process_state(pid: int) -> str | None:
+    """``R``, ``S``, ``T`` (stopped), ... from ``/proc/<pid>/stat``; None once it has exited."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def paused_until_slurm_signals(pid: int, timeout_s: float = 150) -> None:
+    """Hold a task's process (SIGSTOP) until SLURM signals it: slurmstepd sends a SIGCONT with
+    every signal, so the process runs again exactly when the time-limit signal arrives. Then it
+    is mid-training, however fast this machine trains; the signal, submitit's requeue and the
+    resume are untouched."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 5
+        while process_state(pid) not in ("T", "t", None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deadline = time.monotonic() + timeout_s
+        while process_state(pid) in ("T", "t"):
+            assert time.monotonic() < deadline, "no signal from SLURM"
+            time.sleep(0.2)
+    finally:
+        with suppress(ProcessLookupError):  # it has handled the signal and exited: requeued
+            os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.slow  # ~2 min: a first attempt until its limit, SLURM's restart delay, the rest
 def test_a_task_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm_cluster, tmp_path,
                                                                      uninterrupted):
     """``timeout_min=2``: SLURM sends submitit's USR2 ``signal_delay_s`` before the limit (on
@@ -341,11 +369,12 @@ def test_a_task_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm_clus
     with running_sweep(tmp_path, [*launcher, *LONG], slurm_cluster, store) as proc:
         wait_until_training(proc, tmp_path / "mlruns" / "checkpoints")
         [task] = tasks_of(tmp_path / "multirun")
+        paused_until_slurm_signals(python_of(task, slurm_cluster.env))
         deadline = time.monotonic() + 300
         while "REQUEUED" not in subprocess.run(
                 ["sacct", "-X", "-n", "-P", "--duplicates", "-j", task, "-o", "State"], env=env,
                 capture_output=True, text=True, check=True).stdout:
-            assert proc.poll() is None, "the job finished before its time limit: lengthen LONG"
+            assert proc.poll() is None, "the job finished instead of being requeued"
             assert time.monotonic() < deadline, "no requeue at the time limit"
             time.sleep(1)
         subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=10"], env=env,
@@ -354,6 +383,30 @@ def test_a_task_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm_clus
     assert "he-x1-s0: preempted (SIGUSR2)" in log
     assert re.search(r"Requeued job \S+ \(2 remaining timeouts\)", log), log  # submitit's
     assert attempts(task, slurm_cluster.env) == ["REQUEUED", "COMPLETED"]
+
+
+@pytest.mark.slow  # ~45 s: one attempt until its time limit
+def test_a_task_out_of_requeues_at_its_time_limit_ends_timeout(slurm_cluster, tmp_path):
+    """``max_num_timeout=0``: submitit refuses the requeue (UncompletedJobError); the job is
+    over, with outcome ``timeout``, its run resumable by a relaunch, and the sweep says so."""
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    launcher = [*slurm_launcher(slurm_cluster), "hydra.launcher.timeout_min=2",
+                "hydra.launcher.signal_delay_s=60", "hydra.launcher.max_num_timeout=0"]
+    with running_sweep(tmp_path, [*launcher, *LONG], slurm_cluster, store) as proc:
+        wait_until_training(proc, tmp_path / "mlruns" / "checkpoints")
+        [task] = tasks_of(tmp_path / "multirun")
+        paused_until_slurm_signals(python_of(task, slurm_cluster.env))
+        out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 1, f"{out}\n{err}"
+    assert "1 jobs (1 timeout)" in out
+    [task] = tasks_of(tmp_path / "multirun")
+    assert (f"timeout: he-x1-s0: SLURM task {task}: Job not requeued because: timed-out too "
+            "many times.") in err, err
+    assert attempts(task, slurm_cluster.env) == ["COMPLETED"]  # the job ended, and said why
+    parent, children = children_of_one_parent(store)
+    assert parent.info.status == "FAILED" and parent.data.tags["n_timeout"] == "1"
+    run = children["he-x1-s0"]
+    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "preempted"
 
 
 def python_of(task: str, env: dict[str, str]) -> int:
