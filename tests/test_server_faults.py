@@ -143,6 +143,7 @@ def test_a_sweep_outlives_a_server_crash_and_loses_nothing(crash, tmp_path):
     assert_every_row_once(client, runs["he-x1-s1"].info.run_id)
     # the first job trained on while the server was dead: rows stamped in the outage
     assert any(down * 1000 < m.timestamp < back * 1000 for m in history)
+    assert crash.secret("pg_password") not in out + err
 
 
 @pytest.mark.slow  # ~3 min: a job that gives up, the restart, its relaunch, a reference run
@@ -170,6 +171,7 @@ def test_a_job_that_cannot_wait_longer_fails_in_one_line_and_the_relaunch_resume
     run_id, unsent = re.search(r"run (\w{32}) .*rows kept in (\S+)\)", failed).groups()
     kept = json.loads(Path(unsent).read_text())["runs"][run_id]
     assert kept  # the rows logged while the server was dead
+    assert crash.secret("pg_password") not in out + err + Path(unsent).read_text()
 
     restart_server(crash)
     client = MlflowClient(uri)

@@ -112,12 +112,15 @@ class SweepCallback(Callback):
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEEP_ID_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)
-        statuses = collect_statuses(self.sweep_dir, self.sweep_id)
+        try:
+            complete_pending()  # the last jobs' plots (diagnostics.background_plots): runs end here
+        except StoreUnavailable as err:
+            print(f"warning: plots not logged: {err}", file=sys.stderr, flush=True)
+        statuses = collect_statuses(self.sweep_dir, self.sweep_id)  # after: plots may fail runs
         for s in statuses:
             if s.get("outcome") == RUNNING:
                 s.update(outcome="failed", error=DIED)
         try:
-            complete_pending()  # the last jobs' plots (diagnostics.background_plots): runs end here
             self._close_abandoned(statuses)
         except StoreUnavailable as err:
             print(f"warning: {err}: runs left RUNNING stay so; the next launch resumes them",
