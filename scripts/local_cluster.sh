@@ -33,6 +33,8 @@
 #   VENV                    [<repo>/.venv]  the project's virtualenv: runs `mlflow server`;
 #                                           psycopg[binary] is installed there when missing
 #   INITSWEEP_START_TIMEOUT_S [120] how long to wait for each daemon
+#   MLFLOW_SERVER_WORKERS   [2]  the mlflow server's workers (scripts/start_tracking_server.sh);
+#                           about one per core the server has to itself (docs/scaling.md)
 #
 # Layout of the state folder (what to look at when something does not start):
 #   cluster.env            the export lines `start` printed

@@ -164,7 +164,8 @@ def test_preemption_and_resume_end_the_same_way(store, tmp_path, capsys):
     single, stacked = seen
     assert [line for line in single[1] if "preempted" in line] == \
         [line for line in stacked[1] if "preempted" in line] == [
-        f"he-x1-s{k}: preempted; run <run> KILLED, the next launch resumes it from <ckpt>"
+        f"he-x1-s{k}: preempted (SIGTERM); run <run> KILLED, the next launch resumes it "
+        "from <ckpt>"
         for k in (0, 1)]
     assert single[2] == stacked[2] == [f"he-x1-s{k}: resuming run <run> from <ckpt>"
                                        for k in (0, 1)]

@@ -22,6 +22,7 @@ from initsweep.data import TensorDataModule
 from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
 from initsweep.lightning_module import InitSweepModule
+from initsweep.slurm import in_slurm_task
 
 # Trainer arguments the job sets itself (``build_trainer``): not for ``trainer.*`` overrides.
 SET_BY_JOB = ("logger", "callbacks", "enable_progress_bar", "enable_model_summary",
@@ -125,12 +126,29 @@ def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
     return DiagnosticsCallback(probe, every, diag.saturation_eps, diag.distinct_tol, seed_index)
 
 
+def cluster_environment() -> Any:
+    """Where a job runs, told to Lightning rather than left to its detection: inside a SLURM task
+    its SLURM environment *without* its own requeue (submitit requeues, on USR2: two requeuers
+    and Lightning's ``hpc_ckpt`` auto-resume would fight over the job), elsewhere the plain one
+    (one process per job). Passing it also spares every job outside SLURM Lightning's "srun is
+    available but not used" check on a machine where SLURM is installed (a login node)."""
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if in_slurm_task():
+        return SLURMEnvironment(auto_requeue=False)
+    return LightningEnvironment()
+
+
 def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[L.Callback]) -> L.Trainer:
-    """Lightning's Trainer from ``cfg.trainer`` (Lightning's own keys) and ``cfg.job``."""
+    """Lightning's Trainer from ``cfg.trainer`` (Lightning's own keys) and ``cfg.job``; the
+    cluster environment is ours (``cluster_environment``) unless ``trainer.plugins`` is set."""
     progress_bar = cfg.job.progress_bar
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    resolved = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(resolved, dict)
+    trainer_cfg = {str(k): v for k, v in resolved.items() if v is not None}
+    trainer_cfg.setdefault("plugins", [cluster_environment()])
     return L.Trainer(
         logger=logger,
         callbacks=callbacks,
@@ -138,5 +156,5 @@ def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[L.Callback]) -> 
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
-        **{k: v for k, v in trainer_cfg.items() if v is not None},
+        **trainer_cfg,
     )

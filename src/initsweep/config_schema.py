@@ -95,6 +95,10 @@ class TrackingConfig:
     artifact_location: str | None = None
     flush_every: int = 1000
     checkpoint_dir: str | None = None
+    # When the store does not answer (initsweep.store_retries, docs/scaling.md)
+    retry_budget_s: float = 300.0
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 30.0
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

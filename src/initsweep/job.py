@@ -5,8 +5,10 @@
                                                  bad input: one line, exit 2, no run created
       2. skip the runs already FINISHED          "<name>: skipped, finished as run <id>"
       3. open the others, or reopen preempted    preempted runs resume from the job's checkpoint
-      4. inside one guard (JobGuard):            SIGTERM: runs KILLED/preempted, exit 143;
-         log the inputs, fit + test, end runs    an exception: runs FAILED with traceback.txt
+      4. inside one guard (JobGuard):            SIGTERM: runs KILLED/preempted, exit 143
+         log the inputs, fit + test, end runs    (under SLURM: requeued, or the status returned);
+                                                 the store gone: runs kept resumable, exit 1;
+                                                 an exception: runs FAILED with traceback.txt
       5. result lines and the status file
 
 Only the fit differs between one run (``initsweep.fitting.fit_single``) and K stacked seeds
@@ -17,6 +19,7 @@ around it is this module's, written once.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import traceback
@@ -72,9 +75,15 @@ from initsweep.resume import (
     previous_runs,
     reopen_run,
     resumable,
+    save_unsent,
+    unsent_file,
 )
-from initsweep.status_files import reported_metrics, status_file, write_status
+from initsweep.slurm import requeued as slurm_requeued
+from initsweep.slurm import task_id as slurm_task_id
+from initsweep.slurm import under_submitit_slurm
+from initsweep.status_files import RUNNING, reported_metrics, status_file, write_status
 from initsweep.store import end_run, open_experiment, start_run, tracking_uri
+from initsweep.store_retries import StoreUnavailable, try_now
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects of a job it stopped
 
@@ -181,10 +190,19 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         return {**status, "seeds": [status]}
 
     started = time.perf_counter()
-    client, experiment_id = open_experiment(cfg)
     force = bool(cfg.get("force", False))
-    todo = skip_finished(client, experiment_id, runs, force)
     statuses = [run.status for run in runs]
+    try:
+        client, experiment_id = open_experiment(cfg)
+        todo = skip_finished(client, experiment_id, runs, force)
+    except StoreUnavailable as err:  # nothing created: a relaunch starts these runs afresh
+        for status in statuses:
+            status["error"] = str(err)
+        write_status(ctx.output_dir, statuses)
+        print_error(str(err))
+        if not ctx.multirun:
+            sys.exit(1)
+        return {**statuses[0], "seeds": statuses}
     if todo:
         checkpoint = job_checkpoint(cfg.tracking, tracking_uri(cfg.tracking),
                                     [run.tags["config_hash"] for run in todo])
@@ -192,6 +210,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         with JobGuard(client, todo, checkpoint, preemption, ctx, statuses) as guard:
             resume_from = open_runs(client, experiment_id, todo, checkpoint, force,
                                     stacked=len(runs) > 1)
+            for run in todo:  # a job that dies from here on is told apart by this status
+                run.status["outcome"] = RUNNING
+            write_status(ctx.output_dir, statuses)
             tick = time.perf_counter()
             for run in todo:
                 if run.new:
@@ -217,8 +238,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                       "artifacts_s": time.perf_counter() - tick - fit_test_s,
                       "run_s": time.perf_counter() - started}
         if guard.exit_code is not None:
-            if guard.exit_code == PREEMPTED_EXIT and not ctx.multirun:
-                sys.exit(PREEMPTED_EXIT)
+            if not ctx.multirun:  # preempted (143) or the store gone (1)
+                sys.exit(guard.exit_code)
             return {**statuses[0], "seeds": statuses}
         for run in todo:
             run.status["timing"] = timing
@@ -255,7 +276,7 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
     for position, run in enumerate(runs):
         if found is not None:
             run.run_id, run.new = found[0][position].info.run_id, False
-            reopen_run(client, run.run_id, checkpoint)
+            reopen_run(client, run.run_id, checkpoint, found[1])
             print(f"{run.name}: resuming run {run.run_id} from {found[1]}", flush=True)
         else:
             extra = {"trained_together": len(runs)} if stacked else {}
@@ -307,10 +328,16 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
 class JobGuard:
     """A job's failure policy, in one place (lightning-hydra-template's ``task_wrapper``).
 
-    Around everything a job does once its runs exist:
-    - preemption (``Preempted`` from our SIGTERM handler, or Lightning's ``SIGTERMException``):
-      flush what was logged, mark the runs KILLED with ``outcome=preempted`` (the next launch
-      resumes them from the checkpoint), exit code 143;
+    Around everything a job does once its runs exist (its stop-signal handlers are installed for
+    all of it, ``PreemptionCheckpoint.install``):
+    - preemption (``Preempted`` from our handler, or Lightning's ``SIGTERMException``): write what
+      was logged, mark the runs KILLED with ``outcome=preempted`` (the next launch resumes them
+      from the checkpoint), exit code 143. Under submitit on SLURM the job then hands itself back
+      to the scheduler (``_back_to_slurm``): the launching process keeps waiting for a task that
+      comes back, and gets the status of one that does not;
+    - the store gone for longer than the retry budget (``StoreUnavailable``): the runs cannot be
+      ended; their unwritten rows are kept beside the checkpoint and the runs stay resumable
+      (``initsweep.resume``); exit code 1;
     - any other exception: flush, ``traceback.txt``, the runs FAILED, exit code 1.
     Either way the status file is written and the console gets one line per run. In a multirun
     the exception is swallowed (``exit_code`` says what happened) so the sweep goes on; a single
@@ -327,47 +354,144 @@ class JobGuard:
         self.exit_code: int | None = None
 
     def __enter__(self) -> JobGuard:
+        self.preemption.install()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
                  tb: TracebackType | None) -> bool:
+        self.preemption.restore()
         if err is None:
             return False
-        self.preemption.restore_handler()
         open_runs = [run for run in self.runs if run.run_id and not run.ended]
         if isinstance(err, PREEMPTION):
-            for run in open_runs:
+            return self._preempted(open_runs)
+        self.exit_code = 1
+        if isinstance(err, StoreUnavailable):  # one line said it all: no traceback
+            self._store_lost(err, open_runs)
+            return True
+        self._failed(kind, err, tb, open_runs)
+        return self.ctx.multirun and isinstance(err, Exception)
+
+    def _preempted(self, open_runs: list[JobRun]) -> bool:
+        """Nothing here waits for the store: a stopped job has KillWait (SLURM: 30 s) before
+        SIGKILL. What the store does not take at once is kept beside the checkpoint, so the next
+        attempt still resumes these runs and writes their rows."""
+        signum = self.preemption.signalled or signal.SIGTERM
+        for run in open_runs:
+            if run.logger is not None:
+                run.logger.write_now()
+            unsent = run.logger.unsent() if run.logger is not None else []
+            marked = all(try_now(self.client, *call) for call in
+                         (("set_tag", run.run_id, "outcome", PREEMPTED),
+                          ("set_terminated", run.run_id, "KILLED")))
+            if unsent or not marked:  # the next attempt writes them (resume.reopen_run)
+                save_unsent(self.checkpoint, {run.run_id: unsent},
+                            "preempted while the store did not answer")
+            run.status.update(outcome=PREEMPTED, error=signum.name)
+        self._close(store=False)
+        for run in open_runs:
+            print(f"{run.name}: preempted ({signum.name}); run {run.run_id} KILLED, the next "
+                  f"launch resumes it from {self.checkpoint}", file=sys.stderr, flush=True)
+        self.exit_code = PREEMPTED_EXIT
+        if under_submitit_slurm():
+            self._back_to_slurm(signum)
+        return True
+
+    def _back_to_slurm(self, signum: signal.Signals) -> None:
+        """Under submitit on SLURM: make the launching process wait for a task that comes back,
+        and collect the status of one that does not (docs/scaling.md, "Run on a cluster").
+
+        - submitit's signal (time limit near): its own handler, kept by ``PreemptionCheckpoint``,
+          re-pickles the job, runs ``scontrol requeue`` and raises ``SystemExit``: let it through
+          (no result: the launcher waits). Timed out ``max_num_timeout`` times, it raises
+          ``UncompletedJobError`` instead: the job is over, outcome ``timeout``.
+        - SIGTERM: requeue, preemption and ``scancel`` all send it; slurmctld says which
+          (``initsweep.slurm.requeued``). Requeued: exit 143 with no result; cancelled: return.
+        """
+        task = slurm_task_id()
+        if signum != signal.SIGTERM:
+            handler = self.preemption.replaced.get(signum)
+            if not callable(handler):
+                return
+            try:
+                handler(signum, None)  # SystemExit(-1) once requeued: the task ends here
+            except Exception as err:  # submitit's UncompletedJobError: no more requeues
+                line = str(err).splitlines()[0] if str(err) else type(err).__name__
+                for status in self.statuses:
+                    if status.get("outcome") == PREEMPTED:
+                        status.update(outcome="timeout", error=f"SLURM task {task}: {line}")
+                write_status(self.ctx.output_dir, self.statuses)
+                print(f"SLURM task {task}: {line}", file=sys.stderr, flush=True)
+            return
+        comes_back = slurm_requeued()
+        if comes_back:
+            print(f"SLURM task {task} was requeued: it resumes from {self.checkpoint}; the "
+                  f"launching process waits for it", file=sys.stderr, flush=True)
+            raise SystemExit(PREEMPTED_EXIT)
+        why = ("cancelled (scancel, or preempted without requeue)" if comes_back is False else
+               "stopped; slurmctld could not say whether it comes back")
+        for status in self.statuses:
+            if status.get("outcome") == PREEMPTED:
+                status["error"] = f"SIGTERM: SLURM task {task} {why}"
+        write_status(self.ctx.output_dir, self.statuses)
+
+    def _store_lost(self, err: StoreUnavailable, open_runs: list[JobRun]) -> None:
+        """The store did not come back within the retry budget: each run gets one more try at
+        its rows and a resumable end (KILLED, ``outcome=preempted``); what the store does not
+        take is kept beside the checkpoint, which also tells the sweep's end and the next launch
+        that nobody trains these runs any more (``initsweep.resume.preempted_run``)."""
+        error = str(err)
+        left = []
+        for run in open_runs:
+            run.status.update(outcome="failed", error=error)
+            try:
                 self._flush(run)
                 mark_preempted(self.client, run.run_id)
-                run.status.update(outcome=PREEMPTED, error=str(err) or "SIGTERM")
-            self._close()
-            for run in open_runs:
-                print(f"{run.name}: preempted; run {run.run_id} KILLED, the next launch resumes "
-                      f"it from {self.checkpoint}", file=sys.stderr, flush=True)
-            self.exit_code = PREEMPTED_EXIT
-            return True
+                self.client.set_tag(run.run_id, "error", error)
+            except StoreUnavailable:
+                left.append(run)
+                save_unsent(self.checkpoint, {run.run_id: run.logger.unsent() if run.logger
+                                              else []}, error)
+        self._close(store=False)
+        for run in open_runs:
+            then = (f"run {run.run_id} left RUNNING (rows kept in {unsent_file(self.checkpoint)})"
+                    if run in left else f"run {run.run_id} KILLED")
+            print(f"{run.name}: FAILED ({error}); {then}; the next launch resumes it from "
+                  f"{self.checkpoint}", file=sys.stderr, flush=True)
+
+    def _failed(self, kind: type[BaseException] | None, err: BaseException,
+                tb: TracebackType | None, open_runs: list[JobRun]) -> None:
         trace = "".join(traceback.format_exception(kind, err, tb))
         error = f"{type(err).__name__}: {err}"
         for run in open_runs:
             run.status["error"] = error
             run.status["outcome"] = "failed"
             try:
-                self._flush(run)  # nothing that was logged is lost
-                self.client.log_text(run.run_id, trace, "traceback.txt")
-            finally:
-                end_run(self.client, run.run_id, "failed")
+                try:
+                    self._flush(run)  # nothing that was logged is lost
+                    self.client.log_text(run.run_id, trace, "traceback.txt")
+                finally:
+                    end_run(self.client, run.run_id, "failed")
+            except StoreUnavailable as lost:  # the run stays RUNNING, resumable
+                save_unsent(self.checkpoint, {run.run_id: run.logger.unsent() if run.logger
+                                              else []}, str(lost))
         self._close()
         for run in open_runs:
             print(f"{run.name}: FAILED ({error.splitlines()[0]}); run {run.run_id} marked FAILED",
                   file=sys.stderr, flush=True)
-        self.exit_code = 1
-        return self.ctx.multirun and isinstance(err, Exception)
 
     @staticmethod
     def _flush(run: JobRun) -> None:
         if run.logger is not None:
             run.logger.flush()
 
-    def _close(self) -> None:
+    def _close(self, store: bool = True) -> None:
+        """The status file; the plots still owed by earlier jobs (they talk to the store: not
+        when it is gone, nor while a stopped job's seconds run out; the sweep's end does it)."""
         write_status(self.ctx.output_dir, self.statuses)
-        complete_pending()
+        if store:
+            try:
+                complete_pending()
+            except StoreUnavailable as lost:
+                print(f"warning: plots of earlier runs not logged: {lost}", file=sys.stderr,
+                      flush=True)

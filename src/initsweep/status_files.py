@@ -25,6 +25,10 @@ REPORTED_PREFIXES = ("val/", "test/")
 def reported_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """The metrics of a run that its status carries (``REPORTED_PREFIXES``)."""
     return {k: v for k, v in metrics.items() if k.startswith(REPORTED_PREFIXES)}
+RUNNING = "running"  # written when a job's runs are open: still there at the end = it died
+# Outcomes that make a sweep fail (exit code 1, parent run FAILED); the rest are results
+# (ok, diverged) or nothing to do (skipped).
+NOT_DONE = ("failed", "preempted", "timeout", RUNNING)
 
 
 def status_file(output_dir: Path | None) -> Path | None:
@@ -49,6 +53,26 @@ def mark_failed(path: Path | None, run_id: str, error: str) -> None:
         if status.get("run_id") == run_id:
             status.update(outcome="failed", error=error)
     path.write_text(json.dumps(statuses))
+
+
+def mark_lost(output_dir: Path, sweep_id: str | None, name: str,
+              error: str) -> list[dict[str, Any]]:
+    """A job that ended without a result (killed, out of memory, node lost): what it had written
+    of its runs becomes ``failed`` with ``error`` (its finished runs stay as they were), or, if
+    it never wrote a status for this sweep, one failed status named ``name``. Returns them."""
+    path = output_dir / STATUS_FILE
+    statuses: list[dict[str, Any]]
+    try:
+        statuses = [s for s in json.loads(path.read_text()) if s.get("sweep_id") == sweep_id]
+    except (OSError, ValueError):
+        statuses = []
+    if not statuses:
+        statuses = [{"sweep_id": sweep_id, "name": name, "outcome": "failed", "error": error}]
+    for status in statuses:
+        if status.get("outcome") in (RUNNING, "preempted"):
+            status.update(outcome="failed", error=error)
+    write_status(output_dir, statuses)
+    return statuses
 
 
 def collect_statuses(sweep_dir: Path, sweep_id: str) -> list[dict[str, Any]]:

@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.conventions import SEED_KEYS
 from initsweep.redaction import redact
+from initsweep.store import StoreUnreachable, check_store, tracking_uri
 from initsweep.store import open_client as open_store_client
-from initsweep.store import tracking_uri
 
 ROLE_TAG = "initsweep.role"
 PARENT_TAG = "mlflow.parentRunId"
@@ -117,11 +117,16 @@ def default_tracking_uri() -> str:
 
 
 def open_client(uri: str) -> MlflowClient:
-    """A client for ``uri``; a missing sqlite file is an input error (we never create a store)."""
+    """A client for ``uri``; a missing sqlite file, an unsupported scheme or a store that does not
+    answer is an input error (we never create a store; ``store.check_store``)."""
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_file():
             raise ReportInputError("--tracking-uri", f"{redact(uri)}: no MLflow store at {path}")
+    try:
+        check_store(uri, "")
+    except StoreUnreachable as err:
+        raise ReportInputError("--tracking-uri", str(err)) from None
     return open_store_client(uri)
 
 
