@@ -26,6 +26,7 @@ sweep: $(STAMP)
 
 test: $(STAMP) chromium
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	INITSWEEP_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 # Debian's chromium for the browser test (tests/test_ui.py drives it with Playwright; nothing is
@@ -45,6 +46,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # The link of the newest sweep's saved view first (its runs grouped by init, test/acc as bars),
 # then the UI. MLflow 3's GenAI job runner stays off: this project submits no such jobs.

@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from initsweep.conventions import SEED_KEYS
+from initsweep.conventions import SEED_KEYS, as_dict
 from initsweep.data import TensorDataModule
 from initsweep.diagnostics import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
@@ -70,7 +70,7 @@ def build_data(cfg: DictConfig) -> TensorDataModule:
 
 def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> InitSweepModule:
     """The LightningModule of one seed: network, initialized from ``cfg.init`` by ``init_seed``."""
-    init = OmegaConf.to_container(cfg.init, resolve=True)
+    init = as_dict(cfg.init)
     schedule = cfg.get("lr_schedule")
     return InitSweepModule(cfg.model, init, cfg.optim, datamodule.input_shape,
                            datamodule.num_classes, cfg.init_seed,

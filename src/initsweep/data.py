@@ -94,11 +94,16 @@ class TensorDataModule(L.LightningDataModule):
         if self.train is None:
             self.train, self.val, self.test = self.load()
 
+    def splits(self) -> tuple[Split, Split, Split]:
+        """(train, val, test), loaded on first use."""
+        self.setup()
+        assert self.train is not None and self.val is not None and self.test is not None
+        return self.train, self.val, self.test
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one input: (C, H, W) for images, (features,) for flat data."""
-        self.setup()
-        return tuple(self.train[0].shape[1:])
+        return tuple(self.splits()[0][0].shape[1:])
 
     @property
     def in_features(self) -> int:
@@ -107,24 +112,22 @@ class TensorDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        self.setup()
-        return int(self.train[1].max()) + 1
+        return int(self.splits()[0][1].max()) + 1
 
     def probe_batch(self, size: int, seed: int) -> Split:
         """A reproducible batch ``(x, y)`` of training samples drawn by ``seed`` (LSUV, probes)."""
-        self.setup()
-        x, y = self.train
+        x, y = self.splits()[0]
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
         return x[idx], y[idx]
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.train, self.batch_size, True, self.shuffle_generator)
+        return TensorBatches(*self.splits()[0], self.batch_size, True, self.shuffle_generator)
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.val, self.eval_batch_size)
+        return TensorBatches(*self.splits()[1], self.eval_batch_size)
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.test, self.eval_batch_size)
+        return TensorBatches(*self.splits()[2], self.eval_batch_size)
 
 
 class DigitsDataModule(TensorDataModule):

@@ -48,7 +48,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -213,8 +213,8 @@ def probe_mode(net: nn.Module) -> Iterator[None]:
             for m, buffers in zip(batch_norms, saved, strict=True):
                 for name, value in buffers.items():
                     getattr(m, name).copy_(value)
-        for m, mode in modes.items():
-            m.training = mode
+        for module, mode in modes.items():
+            module.training = mode
 
 
 def _norm_stats(norm: nn.Module | None) -> dict[str, float]:
@@ -262,11 +262,13 @@ class DiagnosticsCallback(L.Callback):
         return self.every_n_steps > 0 and step % self.every_n_steps == 0
 
     def _net(self, pl_module: L.LightningModule) -> nn.Module:
-        return pl_module.net if self.seed_index is None else pl_module.seed_net(self.seed_index)
+        module: Any = pl_module  # an InitSweepModule or a StackedSeedsModule
+        return module.net if self.seed_index is None else module.seed_net(self.seed_index)
 
     def _stopped_at(self, pl_module: L.LightningModule) -> int | None:
         """The step a stacked seed diverged at (it trains no more); None while it trains."""
-        return None if self.seed_index is None else pl_module.diverged_at_step[self.seed_index]
+        module: Any = pl_module
+        return None if self.seed_index is None else module.diverged_at_step[self.seed_index]
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                 update_ratios: list[float] | None = None) -> None:
@@ -283,7 +285,7 @@ class DiagnosticsCallback(L.Callback):
             metrics.update({f"diag/L{i}/{k}": row[k] for k in LAYER_METRICS
                             if not math.isnan(row[k])})
         logger = (trainer.logger if self.seed_index is None
-                  else pl_module.loggers_per_seed[self.seed_index])
+                  else cast(Any, pl_module).loggers_per_seed[self.seed_index])
         if logger is not None:
             logger.log_metrics(metrics, step=step)
         self.seconds += time.perf_counter() - tick

@@ -48,6 +48,7 @@ from initsweep.conventions import (
     PARENT_RUN_ENV,
     SWEEP_ID_ENV,
     SWEPT_KEYS_ENV,
+    as_dict,
     config_hash,
     flatten,
     group_hash,
@@ -125,6 +126,13 @@ class JobRun:
     new: bool = True  # created by this job (False: a preempted run reopened)
     ended: bool = False
 
+    @property
+    def open_logger(self) -> BufferedMlflowLogger:
+        """The logger of a run this job has opened (``open_runs`` made it)."""
+        if self.logger is None:
+            raise RuntimeError(f"{self.name}: run not opened")
+        return self.logger
+
 
 def run_metadata(cfg: DictConfig, init_choice: str | None,
                  datamodule: TensorDataModule) -> tuple[dict[str, Any], dict[str, str]]:
@@ -135,11 +143,10 @@ def run_metadata(cfg: DictConfig, init_choice: str | None,
         "init_seed": cfg.init_seed, "data_seed": cfg.data_seed,
         "sweep_id": os.environ.get(SWEEP_ID_ENV, "none"),
         "config_hash": config_hash(cfg), "group_hash": group_hash(cfg),
-        "dataset": datamodule.name, "n_test": len(datamodule.test[1]), "outcome": "running",
-        **{f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()},
+        "dataset": datamodule.name, "n_test": len(datamodule.splits()[2][1]), "outcome": "running",
+        **{f"user.{k}": v for k, v in as_dict(cfg.get("tags") or {}).items()},
     }
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return tags, flatten({k: v for k, v in resolved.items() if k not in NOT_PARAMS})
+    return tags, flatten({k: v for k, v in as_dict(cfg).items() if k not in NOT_PARAMS})
 
 
 def plan_runs(cfg: DictConfig, ctx: JobContext
@@ -219,7 +226,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                     log_inputs(client, run)
             modules = [first if run is runs[0] else build_module(run.cfg, datamodule)
                        for run in todo]
-            configs, loggers = [run.cfg for run in todo], [run.logger for run in todo]
+            configs, loggers = [run.cfg for run in todo], [run.open_logger for run in todo]
             if len(runs) == 1:
                 results = [fit_single(configs[0], loggers[0], modules[0], datamodule, preemption,
                                       resume_from)]
@@ -304,8 +311,8 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
     complete_pending()  # the previous job's plots, drawn while this one trained
     background = plots_in_background(cfg)
     for run, result in zip(runs, results, strict=True):
-        run.logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=0)  # once: a bar
-        run.logger.flush()
+        run.open_logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=0)  # once: a bar
+        run.open_logger.flush()
         # The run's last value of each val/* metric (a resumed run's too): what a sweeper selects on
         final = reported_metrics(client.get_run(run.run_id).data.metrics)
         run.status.update(outcome=result.outcome, **{**final, **result.metrics})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from initsweep.errors import require
@@ -94,7 +95,7 @@ class InitSweepModule(L.LightningModule):
             return None
         # Manual optimization: the same zero_grad / backward / step as Lightning's automatic
         # mode, without its per-step closure and hook machinery (~0.15 ms a step, benchmark.py).
-        optimizer = self.optimizers()
+        optimizer = cast(LightningOptimizer, self.optimizers())  # one optimizer
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
@@ -112,7 +113,7 @@ class InitSweepModule(L.LightningModule):
         new = torch.stack(self.step_losses[self._logged_losses:]).tolist()
         steps = self._loss_steps[self._logged_losses:]
         self._logged_losses = len(self.step_losses)
-        every = self.trainer.log_every_n_steps
+        every = cast(Any, self.trainer).log_every_n_steps  # set by Lightning at init
         for step, value in zip(steps, new, strict=True):
             if step % every == 0 or step == self.diverged_at_step:
                 self.logger.log_metrics({"train/loss": value}, step=step)

@@ -33,11 +33,12 @@ import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 from torch import Tensor, nn
@@ -217,7 +218,7 @@ class StackedSeedsModule(L.LightningModule):
         if not bool(self.alive.any()):
             self.trainer.should_stop = True
             return None
-        optimizer = self.optimizers()
+        optimizer = cast(LightningOptimizer, self.optimizers())  # one optimizer
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(torch.where(self.alive.to(losses.device), losses, 0.0).sum())
         optimizer.step()
@@ -239,7 +240,7 @@ class StackedSeedsModule(L.LightningModule):
         losses = torch.stack([loss for _, loss in self._step_losses]).cpu()  # one sync per epoch
         self._step_losses = []
         now = int(time.time() * 1000)
-        every = self.trainer.log_every_n_steps  # as InitSweepModule.log_train_losses
+        every = cast(Any, self.trainer).log_every_n_steps  # as InitSweepModule.log_train_losses
         for k, logger in enumerate(self.loggers_per_seed):
             rows = [(step, v) for step, v in zip(steps, losses[:, k].tolist(), strict=True)
                     if not math.isnan(v)]
@@ -319,7 +320,7 @@ def fit_stacked(configs: list[DictConfig], loggers: list[BufferedMlflowLogger],
     diagnostics = [build_diagnostics(one, datamodule, seed_index=k)
                    for k, one in enumerate(configs)]
     trainer = build_trainer(cfg, False, [preemption, *(d for d in diagnostics if d is not None)])
-    train_batches = StackedBatches(*datamodule.train, datamodule.batch_size, generators)
+    train_batches = StackedBatches(*datamodule.splits()[0], datamodule.batch_size, generators)
     trainer.fit(stacked, train_dataloaders=train_batches,
                 val_dataloaders=datamodule.val_dataloader(), ckpt_path=resume_from)
     stacked._flush_losses()

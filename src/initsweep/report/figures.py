@@ -136,6 +136,7 @@ def tuning_curve_plot(results: Sequence[TuningResult], metric: str, path: Path) 
         x, log = _x_positions(r.values)
         for seed in r.seeds:
             ax.plot(x, r.grid.loc[seed].to_numpy(), color="tab:gray", lw=0.7, alpha=0.5)
+        assert r.ci is not None  # tuning_results sets it
         ax.fill_between(x, r.ci["ci_low"].to_numpy(), r.ci["ci_high"].to_numpy(),
                         color="tab:orange", alpha=0.25, label="95% CI of mean")
         ax.plot(x, r.mean.to_numpy(), color="tab:orange", lw=2.2, marker="o", label="mean")

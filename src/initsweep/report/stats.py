@@ -171,7 +171,8 @@ def group_summary(table: RunTable, seed: int = 0) -> pd.DataFrame:
             p = float(np.mean(x))
             floor = math.sqrt(p * (1 - p) / n_test)
         row["noise_floor"] = floor
-        row["std/floor"] = row["std"] / floor if floor and math.isfinite(floor) else math.nan
+        std = float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
+        row["std/floor"] = std / floor if floor and math.isfinite(floor) else math.nan
         row["excluded"] = ", ".join(f"{v} {k}" for k, v in outcomes.items())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -368,14 +369,15 @@ def neighbour_pairs(table: RunTable) -> list[tuple[str, str]]:
         numeric = all(_is_number(v) for v in values[key] if v != MISSING)
         blocks = values.groupby(others, sort=False) if others else [((), values)]
         for _, block in blocks:
-            members = sorted(block.index, key=lambda g, k=key: sort_key(values.at[g, k]))
+            column = values[key]
+            members = sorted(block.index, key=lambda g: sort_key(column[g]))
             if numeric:
                 pairs += list(zip(members, members[1:], strict=False))
             else:
                 pairs += list(combinations(members, 2))
     order = {g: i for i, g in enumerate(groups)}
-    return sorted({tuple(sorted(p, key=order.get)) for p in pairs},  # type: ignore[misc]
-                  key=lambda p: (order[p[0]], order[p[1]]))
+    ordered = {(a, b) if order[a] <= order[b] else (b, a) for a, b in pairs}
+    return sorted(ordered, key=lambda p: (order[p[0]], order[p[1]]))
 
 
 def all_pairs(table: RunTable) -> list[tuple[str, str]]:

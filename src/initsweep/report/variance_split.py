@@ -41,7 +41,10 @@ GRID_DRAWS = 500  # pivotal draws per simulated grid
 SOURCES = ("init", "data", "rest")
 
 
-def sums_of_squares(y: np.ndarray) -> tuple[np.ndarray, ...]:
+SumsOfSquares = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]
+
+
+def sums_of_squares(y: np.ndarray) -> SumsOfSquares:
     """SS and df of init, data, interaction and error for balanced grids ``(..., I, J, r)``."""
     n_init, n_data, reps = y.shape[-3:]
     grand = y.mean(axis=(-3, -2, -1), keepdims=True)
@@ -94,8 +97,8 @@ def pivotal_shares(y: np.ndarray, rng: np.random.Generator, n_draws: int = N_DRA
     Each mean square's expectation is drawn as SS / chi2_df (its distribution under the normal
     model, with the observed SS plugged in), then turned into shares like the estimates are.
     """
-    *ss, df = sums_of_squares(y)
-    return _pivotal_from_ss(ss, df, y.shape[-3:], rng, n_draws)
+    ss_init, ss_data, ss_inter, ss_error, df = sums_of_squares(y)
+    return _pivotal_from_ss([ss_init, ss_data, ss_inter, ss_error], df, y.shape[-3:], rng, n_draws)
 
 
 def _pivotal_from_ss(ss: list[np.ndarray], df: tuple[int, ...], shape: tuple[int, int, int],
