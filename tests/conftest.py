@@ -57,3 +57,19 @@ def runs_of(store: str, experiment: str = "initsweep") -> list:
     client = MlflowClient(tracking_uri=store)
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def stacked_and_alone(store: str, shrink: list[str], k: int) -> tuple[dict, dict]:
+    """Seeds 0..k-1 trained as one ``seeds_per_job=k`` job (experiment ``batched``) and as k
+    jobs alone (``alone``): each side's runs by name, for the parity tests."""
+    from initsweep.job import run_job
+
+    run_job(compose_config([*shrink, f"seeds_per_job={k}", f"tracking.uri={store}",
+                            "experiment_name=batched"]))
+    for seed in range(k):
+        run_job(compose_config([*shrink, f"seed={seed}", f"tracking.uri={store}",
+                                "experiment_name=alone"]))
+    batched = {r.info.run_name: r for r in runs_of(store, "batched")}
+    alone = {r.info.run_name: r for r in runs_of(store, "alone")}
+    assert set(batched) == set(alone) == {f"he-x1-s{seed}" for seed in range(k)}
+    return batched, alone

@@ -16,7 +16,7 @@ from initsweep.builders import build
 from initsweep.errors import ConfigError
 from initsweep.job import run_job
 from initsweep.networks import ResNet, norm_layers, resnet, weight_layers
-from tests.conftest import REPO, compose_config, runs_of
+from tests.conftest import REPO, compose_config, runs_of, stacked_and_alone
 
 
 def _example_code() -> str:
@@ -170,15 +170,8 @@ def test_stacked_resnet_with_batchnorm_logs_the_runs_sequential_jobs_would(store
     tests/test_stacked_seeds.py for the MLP)."""
     shrink = ["model=resnet", "model.depth=8", "model.width=4", "init=he",
               "trainer.max_epochs=2", "diagnostics.every_n_steps=9", "diagnostics.plots=false"]
-    run_job(compose_config([*shrink, "seeds_per_job=2", f"tracking.uri={store}",
-                            "experiment_name=batched"]))
-    for seed in range(2):
-        run_job(compose_config([*shrink, f"seed={seed}", f"tracking.uri={store}",
-                                "experiment_name=alone"]))
+    batched, alone = stacked_and_alone(store, shrink, 2)
     client = MlflowClient(store)
-    batched = {r.info.run_name: r for r in runs_of(store, "batched")}
-    alone = {r.info.run_name: r for r in runs_of(store, "alone")}
-    assert set(batched) == set(alone) == {"he-x1-s0", "he-x1-s1"}
     for name, run in batched.items():
         twin = alone[name]
         assert run.data.tags["trained_together"] == "2"

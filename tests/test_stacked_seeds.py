@@ -14,7 +14,7 @@ from initsweep.builders import build
 from initsweep.conventions import seed_configs, seed_overrides
 from initsweep.job import run_job
 from initsweep.stacked_seeds import StackedSeedsModule
-from tests.conftest import compose_config, runs_of
+from tests.conftest import compose_config, runs_of, stacked_and_alone
 
 SHRINK = ["init=he", "trainer.max_epochs=3", "diagnostics.enabled=false"]
 
@@ -33,15 +33,8 @@ def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
     # diagnostics on, at a cadence that measures mid-epoch: each seed's diag/ metrics, CSV and
     # plots must be there as in a run trained alone
     shrink = ["init=he", "trainer.max_epochs=3", "diagnostics.every_n_steps=7"]
-    run_job(compose_config([*shrink, "seed=0", "seeds_per_job=3", f"tracking.uri={store}",
-                          "experiment_name=batched"]))
-    for seed in range(3):
-        run_job(compose_config([*shrink, f"seed={seed}", f"tracking.uri={store}",
-                              "experiment_name=alone"]))
+    batched, alone = stacked_and_alone(store, shrink, 3)
     client = MlflowClient(store)
-    batched = {r.info.run_name: r for r in runs_of(store, "batched")}
-    alone = {r.info.run_name: r for r in runs_of(store, "alone")}
-    assert set(batched) == set(alone) == {"he-x1-s0", "he-x1-s1", "he-x1-s2"}
     for name, run in batched.items():
         twin = alone[name]
         assert run.info.status == "FINISHED" and run.data.tags["trained_together"] == "3"

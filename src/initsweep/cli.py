@@ -69,9 +69,7 @@ def parser() -> argparse.ArgumentParser:
                           "key, neighbouring values of numeric keys)")
     rep.add_argument("--out", metavar="DIR", type=Path,
                      help="output folder (default: <sweep dir>/report, else outputs/report-<id>)")
-    rep.add_argument("--tracking-uri", metavar="URI",
-                     help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                          "sqlite:///<cwd>/mlruns/mlflow.db)")
+    add_tracking_uri(rep)
     rep.add_argument("--n-test", type=positive_int, metavar="N",
                      help="test-set size for the noise floor when runs did not log n_test")
     rep.add_argument("--seed", type=non_negative_int, default=0,
@@ -86,13 +84,18 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--experiment", help="experiment name (default: any experiment)")
     link.add_argument("--sweep", metavar="ID",
                       help="sweep id or parent run id (default: the newest sweep)")
-    link.add_argument("--tracking-uri", metavar="URI",
-                      help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                           "sqlite:///<cwd>/mlruns/mlflow.db)")
+    add_tracking_uri(link)
     link.add_argument("--base-url", metavar="URL",
                       help="where the UI is served (default: $INITSWEEP_UI_URL, else the "
                            "tracking server, else http://127.0.0.1:5000)")
     return top
+
+
+def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    """The store option every command that reads runs has."""
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                             "sqlite:///<cwd>/mlruns/mlflow.db)")
 
 
 def ui_link_command(args: argparse.Namespace) -> int:
