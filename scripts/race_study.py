@@ -20,6 +20,8 @@ It prints (markdown):
    race, (c) the full grid, and, at the race's cost, every configuration on 4 seeds (no race);
    score on the held-out seeds' mean test metric; regret = the best configuration's held-out
    score minus the chosen one's, per init.
+4. candidate presets (``--candidates``, e.g. ``confidence=0.9,budget=50``): how many of the R
+   repetitions and of the random orders each would agree with the grid, and its runs.
 Selection is on the sweeper's metric (val/acc) only; test is read for the score alone.
 """
 
@@ -108,6 +110,14 @@ def race_on(plan: RacePlan, frame: pd.DataFrame, settings: RaceSettings):
     return replay(plan.candidates, settings, lambda c, s: table.get((c.index, s)))
 
 
+def parse_value(text: str) -> int | float | None:
+    """A sweeper key's value on the command line: ``null``, an int (budget, seeds_first) or a
+    float (confidence, margin)."""
+    if text == "null":
+        return None
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", required=True)
@@ -117,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--orders", type=int, default=1000, help="random orders for the rates")
     parser.add_argument("--equal-seeds", type=int, default=4,
                         help="the no-race baseline: every configuration on this many seeds")
+    parser.add_argument("--candidates", default="confidence=0.9;confidence=0.9,budget=50;"
+                        "confidence=0.9,budget=60",
+                        help="';'-separated preset changes to score, each key=value,...")
     args = parser.parse_args(argv)
 
     plan = preset_plan()
@@ -225,6 +238,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\nHeld-out score per configuration (mean " + plan.score_metric + " over seeds "
           f"{lo}..{hi}): " + ", ".join(f"{c.context} {c.label}: {heldout_score[c.index]:.4f}"
                                        for c in plan.candidates))
+
+    print("\n## Candidate presets: the preset's keys changed as below\n")
+    print(f"| change | agree, {args.repetitions} repetitions | agree, {len(shuffled)} orders | "
+          "runs mean | runs max |")
+    print("|---|---|---|---|---|")
+    for text in filter(None, args.candidates.split(";")):
+        change = {k: parse_value(v) for k, v in (item.split("=") for item in text.split(","))}
+        variant = dataclasses.replace(settings, **change)
+        same = sum(all(w[k].candidate == truth[k] for k in truth)
+                   for w in (race_on(plan, frame, dataclasses.replace(variant, seeds=o)).winners()
+                             for o in orders(select, args.repetitions)))
+        many = [race_on(plan, frame, dataclasses.replace(variant, seeds=o)) for o in shuffled]
+        hits = sum(all(r.winners()[k].candidate == truth[k] for k in truth) for r in many)
+        runs = [r.spent for r in many]
+        print(f"| {text} | {same} of {args.repetitions} | {hits / len(many):.1%} | "
+              f"{np.mean(runs):.1f} | {max(runs)} |")
 
 
 if __name__ == "__main__":
