@@ -70,7 +70,8 @@ def _error_lines(proc) -> list[str]:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["init=nosuch"], "error: init=nosuch: must be one of constant, fixup, hadamard_identity, he, "),
+    (["init=nosuch"], "error: init=nosuch: must be one of constant, fixup, hadamard_identity, "
+                      "he, "),
     (["init=zero"], "error: init=zero: renamed to hadamard_identity (ZerO; init=zeros is W = 0)"),
     (["optim.lr=fast"], "error: optim.lr: Value 'fast' of type 'str' could not be converted to "
                         "Float"),
