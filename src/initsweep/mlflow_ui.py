@@ -575,8 +575,8 @@ def finish_sweep_ui(client: MlflowClient, experiment_id: str, parent_run_id: str
 
 
 def closing_line(sweep_id: str, link: str, tuned: bool) -> str:
-    """The sweep's last line: where to look, and where the tuning trap is when nothing was tuned
-    (the demo sweep cannot show it)."""
+    """The sweep's last line: where to look, and where the tuning trap is when the sweep varied
+    nothing but inits and seeds (``tuned`` False: the demo sweep cannot show it)."""
     line = f"sweep {sweep_id}: open {link}"
     if not tuned:
         line += ("\n  nothing tuned here; for the tuning trap: "

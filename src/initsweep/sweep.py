@@ -29,7 +29,13 @@ from omegaconf import DictConfig
 
 from initsweep.artifacts import complete_pending
 from initsweep.console import print_error, quiet_third_parties
-from initsweep.conventions import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV, swept_keys
+from initsweep.conventions import (
+    PARENT_RUN_ENV,
+    SEED_KEYS,
+    SWEEP_ID_ENV,
+    SWEPT_KEYS_ENV,
+    swept_keys,
+)
 from initsweep.redaction import redact, redact_log_records, redact_override
 from initsweep.resume import close_abandoned
 from initsweep.status_files import NOT_DONE, RUNNING, collect_statuses
@@ -156,7 +162,10 @@ class SweepCallback(Callback):
             link = finish_sweep_ui(self.client, self.experiment_id, self.parent_run_id,
                                    self.sweep_id, self.swept)
             options = config.get("report")
-            tuned = bool(options and hasattr(options, "keys") and options.get("tune"))
+            # the demo's kind of sweep (inits over seeds) gets the pointer to the tuning trap; a
+            # sweep over anything else (a learning rate, report=false or not) has its own story
+            tuned = (bool(options and hasattr(options, "keys") and options.get("tune"))
+                     or any(k not in SEED_KEYS and k.split(".")[0] != "init" for k in self.swept))
             print(closing_line(self.sweep_id, link, tuned), flush=True)
         except Exception as err:
             print(f"mlflow ui: view not written: {err}", file=sys.stderr, flush=True)
