@@ -40,7 +40,39 @@ def step_schedule(module: L.LightningModule) -> None:
         scheduler.step()
 
 
-class InitSweepModule(L.LightningModule):
+class EvaluatedModule(L.LightningModule):
+    """The hooks one run and K stacked seeds share: validation and test go through the
+    subclass's ``_evaluate`` (per batch) and ``_log_epoch`` (per split), the optimizer and
+    schedule come from ``optim_cfg`` and ``schedule_cfg``."""
+
+    optim_cfg: Mapping[str, Any]
+    schedule_cfg: Mapping[str, Any] | None
+    test_results: Any
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        raise NotImplementedError
+
+    def _log_epoch(self, stage: str, step: int) -> Any:
+        raise NotImplementedError
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.global_step - 1)  # the last step trained before it
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        # measured once, at the run's end: step 0, so the MLflow UI draws one bar per run
+        self.test_results = self._log_epoch("test", 0)
+
+    def configure_optimizers(self) -> Any:
+        return configure_optimization(self, self.optim_cfg, self.schedule_cfg)
+
+
+class InitSweepModule(EvaluatedModule):
     """A classifier (``model._target_``'s network) whose weights come from the ``init`` group.
 
     The network is built for the data's ``input_shape`` and ``num_classes``; the initializer
@@ -145,19 +177,3 @@ class InitSweepModule(L.LightningModule):
         if self.logger is not None:
             self.logger.log_metrics(values, step=step)
         return values
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", self.global_step - 1)  # the last step trained before it
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        # measured once, at the run's end: step 0, so the MLflow UI draws one bar per run
-        self.test_results = self._log_epoch("test", 0)
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimization(self, self.optim_cfg, self.schedule_cfg)

@@ -35,7 +35,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.core.optimizer import LightningOptimizer
@@ -48,7 +47,7 @@ from initsweep.builders import build_diagnostics, build_trainer
 from initsweep.data import TensorDataModule
 from initsweep.errors import ConfigError
 from initsweep.fitting import RunResult
-from initsweep.lightning_module import InitSweepModule, configure_optimization, step_schedule
+from initsweep.lightning_module import EvaluatedModule, InitSweepModule, step_schedule
 from initsweep.mlflow_logger import BufferedMlflowLogger
 from initsweep.mlflow_ui import exact_ratio
 from initsweep.networks import MLP
@@ -107,7 +106,7 @@ class StackedBatches:
             yield self.x[index], self.y[index]
 
 
-class StackedSeedsModule(L.LightningModule):
+class StackedSeedsModule(EvaluatedModule):
     """K copies of one network, stacked; trains and evaluates them as one batched model.
 
     ``generators`` are the seeds' data-order generators: saved in checkpoints with the frozen
@@ -279,21 +278,6 @@ class StackedSeedsModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start_step = self.global_step
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", self.global_step - 1)
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self.test_results = self._log_epoch("test", 0)
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimization(self, self.optim_cfg, self.schedule_cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["stacked_seeds"] = {
