@@ -84,11 +84,11 @@ def compose_cfg(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def plain_loop(cfg) -> float:
+def plain_loop(cfg) -> tuple[float, float]:
     """The same steps with nothing around them: preloaded tensors, slices, Adam, val each epoch."""
     datamodule, _ = build(cfg)
     (x, y), (xv, yv), (xt, yt) = datamodule.train, datamodule.val, datamodule.test
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     net = build_network(cfg.model, datamodule.input_shape, datamodule.num_classes, cfg.init_seed)
     activation = cfg.model.get("activation", "relu")
     initialize_(net, dict(cfg.init), cfg.init_seed, activation,
@@ -110,18 +110,18 @@ def plain_loop(cfg) -> float:
             (net(xv).argmax(1) == yv).float().mean().item()
     with torch.no_grad():
         (net(xt).argmax(1) == yt).float().mean().item()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def lightning_alone(cfg) -> float:
+def lightning_alone(cfg) -> tuple[float, float]:
     """The same module and data in a bare Trainer (fit + test): what Lightning itself costs."""
     quiet_third_parties()
     datamodule, module = build(cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer = build_trainer(cfg, False, [])
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 @contextlib.contextmanager
@@ -218,13 +218,31 @@ def print_hooks(label: str, totals: dict[str, tuple[float, int]], top: int = 25)
 
 
 def initsweep_run(cfg) -> dict:
-    with mlflow_clock() as mlflow_spent:
-        status = run_job(cfg)
+    """One run's timing (``run_job``'s, from the runs' start: after the data is loaded) with
+    MLflow's share and the CPU time of this process over the same span."""
+    from initsweep import job
+
+    planned = {}
+    plan_runs = job.plan_runs
+
+    def timed_plan(*args, **kwargs):
+        try:
+            return plan_runs(*args, **kwargs)
+        finally:
+            planned["cpu"] = time.process_time()
+
+    job.plan_runs = timed_plan
+    try:
+        with mlflow_clock() as mlflow_spent:
+            status = run_job(cfg)
+    finally:
+        job.plan_runs = plan_runs
+    cpu = time.process_time() - planned["cpu"]
     assert status["outcome"] == "ok", status
-    return {**status["timing"], "mlflow_s": mlflow_spent["s"]}
+    return {**status["timing"], "mlflow_s": mlflow_spent["s"], "run_cpu_s": cpu}
 
 
-def peer_run(cfg, tmp: str) -> float:
+def peer_run(cfg, tmp: str) -> tuple[float, float]:
     """The same network, data and steps as users would otherwise write them, in the
     lightning-hydra-template style: automatic optimization, ``self.log`` of the loss every step
     and of the validation/test metrics each epoch, Lightning's own ``MLFlowLogger`` into a
@@ -266,7 +284,7 @@ def peer_run(cfg, tmp: str) -> float:
         def configure_optimizers(self):
             return make_optimizer(self.parameters(), cfg.optim)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     logger = MLFlowLogger(experiment_name="peer", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     checkpoint = ModelCheckpoint(dirpath=f"{tmp}/peer_checkpoints", monitor="val/acc",
@@ -279,7 +297,7 @@ def peer_run(cfg, tmp: str) -> float:
     model = PeerModule()
     trainer.fit(model, datamodule=datamodule)
     trainer.test(model, ckpt_path="best", datamodule=datamodule, verbose=False)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def profile_one_run(cfg, path: Path) -> None:
@@ -428,12 +446,14 @@ def main() -> None:
             return
         rows = []
         for _ in range(args.repeats):
-            plain = plain_loop(with_diag)
-            alone = lightning_alone(without_diag)
+            plain, plain_cpu = plain_loop(with_diag)
+            alone, alone_cpu = lightning_alone(without_diag)
             full = initsweep_run(with_diag)
             bare = initsweep_run(without_diag)
-            peer = None if args.skip_peer else peer_run(with_diag, tmp)
+            peer, peer_cpu = (None, None) if args.skip_peer else peer_run(with_diag, tmp)
             rows.append({"plain_s": plain, "lightning_alone_s": alone, "run_s": full["run_s"],
+                         "plain_cpu_s": plain_cpu, "lightning_alone_cpu_s": alone_cpu,
+                         "run_cpu_s": full["run_cpu_s"], "peer_cpu_s": peer_cpu,
                          "fit_test_s": full["fit_test_s"],
                          "mlflow_s": full["mlflow_s"], "diagnostics_s": full["diagnostics_s"],
                          "artifacts_s": full["artifacts_s"], "diagnosis_s": full["diagnosis_s"],
@@ -457,6 +477,16 @@ def main() -> None:
         **({} if args.skip_peer else {
             "ratio_peer_to_plain": summary([r["peer_s"] / r["plain_s"] for r in rows]),
             "ratio_run_to_peer": summary([r["run_s"] / r["peer_s"] for r in rows])}),
+        # CPU time of this process (the plots of a run alone are drawn in it): steadier than
+        # wall time when other processes share the cores
+        "cpu_ratio_run_to_plain": summary([r["run_cpu_s"] / r["plain_cpu_s"] for r in rows]),
+        "cpu_ratio_lightning_alone_to_plain": summary([r["lightning_alone_cpu_s"] /
+                                                       r["plain_cpu_s"] for r in rows]),
+        "cpu_ratio_run_to_lightning_alone": summary([r["run_cpu_s"] / r["lightning_alone_cpu_s"]
+                                                     for r in rows]),
+        **({} if args.skip_peer else {
+            "cpu_ratio_peer_to_plain": summary([r["peer_cpu_s"] / r["plain_cpu_s"]
+                                                for r in rows])}),
         "mlflow_share": summary([r["mlflow_s"] / r["run_s"] for r in rows]),
         "diagnostics_share": summary([r["diagnostics_s"] / r["run_s"] for r in rows]),
         "artifacts_share": summary([r["artifacts_s"] / r["run_s"] for r in rows]),
@@ -471,15 +501,15 @@ def main() -> None:
         result["demo_sweep_wall_s"] = result["demo_sweep"]["wall_s"]
     print(f"load average (1, 5, 15 min): at start {load_at_start}, at end "
           f"{result['load_average_at_end']}")
-    print(f"{'measure':30s} {'median':>9s} {'min':>9s} {'max':>9s}")
+    print(f"{'measure':36s} {'median':>9s} {'min':>9s} {'max':>9s}")
     for key, value in result.items():
         if isinstance(value, dict) and "median" in value:
-            print(f"{key:30s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
+            print(f"{key:36s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
     for label, seeds in (("seeds/s seq., batched", vectorized),
                          ("  the same, no diagnostics", vectorized_bare)):
         if seeds is None:
             continue
-        print(f"{label:30s} {seeds['sequential_seeds_per_s']:9.3f} "
+        print(f"{label:36s} {seeds['sequential_seeds_per_s']:9.3f} "
               f"{seeds['batched_seeds_per_s']:9.3f}  (K={seeds['k']}, "
               f"speed-up {seeds['speedup']:.2f}x)")
     if "demo_sweep" in result:
