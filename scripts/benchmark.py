@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -131,7 +132,7 @@ def mlflow_clock():
     thread). The writer thread's own calls overlap training and are not counted: what they cost
     the training shows in the run's time. Nested calls count once; the wrapped methods still run.
     """
-    spent = {"s": 0.0}
+    spent = {"s": 0.0, "cpu_s": 0.0}
     depth = [0]
     originals = [(cls, name, fn) for cls in (MlflowClient, BufferedMlflowLogger)
                  for name, fn in vars(cls).items()
@@ -144,13 +145,14 @@ def mlflow_clock():
             if threading.current_thread() is not threading.main_thread():
                 return fn(*args, **kwargs)
             depth[0] += 1
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 depth[0] -= 1
                 if depth[0] == 0:
                     spent["s"] += time.perf_counter() - start
+                    spent["cpu_s"] += time.process_time() - cpu
         return call
 
     for cls, name, fn in originals:
@@ -239,7 +241,8 @@ def initsweep_run(cfg) -> dict:
         job.plan_runs = plan_runs
     cpu = time.process_time() - planned["cpu"]
     assert status["outcome"] == "ok", status
-    return {**status["timing"], "mlflow_s": mlflow_spent["s"], "run_cpu_s": cpu}
+    return {**status["timing"], "mlflow_s": mlflow_spent["s"], "run_cpu_s": cpu,
+            "mlflow_cpu_s": mlflow_spent["cpu_s"]}
 
 
 def peer_run(cfg, tmp: str) -> tuple[float, float]:
@@ -454,6 +457,8 @@ def main() -> None:
             rows.append({"plain_s": plain, "lightning_alone_s": alone, "run_s": full["run_s"],
                          "plain_cpu_s": plain_cpu, "lightning_alone_cpu_s": alone_cpu,
                          "run_cpu_s": full["run_cpu_s"], "peer_cpu_s": peer_cpu,
+                         "mlflow_cpu_s": full["mlflow_cpu_s"],
+                         "diagnostics_cpu_s": full.get("diagnostics_cpu_s", math.nan),
                          "fit_test_s": full["fit_test_s"],
                          "mlflow_s": full["mlflow_s"], "diagnostics_s": full["diagnostics_s"],
                          "artifacts_s": full["artifacts_s"], "diagnosis_s": full["diagnosis_s"],
@@ -487,6 +492,9 @@ def main() -> None:
         **({} if args.skip_peer else {
             "cpu_ratio_peer_to_plain": summary([r["peer_cpu_s"] / r["plain_cpu_s"]
                                                 for r in rows])}),
+        "cpu_mlflow_share": summary([r["mlflow_cpu_s"] / r["run_cpu_s"] for r in rows]),
+        "cpu_diagnostics_share": summary([r["diagnostics_cpu_s"] / r["run_cpu_s"]
+                                          for r in rows]),
         "mlflow_share": summary([r["mlflow_s"] / r["run_s"] for r in rows]),
         "diagnostics_share": summary([r["diagnostics_s"] / r["run_s"] for r in rows]),
         "artifacts_share": summary([r["artifacts_s"] / r["run_s"] for r in rows]),
