@@ -38,6 +38,8 @@ import argparse
 import contextlib
 import functools
 import json
+import math
+import os
 import statistics
 import subprocess
 import sys
@@ -83,11 +85,11 @@ def compose_cfg(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def plain_loop(cfg) -> float:
+def plain_loop(cfg) -> tuple[float, float]:
     """The same steps with nothing around them: preloaded tensors, slices, Adam, val each epoch."""
     datamodule, _ = build(cfg)
     (x, y), (xv, yv), (xt, yt) = datamodule.train, datamodule.val, datamodule.test
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     net = build_network(cfg.model, datamodule.input_shape, datamodule.num_classes, cfg.init_seed)
     activation = cfg.model.get("activation", "relu")
     initialize_(net, dict(cfg.init), cfg.init_seed, activation,
@@ -109,18 +111,18 @@ def plain_loop(cfg) -> float:
             (net(xv).argmax(1) == yv).float().mean().item()
     with torch.no_grad():
         (net(xt).argmax(1) == yt).float().mean().item()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def lightning_alone(cfg) -> float:
+def lightning_alone(cfg) -> tuple[float, float]:
     """The same module and data in a bare Trainer (fit + test): what Lightning itself costs."""
     quiet_third_parties()
     datamodule, module = build(cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer = build_trainer(cfg, False, [])
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 @contextlib.contextmanager
@@ -130,7 +132,7 @@ def mlflow_clock():
     thread). The writer thread's own calls overlap training and are not counted: what they cost
     the training shows in the run's time. Nested calls count once; the wrapped methods still run.
     """
-    spent = {"s": 0.0}
+    spent = {"s": 0.0, "cpu_s": 0.0}
     depth = [0]
     originals = [(cls, name, fn) for cls in (MlflowClient, BufferedMlflowLogger)
                  for name, fn in vars(cls).items()
@@ -143,13 +145,14 @@ def mlflow_clock():
             if threading.current_thread() is not threading.main_thread():
                 return fn(*args, **kwargs)
             depth[0] += 1
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 depth[0] -= 1
                 if depth[0] == 0:
                     spent["s"] += time.perf_counter() - start
+                    spent["cpu_s"] += time.process_time() - cpu
         return call
 
     for cls, name, fn in originals:
@@ -161,11 +164,143 @@ def mlflow_clock():
             setattr(cls, name, fn)
 
 
+class HookTimer:
+    """A Lightning profiler that sums the wall time of every hook and loop action it is handed
+    (``[Callback]DiagnosticsCallback.on_train_batch_end``, ``[LightningModule]...training_step``,
+    ``save_checkpoint``, ...): inclusive times, so a loop action contains its hooks."""
+
+    def __init__(self) -> None:
+        from lightning.pytorch.profilers import Profiler
+
+        class _Timer(Profiler):
+            def __init__(inner) -> None:
+                super().__init__()
+                inner.open: dict[str, float] = {}
+
+            def start(inner, action_name: str) -> None:
+                inner.open[action_name] = time.perf_counter()
+
+            def stop(inner, action_name: str) -> None:
+                begun = inner.open.pop(action_name, None)
+                if begun is not None:
+                    spent, calls = self.totals.get(action_name, (0.0, 0))
+                    self.totals[action_name] = (spent + time.perf_counter() - begun, calls + 1)
+
+            def summary(inner) -> str:
+                return ""
+
+        self.totals: dict[str, tuple[float, int]] = {}
+        self.profiler = _Timer()
+
+
+@contextlib.contextmanager
+def hook_timer():
+    """Every Trainer that ``initsweep.fitting`` (a run) or this script builds gets the timer."""
+    from initsweep import fitting
+
+    timer = HookTimer()
+    original = fitting.build_trainer
+
+    def timed_trainer(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.profiler = timer.profiler
+        return trainer
+
+    fitting.build_trainer = globals()["build_trainer"] = timed_trainer
+    try:
+        yield timer
+    finally:
+        fitting.build_trainer = globals()["build_trainer"] = original
+
+
+def print_hooks(label: str, totals: dict[str, tuple[float, int]], top: int = 25) -> None:
+    print(f"\n{label}: Lightning actions by inclusive wall time (ms total, calls, ms/call)")
+    for name, (spent, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"  {1000 * spent:9.1f} {calls:6d} {1000 * spent / calls:8.3f}  {name}")
+
+
 def initsweep_run(cfg) -> dict:
-    with mlflow_clock() as mlflow_spent:
-        status = run_job(cfg)
+    """One run's timing (``run_job``'s, from the runs' start: after the data is loaded) with
+    MLflow's share and the CPU time of this process over the same span."""
+    from initsweep import job
+
+    planned = {}
+    plan_runs = job.plan_runs
+
+    def timed_plan(*args, **kwargs):
+        try:
+            return plan_runs(*args, **kwargs)
+        finally:
+            planned["cpu"] = time.process_time()
+
+    job.plan_runs = timed_plan
+    try:
+        with mlflow_clock() as mlflow_spent:
+            status = run_job(cfg)
+    finally:
+        job.plan_runs = plan_runs
+    cpu = time.process_time() - planned["cpu"]
     assert status["outcome"] == "ok", status
-    return {**status["timing"], "mlflow_s": mlflow_spent["s"]}
+    return {**status["timing"], "mlflow_s": mlflow_spent["s"], "run_cpu_s": cpu,
+            "mlflow_cpu_s": mlflow_spent["cpu_s"]}
+
+
+def peer_run(cfg, tmp: str) -> tuple[float, float]:
+    """The same network, data and steps as users would otherwise write them, in the
+    lightning-hydra-template style: automatic optimization, ``self.log`` of the loss every step
+    and of the validation/test metrics each epoch, Lightning's own ``MLFlowLogger`` into a
+    sqlite store (hyperparameters logged), and a ``ModelCheckpoint`` keeping the best and last
+    by ``val/acc``. Timed like a run: fit + test, after the data is loaded."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import MLFlowLogger
+    from omegaconf import OmegaConf
+
+    quiet_third_parties()
+    datamodule, module = build(cfg)
+    net = module.net
+
+    class PeerModule(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            return loss
+
+        def _shared_eval(self, batch, stage):
+            x, y = batch
+            logits = self.net(x)
+            self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True)
+            self.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), on_epoch=True,
+                     prog_bar=True)
+
+        def validation_step(self, batch, batch_idx):
+            self._shared_eval(batch, "val")
+
+        def test_step(self, batch, batch_idx):
+            self._shared_eval(batch, "test")
+
+        def configure_optimizers(self):
+            return make_optimizer(self.parameters(), cfg.optim)
+
+    start, cpu = time.perf_counter(), time.process_time()
+    logger = MLFlowLogger(experiment_name="peer", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    checkpoint = ModelCheckpoint(dirpath=f"{tmp}/peer_checkpoints", monitor="val/acc",
+                                 mode="max", save_last=True)
+    trainer = L.Trainer(logger=logger, callbacks=[checkpoint], enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0,
+                        max_epochs=cfg.trainer.max_epochs, deterministic=True,
+                        log_every_n_steps=cfg.trainer.log_every_n_steps, accelerator="auto",
+                        devices=1, default_root_dir=tmp)
+    model = PeerModule()
+    trainer.fit(model, datamodule=datamodule)
+    trainer.test(model, ckpt_path="best", datamodule=datamodule, verbose=False)
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def profile_one_run(cfg, path: Path) -> None:
@@ -184,15 +319,58 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def demo_sweep_wall() -> float:
-    """``make sweep`` without the install: the process, imports included, in a temp store."""
+# Runs the demo sweep in its own process, as ``python train.py -m ...`` would, with clocks on its
+# phases: interpreter start, the imports train.py makes, the job's imports (Lightning, torch: made
+# by the first job), the store and parent run (the sweep callback's start), the jobs, the sweep's
+# end (summary, seed-sensitivity report); what is left is Hydra's own (composing, launching).
+SWEEP_DRIVER = """
+import json, runpy, sys, time
+clock = {"imports_s": time.perf_counter()}
+sys.argv = ["train.py", *json.loads(sys.argv[1])]
+sys.path.insert(0, %(src)r)
+import hydra, omegaconf, initsweep.config_schema, initsweep.console, initsweep.sweep
+clock["imports_s"] = time.perf_counter() - clock["imports_s"]
+tick = time.perf_counter()
+import initsweep.job
+clock["job_imports_s"] = time.perf_counter() - tick
+from initsweep import job, sweep
+
+def timed(owner, name, key):
+    original = getattr(owner, name)
+    def call(*args, **kwargs):
+        tick = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock[key] = clock.get(key, 0.0) + time.perf_counter() - tick
+    setattr(owner, name, call)
+
+timed(sweep.SweepCallback, "on_multirun_start", "store_s")
+timed(job, "run_job", "jobs_s")
+timed(sweep.SweepCallback, "on_multirun_end", "sweep_end_s")
+try:
+    runpy.run_path(%(train)r, run_name="__main__")
+finally:
+    print("SWEEP_CLOCK " + json.dumps(clock), file=sys.stderr, flush=True)
+"""
+
+
+def demo_sweep_wall() -> dict:
+    """``make sweep`` without the install: the process, imports included, in a temp store, with
+    the split of its wall time (``SWEEP_DRIVER``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(REPO / "train.py"), "-m", "init=xavier,he,zeros",
-               "seed=0,1,2", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-               f"hydra.sweep.dir={tmp}/multirun"]
+        args = ["-m", "init=xavier,he,zeros", "seed=0,1,2", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                f"hydra.sweep.dir={tmp}/multirun"]
+        driver = SWEEP_DRIVER % {"src": str(REPO / "src"), "train": str(REPO / "train.py")}
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd=tmp)
-        return time.perf_counter() - start
+        proc = subprocess.run([sys.executable, "-c", driver, json.dumps(args)], check=True,
+                              capture_output=True, text=True, cwd=tmp)
+        wall = time.perf_counter() - start
+    line = [x for x in proc.stderr.splitlines() if x.startswith("SWEEP_CLOCK ")][-1]
+    clock = json.loads(line.split(" ", 1)[1])
+    clock["wall_s"] = wall
+    clock["rest_s"] = wall - sum(v for k, v in clock.items() if k != "wall_s")
+    return clock
 
 
 def seeds_per_second(base: list[str], k: int) -> dict:
@@ -228,12 +406,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="K for the vectorized-seeds test")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path, help="profile one run into this file and exit")
+    parser.add_argument("--hooks", action="store_true",
+                        help="time Lightning's hooks in one run and in Lightning alone, then exit")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads for everything timed (default: torch's own); 1 keeps "
+                             "the figures steadier on cores that other processes also use")
+    parser.add_argument("--skip-seeds", action="store_true", help="no K-seeds throughput")
+    parser.add_argument("--skip-peer", action="store_true", help="no lightning-hydra-template row")
     args = parser.parse_args()
     if args.mlp_vmap:
         from initsweep import stacked_seeds
 
         stacked_seeds.MLP_BATCHED_MATMUL = False
 
+    if args.threads:
+        from initsweep.devices import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(args.threads)  # jobs (and the demo sweep's) keep it
+        torch.set_num_threads(args.threads)
+    load_at_start = list(os.getloadavg())  # other processes on the cores skew every figure
     with tempfile.TemporaryDirectory() as tmp:
         # force: the same config runs again and again here; never skip it as already finished
         store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment_name=benchmark",
@@ -245,29 +436,65 @@ def main() -> None:
         if args.profile:
             profile_one_run(with_diag, args.profile)
             return
+        if args.hooks:
+            hooks = {}
+            for label, run in (("lightning alone", lambda: lightning_alone(without_diag)),
+                               ("initsweep run", lambda: initsweep_run(with_diag))):
+                with hook_timer() as timer:
+                    run()
+                print_hooks(label, timer.totals)
+                hooks[label] = {k: {"s": v[0], "calls": v[1]} for k, v in timer.totals.items()}
+            if args.json:
+                args.json.write_text(json.dumps(hooks, indent=2))
+            return
         rows = []
         for _ in range(args.repeats):
-            plain = plain_loop(with_diag)
-            alone = lightning_alone(without_diag)
+            plain, plain_cpu = plain_loop(with_diag)
+            alone, alone_cpu = lightning_alone(without_diag)
             full = initsweep_run(with_diag)
             bare = initsweep_run(without_diag)
+            peer, peer_cpu = (None, None) if args.skip_peer else peer_run(with_diag, tmp)
             rows.append({"plain_s": plain, "lightning_alone_s": alone, "run_s": full["run_s"],
+                         "plain_cpu_s": plain_cpu, "lightning_alone_cpu_s": alone_cpu,
+                         "run_cpu_s": full["run_cpu_s"], "peer_cpu_s": peer_cpu,
+                         "mlflow_cpu_s": full["mlflow_cpu_s"],
+                         "diagnostics_cpu_s": full.get("diagnostics_cpu_s", math.nan),
                          "fit_test_s": full["fit_test_s"],
                          "mlflow_s": full["mlflow_s"], "diagnostics_s": full["diagnostics_s"],
                          "artifacts_s": full["artifacts_s"], "diagnosis_s": full["diagnosis_s"],
-                         "run_no_diag_s": bare["run_s"]})
-        vectorized = seeds_per_second(base, args.seeds)
-        vectorized_bare = seeds_per_second([*base, "diagnostics.enabled=false"], args.seeds)
+                         "run_no_diag_s": bare["run_s"], "peer_s": peer})
+        vectorized = None if args.skip_seeds else seeds_per_second(base, args.seeds)
+        vectorized_bare = (None if args.skip_seeds else
+                           seeds_per_second([*base, "diagnostics.enabled=false"], args.seeds))
     result = {
         "workload": args.workload, "model": args.model, "mlp_vmap": args.mlp_vmap,
         "dataset": with_diag.data._target_.rsplit(".", 1)[-1],
         "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg()),
         "plain_loop_s": summary([r["plain_s"] for r in rows]),
         "initsweep_run_s": summary([r["run_s"] for r in rows]),
         "ratio_run_to_plain": summary([r["run_s"] / r["plain_s"] for r in rows]),
         "ratio_lightning_alone_to_plain": summary([r["lightning_alone_s"] / r["plain_s"]
                                                    for r in rows]),
         "ratio_fit_to_plain": summary([r["fit_test_s"] / r["plain_s"] for r in rows]),
+        "ratio_run_to_lightning_alone": summary([r["run_s"] / r["lightning_alone_s"]
+                                                 for r in rows]),
+        **({} if args.skip_peer else {
+            "ratio_peer_to_plain": summary([r["peer_s"] / r["plain_s"] for r in rows]),
+            "ratio_run_to_peer": summary([r["run_s"] / r["peer_s"] for r in rows])}),
+        # CPU time of this process (the plots of a run alone are drawn in it): steadier than
+        # wall time when other processes share the cores
+        "cpu_ratio_run_to_plain": summary([r["run_cpu_s"] / r["plain_cpu_s"] for r in rows]),
+        "cpu_ratio_lightning_alone_to_plain": summary([r["lightning_alone_cpu_s"] /
+                                                       r["plain_cpu_s"] for r in rows]),
+        "cpu_ratio_run_to_lightning_alone": summary([r["run_cpu_s"] / r["lightning_alone_cpu_s"]
+                                                     for r in rows]),
+        **({} if args.skip_peer else {
+            "cpu_ratio_peer_to_plain": summary([r["peer_cpu_s"] / r["plain_cpu_s"]
+                                                for r in rows])}),
+        "cpu_mlflow_share": summary([r["mlflow_cpu_s"] / r["run_cpu_s"] for r in rows]),
+        "cpu_diagnostics_share": summary([r["diagnostics_cpu_s"] / r["run_cpu_s"]
+                                          for r in rows]),
         "mlflow_share": summary([r["mlflow_s"] / r["run_s"] for r in rows]),
         "diagnostics_share": summary([r["diagnostics_s"] / r["run_s"] for r in rows]),
         "artifacts_share": summary([r["artifacts_s"] / r["run_s"] for r in rows]),
@@ -278,18 +505,24 @@ def main() -> None:
         "rows": rows,
     }
     if not args.skip_sweep:
-        result["demo_sweep_wall_s"] = demo_sweep_wall()
-    print(f"{'measure':30s} {'median':>9s} {'min':>9s} {'max':>9s}")
+        result["demo_sweep"] = demo_sweep_wall()
+        result["demo_sweep_wall_s"] = result["demo_sweep"]["wall_s"]
+    print(f"load average (1, 5, 15 min): at start {load_at_start}, at end "
+          f"{result['load_average_at_end']}")
+    print(f"{'measure':36s} {'median':>9s} {'min':>9s} {'max':>9s}")
     for key, value in result.items():
         if isinstance(value, dict) and "median" in value:
-            print(f"{key:30s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
+            print(f"{key:36s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
     for label, seeds in (("seeds/s seq., batched", vectorized),
                          ("  the same, no diagnostics", vectorized_bare)):
-        print(f"{label:30s} {seeds['sequential_seeds_per_s']:9.3f} "
+        if seeds is None:
+            continue
+        print(f"{label:36s} {seeds['sequential_seeds_per_s']:9.3f} "
               f"{seeds['batched_seeds_per_s']:9.3f}  (K={seeds['k']}, "
               f"speed-up {seeds['speedup']:.2f}x)")
-    if "demo_sweep_wall_s" in result:
-        print(f"{'demo_sweep_wall_s':30s} {result['demo_sweep_wall_s']:9.2f}")
+    if "demo_sweep" in result:
+        print("demo sweep (s): " + ", ".join(f"{k} {v:.2f}"
+                                             for k, v in result["demo_sweep"].items()))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -27,7 +27,8 @@ def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
     result = json.loads(out.read_text())
     assert result["workload"] == "digits" and len(result["rows"]) == 1
     for key in ("plain_loop_s", "initsweep_run_s", "ratio_run_to_plain", "ratio_fit_to_plain",
-                "ratio_lightning_alone_to_plain",
+                "ratio_lightning_alone_to_plain", "ratio_run_to_lightning_alone",
+                "ratio_peer_to_plain", "ratio_run_to_peer",
                 "mlflow_share", "diagnostics_share", "artifacts_share", "diagnosis_share",
                 "diagnosis_ms"):
         assert 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"], key
@@ -38,6 +39,36 @@ def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
         assert seeds["k"] == 2
         assert seeds["batched_seeds_per_s"] == pytest.approx(2 / seeds["batched_s"])
         assert seeds["speedup"] == pytest.approx(seeds["sequential_s"] / seeds["batched_s"])
+
+
+@pytest.mark.slow
+def test_benchmark_times_lightnings_hooks_in_a_run_and_in_lightning_alone(tmp_path):
+    out = tmp_path / "hooks.json"
+    proc = subprocess.run([*BENCHMARK, "--hooks", "--threads", "1", "--json", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hooks = json.loads(out.read_text())
+    run, alone = hooks["initsweep run"], hooks["lightning alone"]
+    assert run["[Callback]DiagnosticsCallback.on_train_batch_end"]["calls"] > 0
+    assert run["save_checkpoint"]["calls"] == 10  # digits: one per epoch (PreemptionCheckpoint)
+    assert not any(name.startswith("[Callback]") for name in alone)  # a bare Trainer
+    assert run["run_training_batch"]["calls"] == alone["run_training_batch"]["calls"]
+    assert "Lightning actions by inclusive wall time" in proc.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_splits_the_demo_sweeps_wall_time():
+    """The split's clocks are set in the sweep's own process (benchmark.SWEEP_DRIVER)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    split = benchmark.demo_sweep_wall()
+    for key in ("imports_s", "job_imports_s", "store_s", "jobs_s", "sweep_end_s"):
+        assert 0 < split[key] < split["wall_s"], key
+    assert split["rest_s"] == pytest.approx(
+        split["wall_s"] - sum(v for k, v in split.items() if k not in ("wall_s", "rest_s")))
 
 
 @pytest.mark.slow

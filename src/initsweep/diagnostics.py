@@ -257,6 +257,15 @@ class DiagnosticsCallback(L.Callback):
         self.weights_at_init: list[Tensor] = []
         self._before_step: list[Tensor] | None = None
         self.seconds = 0.0  # time spent measuring (what diagnostics cost a run)
+        self.cpu_seconds = 0.0  # the process's CPU time over the same spans
+
+    @staticmethod
+    def _tick() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    def _tock(self, tick: tuple[float, float]) -> None:
+        self.seconds += time.perf_counter() - tick[0]
+        self.cpu_seconds += time.process_time() - tick[1]
 
     def _due(self, step: int) -> bool:
         return self.every_n_steps > 0 and step % self.every_n_steps == 0
@@ -272,7 +281,7 @@ class DiagnosticsCallback(L.Callback):
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                 update_ratios: list[float] | None = None) -> None:
-        tick = time.perf_counter()
+        tick = self._tick()
         x, y = (t.to(pl_module.device) for t in self.probe)
         net = self._net(pl_module)
         with probe_mode(net):
@@ -284,11 +293,13 @@ class DiagnosticsCallback(L.Callback):
                                  for field in RECORD_FIELDS})
             metrics.update({f"diag/L{i}/{k}": row[k] for k in LAYER_METRICS
                             if not math.isnan(row[k])})
+        # Timed before the rows go to the logger: a write of the logger's full buffer that these
+        # rows trigger is MLflow's time, not the measurements' (docs/performance.md).
+        self._tock(tick)
         logger = (trainer.logger if self.seed_index is None
                   else cast(Any, pl_module).loggers_per_seed[self.seed_index])
         if logger is not None:
             logger.log_metrics(metrics, step=step)
-        self.seconds += time.perf_counter() - tick
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.weights_at_init = [weight_of(w).detach().cpu().clone()
@@ -299,14 +310,17 @@ class DiagnosticsCallback(L.Callback):
                              batch: Any, batch_idx: int) -> None:
         # the step about to run is global_step + 1; keep its starting weights if it is measured
         if self._due(trainer.global_step + 1) and self._stopped_at(pl_module) is None:
+            tick = self._tick()
             self._before_step = [weight_of(w).detach().clone()
                                  for _, w in weight_layers(self._net(pl_module))]
+            self._tock(tick)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if (self._before_step is None or not self._due(trainer.global_step)
                 or self._stopped_at(pl_module) is not None):
             return
+        tick = self._tick()
         ratios = []
         for before, (_, layer) in zip(self._before_step, weight_layers(self._net(pl_module)),
                                       strict=True):
@@ -314,6 +328,7 @@ class DiagnosticsCallback(L.Callback):
             ratios.append(float((weight_of(layer).detach() - before).norm()) / norm
                           if norm > 0 else math.nan)
         self._before_step = None
+        self._tock(tick)
         self._record(trainer, pl_module, trainer.global_step, ratios)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

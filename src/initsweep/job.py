@@ -241,6 +241,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             timing = {"fit_test_s": fit_test_s,
                       "diagnostics_s": sum(r.diagnostics.seconds for r in results
                                            if r.diagnostics is not None),
+                      "diagnostics_cpu_s": sum(r.diagnostics.cpu_seconds for r in results
+                                               if r.diagnostics is not None),
                       "diagnosis_s": diagnosis_s,  # part of artifacts_s
                       "artifacts_s": time.perf_counter() - tick - fit_test_s,
                       "run_s": time.perf_counter() - started}

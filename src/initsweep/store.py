@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.conventions import PARENT_RUN_ENV
 from initsweep.errors import ConfigError
+from initsweep.fresh_store import create_from_template
 from initsweep.redaction import is_secret_key, redact
 from initsweep.store_retries import RetryingClient, RetryPolicy, reason
 
@@ -74,9 +75,13 @@ def artifact_location(tracking_cfg: Mapping[str, Any] | None, uri: str,
 
 
 def ensure_store(uri: str) -> None:
-    """Create the sqlite file's folder; the client creates the schema on first use."""
+    """Create the sqlite file's folder, and the file from the migrated template
+    (``initsweep.fresh_store``) when it is new; other stores create their schema on first use."""
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if "?" not in db.name:  # a URI with options: left to MLflow
+            create_from_template(db)
 
 
 def open_client(uri: str, policy: RetryPolicy | None = None) -> RetryingClient:
