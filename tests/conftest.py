@@ -6,10 +6,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 from omegaconf import DictConfig
 
 from initsweep.config_schema import register_schemas
@@ -51,6 +56,23 @@ def cli(tmp_path: Path, store: str):
         return proc
 
     return run
+
+
+def linear_net(weights: list[torch.Tensor],
+               activation: type[nn.Module] | None = None) -> nn.Sequential:
+    """Bias-free Linear layers with the given weights, a fresh ``activation`` (default ReLU)
+    after each hidden one (``diagnostics.measure`` keys its hooks by module, so each layer gets
+    its own): networks built to sit on a chosen side of a diagnostic's threshold."""
+    from torch import nn
+
+    modules: list[nn.Module] = []
+    for i, w in enumerate(weights):
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        layer.weight.data.copy_(w)
+        modules.append(layer)
+        if i < len(weights) - 1:
+            modules.append((activation or nn.ReLU)())
+    return nn.Sequential(*modules)
 
 
 def runs_of(store: str, experiment: str = "initsweep") -> list:

@@ -23,20 +23,7 @@ from initsweep.diagnosis import (
     sentences,
 )
 from initsweep.diagnostics import measure
-from tests.conftest import runs_of
-
-
-def _net(weights: list[torch.Tensor], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Bias-free Linear layers with the given weights, a fresh activation after each hidden one
-    (``measure`` keys its hooks by module, so each layer gets its own)."""
-    modules: list[nn.Module] = []
-    for i, w in enumerate(weights):
-        layer = nn.Linear(w.shape[1], w.shape[0], bias=False)
-        layer.weight.data.copy_(w)
-        modules.append(layer)
-        if i < len(weights) - 1:
-            modules.append(activation())
-    return nn.Sequential(*modules)
+from tests.conftest import linear_net, runs_of
 
 
 def _records(net: nn.Sequential, x: torch.Tensor, step: int = 0) -> list[dict]:
@@ -54,16 +41,16 @@ def test_one_distinct_unit_is_symmetric_two_are_not():
     torch.manual_seed(0)
     x = torch.rand(64, 6)
     first, rows, out = torch.randn(4, 6), torch.rand(1, 4).repeat(5, 1), torch.randn(3, 5)
-    start = _records(_net([first, rows, out]), x)
+    start = _records(linear_net([first, rows, out]), x)
     assert [r["distinct_units"] for r in start] == [4, 1, 3]
-    found = diagnose(start + _records(_net([first, rows, out]), x, step=20))
+    found = diagnose(start + _records(linear_net([first, rows, out]), x, step=20))
     assert "symmetric" in _codes(found)
     assert found[0].sentence == ("symmetric: layer 1 has 1 distinct unit at init and still 1 at "
                                  "the end (S0, S4)")
 
     apart = rows.clone()
     apart[0] += 1e-3  # far above distinct_tol: two distinct units
-    broken = _records(_net([first, apart, out]), x)
+    broken = _records(linear_net([first, apart, out]), x)
     assert broken[1]["distinct_units"] == 2
     assert "symmetric" not in _codes(diagnose(broken))
 
@@ -72,8 +59,8 @@ def test_symmetric_at_init_says_what_training_made_of_it():
     torch.manual_seed(0)
     x = torch.rand(64, 6)
     zeros, out = torch.zeros(4, 6), torch.randn(3, 4)
-    start = _records(_net([zeros, out]), x)
-    end = _records(_net([torch.randn(4, 6), out]), x, step=8)
+    start = _records(linear_net([zeros, out]), x)
+    end = _records(linear_net([torch.randn(4, 6), out]), x, step=8)
     (finding,) = [f for f in diagnose(start + end) if f.code == "symmetric"]
     assert finding.sentence == ("symmetric: every hidden layer has 1 distinct unit at init; 4 at "
                                 "the end; all their weights 0 at init (S0, S4)")
@@ -89,7 +76,7 @@ def test_signal_gain_threshold_from_both_sides(gain, expected):
     torch.manual_seed(0)
     x = torch.randn(256, 8)
     g = gain ** (1 / 3)
-    records = _records(_net([g * torch.eye(8)] * 3, nn.Identity), x)
+    records = _records(linear_net([g * torch.eye(8)] * 3, nn.Identity), x)
     assert records[-1]["act_std"] / float(x.std()) == pytest.approx(gain, rel=1e-4)
     found = diagnose(records)
     assert _codes(found) == [expected]
@@ -103,7 +90,7 @@ def test_signal_gain_threshold_from_both_sides(gain, expected):
 
 def test_overflow_is_exploding_and_quotes_the_peak_loss():
     x = torch.randn(64, 8)
-    records = _records(_net([1e14 * torch.eye(8)] * 3, nn.Identity), x)  # 1e42: past float32
+    records = _records(linear_net([1e14 * torch.eye(8)] * 3, nn.Identity), x)  # 1e42: past float32
     assert not math.isfinite(records[-1]["act_std"])
     (found,) = diagnose(records, losses=[3.0e4, 2.0, float("nan")])
     assert found.code == "exploding"
@@ -117,7 +104,7 @@ def test_saturation_threshold_from_both_sides(fraction):
     """tanh(w x) with x uniform on [-1, 1]: |tanh| > 0.99 exactly where |x| > atanh(0.99) / w."""
     x = torch.linspace(-1, 1, 2001).unsqueeze(1)
     w = math.atanh(0.99) / (1 - fraction)
-    net = _net([torch.tensor([[w], [-w]]), torch.tensor([[0.1, 0.2], [0.3, -0.1]])], nn.Tanh)
+    net = linear_net([torch.tensor([[w], [-w]]), torch.tensor([[0.1, 0.2], [0.3, -0.1]])], nn.Tanh)
     records = _records(net, x)
     assert records[0]["saturated_frac"] == pytest.approx(fraction, abs=0.002)
     found = diagnose(records, activation="tanh")
@@ -134,7 +121,7 @@ def _dead_net(dead: int) -> nn.Sequential:
     """10 hidden ReLU units on positive inputs, ``dead`` of them with negative weights."""
     rows = torch.stack([(-1 if j < dead else 1) * 0.1 * (1 + 0.1 * j) * torch.ones(4)
                         for j in range(10)])
-    return _net([rows, 0.1 * torch.randn(3, 10, generator=torch.Generator().manual_seed(0))])
+    return linear_net([rows, 0.1 * torch.randn(3, 10, generator=torch.Generator().manual_seed(0))])
 
 
 @pytest.mark.parametrize("dead", [4, 5, 6])
@@ -165,7 +152,7 @@ def test_units_that_die_in_training_are_found_at_the_end_with_names_from_paths()
 def test_several_findings_divergence_and_words():
     torch.manual_seed(0)
     x = torch.rand(64, 6)
-    ones = _records(_net([torch.ones(16, 6), torch.ones(16, 16), torch.ones(3, 16)]), x)
+    ones = _records(linear_net([torch.ones(16, 6), torch.ones(16, 16), torch.ones(3, 16)]), x)
     found = diagnose(ones, "diverged", diverged_at=1, losses=[2.3, 1.2e8],
                      divergence_threshold=1e6)
     assert _codes(found) == ["symmetric", "exploding", "diverged"]
@@ -188,9 +175,9 @@ def test_weights_broken_by_the_last_update_are_a_divergence():
     the weights NaN; the end's measurements say so and read no saturation out of NaNs."""
     x = torch.linspace(-1, 1, 201).unsqueeze(1)
     w = math.atanh(0.99) / 0.2  # 80% saturated at init
-    start = _records(_net([torch.tensor([[w], [-w]]), torch.eye(2)], nn.Tanh), x)
+    start = _records(linear_net([torch.tensor([[w], [-w]]), torch.eye(2)], nn.Tanh), x)
     nan = torch.full((2, 1), math.nan)
-    end = _records(_net([nan, torch.eye(2)], nn.Tanh), x, step=1)
+    end = _records(linear_net([nan, torch.eye(2)], nn.Tanh), x, step=1)
     found = diagnose(start + end, "ok", activation="tanh")
     assert _codes(found) == ["saturated", "diverged"]
     assert found[0].sentence.endswith("in layer 0 at init (S2)")  # no "0% at the end"
@@ -202,7 +189,7 @@ def test_a_healthy_he_init_is_healthy():
     torch.manual_seed(0)
     x = torch.rand(256, 64)
     weights = [torch.randn(n, m) * math.sqrt(2 / m) for m, n in ((64, 128), (128, 64), (64, 10))]
-    (found,) = diagnose(_records(_net(weights), x))
+    (found,) = diagnose(_records(linear_net(weights), x))
     assert found.code == "healthy"
     assert found.sentence.startswith("healthy at init: signal ")
     assert "times the input's std across 3 layers, all hidden units distinct" in found.sentence

@@ -13,25 +13,14 @@ from torch import nn
 
 from initsweep.diagnostics import distinct_rows, effective_rank, measure
 from initsweep.job import run_job
-from tests.conftest import CONF, compose_config, runs_of
+from tests.conftest import CONF, compose_config, linear_net, runs_of
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def _net(activation: nn.Module, weights: list[torch.Tensor]) -> nn.Sequential:
-    modules: list[nn.Module] = []
-    for i, w in enumerate(weights):
-        layer = nn.Linear(w.shape[1], w.shape[0], bias=False)
-        layer.weight.data.copy_(w)
-        modules.append(layer)
-        if i < len(weights) - 1:
-            modules.append(activation)
-    return nn.Sequential(*modules)
-
-
 def test_constant_weights_give_one_distinct_unit_and_rank_one():
     weights = [torch.full((8, 5), 0.3), torch.full((6, 8), -0.2), torch.full((3, 6), 0.1)]
-    net = _net(nn.Tanh(), weights)
+    net = linear_net(weights, nn.Tanh)
     x, y = torch.randn(64, 5, generator=torch.Generator().manual_seed(0)), torch.zeros(64).long()
     rows = measure(net, x, y)
     assert [r["distinct_units"] for r in rows] == [1.0, 1.0, 1.0]
@@ -40,7 +29,7 @@ def test_constant_weights_give_one_distinct_unit_and_rank_one():
 
 
 def test_identity_layers_preserve_the_signal_std():
-    net = _net(nn.Identity(), [torch.eye(16)] * 5)
+    net = linear_net([torch.eye(16)] * 5, nn.Identity)
     x, y = torch.randn(256, 16, generator=torch.Generator().manual_seed(0)), torch.zeros(256).long()
     rows = measure(net, x, y)
     for row in rows:
@@ -50,7 +39,7 @@ def test_identity_layers_preserve_the_signal_std():
 
 
 def test_relu_with_all_negative_preactivations_is_all_dead():
-    net = _net(nn.ReLU(), [-torch.ones(4, 3), torch.ones(2, 4)])
+    net = linear_net([-torch.ones(4, 3), torch.ones(2, 4)], nn.ReLU)
     x, y = torch.rand(32, 3) + 0.1, torch.zeros(32).long()  # positive inputs, negative weights
     rows = measure(net, x, y)
     assert rows[0]["dead_frac"] == 1.0 and rows[0]["act_std"] == 0.0
@@ -58,7 +47,7 @@ def test_relu_with_all_negative_preactivations_is_all_dead():
 
 
 def test_saturation_and_helpers():
-    net = _net(nn.Sigmoid(), [torch.full((4, 3), 50.0), torch.ones(2, 4)])
+    net = linear_net([torch.full((4, 3), 50.0), torch.ones(2, 4)], nn.Sigmoid)
     rows = measure(net, torch.rand(16, 3) + 0.5, torch.zeros(16).long())
     assert rows[0]["saturated_frac"] == 1.0
     w = torch.tensor([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0]])
