@@ -135,10 +135,15 @@ def save_unsent(checkpoint: Path, rows: Mapping[str, Sequence[Metric]], error: s
     for run_id, metrics in rows.items():
         runs[run_id] = [*runs.get(run_id, []),
                         *([m.key, m.value, m.timestamp, m.step] for m in metrics)]
+    return _write_unsent_file(checkpoint, runs, error)
+
+
+def _write_unsent_file(checkpoint: Path, runs: Mapping[str, list[list[Any]]],
+                       error: str) -> Path:
     path = unsent_file(checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}")
-    tmp.write_text(json.dumps({"error": error, "runs": runs}))
+    tmp.write_text(json.dumps({"error": error, "runs": dict(runs)}))
     tmp.replace(path)  # atomic: a reader sees the old file or the new one
     return path
 
@@ -154,10 +159,7 @@ def write_unsent(client: MlflowClient, run_id: str, checkpoint: Path) -> int:
     if not runs:
         path.unlink(missing_ok=True)
     elif rows:
-        error = json.loads(path.read_text()).get("error", "")
-        tmp = path.with_name(path.name + f".{os.getpid()}")
-        tmp.write_text(json.dumps({"error": error, "runs": runs}))
-        tmp.replace(path)
+        _write_unsent_file(checkpoint, runs, json.loads(path.read_text()).get("error", ""))
     return len(rows)
 
 
