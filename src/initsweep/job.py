@@ -188,13 +188,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     try:
         runs, datamodule, first = plan_runs(cfg, ctx)
     except ConfigError as err:
-        status = {"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed",
-                  "error": str(err)}
-        write_status(ctx.output_dir, [status])
-        print_error(str(err))
-        if not ctx.multirun:
-            sys.exit(2)
-        return {**status, "seeds": [status]}
+        return _not_started(ctx, [{"sweep_id": os.environ.get(SWEEP_ID_ENV),
+                                   "outcome": "failed"}], err, exit_code=2)
 
     started = time.perf_counter()
     force = bool(cfg.get("force", False))
@@ -203,13 +198,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         client, experiment_id = open_experiment(cfg)
         todo = skip_finished(client, experiment_id, runs, force)
     except StoreUnavailable as err:  # nothing created: a relaunch starts these runs afresh
-        for status in statuses:
-            status["error"] = str(err)
-        write_status(ctx.output_dir, statuses)
-        print_error(str(err))
-        if not ctx.multirun:
-            sys.exit(1)
-        return {**statuses[0], "seeds": statuses}
+        return _not_started(ctx, statuses, err, exit_code=1)
     if todo:
         checkpoint = job_checkpoint(cfg.tracking, tracking_uri(cfg.tracking),
                                     [run.tags["config_hash"] for run in todo])
@@ -258,6 +247,19 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     return {**statuses[0], "seeds": statuses}
 
 
+def _not_started(ctx: JobContext, statuses: list[dict[str, Any]], err: Exception,
+                 exit_code: int) -> dict[str, Any]:
+    """A job that ends before any run exists: its statuses say why, one line says it on the
+    console; outside a multirun the process exits with ``exit_code``."""
+    for status in statuses:
+        status["error"] = str(err)
+    write_status(ctx.output_dir, statuses)
+    print_error(str(err))
+    if not ctx.multirun:
+        sys.exit(exit_code)
+    return {**statuses[0], "seeds": statuses}
+
+
 def skip_finished(client: MlflowClient, experiment_id: str, runs: list[JobRun],
                   force: bool) -> list[JobRun]:
     """The runs still to train: those whose config has no FINISHED run (all, with ``force``)."""
@@ -298,8 +300,8 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
 
 def log_inputs(client: MlflowClient, run: JobRun) -> None:
     """``config.yaml`` (resolved) and ``overrides.txt``, both redacted."""
-    resolved = OmegaConf.to_container(run.cfg, resolve=True)
-    client.log_text(run.run_id, OmegaConf.to_yaml(redact_config(resolved)), "config.yaml")
+    client.log_text(run.run_id, OmegaConf.to_yaml(redact_config(as_dict(run.cfg))),
+                    "config.yaml")
     client.log_text(run.run_id, "\n".join(map(redact_override, run.overrides)) + "\n",
                     "overrides.txt")
 
