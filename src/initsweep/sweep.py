@@ -83,17 +83,20 @@ def check_store_or_exit(config: DictConfig) -> None:
 class SweepCallback(Callback):
     """Registered in conf/config.yaml under ``hydra.callbacks``."""
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+    @staticmethod
+    def _open_store(config: DictConfig) -> tuple[MlflowClient, str]:
+        """Console and logs made safe (before the launcher logs each job's overrides), the store
+        checked (one line and exit 2 if unusable) and created before any job touches it."""
         redact_log_records()
         quiet_third_parties()
         check_store_or_exit(config)
-        open_experiment(config)  # create the store before the job touches it
+        return open_experiment(config)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._open_store(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        redact_log_records()  # before the launcher logs each job's overrides
-        quiet_third_parties()
-        check_store_or_exit(config)
-        self.client, self.experiment_id = open_experiment(config)
+        self.client, self.experiment_id = self._open_store(config)
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = " ".join(map(redact_override, config.hydra.overrides.task))
