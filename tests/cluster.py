@@ -104,19 +104,21 @@ def _stop(part: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def _session_part(part: str) -> Iterator[LocalCluster]:
+    """A part already running is used and left running; one this session started is stopped."""
+    cluster, started = _start(part)
+    yield cluster
+    if started:
+        _stop(part)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[LocalCluster]:
     """munged, MariaDB, slurmdbd, slurmctld, slurmd: one node, partition $INITSWEEP_PARTITION."""
-    cluster, started = _start("slurm")
-    yield cluster
-    if started:
-        _stop("slurm")
+    yield from _session_part("slurm")
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[LocalCluster]:
     """PostgreSQL (password auth on loopback) and an ``mlflow server`` on it."""
-    cluster, started = _start("server")
-    yield cluster
-    if started:
-        _stop("server")
+    yield from _session_part("server")
