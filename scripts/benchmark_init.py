@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from initsweep.initializers import SCHEMES, initialize_
-from initsweep.networks import build_mlp
+from initsweep.init.schemes import SCHEMES, initialize_
+from initsweep.models.zoo import build_mlp
 
 
 def time_scheme(net: torch.nn.Module, scheme: str, repeats: int, width: int,

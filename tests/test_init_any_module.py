@@ -14,8 +14,8 @@ from scipy import stats
 from torch import nn
 
 from initsweep.errors import ConfigError
-from initsweep.initializers import fans, hadamard, initialize_
-from initsweep.networks import (
+from initsweep.init.schemes import fans, hadamard, initialize_
+from initsweep.models.zoo import (
     BasicBlock,
     build_mlp,
     cnn,

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from initsweep.errors import ConfigError
-from initsweep.initializers import (
+from initsweep.init.schemes import (
     BIAS_DEFAULTS,
     COMMON_KEYS,
     SCHEMES,
@@ -30,7 +30,7 @@ from initsweep.initializers import (
     layer_generator,
     layer_specs,
 )
-from initsweep.networks import build_mlp, linear_layers, resnet
+from initsweep.models.zoo import build_mlp, linear_layers, resnet
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OUT, IN = 512, 1024  # a large weight: N = 524,288 draws
@@ -697,14 +697,14 @@ def test_a_per_layer_rule_from_the_command_line():
 
 
 def test_register_refuses_a_name_that_is_taken():
-    from initsweep.initializers import register
+    from initsweep.init.schemes import register
 
     with pytest.raises(ValueError, match="'he' is already registered"):
         register("he")(lambda weight, generator: None)
 
 
 def test_a_scheme_called_directly_raises_value_error_like_torch():
-    from initsweep.initializers import SCHEMES, InvalidInitParameter
+    from initsweep.init.schemes import SCHEMES, InvalidInitParameter
 
     weight = torch.empty(3, 4)
     with pytest.raises(ValueError, match=r"^low=1: must be < high \(0\)$") as err:

@@ -35,7 +35,7 @@ and then the best mean wins.
 
 A challenger whose differences are all equal (zero spread, e.g. a learning rate that diverges to
 chance on every seed) is dropped when the leader beat it by more than the margin on every seed.
-Pure numpy/scipy, no I/O: the sweeper calls it after each round, ``initsweep.race.race.replay``
+Pure numpy/scipy, no I/O: the sweeper calls it after each round, ``initsweep.race.engine.replay``
 on a table of results (tests, scripts/race_study.py).
 """
 
