@@ -35,5 +35,6 @@ def test_config_hashes_never_change(name: str) -> None:
 
 def test_built_in_targets_hash_under_their_first_names() -> None:
     assert hashed_target("initsweep.models.zoo.mlp") == "initsweep.networks.mlp"
-    assert hashed_target("initsweep.training.data.MNISTDataModule") == "initsweep.data.MNISTDataModule"
+    data = "initsweep.training.data.MNISTDataModule"
+    assert hashed_target(data) == "initsweep.data.MNISTDataModule"
     assert hashed_target("my_models.small_cnn") == "my_models.small_cnn"  # a user's stays as is
