@@ -20,9 +20,6 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-PARENT_RUN_ENV = "INITSWEEP_PARENT_RUN_ID"
-SWEEP_ID_ENV = "INITSWEEP_SWEEP_ID"
-SWEPT_KEYS_ENV = "INITSWEEP_SWEPT_KEYS"  # keys the multirun varies: they go into run names
 SEED_KEYS = ("seed", "init_seed", "data_seed")
 # Config sections that decide a job's result: what is hashed to recognise "the same config".
 GROUP_KEYS = ("data", "model", "init", "optim", "lr_schedule", "trainer", "job")

@@ -76,8 +76,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
         from initsweep.launch.status_files import mark_lost
-        from initsweep.naming import SWEEP_ID_ENV
         from initsweep.tracking.redaction import redact_line
+        from initsweep.vocab import SWEEP_ID_ENV
 
         try:
             return job.results()[0]

@@ -107,8 +107,8 @@ class RaceDriver:
         """Files in <sweep dir>/race and, when a parent run is open, its artifacts and tags."""
         import os
 
-        from initsweep.naming import PARENT_RUN_ENV
         from initsweep.race.publish import log_to_parent, write_files
+        from initsweep.vocab import PARENT_RUN_ENV
 
         files = write_files(self.race, self.plan.metric, self.plan.score_metric,
                             self.sweep_dir / "race")

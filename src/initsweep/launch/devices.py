@@ -34,13 +34,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from initsweep.vocab import GPU_IDS_ENV, SLOT_DIR_ENV, SLOT_TIMEOUT_ENV, THREADS_ENV
+
 log = logging.getLogger("initsweep")
 
 # Set by DevicesCallback in the launching process; the workers inherit them.
-GPU_IDS_ENV = "INITSWEEP_GPU_IDS"  # the GPUs this sweep may use, comma-separated ("" = CPU)
-THREADS_ENV = "INITSWEEP_THREADS_PER_JOB"
-SLOT_DIR_ENV = "INITSWEEP_SLOT_DIR"
-SLOT_TIMEOUT_ENV = "INITSWEEP_SLOT_TIMEOUT_S"
 
 
 # ------------------------------------------------------------------------------------ the plan

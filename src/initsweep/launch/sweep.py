@@ -30,13 +30,7 @@ from omegaconf import DictConfig
 from initsweep.diagnostics.pending import complete_pending
 from initsweep.launch.console import print_error, quiet_third_parties
 from initsweep.launch.status_files import NOT_DONE, RUNNING, collect_statuses
-from initsweep.naming import (
-    PARENT_RUN_ENV,
-    SEED_KEYS,
-    SWEEP_ID_ENV,
-    SWEPT_KEYS_ENV,
-    swept_keys,
-)
+from initsweep.naming import SEED_KEYS, swept_keys
 from initsweep.tracking.redaction import redact, redact_log_records, redact_override
 from initsweep.tracking.resume import close_abandoned
 from initsweep.tracking.retries import StoreUnavailable
@@ -47,6 +41,7 @@ from initsweep.tracking.store import (
     tracking_uri,
     uri_source,
 )
+from initsweep.vocab import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV
 
 # A job whose status still says RUNNING at the end of the sweep: it ended without a word.
 DIED = "its job ended without a result (killed, out of memory, or lost with its node)"

@@ -24,9 +24,8 @@ from initsweep.naming import SEED_KEYS, hashed_target
 from initsweep.tracking.redaction import redact
 from initsweep.tracking.store import StoreUnreachable, check_store, tracking_uri
 from initsweep.tracking.store import open_client as open_store_client
+from initsweep.vocab import PARENT_TAG, ROLE_TAG
 
-ROLE_TAG = "initsweep.role"
-PARENT_TAG = "mlflow.parentRunId"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MISSING = "∅"  # a param a run does not have (e.g. ``init.mode`` on a ``zeros`` run)
 # Logged values that carry the test-set size, in the order they are looked for.

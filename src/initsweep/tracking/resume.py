@@ -33,8 +33,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from initsweep.vocab import CHECKPOINT_TAG
+
 PREEMPTED = "preempted"
-CHECKPOINT_TAG = "checkpoint"  # the file a preempted run resumes from; deleted once it finished
 MAX_BATCH = 1000  # MLflow's limit on metric rows per log_batch call
 
 

@@ -21,7 +21,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-ENV_DISABLE = "INITSWEEP_NO_STORE_TEMPLATE"  # set (to anything): MLflow creates every new store
+from initsweep.vocab import NO_STORE_TEMPLATE_ENV as ENV_DISABLE
 
 
 def cache_dir() -> Path:

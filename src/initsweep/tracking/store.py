@@ -25,10 +25,10 @@ from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from initsweep.errors import ConfigError
-from initsweep.naming import PARENT_RUN_ENV
 from initsweep.tracking.redaction import is_secret_key, redact
 from initsweep.tracking.retries import RetryingClient, RetryPolicy, reason
 from initsweep.tracking.sqlite_template import create_from_template
+from initsweep.vocab import PARENT_RUN_ENV
 
 # MLflow settings for every client this project makes: no telemetry threads (there is no
 # network), no "View run at ..." line breaking the one-line-per-job console, and no retries of

@@ -35,22 +35,24 @@ from mlflow.entities import Metric, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from initsweep.naming import SEED_KEYS
+from initsweep.vocab import (
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    PRIMARY_METRIC,
+    PRIMARY_METRIC_TAG,
+    RUN_COLOR_TAG,
+    SUMMARY_METRIC_TAG,
+    UI_URL_ENV,
+    VIEW_KEY_TAG,
+    VIEW_TAG_PREFIX,
+)
 
 if TYPE_CHECKING:  # pandas, scipy and matplotlib only where a report is summarised
     from initsweep.report.render import Report
 
-VIEW_TAG_PREFIX = "mlflow.sharedViewState."
-NOTE_TAG = "mlflow.note.content"
-RUN_COLOR_TAG = "mlflow.runColor"
-PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # the UI's "Machine learning" experiment type
-VIEW_KEY_TAG = "initsweep.view"  # on a sweep's parent run: the key of its saved view
-SUMMARY_METRIC_TAG = "initsweep.summary_metric"  # on a parent run: the metric log_summary used
-PARENT_TAG = "mlflow.parentRunId"
-UI_URL_ENV = "INITSWEEP_UI_URL"  # where `mlflow ui` serves this store, for links and images
 DEFAULT_UI_URL = "http://127.0.0.1:5000"  # `make ui` / `mlflow ui` defaults
-PRIMARY_METRIC = "test/acc"
 # Metrics logged once per run, at its end: drawn as bars (one per run), the rest as lines.
 END_OF_RUN_PREFIXES = ("test/", "time/")
 # Chart sections shown open, in this order; every other section (diag/L0, ...) starts collapsed.

@@ -45,9 +45,6 @@ from initsweep.launch.slurm import under_submitit_slurm
 from initsweep.launch.status_files import RUNNING, reported_metrics, status_file, write_status
 from initsweep.naming import (
     NOT_PARAMS,
-    PARENT_RUN_ENV,
-    SWEEP_ID_ENV,
-    SWEPT_KEYS_ENV,
     as_dict,
     config_hash,
     flatten,
@@ -85,6 +82,7 @@ from initsweep.training.fit_single import RunResult, fit_single
 from initsweep.training.logger import BufferedMlflowLogger
 from initsweep.training.module import InitSweepModule
 from initsweep.training.preemption import PREEMPTION, PreemptionCheckpoint
+from initsweep.vocab import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects of a job it stopped
 
