@@ -7,6 +7,8 @@ import doctest
 import inspect
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -706,6 +708,15 @@ def test_a_per_layer_rule_from_the_command_line():
 def test_register_refuses_a_name_that_is_taken():
     with pytest.raises(ValueError, match="'he' is already registered"):
         register("he")(lambda weight, generator: None)
+
+
+@pytest.mark.parametrize("module", ["initsweep.init.registry", "initsweep.init.apply"])
+def test_the_registry_is_full_whichever_module_is_imported_first(module):
+    """The package's ``__init__`` registers the built-in schemes: no import-order surprise."""
+    code = (f"import {module}; from initsweep.init.registry import list_schemes; "
+            "print(' '.join(list_schemes()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert set(out.stdout.split()) == {p.stem for p in (CONF / "init").glob("*.yaml")}
 
 
 def test_only_a_data_pass_needs_data():
