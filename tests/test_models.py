@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from initsweep.errors import ConfigError
-from initsweep.models.zoo import ResNet, norm_layers, resnet, weight_layers
+from initsweep.models.layers import norm_layers, weight_layers
+from initsweep.models.zoo import ResNet, resnet
 from initsweep.training.builders import build
 from initsweep.training.job import run_job
 from tests.conftest import REPO, compose_config, runs_of, stacked_and_alone

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from initsweep.models.zoo import NORM_LAYER_TYPES, WEIGHT_LAYER_TYPES, weight_layers, weight_of
+from initsweep.models.layers import NORM_LAYER_TYPES, WEIGHT_LAYER_TYPES, weight_layers, weight_of
 
 if TYPE_CHECKING:  # matplotlib only where plots are drawn
     from initsweep.diagnostics.plots import PlotInputs

@@ -12,8 +12,8 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from initsweep.errors import require
-from initsweep.init.schemes import initialize_
-from initsweep.models.zoo import build_network
+from initsweep.init.apply import initialize_
+from initsweep.models.build import build_network
 from initsweep.tracking.ui import exact_ratio
 from initsweep.training.lr_schedules import check_schedule, make_scheduler
 from initsweep.training.optimizers import check_optim, make_optimizer
