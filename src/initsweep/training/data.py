@@ -26,6 +26,13 @@ from initsweep.errors import ConfigError, require
 Split = tuple[Tensor, Tensor]
 
 
+def shuffled_order(n: int, generator: torch.Generator | None) -> Tensor:
+    """One epoch's order of ``n`` training samples, drawn from a run's data generator (seeded by
+    its ``data_seed``). A run alone (``TensorBatches``) and each member of a stacked model
+    (``training.fit_stacked.StackedBatches``) draw it here, so both see the same batches."""
+    return torch.randperm(n, generator=generator)
+
+
 class TensorBatches:
     """Mini-batches ``(x, y)`` sliced from tensors; reshuffled at every ``iter()`` when asked."""
 
@@ -40,7 +47,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = self.x, self.y
         if self.shuffle:
-            order = torch.randperm(len(y), generator=self.generator)
+            order = shuffled_order(len(y), self.generator)
             x, y = x[order], y[order]
         for start in range(0, len(y), self.batch_size):
             yield x[start:start + self.batch_size], y[start:start + self.batch_size]
