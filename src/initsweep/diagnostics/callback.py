@@ -70,6 +70,7 @@ class DiagnosticsCallback(L.Callback):
         self.every_n_steps = every_n_steps
         self.saturation_eps, self.distinct_tol = saturation_eps, distinct_tol
         self.member = member
+        self._checked: Members | None = None
         self.records: list[dict[str, Any]] = []
         self.weights_at_init: list[Tensor] = []
         self._before_step: list[Tensor] | None = None
@@ -87,11 +88,17 @@ class DiagnosticsCallback(L.Callback):
     def _due(self, step: int) -> bool:
         return self.every_n_steps > 0 and step % self.every_n_steps == 0
 
+    def _members(self, pl_module: L.LightningModule) -> Members:
+        """The module's ``Members`` view, checked once per module (not on every batch)."""
+        if self._checked is None or self._checked is not pl_module:
+            self._checked = members(pl_module)
+        return self._checked
+
     def _net(self, pl_module: L.LightningModule) -> nn.Module:
-        return members(pl_module).net_for(self.member)
+        return self._members(pl_module).net_for(self.member)
 
     def _stopped_at(self, pl_module: L.LightningModule) -> int | None:
-        return members(pl_module).stopped_at(self.member)
+        return self._members(pl_module).stopped_at(self.member)
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                 update_ratios: list[float] | None = None) -> None:
@@ -110,7 +117,7 @@ class DiagnosticsCallback(L.Callback):
         # Timed before the rows go to the logger: a write of the logger's full buffer that these
         # rows trigger is MLflow's time, not the measurements' (docs/performance.md).
         self._tock(tick)
-        logger = members(pl_module).logger_for(self.member)
+        logger = self._members(pl_module).logger_for(self.member)
         if logger is not None:
             logger.log_metrics(metrics, step=step)
 
