@@ -90,6 +90,12 @@ class TensorDataModule(L.LightningDataModule):
     def load(self) -> tuple[Split, Split, Split]:
         raise NotImplementedError
 
+    def seed_order(self, data_seed: int) -> None:
+        """Draw the training order from ``data_seed`` from now on (the split does not move): a
+        job's data is built for its first seed, and the run that trains may be another one."""
+        self.data_seed = data_seed
+        self.shuffle_generator.manual_seed(data_seed)
+
     # Saved in Lightning checkpoints, so a resumed run continues the same data order.
     def state_dict(self) -> dict[str, Any]:
         return {"shuffle_generator": self.shuffle_generator.get_state()}

@@ -21,6 +21,7 @@ def fit_single(configs: list[DictConfig], loggers: list[BufferedMlflowLogger],
                resume_from: str | None) -> list[RunResult]:
     """Train and test one run's model with Lightning (each list holds that one run's entry)."""
     (cfg,), (logger,), (module,), (probe,) = configs, loggers, modules, diagnostics
+    datamodule.seed_order(cfg.data_seed)  # as a run of its own: its own data order
     trainer = build_trainer(cfg, logger, [preemption, *([probe] if probe else [])])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     module.log_train_losses()
