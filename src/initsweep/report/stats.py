@@ -490,11 +490,12 @@ class Comparison:
                 f"[{self.diff_low:+.{d}f}, {self.diff_high:+.{d}f}], {seeds}")
         second = (f"P(A>B)={self.p:.2f}" if math.isfinite(self.p) else "")
         other = self.disagreement()
+        holm_p = "p<0.001" if self.holm_p < 0.001 else f"p={self.holm_p:.3f}"
         if self.called:
-            text = f"{self.a} > {self.b}: {diff} (Holm p={self.holm_p:.3g})"
+            text = f"{self.a} > {self.b}: {diff} (Holm {holm_p})"
         else:
             settle = self.settle()
-            text = (f"{self.a} vs {self.b}: {diff}, not called (Holm p={self.holm_p:.2g})"
+            text = (f"{self.a} vs {self.b}: {diff}, not called (Holm {holm_p})"
                     + (f"; {settle}" if settle else ""))
         if second:
             text += f"; {second}"
