@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from initsweep.report import stats as st  # noqa: E402
 from initsweep.report import variance_split as vs  # noqa: E402
 from initsweep.report.aso import THRESHOLD, aso  # noqa: E402
-from initsweep.report.multiple_comparisons import holm  # noqa: E402
+from initsweep.stats.multiple_testing import holm  # noqa: E402
 from tests.test_calibration import (  # noqa: E402
     KINDS,
     SEEDS,
