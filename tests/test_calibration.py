@@ -131,7 +131,8 @@ def t_verdicts(x: np.ndarray, first: np.ndarray, second: np.ndarray,
 def test_sign_test_names_false_winners_at_most_at_its_level(kind, n):
     """The second line (sign test, Holm on its own): 10 equal configurations, all 45 pairs: the
     chance of any false winner (family-wise error) and the expected number of false winners stay
-    at or below 0.05 (R = 2000: + 0.015 is 3 MC sd); one pair alone, over 20,000 replicates, at or below 0.05 (+ 0.005, 3 MC sd)."""
+    at or below 0.05 (R = 2000: + 0.015 is 3 MC sd); one pair alone, over 20,000 replicates,
+    at or below 0.05 (+ 0.005, 3 MC sd)."""
     rng = rng_of("fwer", kind, n)
     x = null_groups(kind, 10, n, 2000, rng)
     first, second = np.array(list(combinations(range(10), 2))).T
