@@ -176,12 +176,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                                               budget=None))]
     for name, change in (("margin", {"margin": 0.0}), ("margin", {"margin": 0.005}),
                          ("margin", {"margin": 0.02}), ("confidence", {"confidence": 0.9}),
-                         ("confidence", {"confidence": 0.95}), ("seeds_first", {"seeds_first": 3}),
-                         ("no finite-population correction", {"finite": False})):
+                         ("confidence", {"confidence": 0.95}), ("confidence", {"confidence": 0.8}),
+                         ("seeds_first", {"seeds_first": 3})):
         key, value = next(iter(change.items()))
         if getattr(settings, key) == value:
             continue
-        label = name if key == "finite" else f"{name} {value}"
+        label = f"{name} {value}"
         variants.append((label, dataclasses.replace(settings, **change)))
         variants.append((label + ", budget none",
                          dataclasses.replace(settings, budget=None, **change)))
