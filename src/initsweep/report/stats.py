@@ -571,9 +571,9 @@ def pairwise(table: RunTable, seed: int = 0, pairs: Sequence[tuple[str, str]] | 
             float(sign_adjusted[k])
         diff = diffs[k]
         if math.isfinite(c.level):
-            low, high = diff.interval(1 - c.level)
-            low, high = float(low) * unit, float(high) * unit
-            c.diff_low, c.diff_high = min(low, high), max(low, high)
+            bounds = diff.interval(1 - c.level)
+            ends = sorted((float(bounds[0]) * unit, float(bounds[1]) * unit))
+            c.diff_low, c.diff_high = ends
         sa, sb = samples[k]
         if len(sa):
             c.aso_eps = float(aso(sa, sb, rng_for(seed, *sorted((c.a, c.b))), n_comparisons=m))
