@@ -439,3 +439,22 @@ def test_sweep_then_report_end_to_end(cli, store, tmp_path):
     assert {f"report/{name}" for name in expected} <= logged
     assert parent.data.tags["report"] == "report/report.html"
 
+
+
+def test_the_verdict_says_when_the_sign_test_disagrees():
+    """The t-test calls a on the mean while b wins on most seeds (a few big seeds), and the sign
+    test calls a pair the t-test does not (collapsing seeds): both are said in the verdict."""
+    from initsweep.report.stats import Comparison
+
+    mean_only = Comparison("a", "b", 10, 0.3, 0.07, 0.65, 0.05, diff_low=0.01, diff_high=0.09,
+                           test_p=0.001, holm_p=0.001, sign_p=0.34, sign_holm_p=0.34,
+                           sign_for_a=False)
+    assert mean_only.called and "the sign test disagrees: b wins on most seeds" in \
+        mean_only.verdict
+    seeds_only = Comparison("a", "b", 20, 0.9, 0.68, 0.99, 0.02, diff_low=-0.01, diff_high=0.05,
+                            test_p=0.2, holm_p=0.4, sign_p=0.001, sign_holm_p=0.002)
+    assert not seeds_only.called
+    assert "the sign test disagrees: a wins on most seeds (P(a>b)=0.90" in seeds_only.verdict
+    agree = Comparison("a", "b", 20, 0.9, 0.68, 0.99, 0.05, diff_low=0.01, diff_high=0.09,
+                       test_p=0.001, holm_p=0.002, sign_p=0.001, sign_holm_p=0.002)
+    assert "disagrees" not in agree.verdict
