@@ -65,6 +65,9 @@ def welch_difference(a: ArrayLike, b: ArrayLike, resolution: float = 0.0) -> Dif
     """Welch's unequal-variance t: a and b unpaired (their last axes may differ in length)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     na, nb = a.shape[-1], b.shape[-1]
+    if na == 0 or nb == 0:
+        nan = np.full(np.broadcast_shapes(a.shape[:-1], b.shape[:-1]), np.nan)
+        return Difference(nan, nan.copy(), nan.copy(), False)
     estimate = a.mean(axis=-1) - b.mean(axis=-1)
     if na < 2 or nb < 2:
         nan = np.full(np.shape(estimate), np.nan)
