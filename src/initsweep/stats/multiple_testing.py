@@ -63,7 +63,7 @@ def holm_levels(p_values: ArrayLike, alpha: float) -> np.ndarray:
     order = np.argsort(np.where(finite, p, np.inf), axis=-1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(p.shape[-1]), p.shape), axis=-1)
-    level = np.where(rejected, alpha / (m - rank), alpha / np.maximum(m - r, 1))
+    level = np.where(rejected, alpha / np.maximum(m - rank, 1), alpha / np.maximum(m - r, 1))
     level = np.where(finite, level, np.nan)
     return level[0] if squeeze else level
 
