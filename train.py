@@ -1,6 +1,6 @@
 """initsweep entry point: `python train.py -m init=xavier,he,zeros seed=0,1,2`.
 
-A thin Hydra wrapper; a job's whole life is src/initsweep/job.py. Typed config schemas are
+A thin Hydra wrapper; a job's whole life is src/initsweep/training/job.py. Typed config schemas are
 registered before Hydra composes, and a bad command line is one line with exit code 2.
 """
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from initsweep.config_schema import register_schemas
-from initsweep.console import one_line_config_errors
+from initsweep.launch.console import one_line_config_errors
+from initsweep.launch.schema import register_schemas
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_schemas()
@@ -18,7 +18,7 @@ register_schemas()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from initsweep.job import run_job  # after composition: a bad command line fails fast
+    from initsweep.training.job import run_job  # after composition: a bad command line fails fast
 
     run_job(cfg)
 

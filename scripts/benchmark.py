@@ -23,7 +23,7 @@ initsweep run (Lightning + diagnostics at the default cadence + MLflow logging t
 and the same run without diagnostics; the ratios are computed per repetition. MLflow's share is
 the time the job waits on MLflow (``mlflow_clock``: every ``MlflowClient`` call from the job's
 thread, and the metric logger's waits for its writer thread). The diagnosis in words
-(``initsweep.diagnosis``: the findings computed from the diagnostics' records, its tag and note
+(``diagnostics.findings``: the findings computed from the diagnostics' records, its tag and note
 written in one MLflow call) is timed on its own: ``diagnosis_ms`` per run and ``diagnosis_share``
 of the run (part of ``artifacts_share``).
 
@@ -57,15 +57,15 @@ sys.path.insert(0, str(REPO / "src"))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from initsweep.artifacts import complete_pending  # noqa: E402
-from initsweep.builders import build, build_trainer  # noqa: E402
-from initsweep.config_schema import register_schemas  # noqa: E402
-from initsweep.console import quiet_third_parties  # noqa: E402
-from initsweep.initializers import initialize_  # noqa: E402
-from initsweep.job import run_job  # noqa: E402
-from initsweep.mlflow_logger import BufferedMlflowLogger  # noqa: E402
-from initsweep.networks import build_network  # noqa: E402
-from initsweep.optimizers import make_optimizer  # noqa: E402
+from initsweep.diagnostics.pending import complete_pending  # noqa: E402
+from initsweep.init.apply import initialize_  # noqa: E402
+from initsweep.launch.console import quiet_third_parties  # noqa: E402
+from initsweep.launch.schema import register_schemas  # noqa: E402
+from initsweep.models.build import build_network  # noqa: E402
+from initsweep.training.builders import build, build_trainer  # noqa: E402
+from initsweep.training.job import run_job  # noqa: E402
+from initsweep.training.logger import BufferedMlflowLogger  # noqa: E402
+from initsweep.training.optimizers import make_optimizer  # noqa: E402
 
 
 def workload_overrides(name: str, mnist_root: str | None, model: str = "mlp") -> list[str]:
@@ -195,8 +195,8 @@ class HookTimer:
 
 @contextlib.contextmanager
 def hook_timer():
-    """Every Trainer that ``initsweep.fitting`` (a run) or this script builds gets the timer."""
-    from initsweep import fitting
+    """Every Trainer that ``training.fit_single`` (a run) or this script builds gets the timer."""
+    from initsweep.training import fit_single as fitting
 
     timer = HookTimer()
     original = fitting.build_trainer
@@ -222,7 +222,7 @@ def print_hooks(label: str, totals: dict[str, tuple[float, int]], top: int = 25)
 def initsweep_run(cfg) -> dict:
     """One run's timing (``run_job``'s, from the runs' start: after the data is loaded) with
     MLflow's share and the CPU time of this process over the same span."""
-    from initsweep import job
+    from initsweep.training import job
 
     planned = {}
     plan_runs = job.plan_runs
@@ -328,12 +328,13 @@ import json, runpy, sys, time
 clock = {"imports_s": time.perf_counter()}
 sys.argv = ["train.py", *json.loads(sys.argv[1])]
 sys.path.insert(0, %(src)r)
-import hydra, omegaconf, initsweep.config_schema, initsweep.console, initsweep.sweep
+import hydra, omegaconf, initsweep.launch.schema, initsweep.launch.console, initsweep.launch.sweep
 clock["imports_s"] = time.perf_counter() - clock["imports_s"]
 tick = time.perf_counter()
-import initsweep.job
+import initsweep.training.job
 clock["job_imports_s"] = time.perf_counter() - tick
-from initsweep import job, sweep
+from initsweep.launch import sweep
+from initsweep.training import job
 
 def timed(owner, name, key):
     original = getattr(owner, name)
@@ -415,12 +416,12 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true", help="no lightning-hydra-template row")
     args = parser.parse_args()
     if args.mlp_vmap:
-        from initsweep import stacked_seeds
+        from initsweep.training import fit_stacked as stacked_seeds
 
         stacked_seeds.MLP_BATCHED_MATMUL = False
 
     if args.threads:
-        from initsweep.devices import THREADS_ENV
+        from initsweep.launch.devices import THREADS_ENV
 
         os.environ[THREADS_ENV] = str(args.threads)  # jobs (and the demo sweep's) keep it
         torch.set_num_threads(args.threads)

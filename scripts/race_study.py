@@ -1,6 +1,6 @@
 """Measure the race sweeper on the tuning-trap workload (the numbers in docs/race.md).
 
-The race's decisions are a pure function of the results (``initsweep.race.race.replay``), so a
+The race's decisions are a pure function of the results (``initsweep.race.engine.replay``), so a
 full grid, trained once, answers what any race on it would have done: this script replays the
 preset's race (conf/experiment/tuning_race.yaml, its own sweeper keys) on different seed orders
 and compares its choice with the full grid's.
@@ -46,8 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from hydra_plugins.initsweep_race.config import RaceSweeperConf  # noqa: E402
+from initsweep.race.engine import Candidate, RaceSettings, replay  # noqa: E402
 from initsweep.race.plan import RacePlan, make_plan, to_container  # noqa: E402
-from initsweep.race.race import Candidate, RaceSettings, replay  # noqa: E402
 
 PRESET = REPO / "conf" / "experiment" / "tuning_race.yaml"
 

@@ -5,7 +5,7 @@ then every run, row, param, tag and artifact counted back against what was sent.
     python scripts/server_load.py --writers 16 --rows 3000 --batch 1000 --json out.json
 
 Each writer is a process (forked once everything is imported, so 16 of them start in a moment on
-2 cores) that does what a job does, without training: ``initsweep.store.start_run`` (tags,
+2 cores) that does what a job does, without training: ``initsweep.tracking.store.start_run`` (tags,
 params), a ``BufferedMlflowLogger`` fed ``--batch`` metric rows at a time (each feed is one
 ``log_batch`` call, timed: the latency reported), ``client.log_text`` (a config.yaml) and
 ``client.log_artifacts`` (a diagnostics/ folder of a CSV and two binary files), then
@@ -34,9 +34,15 @@ from typing import Any
 # (and Lightning, which the logger subclasses) on its own.
 from mlflow.entities import Metric
 
-from initsweep.mlflow_logger import BufferedMlflowLogger
-from initsweep.store import end_run, ensure_experiment, open_client, start_run, tracking_uri
-from initsweep.store_retries import RetryPolicy
+from initsweep.tracking.retries import RetryPolicy
+from initsweep.tracking.store import (
+    end_run,
+    ensure_experiment,
+    open_client,
+    start_run,
+    tracking_uri,
+)
+from initsweep.training.logger import BufferedMlflowLogger
 
 KEYS = ("train/loss", "train/acc", "val/loss")  # rows are spread over these keys
 N_PARAMS, N_TAGS = 60, 20

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 from omegaconf import DictConfig
 
-from initsweep.config_schema import register_schemas
+from initsweep.launch.schema import register_schemas
 
 # Session fixtures: the local SLURM cluster and PostgreSQL-backed mlflow server (tests/cluster.py)
 from tests.cluster import pg_server, slurm_cluster  # noqa: F401
@@ -84,7 +84,7 @@ def runs_of(store: str, experiment: str = "initsweep") -> list:
 def stacked_and_alone(store: str, shrink: list[str], k: int) -> tuple[dict, dict]:
     """Seeds 0..k-1 trained as one ``seeds_per_job=k`` job (experiment ``batched``) and as k
     jobs alone (``alone``): each side's runs by name, for the parity tests."""
-    from initsweep.job import run_job
+    from initsweep.training.job import run_job
 
     run_job(compose_config([*shrink, f"seeds_per_job={k}", f"tracking.uri={store}",
                             "experiment_name=batched"]))

@@ -14,11 +14,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from initsweep import artifacts
-from initsweep.diagnostics import LAYER_METRICS, DiagnosticsCallback
-from initsweep.plot_worker import PlotWorker, PlotWorkerDied
-from initsweep.run_plots import PLOT_FILES
-from initsweep.store import ensure_store
+from initsweep.diagnostics import pending as artifacts
+from initsweep.diagnostics.plot_worker import PlotWorker, PlotWorkerDied
+from initsweep.diagnostics.plots import PLOT_FILES
+from initsweep.diagnostics.probe import LAYER_METRICS, DiagnosticsCallback
+from initsweep.tracking.store import ensure_store
 
 EXPECTED = {f"diagnostics/{name}" for name in ("diagnostics.csv", *PLOT_FILES)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep.run_plots import PLOT_FILES
+from initsweep.diagnostics.plots import PLOT_FILES
 from tests.conftest import FAST, runs_of
 
 

@@ -3,7 +3,7 @@ MariaDB, munge), through the CLI as a user runs them: real sbatch, real ``sacct`
 (sqlite, and an ``mlflow server`` on PostgreSQL).
 
 The node has this machine's cores; each task asks for 1 CPU (``cpus_per_task=1``, which is also
-its torch thread count, src/initsweep/devices.py) and 2 GB, so tasks run ``nproc`` at a time.
+its torch thread count, src/initsweep/launch/devices.py) and 2 GB, so tasks run ``nproc`` at a time.
 ``hydra.launcher.gpus_per_node=0`` is how a user turns the config's GPU request off for a CPU
 partition (sbatch gets ``--gpus-per-node=0``; ``=null`` drops the flag, also accepted).
 Fixtures: tests/cluster.py (fail in CI, skip without root).
@@ -460,7 +460,7 @@ def test_a_task_killed_with_sigkill_is_a_failed_job_and_leaves_no_run_running(sl
 def test_inside_a_slurm_task_lightning_uses_slurm_without_its_own_requeue(slurm_cluster,
                                                                           tmp_path):
     code = ("import signal; from tests.conftest import compose_config; "
-            "from initsweep.builders import build_trainer; "
+            "from initsweep.training.builders import build_trainer; "
             "t = build_trainer(compose_config(['debug=fast']), False, []); "
             "env = t._accelerator_connector.cluster_environment; "
             "t._signal_connector.register_signal_handlers(); "
@@ -490,6 +490,6 @@ def test_outside_slurm_lightning_uses_the_plain_environment_and_says_nothing_of_
     assert proc.returncode == 0, proc.stderr
     assert "1 jobs (1 ok)" in proc.stdout
     assert SRUN_WARNING not in proc.stderr
-    from initsweep.builders import cluster_environment
+    from initsweep.training.builders import cluster_environment
 
     assert type(cluster_environment()).__name__ == "LightningEnvironment"

@@ -6,11 +6,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from initsweep.builders import build, build_diagnostics, plots_in_background
-from initsweep.conventions import config_hash, named_overrides, run_name, swept_keys
 from initsweep.errors import ConfigError
-from initsweep.networks import build_mlp, linear_layers
-from initsweep.optimizers import make_optimizer
+from initsweep.models.layers import linear_layers
+from initsweep.models.zoo import build_mlp
+from initsweep.naming import config_hash, named_overrides, run_name, swept_keys
+from initsweep.training.builders import build, build_diagnostics, plots_in_background
+from initsweep.training.optimizers import make_optimizer
 from tests.conftest import compose_config
 
 

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from initsweep.data import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, TensorBatches
 from initsweep.errors import ConfigError
+from initsweep.training.data import (
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+    TensorBatches,
+)
 
 
 def test_digits_split_is_fixed_and_independent_of_data_seed():

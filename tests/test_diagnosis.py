@@ -1,5 +1,5 @@
 """The diagnosis in words: each threshold from both sides on real small networks measured by
-``initsweep.diagnostics.measure``; then real CLI runs (tag, note, console line, UI filter) and
+``initsweep.diagnostics.probe.measure``; then real CLI runs (tag, note, console line, UI filter) and
 the report's "why" section on a real sweep."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from initsweep import diagnosis
-from initsweep.diagnosis import (
+from initsweep.diagnostics import findings as diagnosis
+from initsweep.diagnostics.findings import (
     DEAD_FRAC,
     NOTE_TITLE,
     SATURATED_FRAC,
@@ -22,7 +22,7 @@ from initsweep.diagnosis import (
     diagnose,
     sentences,
 )
-from initsweep.diagnostics import measure
+from initsweep.diagnostics.probe import measure
 from tests.conftest import linear_net, runs_of
 
 

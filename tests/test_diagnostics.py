@@ -11,8 +11,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from initsweep.diagnostics import distinct_rows, effective_rank, measure
-from initsweep.job import run_job
+from initsweep.diagnostics.probe import distinct_rows, effective_rank, measure
+from initsweep.training.job import run_job
 from tests.conftest import CONF, compose_config, linear_net, runs_of
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -59,7 +59,7 @@ def test_saturation_and_helpers():
 def test_a_diverging_job_is_tagged_and_the_sweep_goes_on(cli, store):
     proc = cli("-m", "init=ones,he", "optim=sgd", "optim.lr=0.5", "trainer.max_epochs=2",
                check=True)
-    # a diverged run still gets its diagnosis (initsweep.diagnosis), the outcome not repeated
+    # a diverged run still gets its diagnosis (diagnostics.findings), the outcome not repeated
     assert "ones-x1-s0" in proc.stdout and "[diverged, symmetric, exploding]" in proc.stdout
     runs = {r.info.run_name: r for r in runs_of(store)}
     diverged, fine = runs["ones-x1-s0"], runs["he-x1-s0"]

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from initsweep.diagnostics import LAYER_METRICS, RECORD_FIELDS, measure
-from initsweep.initializers import initialize_
-from initsweep.networks import resnet, weight_layers
-from initsweep.run_plots import PLOT_FILES, draw_all
+from initsweep.diagnostics.plots import PLOT_FILES, draw_all
+from initsweep.diagnostics.probe import LAYER_METRICS, RECORD_FIELDS, measure
+from initsweep.init.apply import initialize_
+from initsweep.models.layers import weight_layers
+from initsweep.models.zoo import resnet
 
 
 def conv_net(weights: torch.Tensor, norm: bool = False) -> nn.Sequential:
@@ -105,7 +106,7 @@ def test_the_probe_sees_batchnorm_as_training_does_and_leaves_it_untouched():
     """At init a BatchNorm's running statistics are mean 0, variance 1: in eval mode it would
     pass the signal through unnormalized. The probe normalizes with the batch's statistics, as a
     training step does, and puts the running statistics back."""
-    from initsweep.diagnostics import probe_mode
+    from initsweep.diagnostics.probe import probe_mode
 
     net = resnet((1, 8, 8), 10, depth=20, width=4)
     initialize_(net, {"scheme": "he"}, 0)

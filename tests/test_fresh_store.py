@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep import fresh_store
-from initsweep.store import ensure_store, open_experiment
+from initsweep.tracking import sqlite_template as fresh_store
+from initsweep.tracking.store import ensure_store, open_experiment
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep.job import run_job
+from initsweep.training.job import run_job
 from tests.conftest import compose_config, runs_of
 
 BASE = ["init=he", "trainer.max_epochs=1", "diagnostics.every_n_steps=5"]
@@ -178,7 +178,7 @@ def test_preemption_and_resume_end_the_same_way(store, tmp_path, capsys):
 
 
 def test_the_sweep_callback_and_the_report_import_no_torch():
-    code = ("import sys, initsweep.sweep, initsweep.report.render, initsweep.cli; "
+    code = ("import sys, initsweep.launch.sweep, initsweep.report.render, initsweep.cli; "
             "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -188,7 +188,8 @@ def test_importing_the_package_sets_no_environment_variable():
     # the libraries first (MLflow sets its own telemetry session variable on import): what
     # changes after that is initsweep's doing
     code = ("import os, mlflow, lightning, hydra, torch; before = dict(os.environ); "
-            "import initsweep, initsweep.job, initsweep.sweep, initsweep.report.render; "
+            "import initsweep, initsweep.training.job, initsweep.launch.sweep, "
+            "initsweep.report.render; "
             "assert dict(os.environ) == before, set(os.environ) ^ set(before)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -21,8 +21,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from initsweep import devices
-from initsweep.devices import (
+from initsweep.launch import devices
+from initsweep.launch.devices import (
     GPU_IDS_ENV,
     NVML_CHECK_ENV,
     SLOT_DIR_ENV,

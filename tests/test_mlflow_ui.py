@@ -1,4 +1,4 @@
-"""initsweep.mlflow_ui on real sqlite stores: the saved view's format, colours, notes, the parent
+"""initsweep.tracking.ui on real sqlite stores: the saved view's format, colours, notes, the parent
 run's summary, the deep link. What the browser makes of them: tests/test_ui.py."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import pytest
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from initsweep import cli, mlflow_ui
+from initsweep import cli
 from initsweep.report.figures import zoom_groups
 from initsweep.report.render import build, make_report
 from initsweep.report.runs import select
-from initsweep.resume import forget_checkpoint
+from initsweep.tracking import ui as mlflow_ui
+from initsweep.tracking.resume import forget_checkpoint
 
 DIAG = [f"diag/L{i}/{k}" for i in range(3) for k in ("grad_norm", "dead_frac")]
 

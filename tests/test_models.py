@@ -12,10 +12,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from initsweep.builders import build
 from initsweep.errors import ConfigError
-from initsweep.job import run_job
-from initsweep.networks import ResNet, norm_layers, resnet, weight_layers
+from initsweep.models.layers import norm_layers, weight_layers
+from initsweep.models.zoo import ResNet, resnet
+from initsweep.training.builders import build
+from initsweep.training.job import run_job
 from tests.conftest import REPO, compose_config, runs_of, stacked_and_alone
 
 
@@ -130,7 +131,7 @@ def test_a_model_that_cannot_work_is_one_line_exit_2_and_no_run(cli, store, user
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model=cnn", "data=synthetic", "data.n_train=100"],
      "model=cnn: needs image inputs (C, H, W); the data's inputs have shape (784,)"),
-    (["model=cnn", "+model.widht=3"], "model.widht=3: not an argument of initsweep.networks.cnn; "
+    (["model=cnn", "+model.widht=3"], "model.widht=3: not an argument of initsweep.models.zoo.cnn; "
                                       "valid: channels, kernel_size, pool, hidden_sizes, "),
     (["model=cnn", "model.channels=[4,4,4,4]"], "model.channels=[4, 4, 4, 4]: 4 pooling blocks "
                                                 "shrink the 8x8 input to 0x0"),
@@ -190,8 +191,8 @@ def test_stacked_resnet_with_batchnorm_logs_the_runs_sequential_jobs_would(store
 
 
 def test_stacked_cnn_starts_from_each_seeds_own_weights_and_buffers():
-    from initsweep.conventions import seed_configs
-    from initsweep.stacked_seeds import StackedSeedsModule
+    from initsweep.naming import seed_configs
+    from initsweep.training.fit_stacked import StackedSeedsModule
 
     cfg = compose_config(["model=cnn", "model.norm=batch", "init=he", "seeds_per_job=3"])
     modules = [build(one)[1] for one in seed_configs(cfg, 3)]

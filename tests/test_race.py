@@ -12,8 +12,7 @@ from scipy import stats
 
 from hydra_plugins.initsweep_race.config import RaceSweeperConf
 from initsweep.errors import ConfigError
-from initsweep.race.plan import job_overrides, make_plan, parse_seeds, seed_chunks
-from initsweep.race.race import (
+from initsweep.race.engine import (
     ALL_FAILED,
     BUDGET,
     CONFIDENT,
@@ -23,7 +22,8 @@ from initsweep.race.race import (
     RaceSettings,
     replay,
 )
-from initsweep.race.record import markdown, round_line, rows, winner_metrics
+from initsweep.race.plan import job_overrides, make_plan, parse_seeds, seed_chunks
+from initsweep.race.publish import markdown, round_line, rows, winner_metrics
 from initsweep.race.rule import judge, mean_and_t_interval
 from initsweep.stats.confidence_sequences import betting_e_values
 from initsweep.stats.multiple_testing import e_holm
@@ -333,7 +333,8 @@ def test_the_race_imports_no_torch_in_the_launching_process():
     import sys
 
     code = ("import sys, hydra_plugins.initsweep_race.race_sweeper, initsweep.race.plan, "
-            "initsweep.race.race, initsweep.race.record, initsweep.race.results, initsweep.store; "
+            "initsweep.race.engine, initsweep.race.publish, initsweep.race.collect, "
+            "initsweep.tracking.store; "
             "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,12 +8,12 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from initsweep.builders import build, build_trainer
 from initsweep.errors import ConfigError
-from initsweep.job import run_job
-from initsweep.lr_schedules import lr_factor
-from initsweep.optimizers import make_optimizer
-from initsweep.preemption import PreemptionCheckpoint
+from initsweep.training.builders import build, build_trainer
+from initsweep.training.job import run_job
+from initsweep.training.lr_schedules import lr_factor
+from initsweep.training.optimizers import make_optimizer
+from initsweep.training.preemption import PreemptionCheckpoint
 from tests.conftest import compose_config, runs_of
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep.redaction import (
+from initsweep.tracking.redaction import (
     is_secret_key,
     redact_config,
     redact_line,

@@ -8,7 +8,7 @@ scripts/local_cluster.sh (tests/cluster.py's ``pg_server``), real jobs through t
 - a job that cannot wait any longer (``tracking.retry_budget_s``) fails with one line, its rows
   are kept beside its checkpoint, and the relaunch resumes the same run with nothing lost.
 
-Policy: src/initsweep/store_retries.py; docs/scaling.md, "When the store goes down".
+Policy: src/initsweep/tracking/retries.py; docs/scaling.md, "When the store goes down".
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from initsweep.builders import build
-from initsweep.conventions import seed_configs, seed_overrides
-from initsweep.job import run_job
-from initsweep.stacked_seeds import StackedSeedsModule
+from initsweep.naming import seed_configs, seed_overrides
+from initsweep.training.builders import build
+from initsweep.training.fit_stacked import StackedSeedsModule
+from initsweep.training.job import run_job
 from tests.conftest import compose_config, runs_of, stacked_and_alone
 
 SHRINK = ["init=he", "trainer.max_epochs=3", "diagnostics.enabled=false"]

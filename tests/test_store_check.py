@@ -1,5 +1,5 @@
 """A store that cannot be used fails fast and clearly; one that stops answering is waited for
-within a budget (src/initsweep/store_retries.py). Real processes and real sockets: a loopback
+within a budget (src/initsweep/tracking/retries.py). Real processes and real sockets: a loopback
 port nobody listens on is a server that is down.
 
 The server-side faults (a real mlflow server on PostgreSQL killed mid-sweep) are in
@@ -24,8 +24,8 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 
-from initsweep.store import StoreUnreachable, check_store
-from initsweep.store_retries import RetryingClient, RetryPolicy, StoreUnavailable, transient
+from initsweep.tracking.retries import RetryingClient, RetryPolicy, StoreUnavailable, transient
+from initsweep.tracking.store import StoreUnreachable, check_store
 from tests.conftest import REPO
 from tests.test_server import free_port
 
@@ -132,7 +132,7 @@ def test_a_blocking_call_waits_the_budget_then_gives_up_once_and_fast_after(capf
 
 
 def test_training_never_waits_for_the_store_rows_stay_buffered(monkeypatch):
-    from initsweep.mlflow_logger import BufferedMlflowLogger
+    from initsweep.training.logger import BufferedMlflowLogger
 
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep import mlflow_ui
 from initsweep.report.runs import select
+from initsweep.tracking import ui as mlflow_ui
 
 CHROMIUM = Path(os.environ.get("INITSWEEP_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

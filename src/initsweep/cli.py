@@ -100,13 +100,13 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
 
 def ui_link_command(args: argparse.Namespace) -> int:
     """Run ``initsweep ui-link``; returns the exit code."""
-    from initsweep.mlflow_ui import sweep_link, ui_base_url
     from initsweep.report.runs import (
         ReportInputError,
         default_tracking_uri,
         open_client,
         select,
     )
+    from initsweep.tracking.ui import sweep_link, ui_base_url
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -6,10 +6,10 @@ no result: killed (SIGKILL, the OOM killer, ``scancel`` once its job could not a
 its node, or out of time without a requeue. Hydra then aborts the multirun with a traceback: no
 summary, the other jobs' results never read, the sweep's parent run left RUNNING. Here such a job
 is collected as failed, with the state SLURM gives it (``sacct``), in its status file
-(``initsweep.status_files.mark_lost``), so the sweep callback's summary, exit code and parent run
+(``launch.status_files.mark_lost``), so the sweep callback's summary, exit code and parent run
 say so and the sweep goes on to collect the others. A task that SLURM requeued is still waited
 for: submitit keeps polling while ``sacct`` says it is not finished, and the job's own code
-(``initsweep.job.JobGuard``) leaves no result when it comes back.
+(``initsweep.training.job.JobGuard``) leaves no result when it comes back.
 
 Kept import-light: Hydra imports every module under ``hydra_plugins`` at start-up.
 """
@@ -75,9 +75,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
         """The job's result; a task that left none is a failed job (module docstring)."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
-        from initsweep.conventions import SWEEP_ID_ENV
-        from initsweep.redaction import redact_line
-        from initsweep.status_files import mark_lost
+        from initsweep.launch.status_files import mark_lost
+        from initsweep.tracking.redaction import redact_line
+        from initsweep.vocab import SWEEP_ID_ENV
 
         try:
             return job.results()[0]

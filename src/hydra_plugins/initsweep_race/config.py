@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from initsweep.race.race import CONFIDENCE, MARGIN, SEEDS_FIRST, SEEDS_PER_ROUND
+from initsweep.race.engine import CONFIDENCE, MARGIN, SEEDS_FIRST, SEEDS_PER_ROUND
 
 
 @dataclass
@@ -22,7 +22,7 @@ class RaceSweeperConf:
     # The seeds each configuration may get, in the order they are given: "range(10)", "0,1,2",
     # or a list. The race gives them; `seed` itself is never swept.
     seeds: Any = "range(10)"
-    # The defaults below are initsweep.race.race's (one source with RaceSettings).
+    # The defaults below are initsweep.race.engine's (one source with RaceSettings).
     seeds_first: int = SEEDS_FIRST  # seeds every configuration gets in round 1
     seeds_per_round: int = SEEDS_PER_ROUND  # seeds each live configuration gets in later rounds
     metric: str = "val/acc"  # the selection metric: val/acc or val/loss (never test)

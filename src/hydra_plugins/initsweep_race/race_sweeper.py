@@ -7,9 +7,9 @@ ConfigStore (``config.py``), ``setup()`` instantiates the configured launcher, `
 launches batches through ``self.launcher.launch(batch, initial_job_idx)``, so every launcher
 works (basic, ``hydra/launcher=gpus`` (joblib), SLURM (submitit)). One batch per round: every
 live configuration's next seeds, stacked into ``seeds_per_job`` jobs where possible. Results come
-back through the jobs' status files (``initsweep.race.results``); the decisions are
-``initsweep.race.race.Race``'s (pure, replayable: scripts/race_study.py); the race's table, plot
-and winners go to ``<sweep dir>/race/`` and the sweep's parent run (``initsweep.race.record``).
+back through the jobs' status files (``initsweep.race.collect``); the decisions are
+``initsweep.race.engine.Race``'s (pure, replayable: scripts/race_study.py); the race's table, plot
+and winners go to ``<sweep dir>/race/`` and the sweep's parent run (``initsweep.race.publish``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class RaceDriver:
     """One race through the launcher: plan a round, launch it as one batch, read, decide."""
 
     def __init__(self, sweeper: RaceSweeper, plan: Any, sweep_dir: Path) -> None:
-        from initsweep.race.race import Race
+        from initsweep.race.engine import Race
 
         self.sweeper, self.plan, self.sweep_dir = sweeper, plan, sweep_dir
         self.race = Race(plan.candidates, plan.settings)
@@ -68,9 +68,9 @@ class RaceDriver:
         self.run_ids: dict[tuple[int, int], str] = {}
 
     def run(self) -> list[Any]:
+        from initsweep.race.collect import collect
         from initsweep.race.plan import job_overrides
-        from initsweep.race.record import round_line
-        from initsweep.race.results import collect
+        from initsweep.race.publish import round_line
 
         returns = []
         print(f"race: {len(self.plan.candidates)} configurations in "
@@ -107,15 +107,15 @@ class RaceDriver:
         """Files in <sweep dir>/race and, when a parent run is open, its artifacts and tags."""
         import os
 
-        from initsweep.conventions import PARENT_RUN_ENV
-        from initsweep.race.record import log_to_parent, write_files
+        from initsweep.race.publish import log_to_parent, write_files
+        from initsweep.vocab import PARENT_RUN_ENV
 
         files = write_files(self.race, self.plan.metric, self.plan.score_metric,
                             self.sweep_dir / "race")
         parent = os.environ.get(PARENT_RUN_ENV)
         if not parent:
             return
-        from initsweep.store import open_client, tracking_uri
+        from initsweep.tracking.store import open_client, tracking_uri
 
         config = self.sweeper.config
         assert config is not None

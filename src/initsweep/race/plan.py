@@ -10,7 +10,7 @@ with code 2). Torch-free: the launching process imports it.
 - ``context`` keys split the grid into contexts raced separately (each init its own race);
 - the seeds are the race's, never a configuration's: ``seed`` on the command line is an error;
 - a job trains ``seeds_per_job`` consecutive seeds of one configuration together
-  (``initsweep.conventions.seed_configs``), so a round's seeds are cut into such runs.
+  (``initsweep.naming.seed_configs``), so a round's seeds are cut into such runs.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from initsweep.conventions import SEED_KEYS
 from initsweep.errors import ConfigError, require
-from initsweep.race.race import Candidate, RaceSettings
+from initsweep.naming import SEED_KEYS
+from initsweep.race.engine import Candidate, RaceSettings
 
 # What a job's status carries of its run's final validation metrics (job.py: the run's last
 # value of every val/* metric) and which way each is better. Selection is on these only:

@@ -38,7 +38,8 @@ The price of assuming only the bound: a seed can move E_c by at most a factor (1
 margin), so only large, consistent differences (a learning rate that collapses to chance) are
 dropped within tens of seeds; near-ties race on until the seeds or the budget end, and the best
 mean then wins. The margin stays a practical-equivalence knob: differences up to it are never
-evidence. Pure numpy/scipy, no I/O.
+evidence. Pure numpy/scipy, no I/O: the sweeper calls it after each round,
+``initsweep.race.engine.replay`` on a table of results (tests, scripts/race_study.py).
 """
 
 from __future__ import annotations

@@ -587,14 +587,14 @@ def write(report: Report, out: Path) -> list[Path]:
 
 def log_artifacts(client: MlflowClient, report: Report, out: Path) -> str | None:
     """Log the folder under ``report/`` on the sweep's parent run, and the answer in the UI's own
-    terms (``initsweep.mlflow_ui.log_summary``: per-group metrics, the verdicts as the run's
+    terms (``initsweep.tracking.ui.log_summary``: per-group metrics, the verdicts as the run's
     description, the sweep's saved view); returns the run's id (None: no parent run).
 
     The logged report.md points its images at the UI's server (``mlflow_ui.ui_base_url``):
     MLflow's markdown viewer draws no relative or ``data:`` image. The copy in ``out`` keeps
     relative paths.
     """
-    from initsweep.mlflow_ui import absolute_image_links, log_summary, ui_base_url
+    from initsweep.tracking.ui import absolute_image_links, log_summary, ui_base_url
 
     parent = report.selection.parent_run_id
     if not parent:

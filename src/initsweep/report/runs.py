@@ -20,13 +20,12 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from initsweep.conventions import SEED_KEYS
-from initsweep.redaction import redact
-from initsweep.store import StoreUnreachable, check_store, tracking_uri
-from initsweep.store import open_client as open_store_client
+from initsweep.naming import SEED_KEYS, hashed_target
+from initsweep.tracking.redaction import redact
+from initsweep.tracking.store import StoreUnreachable, check_store, tracking_uri
+from initsweep.tracking.store import open_client as open_store_client
+from initsweep.vocab import PARENT_TAG, ROLE_TAG
 
-ROLE_TAG = "initsweep.role"
-PARENT_TAG = "mlflow.parentRunId"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MISSING = "∅"  # a param a run does not have (e.g. ``init.mode`` on a ``zeros`` run)
 # Logged values that carry the test-set size, in the order they are looked for.
@@ -375,9 +374,12 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
             "value": float(value), "start_time": run.info.start_time or 0,
             **{k: _seed_value(run, k) for k in SEED_KEYS},
             "n_test": _n_test(run),
-            "diagnosis": run.data.tags.get("diagnosis"),  # initsweep.diagnosis: codes or None
+            "diagnosis": run.data.tags.get("diagnosis"),  # diagnostics.findings: codes or None
         }
-        row.update({f"params.{k}": v for k, v in run.data.params.items()})
+        # a built-in model or data module reads as one value across package versions, as the
+        # config hash reads it: a sweep resumed after an upgrade stays one group
+        row.update({f"params.{k}": hashed_target(v) if k.endswith("._target_") else v
+                    for k, v in run.data.params.items()})
         row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
         row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
         rows.append(row)

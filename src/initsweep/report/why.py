@@ -1,6 +1,6 @@
 """Why, per group: how many of a group's seeds carry each diagnosis finding.
 
-Each job run carries its diagnosis (``initsweep.diagnosis``): the ``diagnosis`` tag (codes) and
+Each job run carries its diagnosis (``diagnostics.findings``): the ``diagnosis`` tag (codes) and
 the sentences as its note. Here they are counted per group, next to the group's score: "zeros:
 symmetric 3/3"; "U[0,1): exploding 3/3, diverged 0/3". Where the seeds of one config disagree on
 a finding (some dead, some healthy), that is said: the seed changes the mechanism, not only the
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from initsweep.diagnosis import CODES, parse_codes, sentences
+from initsweep.diagnostics.findings import CODES, parse_codes, sentences
 from initsweep.report.runs import RunTable
 
 NOTE_COLUMN = "tags.mlflow.note.content"

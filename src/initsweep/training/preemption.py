@@ -1,0 +1,99 @@
+"""Preemption: a checkpoint at every epoch end, and a stop signal turned into a clean stop.
+
+Schedulers stop a job with SIGTERM (preemption, ``scontrol requeue``, ``scancel``, a time limit);
+under submitit on SLURM, SIGUSR2 (``SUBMITIT_PREEMPT_SIGNAL``) comes ``signal_delay_s`` before the
+time limit. ``PreemptionCheckpoint`` records either signal (keeping the handlers it replaced, e.g.
+submitit's), and stops the job after the current training step by raising ``Preempted``, which
+says which signal arrived. What happens next is the job's guard's decision
+(``training.job.JobGuard``): mark the runs KILLED with ``outcome=preempted`` and, under submitit
+on SLURM, hand the job back to submitit's requeue (USR2) or tell a requeue from a cancel
+(SIGTERM). The next launch of the same config resumes from the last epoch-end checkpoint
+(``initsweep.tracking.resume``).
+
+The handlers are installed for the whole of the job's guarded work (``install``/``restore``, by
+the guard), not only during fit: a signal that arrives while the runs are opened, tested or ended
+is recorded rather than acted on by submitit's handler in the middle of an MLflow call. Only
+fit stops on it; a signal after fit is outlived (the job is about to end anyway).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from initsweep.launch.slurm import submitit_signal, under_submitit_slurm
+
+
+class Preempted(BaseException):
+    """Raised inside fit when a stop signal arrived; BaseException so no ``except Exception``
+    eats it. ``signal`` is the signal (SIGTERM, or submitit's SIGUSR2)."""
+
+    def __init__(self, signum: signal.Signals, checkpoint: Path) -> None:
+        super().__init__(f"{signum.name}: resume from {checkpoint}")
+        self.signal = signum
+
+
+# What a job catches as "preempted". Lightning registers its own SIGTERM handler after the
+# callbacks' on_fit_start and composes it with ours, so both see the signal; a SIGTERM that lands
+# at an epoch end or in validation reaches Lightning's check first and raises its
+# SIGTERMException (a SystemExit with code 0), as does one during test. Both mean the same: the
+# last epoch-end checkpoint is there, mark the run preempted.
+PREEMPTION = (Preempted, SIGTERMException)
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """SIGTERM always; submitit's requeue signal too when submitit runs this job on SLURM."""
+    if under_submitit_slurm():
+        return (signal.SIGTERM, submitit_signal())
+    return (signal.SIGTERM,)
+
+
+class PreemptionCheckpoint(L.Callback):
+    """Checkpoint at every epoch end; on a stop signal, stop after the current step.
+
+    The checkpoint kept on a stop is the last epoch-end one: a mid-epoch state cannot be resumed
+    exactly with a shuffling iterable, so the interrupted epoch is simply redone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.signalled: signal.Signals | None = None  # the first stop signal received
+        self.replaced: dict[signal.Signals, Any] = {}  # handlers ours replaced (kept after restore)
+        self._installed = False
+
+    def _record(self, signum: int, frame: Any) -> None:
+        if self.signalled is None:
+            self.signalled = signal.Signals(signum)
+
+    def install(self) -> None:
+        """Record the stop signals from now on (idempotent; main thread only, as Python's
+        signal handlers are)."""
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in stop_signals():
+            self.replaced[sig] = signal.signal(sig, self._record)
+        self._installed = True
+
+    def restore(self) -> None:
+        """Put back the handlers ``install`` replaced (``replaced`` keeps them)."""
+        if not self._installed:
+            return
+        for sig, handler in self.replaced.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._installed = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.install()  # already done by the job's guard; here for a fit without one
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.signalled is not None:
+            raise Preempted(self.signalled, self.path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
