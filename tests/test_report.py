@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from initsweep import cli
-from initsweep.report.render import build, report_for_sweep
+from initsweep.report.publish import report_for_sweep
+from initsweep.report.render import build
 from initsweep.report.runs import SEED_KEYS, select
 
 REPO = Path(__file__).resolve().parents[1]

@@ -146,7 +146,7 @@ class SweepCallback(Callback):
         print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
         if config.get("report"):  # report=true (default) or {tune: optim.lr, ...}
             try:
-                from initsweep.report.render import report_for_sweep
+                from initsweep.report.publish import report_for_sweep
 
                 print(report_for_sweep(tracking_uri(config.get("tracking")),
                                        config.get("experiment_name", "initsweep"),
