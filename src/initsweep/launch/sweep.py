@@ -28,9 +28,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from initsweep.diagnostics.pending import complete_pending
+from initsweep.errors import ConfigError
 from initsweep.launch.console import print_error, quiet_third_parties
 from initsweep.launch.status_files import NOT_DONE, RUNNING, collect_statuses
 from initsweep.naming import SEED_KEYS, swept_keys
+from initsweep.report.options import report_options
 from initsweep.tracking.redaction import redact, redact_log_records, redact_override
 from initsweep.tracking.resume import close_abandoned
 from initsweep.tracking.retries import StoreUnavailable
@@ -91,6 +93,11 @@ class SweepCallback(Callback):
         self._open_store(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # a bad report option fails now, not after the sweep ran
+            self.report = report_options(config.get("report"))
+        except ConfigError as err:
+            print_error(str(err))
+            sys.exit(2)
         self.client, self.experiment_id = self._open_store(config)
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -144,14 +151,14 @@ class SweepCallback(Callback):
             print_error(f"{err}: the sweep's parent run {self.parent_run_id} is left RUNNING")
             sys.exit(1)
         print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
-        if config.get("report"):  # report=true (default) or {tune: optim.lr, ...}
+        if self.report is not None:  # report=true (default) or {tune: optim.lr, ...}
             try:
                 from initsweep.report.publish import report_for_sweep
 
                 print(report_for_sweep(tracking_uri(config.get("tracking")),
                                        config.get("experiment_name", "initsweep"),
                                        self.parent_run_id, self.sweep_dir / "report",
-                                       config.get("report")), flush=True)
+                                       self.report), flush=True)
             except Exception as err:  # a report that cannot be made never fails the sweep
                 print(f"report: not written: {err}", file=sys.stderr, flush=True)
         try:  # what the MLflow UI opens on; a view that cannot be written never fails the sweep
@@ -159,10 +166,9 @@ class SweepCallback(Callback):
 
             link = finish_sweep_ui(self.client, self.experiment_id, self.parent_run_id,
                                    self.sweep_id, self.swept)
-            options = config.get("report")
             # the demo's kind of sweep (inits over seeds) gets the pointer to the tuning trap; a
             # sweep over anything else (a learning rate, report=false or not) has its own story
-            tuned = (bool(options and hasattr(options, "keys") and options.get("tune"))
+            tuned = (bool(self.report and self.report.tune)
                      or any(k not in SEED_KEYS and k.split(".")[0] != "init" for k in self.swept))
             print(closing_line(self.sweep_id, link, tuned), flush=True)
         except Exception as err:

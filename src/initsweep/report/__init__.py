@@ -8,7 +8,9 @@
 - ``aso``: almost stochastic order (numpy only);
 - ``variance_split``: the init-seed x data-seed variance components with their intervals;
 - ``tuning``: the tuning trap (flip rate, regret, optimism, Kendall tau, P(best), regret vs k);
-- ``figures``: the plots; ``render``: report.md / report.html / CSVs, logged on the parent run.
+- ``figures``: the plots; ``render``: report.md / report.html / CSVs;
+- ``publish``: the report logged on the sweep's parent run and shown in the MLflow UI (summary
+  metrics, description, saved view); ``options``: the root config's ``report`` value, typed.
 
 docs/report.md states each statistic's method, measured coverage or error rate and assumptions.
 """

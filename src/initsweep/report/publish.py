@@ -19,6 +19,7 @@ from typing import Any, cast
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from initsweep.report.options import ReportOptions, report_options
 from initsweep.report.render import (
     ARTIFACT_PATH,
     Report,
@@ -187,15 +188,15 @@ def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out
     """The end-of-sweep hook (`report=true`, the default): report one sweep into ``out``;
     returns the terminal text.
 
-    ``options`` is the config's ``report`` value: ``true``, or a mapping with any of ``metric``,
-    ``tune``, ``n_test``, ``seed``, ``select_metric``, ``all_pairs``.
+    ``options`` is the config's ``report`` value (``report.options.report_options``): ``true``, or
+    a mapping with any of ``ReportOptions``'s fields.
     """
-    opts = dict(options) if hasattr(options, "keys") else {}
+    opts = options if isinstance(options, ReportOptions) else report_options(options)
+    opts = opts or ReportOptions()
     client = open_client(tracking_uri)
     selection = select(client, experiment, sweep=parent_run_id)
     report, files, folder, logged = make_report(
-        client, selection, out, metric=opts.get("metric", "test/acc"), tune=opts.get("tune"),
-        n_test=opts.get("n_test"), seed=int(opts.get("seed", 0)),
-        select_metric=opts.get("select_metric"), all_pairs=bool(opts.get("all_pairs", False)))
+        client, selection, out, metric=opts.metric, tune=opts.tune, n_test=opts.n_test,
+        seed=opts.seed, select_metric=opts.select_metric, all_pairs=opts.all_pairs)
     where = f"; logged under {ARTIFACT_PATH}/ on run {logged}" if logged else ""
     return terminal(report) + f"\n\nwrote {len(files)} files to {folder}{where}"
