@@ -37,7 +37,7 @@ from initsweep.tracking.redaction import redact, redact_log_records, redact_over
 from initsweep.tracking.resume import close_abandoned
 from initsweep.tracking.retries import StoreUnavailable
 from initsweep.tracking.store import (
-    StoreUnreachable,
+    StoreCheckFailed,
     check_store,
     open_experiment,
     tracking_uri,
@@ -72,7 +72,7 @@ def check_store_or_exit(config: DictConfig) -> None:
     tracking = config.get("tracking")
     try:
         check_store(tracking_uri(tracking), uri_source(tracking))
-    except StoreUnreachable as err:
+    except StoreCheckFailed as err:
         print_error(str(err))
         sys.exit(2)
 

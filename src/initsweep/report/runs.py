@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.naming import SEED_KEYS, hashed_target
 from initsweep.tracking.redaction import redact
-from initsweep.tracking.store import StoreUnreachable, check_store, tracking_uri
+from initsweep.tracking.store import StoreCheckFailed, check_store, tracking_uri
 from initsweep.tracking.store import open_client as open_store_client
 from initsweep.vocab import PARENT_TAG, ROLE_TAG
 
@@ -124,7 +124,7 @@ def open_client(uri: str) -> MlflowClient:
             raise ReportInputError("--tracking-uri", f"{redact(uri)}: no MLflow store at {path}")
     try:
         check_store(uri, "")
-    except StoreUnreachable as err:
+    except StoreCheckFailed as err:
         raise ReportInputError("--tracking-uri", str(err)) from None
     return open_store_client(uri)
 

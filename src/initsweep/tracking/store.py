@@ -43,8 +43,10 @@ CHECK_TIMEOUT_S = 5.0
 NOT_TRACKING_SCHEMES = ("", "uc", "databricks-uc")
 
 
-class StoreUnreachable(ConfigError):
-    """The store a launch would log to cannot be used; ``str(err)`` is the one line printed."""
+class StoreCheckFailed(ConfigError):
+    """The launch-time check (``check_store``) failed: the store a launch would log to cannot be
+    used, a user's input to fix before any run exists (one line, exit code 2). Not
+    ``retries.StoreUnavailable``: a store lost while runs exist, after the retry budget (exit 1)."""
 
 
 def tracking_uri(tracking_cfg: Mapping[str, Any] | None = None) -> str:
@@ -100,7 +102,7 @@ def supported_schemes() -> list[str]:
 
 
 def check_store(uri: str, source: str = "tracking.uri") -> None:
-    """Raise ``StoreUnreachable`` (one line: ``source=URI``, redacted, and what is wrong) unless
+    """Raise ``StoreCheckFailed`` (one line: ``source=URI``, redacted, and what is wrong) unless
     the store at ``uri`` answers within ``CHECK_TIMEOUT_S``.
 
     Made once by whoever launches (the sweep callback, ``initsweep report``) before any run is
@@ -114,7 +116,7 @@ def check_store(uri: str, source: str = "tracking.uri") -> None:
     where = f"{source}={redact(uri)}" if source else redact(uri)
     scheme = get_uri_scheme(uri) if uri not in ("databricks", "databricks-uc", "uc") else uri
     if scheme in NOT_TRACKING_SCHEMES or scheme not in supported_schemes():
-        raise StoreUnreachable(f"{where}: unsupported scheme {scheme!r}; supported: "
+        raise StoreCheckFailed(f"{where}: unsupported scheme {scheme!r}; supported: "
                                f"{', '.join(supported_schemes())}")
     try:
         if scheme in ("http", "https"):
@@ -125,10 +127,10 @@ def check_store(uri: str, source: str = "tracking.uri") -> None:
             _check_database(uri, scheme)
         elif scheme == "file":
             MlflowClient(tracking_uri=uri)  # MLflow 3 refuses a file store unless told to allow it
-    except StoreUnreachable:
+    except StoreCheckFailed:
         raise
     except Exception as err:
-        raise StoreUnreachable(f"{where}: {_store_error(err)}") from None
+        raise StoreCheckFailed(f"{where}: {_store_error(err)}") from None
 
 
 def _check_server(uri: str) -> None:
