@@ -104,7 +104,7 @@ def ui_link_command(args: argparse.Namespace) -> int:
     from initsweep.report.runs import (
         ReportInputError,
         default_tracking_uri,
-        open_client,
+        open_existing_store,
         select,
     )
     from initsweep.tracking.ui import sweep_link, ui_base_url
@@ -112,7 +112,7 @@ def ui_link_command(args: argparse.Namespace) -> int:
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = args.tracking_uri or default_tracking_uri()
-    client = open_client(uri)
+    client = open_existing_store(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=not args.sweep)
     if not selection.parent_run_id:
         raise ReportInputError("--sweep", f"{args.sweep!r}: its parent run is not in the store")
@@ -126,12 +126,12 @@ def report_command(args: argparse.Namespace) -> int:
     # pandas, scipy, matplotlib and MLflow load once the arguments parsed (as in ui_link_command)
     from initsweep.report.publish import make_report
     from initsweep.report.render import ARTIFACT_PATH, terminal
-    from initsweep.report.runs import default_tracking_uri, open_client, select
+    from initsweep.report.runs import default_tracking_uri, open_existing_store, select
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = args.tracking_uri or default_tracking_uri()
-    client = open_client(uri)
+    client = open_existing_store(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=args.latest,
                        filter_string=args.filter)
     report, files, folder, logged = make_report(

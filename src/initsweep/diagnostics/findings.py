@@ -86,8 +86,9 @@ def num(value: float) -> str:
     return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
 
 
-def pct(fraction: float) -> str:
-    return f"{100 * fraction:.0f}%"
+def pct(fraction: float | None) -> str:
+    """``0.25`` -> ``25%``; a missing or NaN fraction is ``–`` (the report's tables use it too)."""
+    return "–" if fraction is None or math.isnan(fraction) else f"{100 * fraction:.0f}%"
 
 
 def _list_names(records: Sequence[Mapping[str, Any]], limit: int = 4) -> str:

@@ -33,7 +33,7 @@ from initsweep.report.render import (
     why_markdown,
     write,
 )
-from initsweep.report.runs import Selection, open_client, select
+from initsweep.report.runs import Selection, open_existing_store, select
 from initsweep.tracking.links import absolute_image_links, runs_page_link, ui_base_url
 from initsweep.tracking.notes import set_run_note
 from initsweep.tracking.views import sweep_view_key, write_sweep_view
@@ -193,7 +193,7 @@ def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out
     """
     opts = options if isinstance(options, ReportOptions) else report_options(options)
     opts = opts or ReportOptions()
-    client = open_client(tracking_uri)
+    client = open_existing_store(tracking_uri)
     selection = select(client, experiment, sweep=parent_run_id)
     report, files, folder, logged = make_report(
         client, selection, out, metric=opts.metric, tune=opts.tune, n_test=opts.n_test,

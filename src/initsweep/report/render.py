@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from initsweep.diagnostics.findings import pct
 from initsweep.report import figures, why
 from initsweep.report.runs import (
     ReportInputError,
@@ -109,10 +110,6 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.{digits}f}"
     return str(value)
-
-
-def pct(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
 
 
 def pct_interval(low: float, high: float) -> str:

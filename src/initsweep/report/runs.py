@@ -22,8 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.naming import SEED_KEYS, hashed_target
 from initsweep.tracking.redaction import redact
-from initsweep.tracking.store import StoreCheckFailed, check_store, tracking_uri
-from initsweep.tracking.store import open_client as open_store_client
+from initsweep.tracking.store import StoreCheckFailed, check_store, open_client, tracking_uri
 from initsweep.vocab import PARENT_TAG, ROLE_TAG
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -115,9 +114,10 @@ def default_tracking_uri() -> str:
     return tracking_uri()
 
 
-def open_client(uri: str) -> MlflowClient:
-    """A client for ``uri``; a missing sqlite file, an unsupported scheme or a store that does not
-    answer is an input error (we never create a store; ``store.check_store``)."""
+def open_existing_store(uri: str) -> MlflowClient:
+    """A client for an existing store at ``uri`` (``store.open_client`` after the checks): a
+    missing sqlite file, an unsupported scheme or a store that does not answer is an input error
+    (the report never creates a store; ``store.check_store``)."""
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_file():
@@ -126,7 +126,7 @@ def open_client(uri: str) -> MlflowClient:
         check_store(uri, "")
     except StoreCheckFailed as err:
         raise ReportInputError("--tracking-uri", str(err)) from None
-    return open_store_client(uri)
+    return open_client(uri)
 
 
 def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",

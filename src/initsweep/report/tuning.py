@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from initsweep.naming import SEED_KEYS
 from initsweep.report.runs import (
-    SEED_KEYS,
     RunTable,
     format_label,
     label_keys_for,
