@@ -19,7 +19,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from initsweep.errors import ConfigError
 from initsweep.launch.console import print_error
-from initsweep.launch.sweep import abort_sweep
 
 # Choices renamed since an earlier release: the one-line error says where they went.
 RENAMED_CHOICES = {("init", "zero"): "hadamard_identity (ZerO; init=zeros is W = 0)",
@@ -84,6 +83,9 @@ def one_line_config_errors(conf_dir: Path) -> Iterator[None]:
         line = config_error_line(err, conf_dir)
         if line is None:
             raise
+        # launch.sweep imports MLflow (seconds): a bad command line fails before that cost
+        from initsweep.launch.sweep import abort_sweep
+
         abort_sweep(line)
         print_error(line)
         sys.exit(2)
