@@ -1,4 +1,4 @@
-"""The vocabulary's MLflow tag names are MLflow's own (vocab.py spells them out to stay import-light)."""
+"""vocab.py's MLflow tag names are MLflow's own (spelled out there to stay import-light)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from initsweep import vocab
 def test_mlflow_tag_names_are_mlflows_constants():
     assert vocab.PARENT_TAG == mlflow_tags.MLFLOW_PARENT_RUN_ID
     assert vocab.NOTE_TAG == mlflow_tags.MLFLOW_RUN_NOTE
-    # the UI's "Save view" writes and its viewStateShareKey link reads this prefix (docs/mlflow_ui.md)
+    # what the UI's "Save view" writes and viewStateShareKey reads (docs/mlflow_ui.md)
     assert vocab.VIEW_TAG_PREFIX == "mlflow.sharedViewState."
     assert vocab.PRIMARY_METRIC_TAG == mlflow_tags.MLFLOW_EXPERIMENT_PRIMARY_METRIC_NAME
 

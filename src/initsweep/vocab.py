@@ -15,7 +15,6 @@ from __future__ import annotations
 from enum import Enum
 
 
-
 class Outcome(str, Enum):
     """How a run ended, as its ``outcome`` tag, its status file and the console say it.
 
