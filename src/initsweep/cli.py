@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from initsweep.vocab import PRIMARY_METRIC
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors as ``error: <message>`` on one line, exit 2."""
@@ -59,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--latest", action="store_true", help="the newest sweep of the experiment")
     rep.add_argument("--filter", metavar="FILTER",
                      help="MLflow filter string, e.g. \"params.`optim.name` = 'sgd'\"")
-    rep.add_argument("--metric", default="test/acc", help="metric to compare (test/acc)")
+    rep.add_argument("--metric", default=PRIMARY_METRIC,
+                     help=f"metric to compare ({PRIMARY_METRIC})")
     rep.add_argument("--tune", metavar="KEY", help="param to analyse as tuned, e.g. optim.lr")
     rep.add_argument("--select-metric", metavar="METRIC",
                      help="metric the tuning trap chooses on (default: the val/ counterpart of "

@@ -11,6 +11,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from initsweep.vocab import VAL_ACC
+
 
 @dataclass
 class RaceSweeperConf:
@@ -22,7 +24,7 @@ class RaceSweeperConf:
     seeds: Any = "range(10)"
     seeds_first: int = 2  # seeds every configuration gets in round 1
     seeds_per_round: int = 1  # seeds each live configuration gets in every later round
-    metric: str = "val/acc"  # the selection metric: val/acc or val/loss (never test)
+    metric: str = VAL_ACC  # the selection metric: val/acc or val/loss (never test)
     direction: str | None = None  # max | min; null: the metric's own (acc max, loss min)
     # 1 - alpha of the elimination test (paired t vs the leader, Holm over the live ones).
     confidence: float = 0.9

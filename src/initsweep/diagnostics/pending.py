@@ -26,6 +26,7 @@ from initsweep.diagnostics.plot_worker import INPUTS_FILE, PlotWorker, PlotWorke
 from initsweep.launch.devices import available_cores
 from initsweep.launch.status_files import mark_failed
 from initsweep.tracking.store import end_run
+from initsweep.vocab import Outcome
 
 if TYPE_CHECKING:  # torch and matplotlib stay out: the sweep callback imports this module
     from initsweep.diagnostics.plots import PlotInputs
@@ -105,7 +106,7 @@ def complete_pending() -> None:
         try:
             run.client.log_text(run.run_id, error, "traceback.txt")
         finally:
-            end_run(run.client, run.run_id, "failed")
+            end_run(run.client, run.run_id, Outcome.FAILED)
             run.folder.cleanup()
             mark_failed(run.status_file, run.run_id, f"plots: {last_line}")
         print(f"{run.name}: FAILED (plots: {last_line}); run {run.run_id} marked FAILED",

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from initsweep.diagnostics.findings import console_codes
+from initsweep.vocab import TEST_ACC, TEST_LOSS
 
 # Known, harmless third-party warnings that would break the one-line-per-job console. Each is
 # matched by its message (never a blanket category filter: a new deprecation must stay visible).
@@ -42,8 +43,8 @@ def quiet_third_parties() -> None:
 def result_line(status: Mapping[str, Any], seconds: float) -> str:
     """``he-x1-s0: test/acc=0.9722 test/loss=0.1181 [ok, healthy] 1.2s``: a job's run that
     ended, with its diagnosis's codes when it has one (``initsweep.diagnostics.findings``)."""
-    return (f"{status['name']}: test/acc={status['test/acc']:.4f} "
-            f"test/loss={status['test/loss']:.4f} "
+    return (f"{status['name']}: {TEST_ACC}={status[TEST_ACC]:.4f} "
+            f"{TEST_LOSS}={status[TEST_LOSS]:.4f} "
             f"[{console_codes(status['outcome'], status.get('diagnosis'))}] {seconds:.1f}s")
 
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from initsweep.diagnostics.pending import complete_pending
 from initsweep.errors import ConfigError
 from initsweep.launch.console import print_error, quiet_third_parties
-from initsweep.launch.status_files import NOT_DONE, RUNNING, collect_statuses
+from initsweep.launch.status_files import NOT_DONE, collect_statuses
 from initsweep.naming import SEED_KEYS, swept_keys
 from initsweep.report.options import report_options
 from initsweep.tracking.redaction import redact, redact_log_records, redact_override
@@ -43,7 +43,17 @@ from initsweep.tracking.store import (
     tracking_uri,
     uri_source,
 )
-from initsweep.vocab import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV
+from initsweep.vocab import (
+    ERROR_TAG,
+    PARENT_RUN_ENV,
+    PARENT_TAG,
+    ROLE_TAG,
+    SWEEP_ID_ENV,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE,
+    SWEPT_KEYS_ENV,
+    Outcome,
+)
 
 # A job whose status still says RUNNING at the end of the sweep: it ended without a word.
 DIED = "its job ended without a result (killed, out of memory, or lost with its node)"
@@ -60,7 +70,7 @@ def abort_sweep(reason: str) -> None:
         return
     client, run_id = _open_sweep
     _open_sweep = None
-    client.set_tag(run_id, "error", reason[:5000])
+    client.set_tag(run_id, ERROR_TAG, reason[:5000])
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
     for key in (PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV):
         os.environ.pop(key, None)
@@ -104,7 +114,7 @@ class SweepCallback(Callback):
         overrides = " ".join(map(redact_override, config.hydra.overrides.task))
         run = self.client.create_run(
             self.experiment_id, run_name=f"sweep-{self.sweep_id}",
-            tags={"sweep_id": self.sweep_id, "initsweep.role": "sweep",
+            tags={SWEEP_ID_TAG: self.sweep_id, ROLE_TAG: SWEEP_ROLE,
                   "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir)})
         self.parent_run_id = run.info.run_id
         global _open_sweep
@@ -128,8 +138,8 @@ class SweepCallback(Callback):
             print(f"warning: plots not logged: {err}", file=sys.stderr, flush=True)
         statuses = collect_statuses(self.sweep_dir, self.sweep_id)  # after: plots may fail runs
         for s in statuses:
-            if s.get("outcome") == RUNNING:
-                s.update(outcome="failed", error=DIED)
+            if s.get("outcome") == Outcome.RUNNING:
+                s.update(outcome=Outcome.FAILED, error=DIED)
         try:
             self._close_abandoned(statuses)
         except StoreUnavailable as err:
@@ -183,7 +193,7 @@ class SweepCallback(Callback):
         """End the sweep's runs still RUNNING: every job is over, so nobody will end them."""
         left = self.client.search_runs(
             [self.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' "
             "and attributes.status = 'RUNNING'", max_results=10000)
         errors = {s.get("run_id"): s.get("error") for s in statuses if s.get("run_id")}
         for run in left:

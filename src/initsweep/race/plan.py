@@ -25,11 +25,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from initsweep.errors import ConfigError, require
 from initsweep.naming import SEED_KEYS
 from initsweep.race.engine import Candidate, RaceSettings
+from initsweep.vocab import VAL_ACC, VAL_LOSS
 
 # What a job's status carries of its run's final validation metrics (job.py: the run's last
 # value of every val/* metric) and which way each is better. Selection is on these only:
 # choosing on test would leak the score into the choice.
-SELECTION_METRICS = {"val/acc": "max", "val/loss": "min"}
+SELECTION_METRICS = {VAL_ACC: "max", VAL_LOSS: "min"}
 FIELD = "hydra.sweeper"
 
 

@@ -37,7 +37,7 @@ from initsweep.report.runs import Selection, open_existing_store, select
 from initsweep.tracking.links import absolute_image_links, runs_page_link, ui_base_url
 from initsweep.tracking.notes import set_run_note
 from initsweep.tracking.views import sweep_view_key, write_sweep_view
-from initsweep.vocab import SUMMARY_METRIC_TAG
+from initsweep.vocab import PRIMARY_METRIC, SUMMARY_METRIC_TAG
 
 
 def metric_name(*parts: str) -> str:
@@ -172,7 +172,7 @@ def default_out(selection: Selection) -> Path:
 
 
 def make_report(client: MlflowClient, selection: Selection, out: Path | None = None,
-                metric: str = "test/acc", tune: str | None = None, n_test: int | None = None,
+                metric: str = PRIMARY_METRIC, tune: str | None = None, n_test: int | None = None,
                 seed: int = 0, log: bool = True, select_metric: str | None = None,
                 all_pairs: bool = False) -> tuple[Report, list[Path], Path, str | None]:
     """Build, write and (when a parent run is known) log: (report, files, folder, run id)."""

@@ -42,6 +42,7 @@ from initsweep.report.stats import (
 )
 from initsweep.report.tuning import TuningResult, analyse
 from initsweep.report.variance_split import variance_split
+from initsweep.vocab import PRIMARY_METRIC, Outcome
 
 ARTIFACT_PATH = "report"
 TERMINAL_PAIRS = 12  # pairwise verdicts printed in the terminal; all of them go to report.md
@@ -75,7 +76,7 @@ def logged_metrics(table: RunTable) -> list[str]:
                                         k.startswith("diag/"), k))
 
 
-def build(client: MlflowClient, selection: Selection, metric: str = "test/acc",
+def build(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METRIC,
           tune: str | None = None, n_test: int | None = None, seed: int = 0,
           select_metric: str | None = None, all_pairs: bool = False) -> Report:
     """Load the runs and compute every statistic (no files written).
@@ -258,7 +259,7 @@ def curve_view(results: Sequence[TuningResult]) -> pd.DataFrame:
 def counts_line(table: RunTable) -> str:
     outcomes = table.frame["outcome"].value_counts()
     usable = int(table.frame["usable"].sum())
-    rest = ", ".join(f"{v} {k}" for k, v in outcomes.items() if k != "ok")
+    rest = ", ".join(f"{v} {k}" for k, v in outcomes.items() if k != Outcome.OK)
     return f"{len(table.frame)} runs, {usable} usable" + (f" ({rest} excluded)" if rest else "")
 
 

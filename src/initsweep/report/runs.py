@@ -23,7 +23,16 @@ from mlflow.tracking import MlflowClient
 from initsweep.naming import SEED_KEYS, hashed_target
 from initsweep.tracking.redaction import redact
 from initsweep.tracking.store import StoreCheckFailed, check_store, open_client, tracking_uri
-from initsweep.vocab import PARENT_TAG, ROLE_TAG
+from initsweep.vocab import (
+    DIAGNOSIS_TAG,
+    OUTCOME_TAG,
+    PARENT_TAG,
+    PRIMARY_METRIC,
+    ROLE_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE,
+    Outcome,
+)
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MISSING = "∅"  # a param a run does not have (e.g. ``init.mode`` on a ``zeros`` run)
@@ -31,8 +40,10 @@ MISSING = "∅"  # a param a run does not have (e.g. ``init.mode`` on a ``zeros`
 N_TEST_KEYS = ("n_test", "test/n", "data.n_test")
 # Params that never decide a result: excluded from the group key even when they vary.
 NON_RESULT_PARAMS = ("experiment_name", "job.progress_bar")  # not result-deciding
-STATUS_OUTCOME = {"FINISHED": "ok", "FAILED": "failed", "KILLED": "killed",
-                  "RUNNING": "running", "SCHEDULED": "running"}
+# A run without an outcome tag (made before outcomes were tagged, or left RUNNING): its status
+# says it; "killed" is the report's own word (no job writes it).
+STATUS_OUTCOME = {"FINISHED": Outcome.OK.value, "FAILED": Outcome.FAILED.value, "KILLED": "killed",
+                  "RUNNING": Outcome.RUNNING.value, "SCHEDULED": Outcome.RUNNING.value}
 
 
 class ReportInputError(ValueError):
@@ -164,9 +175,9 @@ def _experiment_ids(client: MlflowClient, experiment: str | None) -> dict[str, s
 
 
 def _recent_sweeps(client: MlflowClient, ids: list[str]) -> str:
-    recent = _search(client, ids, f"tags.`{ROLE_TAG}` = 'sweep'",
+    recent = _search(client, ids, f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
                      order_by=["attributes.start_time DESC"], max_results=5) if ids else []
-    return ", ".join(r.data.tags.get("sweep_id", r.info.run_id) for r in recent) or "(none)"
+    return ", ".join(r.data.tags.get(SWEEP_ID_TAG, r.info.run_id) for r in recent) or "(none)"
 
 
 def select(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
@@ -186,7 +197,7 @@ def select(client: MlflowClient, experiment: str | None = None, sweep: str | Non
     parent: Run | None = None
     sweep_id: str | None = None
     if latest:
-        found = _search(client, ids, f"tags.`{ROLE_TAG}` = 'sweep'",
+        found = _search(client, ids, f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
                         order_by=["attributes.start_time DESC"], max_results=1) if ids else []
         if not found:
             raise ReportInputError("--latest", f"no sweep in {where}; run `python train.py -m "
@@ -195,7 +206,7 @@ def select(client: MlflowClient, experiment: str | None = None, sweep: str | Non
     elif sweep:
         parent = _find_parent(client, ids, sweep)
         if parent is None:
-            jobs = _search(client, ids, f"tags.sweep_id = {_quote(sweep)}", max_results=1) \
+            jobs = _search(client, ids, f"tags.{SWEEP_ID_TAG} = {_quote(sweep)}", max_results=1) \
                 if ids else []
             if not jobs:
                 raise ReportInputError("--sweep", f"{sweep!r}: no sweep id or parent run id in "
@@ -211,7 +222,7 @@ def select(client: MlflowClient, experiment: str | None = None, sweep: str | Non
     if parent is not None:
         tags = parent.data.tags
         selection.parent_run_id = parent.info.run_id
-        selection.sweep_id = tags.get("sweep_id")
+        selection.sweep_id = tags.get(SWEEP_ID_TAG)
         selection.sweep_dir = tags.get("sweep_dir")
         selection.overrides = tags.get("overrides")
         selection.parent_tags = dict(tags)
@@ -230,7 +241,7 @@ def _find_parent(client: MlflowClient, experiment_ids: list[str], sweep: str) ->
     if not experiment_ids:
         return None
     found = _search(client, experiment_ids,
-                    f"tags.`{ROLE_TAG}` = 'sweep' and tags.sweep_id = {_quote(sweep)}",
+                    f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}' and tags.{SWEEP_ID_TAG} = {_quote(sweep)}",
                     max_results=1)
     return found[0] if found else None
 
@@ -239,7 +250,7 @@ def fetch_runs(client: MlflowClient, selection: Selection) -> list[Run]:
     """The selection's job runs (never the sweep parents)."""
     clauses = []
     if selection.sweep_id:
-        clauses.append(f"tags.sweep_id = {_quote(selection.sweep_id)}")
+        clauses.append(f"tags.{SWEEP_ID_TAG} = {_quote(selection.sweep_id)}")
     elif selection.parent_run_id:
         clauses.append(f"tags.`{PARENT_TAG}` = {_quote(selection.parent_run_id)}")
     if selection.filter_string:
@@ -249,7 +260,7 @@ def fetch_runs(client: MlflowClient, selection: Selection) -> list[Run]:
     except MlflowException as err:
         message = str(err.message if hasattr(err, "message") else err).splitlines()[0]
         raise ReportInputError("--filter", f"{selection.filter_string!r}: {message}") from None
-    return [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"]
+    return [r for r in runs if r.data.tags.get(ROLE_TAG) != SWEEP_ROLE]
 
 
 # ------------------------------------------------------------------------------------ the table
@@ -274,8 +285,8 @@ def _n_test(run: Run) -> float:
 
 def outcome_of(run: Run) -> str:
     """``outcome`` tag (``ok``/``failed``/``diverged``/...), else derived from the run status."""
-    outcome = run.data.tags.get("outcome")
-    if outcome and outcome != "running":
+    outcome = run.data.tags.get(OUTCOME_TAG)
+    if outcome and outcome != Outcome.RUNNING:
         return outcome
     return STATUS_OUTCOME.get(run.info.status, run.info.status.lower())
 
@@ -374,7 +385,7 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
             "value": float(value), "start_time": run.info.start_time or 0,
             **{k: _seed_value(run, k) for k in SEED_KEYS},
             "n_test": _n_test(run),
-            "diagnosis": run.data.tags.get("diagnosis"),  # diagnostics.findings: codes or None
+            "diagnosis": run.data.tags.get(DIAGNOSIS_TAG),  # diagnostics.findings: codes or None
         }
         # a built-in model or data module reads as one value across package versions, as the
         # config hash reads it: a sweep resumed after an upgrade stays one group
@@ -389,8 +400,8 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
     if n_test is not None:
         frame["n_test"] = frame["n_test"].fillna(float(n_test))
     finite = frame["value"].map(math.isfinite)
-    frame.loc[(frame["outcome"] == "ok") & ~finite, "outcome"] = "no_metric"
-    frame["usable"] = frame["outcome"] == "ok"
+    frame.loc[(frame["outcome"] == Outcome.OK) & ~finite, "outcome"] = "no_metric"
+    frame["usable"] = frame["outcome"] == Outcome.OK
 
     param_cols = [c for c in frame.columns if c.startswith("params.")]
     params = frame[param_cols].fillna(MISSING).astype(str)
@@ -439,7 +450,7 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
                     notes)
 
 
-def load(client: MlflowClient, selection: Selection, metric: str = "test/acc",
+def load(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METRIC,
          n_test: int | None = None) -> RunTable:
     """Fetch the selection's job runs and build the table; checks that the metric exists."""
     runs = fetch_runs(client, selection)

@@ -28,7 +28,7 @@ from initsweep.errors import ConfigError
 from initsweep.tracking.redaction import is_secret_key, redact
 from initsweep.tracking.retries import RetryingClient, RetryPolicy, reason
 from initsweep.tracking.sqlite_template import create_from_template
-from initsweep.vocab import PARENT_RUN_ENV
+from initsweep.vocab import OUTCOME_TAG, PARENT_RUN_ENV, PARENT_TAG, Outcome
 
 # MLflow settings for every client this project makes: no telemetry threads (there is no
 # network), no "View run at ..." line breaking the one-line-per-job console, and no retries of
@@ -198,7 +198,7 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
     # credential that reached the config (a URI with user:password@, a ``*_token`` key).
     all_tags = {k: "***" if is_secret_key(k) else redact(str(v)) for k, v in tags.items()}
     if parent:
-        all_tags["mlflow.parentRunId"] = parent
+        all_tags[PARENT_TAG] = parent
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     items = [Param(k, "***" if is_secret_key(k) else redact(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -208,6 +208,6 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
 
 def end_run(client: MlflowClient, run_id: str, outcome: str) -> None:
     """Tag the outcome and close the run: FINISHED unless it failed."""
-    client.set_tag(run_id, "outcome", outcome)
-    status = RunStatus.FAILED if outcome == "failed" else RunStatus.FINISHED
+    client.set_tag(run_id, OUTCOME_TAG, outcome)
+    status = RunStatus.FAILED if outcome == Outcome.FAILED else RunStatus.FINISHED
     client.set_terminated(run_id, RunStatus.to_string(status))

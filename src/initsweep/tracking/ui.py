@@ -25,6 +25,7 @@ from initsweep.vocab import (
     PRIMARY_METRIC,
     PRIMARY_METRIC_TAG,
     SUMMARY_METRIC_TAG,
+    SWEEP_ID_TAG,
     VIEW_KEY_TAG,
     VIEW_TAG_PREFIX,
 )
@@ -105,7 +106,7 @@ def sweep_link(client: MlflowClient, parent: Run, base_url: str) -> str:
     key = parent.data.tags.get(VIEW_KEY_TAG)
     tag = client.get_experiment(experiment_id).tags.get(VIEW_TAG_PREFIX + (key or ""))
     if not key or tag is None:
-        sweep_id = parent.data.tags.get("sweep_id", parent.info.run_id)
+        sweep_id = parent.data.tags.get(SWEEP_ID_TAG, parent.info.run_id)
         key = write_sweep_view(client, experiment_id, parent.info.run_id, sweep_id)
     return runs_page_link(base_url, experiment_id, key)
 

@@ -25,7 +25,18 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.naming import SEED_KEYS
 from initsweep.tracking.notes import MAX_TAG_VALUE
-from initsweep.vocab import PARENT_TAG, PRIMARY_METRIC, VIEW_KEY_TAG, VIEW_TAG_PREFIX
+from initsweep.vocab import (
+    OUTCOME_TAG,
+    PARENT_TAG,
+    PRIMARY_METRIC,
+    SWEEP_ID_TAG,
+    TEST_LOSS,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_LOSS,
+    VIEW_KEY_TAG,
+    VIEW_TAG_PREFIX,
+)
 
 # Metrics logged once per run, at its end: drawn as bars (one per run), the rest as lines.
 END_OF_RUN_PREFIXES = ("test/", "time/")
@@ -56,13 +67,13 @@ def view_columns(swept_keys: Sequence[str], primary_metric: str = PRIMARY_METRIC
     """Table columns: the primary metric and val/acc, the init config, scale, seed(s), the other
     swept keys and the outcome (instead of the UI's Source, Models, Dataset)."""
     columns = [column("metrics", primary_metric)]
-    if primary_metric != "val/acc":
-        columns.append(column("metrics", "val/acc"))
+    if primary_metric != VAL_ACC:
+        columns.append(column("metrics", VAL_ACC))
     columns += [column("tags", "init"), column("tags", "scale"), column("tags", "seed")]
     columns += [column("tags", k) for k in ("init_seed", "data_seed") if k in swept_keys]
     columns += [column("params", k) for k in swept_keys
                 if k not in SEED_KEYS and k not in ("init", "init.scale") and k]
-    columns.append(column("tags", "outcome"))
+    columns.append(column("tags", OUTCOME_TAG))
     return columns
 
 
@@ -99,7 +110,7 @@ def chart_layout(metric_keys: Iterable[str], n_runs: int,
         if name not in section_ids:
             sections.append({"uuid": str(uuid.uuid4()), "name": name, "display": False,
                              "isReordered": False, "deleted": False, "isGenerated": False})
-    first = [primary_metric, "test/loss", "val/acc", "val/loss", "train/loss"]
+    first = [primary_metric, TEST_LOSS, VAL_ACC, VAL_LOSS, TRAIN_LOSS]
     ordered = [k for k in first if k in keys] + [k for k in keys if k not in first]
     # Cards for the open sections only: the UI adds a card for every other metric itself, into
     # the section of that name listed here, folded. (A card each would not fit MLflow's 20,000
@@ -243,7 +254,8 @@ def write_sweep_view(client: MlflowClient, experiment_id: str, parent_run_id: st
     keys = {k for r in [*runs, parent] for k in r.data.metrics}
     varied = ", ".join(k for k in swept if k not in SEED_KEYS) or "seeds only"
     key = sweep_view_key(sweep_id)
-    state = view_state(keys, swept, len(runs), f"tags.sweep_id = '{sweep_id}'", primary_metric)
+    state = view_state(keys, swept, len(runs), f"tags.{SWEEP_ID_TAG} = '{sweep_id}'",
+                       primary_metric)
     write_view(client, experiment_id, key, f"sweep {sweep_id}: {varied}", state)
     client.set_tag(parent_run_id, VIEW_KEY_TAG, key)
     return key
