@@ -372,7 +372,7 @@ def console_codes(outcome: str, diagnosis: str | None) -> str:
 
 def log_diagnosis(client: MlflowClient, run_id: str, findings: Sequence[Finding]) -> str:
     """The ``diagnosis`` tag and the run's note (one MLflow call); returns the tag's value."""
-    from initsweep.tracking.notes import set_run_note
+    from initsweep.tracking.notes import set_run_note  # MLflow: the console imports findings
 
     value = codes(findings)
     set_run_note(client, run_id, note(findings), tags={TAG: value})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,8 +100,6 @@ def complete_pending() -> None:
                 _log_and_end(run.client, run.run_id, run.outcome, run.folder)
                 continue
             except Exception:  # the store refused the artifacts: never leave the run RUNNING
-                import traceback
-
                 error = traceback.format_exc()
         last_line = error.strip().splitlines()[-1]  # "KeyError: 'act_std'"
         try:
@@ -125,8 +124,6 @@ def _answer(run: PendingRun) -> str | None:
     try:
         _draw_here(run.inputs, Path(run.folder.name))
     except Exception:
-        import traceback
-
         return traceback.format_exc()
     return None
 

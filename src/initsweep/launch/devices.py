@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -64,7 +65,7 @@ def visible_gpus() -> list[str]:
                 break
             ids.append(entry)
         return ids
-    import torch
+    import torch  # torch only in a job: a launching process plans GPUs torch-free
 
     return [str(i) for i in range(torch.cuda.device_count())]
 
@@ -199,7 +200,7 @@ _BOUND: Binding | None = None  # this process's GPU slot, taken by its first job
 
 
 def _cuda_initialized() -> bool:
-    import torch
+    import torch  # torch only in a job (as above)
 
     return bool(torch.cuda.is_initialized())
 
@@ -210,7 +211,7 @@ def _bind_gpu(gpu_ids: Sequence[str], slot_dir: Path, timeout_s: float) -> Bindi
     if _BOUND is not None and _BOUND.gpu is not None and _BOUND.slot_dir == str(slot_dir):
         os.environ["CUDA_VISIBLE_DEVICES"] = _BOUND.gpu  # unchanged since its first job
         if _cuda_initialized():  # free what the previous job of this worker left cached
-            import torch
+            import torch  # torch only in a job (as above)
 
             torch.cuda.empty_cache()
         return _BOUND
@@ -236,8 +237,6 @@ def launcher_threads() -> int | None:
     """
     if not os.environ.get("SUBMITIT_EXECUTOR"):
         return None
-    from hydra.core.hydra_config import HydraConfig
-
     cpus = None
     if HydraConfig.initialized():
         cpus = HydraConfig.get().launcher.get("cpus_per_task")
@@ -259,7 +258,7 @@ def drop_failing_nvml_check() -> bool:
     Dropping the flag there gives the same answer by the same fallback, without the retry.
     Returns True when the flag was dropped.
     """
-    import torch
+    import torch  # torch only in a job (as above)
 
     if os.environ.get(NVML_CHECK_ENV) != "1" or torch.cuda.is_initialized():
         return False
@@ -280,7 +279,7 @@ def bind_job(cfg: Mapping[str, Any] | None = None) -> Binding | None:
     Otherwise ``devices.threads_per_job`` if the config has it; else nothing (the basic launcher
     runs one job at a time with all cores).
     """
-    import torch
+    import torch  # torch only in a job (as above)
 
     drop_failing_nvml_check()
     devices = (cfg or {}).get("devices") or {}

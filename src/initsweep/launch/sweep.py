@@ -43,6 +43,7 @@ from initsweep.tracking.store import (
     tracking_uri,
     uri_source,
 )
+from initsweep.tracking.ui import closing_line, finish_sweep_ui
 from initsweep.vocab import (
     ERROR_TAG,
     PARENT_RUN_ENV,
@@ -163,6 +164,7 @@ class SweepCallback(Callback):
         print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
         if self.report is not None:  # report=true (default) or {tune: optim.lr, ...}
             try:
+                # pandas, scipy and matplotlib load only when a report is made
                 from initsweep.report.publish import report_for_sweep
 
                 print(report_for_sweep(tracking_uri(config.get("tracking")),
@@ -172,8 +174,6 @@ class SweepCallback(Callback):
             except Exception as err:  # a report that cannot be made never fails the sweep
                 print(f"report: not written: {err}", file=sys.stderr, flush=True)
         try:  # what the MLflow UI opens on; a view that cannot be written never fails the sweep
-            from initsweep.tracking.ui import closing_line, finish_sweep_ui
-
             link = finish_sweep_ui(self.client, self.experiment_id, self.parent_run_id,
                                    self.sweep_id, self.swept)
             # the demo's kind of sweep (inits over seeds) gets the pointer to the tuning trap; a

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from initsweep.errors import ConfigError, require
@@ -49,8 +50,6 @@ class RacePlan:
 
 def parse_seeds(seeds: Any) -> tuple[int, ...]:
     """``range(10)``, ``0,1,2``, ``[3, 1, 2]`` or ``7`` -> the seeds in the order given."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if isinstance(seeds, (ListConfig, list, tuple)):
         values: list[Any] = list(seeds)
     else:
@@ -74,8 +73,6 @@ def grid(params: Mapping[str, Any] | None,
          arguments: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
     """The swept keys with their values (in order) and the fixed overrides, as Hydra's basic
     sweeper reads ``params`` then the command line (a later key replaces an earlier one)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
     swept: dict[str, list[str]] = {}
     fixed: dict[str, str] = {}

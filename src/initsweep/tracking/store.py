@@ -21,8 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+from mlflow.utils.uri import get_uri_scheme
 
 from initsweep.errors import ConfigError
 from initsweep.tracking.redaction import is_secret_key, redact
@@ -96,8 +99,6 @@ def open_client(uri: str, policy: RetryPolicy | None = None) -> RetryingClient:
 
 def supported_schemes() -> list[str]:
     """The URI schemes MLflow has a tracking store for here (plugins included)."""
-    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
-
     return sorted(set(_tracking_store_registry._registry) - set(NOT_TRACKING_SCHEMES))
 
 
@@ -111,8 +112,6 @@ def check_store(uri: str, source: str = "tracking.uri") -> None:
     a proxy's 404 are the client's business); a database accepts a connection; a sqlite file's
     folder can be made.
     """
-    from mlflow.utils.uri import get_uri_scheme
-
     where = f"{source}={redact(uri)}" if source else redact(uri)
     scheme = get_uri_scheme(uri) if uri not in ("databricks", "databricks-uc", "uc") else uri
     if scheme in NOT_TRACKING_SCHEMES or scheme not in supported_schemes():
@@ -134,8 +133,6 @@ def check_store(uri: str, source: str = "tracking.uri") -> None:
 
 
 def _check_server(uri: str) -> None:
-    import requests
-
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=CHECK_TIMEOUT_S)
     except requests.exceptions.Timeout:
@@ -143,7 +140,7 @@ def _check_server(uri: str) -> None:
 
 
 def _check_database(uri: str, scheme: str) -> None:
-    import sqlalchemy
+    import sqlalchemy  # SQLAlchemy loads only for a database store (MLflow itself does not need it)
 
     timeout = int(CHECK_TIMEOUT_S)
     connect_args = {"postgresql": {"connect_timeout": timeout},
