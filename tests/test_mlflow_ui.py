@@ -19,7 +19,7 @@ from initsweep.report import publish
 from initsweep.report.figures import zoom_groups
 from initsweep.report.publish import make_report
 from initsweep.report.render import build
-from initsweep.report.runs import select
+from initsweep.report.select import select
 from initsweep.tracking import colors as run_colours
 from initsweep.tracking import links, notes, ui, views
 from initsweep.tracking.resume import forget_checkpoint

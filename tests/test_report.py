@@ -24,7 +24,7 @@ from initsweep import cli
 from initsweep.naming import SEED_KEYS
 from initsweep.report.publish import report_for_sweep
 from initsweep.report.render import build
-from initsweep.report.runs import select
+from initsweep.report.select import select
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_PARAMS = {"data.batch_size": "64", "model.activation": "relu", "optim.name": "adam",

@@ -29,7 +29,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from initsweep import vocab
-from initsweep.report.runs import select
+from initsweep.report.select import select
 from initsweep.tracking import links, ui, views
 
 CHROMIUM = Path(os.environ.get("INITSWEEP_CHROMIUM", "/usr/bin/chromium"))

@@ -104,7 +104,7 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
 def ui_link_command(args: argparse.Namespace) -> int:
     """Run ``initsweep ui-link``; returns the exit code."""
     # MLflow and pandas load once the arguments parsed: --help and a usage error stay instant
-    from initsweep.report.runs import (
+    from initsweep.report.select import (
         ReportInputError,
         default_tracking_uri,
         open_existing_store,
@@ -129,7 +129,7 @@ def report_command(args: argparse.Namespace) -> int:
     # pandas, scipy, matplotlib and MLflow load once the arguments parsed (as in ui_link_command)
     from initsweep.report.publish import make_report
     from initsweep.report.render import ARTIFACT_PATH, terminal
-    from initsweep.report.runs import default_tracking_uri, open_existing_store, select
+    from initsweep.report.select import default_tracking_uri, open_existing_store, select
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -153,7 +153,7 @@ def report_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initsweep`` script; exit code 2 on bad input."""
     args = parser().parse_args(argv)
-    from initsweep.report.runs import ReportInputError  # pandas, MLflow: after parsing (above)
+    from initsweep.report.select import ReportInputError  # pandas, MLflow: after parsing (above)
 
     try:
         return ui_link_command(args) if args.command == "ui-link" else report_command(args)

@@ -1,7 +1,7 @@
 """``initsweep report``: read a sweep back from MLflow and show how much of a result is the seed.
 
-- ``runs``: select runs (experiment, sweep id / parent run, filter) into one pandas row per run,
-  grouped by every varying param except the seed keys;
+- ``select``: which runs (experiment, sweep id / parent run, filter); ``table``: one pandas row
+  per run, grouped by every varying param except the seed keys;
 - ``stats``: per-group statistics (t / bootstrap-t intervals, the test-set noise floor) and the
   paired comparisons (P(A > B), exact sign test, Holm, seeds that would settle a pair, ASO);
 - ``multiple_comparisons``: Holm's adjustment (numpy only, importable anywhere);

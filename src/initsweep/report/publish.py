@@ -33,7 +33,7 @@ from initsweep.report.render import (
     why_markdown,
     write,
 )
-from initsweep.report.runs import Selection, open_existing_store, select
+from initsweep.report.select import Selection, open_existing_store, select
 from initsweep.tracking.links import absolute_image_links, runs_page_link, ui_base_url
 from initsweep.tracking.notes import set_run_note
 from initsweep.tracking.views import sweep_view_key, write_sweep_view

@@ -23,13 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.diagnostics.findings import pct
 from initsweep.report import figures, why
-from initsweep.report.runs import (
-    ReportInputError,
-    RunTable,
-    Selection,
-    load,
-    resolve_param,
-)
+from initsweep.report.select import ReportInputError, Selection
 from initsweep.report.stats import (
     ALPHA,
     ASO_THRESHOLD,
@@ -40,6 +34,7 @@ from initsweep.report.stats import (
     min_seeds_for,
     pairwise,
 )
+from initsweep.report.table import RunTable, load, resolve_param
 from initsweep.report.tuning import TuningResult, analyse
 from initsweep.report.variance_split import variance_split
 from initsweep.vocab import PRIMARY_METRIC, Outcome
