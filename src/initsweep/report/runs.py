@@ -1,7 +1,7 @@
 """Moved: ``report.select`` (choosing runs) and ``report.table`` (one row per run).
 
-Kept only for ``report/stats.py`` (issue 27's, edited in parallel), which imports these names
-from here; delete once it imports them from ``report.table`` and ``naming``.
+Kept only for ``report/stats.py``, which imports these names from here; delete once it imports
+them from ``report.table`` and ``naming``.
 """
 
 from initsweep.naming import SEED_KEYS

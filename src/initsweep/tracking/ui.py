@@ -111,8 +111,8 @@ def sweep_link(client: MlflowClient, parent: Run, base_url: str) -> str:
     return runs_page_link(base_url, experiment_id, key)
 
 
-# Not the UI's: the training engineer moves it to training/steps.py (issue 25); it stays importable
-# from here until that lands.
+# Not the UI's: it moves to training/steps.py, where training imports it from; importable here
+# until that lands.
 def exact_ratio(count: float, total: float) -> float:
     """``count / total`` as a Python float from integer counts: accuracy = correct / n exactly
     (``0.1``), not a float32 mean (``0.10000000149011612``). Counts may arrive as floats or
