@@ -24,6 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from initsweep.race.collect import collect
 from initsweep.vocab import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ class RaceDriver:
 
     def run(self) -> list[Any]:
         # at run time (see sweep)
-        from initsweep.race.collect import collect
         from initsweep.race.plan import job_overrides
         from initsweep.race.publish import round_line
 
