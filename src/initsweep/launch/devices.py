@@ -4,8 +4,9 @@ Used by ``hydra/launcher=gpus`` (conf/hydra/launcher/gpus.yaml), which is Hydra'
 Why the binding happens in the job and not in the launcher:
 
 - Hydra only instantiates launchers from the ``hydra_plugins`` package, and the joblib launcher
-  has no per-job hook, so the job binds itself, first thing in ``train()``, before anything can
-  touch CUDA (``CUDA_VISIBLE_DEVICES`` is read once, when CUDA initializes in a process).
+  has no per-job hook, so the job binds itself, first thing in ``training.job.run_job``, before
+  anything can touch CUDA (``CUDA_VISIBLE_DEVICES`` is read once, when CUDA initializes in a
+  process).
 - The joblib launcher hard-codes the ``loky`` backend, whose worker processes are reused from
   one job to the next. A worker that ran a job on GPU 2 has a CUDA context on GPU 2 that no
   environment variable can move. So a worker takes a GPU slot once and keeps it for its whole
@@ -219,7 +220,7 @@ def _bind_gpu(gpu_ids: Sequence[str], slot_dir: Path, timeout_s: float) -> Bindi
         raise RuntimeError(
             "initsweep.launch.devices: CUDA was initialized in this process before it was bound "
             "to a GPU, so CUDA_VISIBLE_DEVICES can no longer take effect and this job would share "
-            "a GPU with another. Bind first (bind_job at the start of train()).")
+            "a GPU with another. Bind first (bind_job at the start of run_job).")
     if _BOUND is not None and _BOUND.fd is not None:  # a slot of another sweep: give it back
         release_slot(_BOUND.fd)
     slot, fd = acquire_slot(slot_dir, len(gpu_ids), timeout_s)
