@@ -99,6 +99,14 @@ def test_a_sweep_hydra_rejects_closes_its_parent_run(cli, store):
     assert parent.data.tags["initsweep.role"] == "sweep" and parent.info.status == "FAILED"
 
 
+def test_a_bad_report_option_is_one_line_exit_2_before_the_sweep(cli, store):
+    proc = cli("-m", "report={tune: optim.lr, metrc: test/loss}", "seed=0,1")
+    assert proc.returncode == 2, proc.stderr
+    assert _error_lines(proc) == ["error: report.metrc: not a key of report; valid: metric, "
+                                  "tune, n_test, seed, select_metric, all_pairs"], proc.stderr
+    assert runs_of(store) == []
+
+
 def test_failures_are_isolated_and_summarised(cli, store):
     # 4 jobs: one fine; two with bad input (no run at all); one that raises inside Lightning
     # after its run started (run FAILED with the traceback). The sweep still runs all four.

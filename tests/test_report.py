@@ -21,8 +21,10 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from initsweep import cli
-from initsweep.report.render import build, report_for_sweep
-from initsweep.report.runs import SEED_KEYS, select
+from initsweep.naming import SEED_KEYS
+from initsweep.report.publish import report_for_sweep
+from initsweep.report.render import build
+from initsweep.report.select import select
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_PARAMS = {"data.batch_size": "64", "model.activation": "relu", "optim.name": "adam",
