@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 
 from initsweep.launch.schema import register_schemas
 
-# Session fixtures: the local SLURM cluster and PostgreSQL-backed mlflow server (tests/cluster.py)
-from tests.cluster import pg_server, slurm_cluster  # noqa: F401
+# Session fixtures: the local SLURM cluster and PostgreSQL-backed mlflow server
+# (tests/helpers/cluster.py)
+from tests.helpers.cluster import pg_server, slurm_cluster  # noqa: F401
 
 register_schemas()  # as train.py does before Hydra composes: every test's compose needs them
 REPO = Path(__file__).resolve().parents[1]
