@@ -1,4 +1,5 @@
-"""The ``initsweep`` console script: ``initsweep report [options]``, ``initsweep ui-link``.
+"""The ``initsweep`` console script: ``initsweep report [options]``, ``initsweep ui-link``,
+``initsweep plan OVERRIDES`` (``initsweep.launch.plan``).
 
 Bad input (an unknown experiment, sweep, metric or tuning key, a malformed filter, a missing
 store) stops with one line that names the flag and what is allowed, and exit code 2, before
@@ -45,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line: sub-commands ``report`` and ``ui-link``."""
     top = OneLineParser(prog="initsweep", description="initsweep tools.")
     commands = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
-                                  metavar="{report,ui-link}")
+                                  metavar="{report,ui-link,plan}")
     rep = commands.add_parser(
         "report", help="seed-sensitivity report of a sweep",
         description="Read a sweep back from MLflow; per-group statistics over seeds, paired "
@@ -88,6 +89,16 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--base-url", metavar="URL",
                       help="where the UI is served (default: $INITSWEEP_UI_URL, else the "
                            "tracking server, else http://127.0.0.1:5000)")
+    plan = commands.add_parser(
+        "plan", help="what a sweep would do, creating nothing (train.py -m ... --dry-run)",
+        description="Compose the sweep as `python train.py -m OVERRIDES` would and print how "
+                    "many runs it makes, which are FINISHED (skipped), which resume from a "
+                    "checkpoint, which start, and how its jobs are placed. Creates nothing.")
+    plan.add_argument("--list", action="store_true", help="one line per run")
+    plan.add_argument("--config-dir", metavar="DIR", type=Path,
+                      help="the conf/ folder (default: the repository's, beside train.py)")
+    plan.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDES",
+                      help="the sweep's overrides, as on train.py's command line")
     return top
 
 
@@ -146,7 +157,15 @@ def report_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initsweep`` script; exit code 2 on bad input."""
-    args = parser().parse_args(argv)
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if args.command == "plan":  # train.py's flags (-m) pass through with the overrides
+        from initsweep.launch.plan import main as plan
+
+        return plan([*unknown, *args.overrides, *(["--list"] if args.list else [])],
+                    args.config_dir)
+    if unknown:
+        top.error(f"unrecognized arguments: {' '.join(unknown)}")
     from initsweep.report.runs import ReportInputError
 
     try:
