@@ -99,6 +99,9 @@ class TrackingConfig:
     retry_budget_s: float = 300.0
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
+    # MLflow's system metrics, a sample every this many seconds; null or 0: off
+    # (initsweep.training.system_metrics)
+    system_metrics_interval_s: float | None = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -78,10 +78,12 @@ from initsweep.training.builders import (
     plots_in_background,
 )
 from initsweep.training.data import TensorDataModule
+from initsweep.training.dataset_inputs import log_datasets
 from initsweep.training.fit_single import RunResult, fit_single
 from initsweep.training.logger import BufferedMlflowLogger
 from initsweep.training.module import InitSweepModule
 from initsweep.training.preemption import PREEMPTION, PreemptionCheckpoint
+from initsweep.training.system_metrics import start_system_metrics, stop_system_metrics
 from initsweep.vocab import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects of a job it stopped
@@ -211,6 +213,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             for run in todo:
                 if run.new:
                     log_inputs(client, run)
+            log_datasets(client, [run.run_id for run in todo if run.new], datamodule)
+            monitors = start_system_metrics(cfg.tracking, tracking_uri(cfg.tracking),
+                                            [run.run_id for run in todo])
             modules = [first if run is runs[0] else build_module(run.cfg, datamodule)
                        for run in todo]
             configs, loggers = [run.cfg for run in todo], [run.open_logger for run in todo]
@@ -222,6 +227,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
                 results = fit_stacked(configs, loggers, modules, datamodule, preemption,
                                       resume_from)
+            stop_system_metrics(monitors)
             fit_test_s = time.perf_counter() - tick
             diagnosis_s = end_runs(client, todo, results, cfg, ctx, started)
             checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
