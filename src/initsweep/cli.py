@@ -133,6 +133,7 @@ def ui_link_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """Run ``initsweep report``; returns the exit code."""
+    from initsweep.launch.progress import spinner
     from initsweep.report.render import ARTIFACT_PATH, make_report, terminal
     from initsweep.report.runs import default_tracking_uri, open_client, select
 
@@ -142,10 +143,11 @@ def report_command(args: argparse.Namespace) -> int:
     client = open_client(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=args.latest,
                        filter_string=args.filter)
-    report, files, folder, logged = make_report(
-        client, selection, args.out, metric=args.metric, tune=args.tune, n_test=args.n_test,
-        seed=args.seed, log=not args.no_log, select_metric=args.select_metric,
-        all_pairs=args.all_pairs)
+    with spinner("report: reading the runs and computing"):  # on a terminal only
+        report, files, folder, logged = make_report(
+            client, selection, args.out, metric=args.metric, tune=args.tune, n_test=args.n_test,
+            seed=args.seed, log=not args.no_log, select_metric=args.select_metric,
+            all_pairs=args.all_pairs)
     print(terminal(report))
     print(f"\nwrote {len(files)} files to {folder}: report.md, report.html, runs.csv, ...")
     if logged:
