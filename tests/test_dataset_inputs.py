@@ -1,10 +1,12 @@
 """Every run records the data it trained and was tested on (``mlflow.data`` + ``log_inputs``):
 name, digest, source, schema and the split as context, read back through MlflowClient. Runs on
-digits and on MNIST-format data differ there; seeds of one config share it."""
+digits and on MNIST-format data differ there; seeds of one config share it. Beside the exact
+accuracy, a tag reads it as the report prints it."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -50,3 +52,20 @@ def test_runs_record_their_datasets_and_digits_differs_from_mnist(tmp_path, stor
     assert mnist["train"].name == "mnist" and mnist["train"].source_type == "local"
     assert json.loads(mnist["train"].source)["uri"] == str(raw.resolve())
     assert {d.digest for d in digits.values()}.isdisjoint(d.digest for d in mnist.values())
+    # beside the exact accuracy, the report's four digits and the counts (tracking.rounded)
+    run = runs["digits0"]
+    acc = run.data.metrics["test/acc"]
+    assert run.data.tags["test/acc_rounded"] == f"{acc:.4f} = {round(acc * 360)}/360"
+
+
+
+def test_the_rounded_accuracy_reads_as_the_report_prints_it():
+    from initsweep.report.render import fmt
+    from initsweep.tracking.rounded import rounded, rounded_tags
+
+    assert rounded(347 / 360, 360) == "0.9639 = 347/360" == f"{fmt(347 / 360)} = 347/360"
+    assert rounded(0.1, 360) == "0.1000 = 36/360"
+    assert rounded(0.5, None) == "0.5000" and rounded(math.nan, 360) == "nan"
+    assert rounded(0.123456, 360) == "0.1235"  # no ratio of 360: the rounding alone
+    assert rounded_tags({"test/acc": 347 / 360, "test/loss": 0.12}, 360) == \
+        {"test/acc_rounded": "0.9639 = 347/360"}
