@@ -103,3 +103,12 @@ def test_a_bad_override_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: optim.lrr: not a key of optim; valid: fused, lr, name, "
                                    "weight_decay")
+
+
+def test_a_store_that_does_not_answer_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from initsweep.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "init=he", "tracking.uri=http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: tracking.uri=http://127.0.0.1:9: connection refused"

@@ -37,7 +37,7 @@ from initsweep.naming import (
     swept_keys,
 )
 from initsweep.tracking.redaction import redact
-from initsweep.tracking.store import tracking_uri
+from initsweep.tracking.store import StoreUnreachable, tracking_uri
 from initsweep.vocab import ROLE_TAG, SWEEP_ROLE
 
 SKIP, RESUME, START = "skip", "resume", "start"
@@ -166,8 +166,10 @@ def _store_runs(uri: str, experiment: str) -> tuple[dict[str, list[Any]], str | 
     and a note when there is no store or experiment yet."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return {}, f"no store at {redact(uri)} yet: the sweep creates it"
-    from initsweep.tracking.store import open_client
+    from initsweep.tracking.store import check_store, open_client
 
+    if not uri.startswith("sqlite:///"):  # a server that does not answer: one line, not retries
+        check_store(uri)  # creates nothing for a server or a database
     client = open_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -261,8 +263,8 @@ def main(argv: Sequence[str], config_dir: str | Path | None = None) -> int:
     with one_line_config_errors(folder):
         try:
             plan = make_plan(args, folder)
-        except OSError as err:
-            print_error(f"tracking store: {err}")
+        except StoreUnreachable as err:
+            print_error(str(err))
             return 2
     print(plan.render(every_run), flush=True)
     return 0
