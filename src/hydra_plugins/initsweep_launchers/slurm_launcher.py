@@ -9,7 +9,7 @@ is collected as failed, with the state SLURM gives it (``sacct``), in its status
 (``launch.status_files.mark_lost``), so the sweep callback's summary, exit code and parent run
 say so and the sweep goes on to collect the others. A task that SLURM requeued is still waited
 for: submitit keeps polling while ``sacct`` says it is not finished, and the job's own code
-(``initsweep.training.job.JobGuard``) leaves no result when it comes back.
+(``initsweep.training.guard.JobGuard``) leaves no result when it comes back.
 
 Kept import-light: Hydra imports every module under ``hydra_plugins`` at start-up.
 """

@@ -270,8 +270,8 @@ def _broke_at_the_end(end: list[Mapping[str, Any]], end_step: int) -> Finding | 
 def _diverged(at: int | None, losses: Sequence[float], threshold: float | None) -> Finding:
     where = f" at step {at}" if at is not None else ""
     loss = losses[-1] if losses else math.nan
-    # The diverging step's loss is the last one kept; a stacked seed drops a NaN loss, so a last
-    # loss that is finite and under the threshold is the step before: the diverging one was NaN.
+    # The diverging step's loss is the last one kept; a last loss that is finite and under the
+    # threshold (or no threshold given: job.divergence_threshold is the caller's) says non-finite.
     if not math.isfinite(loss) or threshold is None or loss <= threshold:
         why = "loss non-finite"
     else:
@@ -282,7 +282,7 @@ def _diverged(at: int | None, losses: Sequence[float], threshold: float | None) 
 def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = "ok",
              diverged_at: int | None = None, losses: Sequence[float] = (),
              activation: str | None = None, saturation_eps: float = 0.01,
-             divergence_threshold: float | None = 1e6) -> list[Finding]:
+             divergence_threshold: float | None = None) -> list[Finding]:
     """The findings of one run, in ``CODES`` order; ``[]`` without records (diagnostics off).
 
     ``records``: ``DiagnosticsCallback.records``; the first step measured is "init" (a resumed

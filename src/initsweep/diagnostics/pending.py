@@ -28,8 +28,8 @@ from initsweep.launch.status_files import mark_failed
 from initsweep.tracking.store import end_run
 
 if TYPE_CHECKING:  # torch and matplotlib stay out: the sweep callback imports this module
+    from initsweep.diagnostics.callback import DiagnosticsCallback
     from initsweep.diagnostics.plots import PlotInputs
-    from initsweep.diagnostics.probe import DiagnosticsCallback
 
 ARTIFACT_DIR = "diagnostics"  # the run's artifact folder for the CSV and the PNGs
 

@@ -16,6 +16,7 @@ with code 2). Torch-free: the launching process imports it.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ from initsweep.race.engine import Candidate, RaceSettings
 # value of every val/* metric) and which way each is better. Selection is on these only:
 # choosing on test would leak the score into the choice.
 SELECTION_METRICS = {"val/acc": "max", "val/loss": "min"}
+# The range the race's e-process assumes (rule.py): an accuracy's [0, 1]; a 10-class loss is
+# clipped at chance (ln 10), so a diverged run counts as chance, not as infinitely bad.
+METRIC_BOUNDS = {"val/acc": (0.0, 1.0), "val/loss": (0.0, math.log(10))}
 FIELD = "hydra.sweeper"
 
 
@@ -169,8 +173,11 @@ def make_plan(sweeper: Mapping[str, Any], arguments: Sequence[str],
             f"seeds = {first_round} runs): raise it, lower seeds_first, or null (no cap)")
     per_job = int(config.get("seeds_per_job", 1) or 1) if config is not None else 1
     require(per_job >= 1, "seeds_per_job", per_job, "must be an integer >= 1")
+    bounds = METRIC_BOUNDS[metric]
+    require(margin < bounds[1] - bounds[0], f"{FIELD}.margin", margin,
+            f"must be below {metric}'s range {bounds[1] - bounds[0]:.3g}")
     settings = RaceSettings(seeds, first, per_round, direction == "max", float(confidence),
-                            float(margin), budget)
+                            float(margin), budget, bounds)
     return RacePlan(settings, tuple(candidates), tuple(fixed), metric,
                     "test/" + metric.split("/", 1)[1], per_job, context)
 

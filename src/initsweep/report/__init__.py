@@ -3,8 +3,9 @@
 - ``runs``: select runs (experiment, sweep id / parent run, filter) into one pandas row per run,
   grouped by every varying param except the seed keys;
 - ``stats``: per-group statistics (t / bootstrap-t intervals, the test-set noise floor) and the
-  paired comparisons (P(A > B), exact sign test, Holm, seeds that would settle a pair, ASO);
-- ``multiple_comparisons``: Holm's adjustment (numpy only, importable anywhere);
+  verdicts (difference of means, paired t or Welch, Holm; P(A > B) and the sign test as the
+  second line; seeds that would settle a pair; ASO); Holm and the tests live in
+  ``initsweep.stats`` (numpy/scipy only, importable anywhere);
 - ``aso``: almost stochastic order (numpy only);
 - ``variance_split``: the init-seed x data-seed variance components with their intervals;
 - ``tuning``: the tuning trap (flip rate, regret, optimism, Kendall tau, P(best), regret vs k);

@@ -34,11 +34,9 @@ from initsweep.report.runs import (
 from initsweep.report.stats import (
     ALPHA,
     ASO_THRESHOLD,
-    MEANINGFUL,
     MIN_SEEDS_CI,
     group_summary,
     is_accuracy,
-    min_seeds_for,
     pairwise,
 )
 from initsweep.report.tuning import TuningResult, analyse
@@ -148,11 +146,13 @@ def group_view(report: Report) -> pd.DataFrame:
 
 def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
-        "A": r["a"], "B": r["b"], "seeds": str(r["n_pairs"]), "P(A>B)": fmt(r["P(A>B)"], 2),
-        "95% CI": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
-        "ASO ε_min": fmt(r["aso_eps_min"], 2),
-        "mean A-B": fmt(r["mean_diff"]), "sign test p": fmt(r["sign_p"], 3),
-        "Holm p": fmt(r["holm_p"], 3), "verdict": r["verdict"]} for _, r in pairs.iterrows()])
+        "A": r["a"], "B": r["b"], "seeds": str(r["n_pairs"]), "test": r["test"],
+        "A − B": fmt(r["mean_diff"]),
+        "adjusted CI": f"[{fmt(r['diff_low'])}, {fmt(r['diff_high'])}]",
+        "Holm p": fmt(r["holm_p"], 3), "P(A>B)": fmt(r["P(A>B)"], 2),
+        "95% CI of P": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
+        "sign test Holm p": fmt(r["sign_holm_p"], 3), "ASO ε_min": fmt(r["aso_eps_min"], 2),
+        "verdict": r["verdict"]} for _, r in pairs.iterrows()])
 
 
 def share_cell(r: pd.Series, source: str) -> str:
@@ -193,17 +193,12 @@ def variance_warnings(split: pd.DataFrame) -> list[str]:
 
 
 def pairs_line(report: Report) -> str:
-    """The verdicts' family: what was compared, the test, the adjustment, the false calls."""
+    """The verdicts' method in one line (docs/report.md has the rest)."""
     m = len(report.pairs)
-    n_groups = len(report.summary)
-    every = n_groups * (n_groups - 1) // 2
-    family = ("every pair of groups" if report.all_pairs else
-              "groups that differ in one key, next to each other when its values are numbers"
-              + (f"; `--all-pairs` compares all {every}" if every > m else ""))
-    return (f"{m} comparison{'s' if m != 1 else ''} ({family}); two-sided exact sign test, "
-            f"Holm-adjusted over the {m}: the chance that any verdict names a false winner is at "
-            f"most {ALPHA:.0%}, so at most about {ALPHA:.2f} false calls are expected "
-            f"(without the adjustment, up to {m * ALPHA:.2f})")
+    family = "every pair" if report.all_pairs else "design neighbours"
+    return (f"{m} comparison{'s' if m != 1 else ''} ({family}): difference of means, paired t "
+            f"(Welch when seeds do not pair), Holm-adjusted intervals, at most {ALPHA:.0%} chance "
+            "of any false winner; second line P(A>B) and the sign test; docs/report.md")
 
 
 def tuning_view(results: Sequence[TuningResult]) -> pd.DataFrame:
@@ -310,27 +305,12 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
         out.append(("img", plot_files["groups"], f"{t.metric} per group"))
     out.extend(why_blocks(report))
 
-    out.append(("h2", "Comparisons: P(A > B) over paired seeds"))
+    out.append(("h2", "Verdicts: differences of means over seeds"))
     if report.pairs.empty:
         out.append(("p", "Only one group: nothing to compare."))
     else:
-        out.append(("p", f"**{pairs_line(report)}.**"))
-        out.append(("p", "P(A > B): the share of seeds (same `seed`, `init_seed`, `data_seed` "
-                         "in both groups) on which A beats B, ties counted half (Bouthillier et "
-                         "al. 2021), with an exact 95% interval (Clopper-Pearson). A verdict "
-                         "names a winner when the exact two-sided sign test of P(A > B) = 0.5, "
-                         f"Holm-adjusted, gives p <= {ALPHA}: `A > B` when P >= {MEANINGFUL} "
-                         "(their meaningful difference), `A ≳ B` below it. The sign test needs "
-                         f"{min_seeds_for(ALPHA)}+ seeds that disagree at 5%, more after the "
-                         "adjustment. **Seeds that would settle it** (pairs not called): the "
-                         "number of seeds at which the sign test would call the pair 4 times in "
-                         "5 if the paired differences kept the mean and spread seen here (a "
-                         "normal power estimate: rough at few seeds, and optimistic for a pair "
-                         "that just missed). **ASO ε_min** (almost stochastic order, del Barrio "
-                         "et al. 2018, Dror et al. 2019): a second opinion that compares A's and "
-                         "B's score distributions without assuming their shape (nor the pairing):"
-                         f" below {ASO_THRESHOLD}, A's scores are almost stochastically larger; "
-                         "0.5, no order; near 1, B's are (95%, Bonferroni over the pairs)."))
+        out.extend(("p", f"- {v}") for v in report.pairs["verdict"])
+        out.append(("p", f"*{pairs_line(report)}.*"))
         out.append(("table", pair_view(report.pairs)))
 
     out.append(("h2", "Variance split: init seed vs data-order seed"))
@@ -523,13 +503,13 @@ def terminal(report: Report, max_pairs: int = TERMINAL_PAIRS) -> str:
     lines.append(view.to_string(index=False))
     lines += why_terminal(report)
     if not report.pairs.empty:
-        lines += ["", f"P(A > B) over paired seeds: {pairs_line(report)}; ASO ε_min: the "
-                      f"second opinion (< {ASO_THRESHOLD}: A almost stochastically larger):"]
         verdicts = [f"{r['verdict']} [ASO ε_min {fmt(r['aso_eps_min'], 2)}]"
                     for _, r in report.pairs.iterrows()]
-        lines += [f"  {v}" for v in verdicts[:max_pairs]]
+        lines += ["", "verdicts:"] + [f"  {v}" for v in verdicts[:max_pairs]]
         if len(verdicts) > max_pairs:
             lines.append(f"  ... {len(verdicts) - max_pairs} more in report.md")
+        lines.append(f"  ({pairs_line(report)}; ASO ε_min < {ASO_THRESHOLD}: A almost "
+                     "stochastically larger)")
     if not report.variance.empty:
         lines += ["", "variance split (init seed x data seed), shares with 95% intervals:",
                   variance_view(report.variance).drop(
