@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import compose_config, runs_of
 from tests.test_data import _write_idx
 
-SHRINK = ["trainer.max_epochs=1", "diagnostics.enabled=false"]
+SHRINK = ["debug=tiny", "diagnostics.enabled=false"]
 
 
 def inputs_of(run) -> dict[str, object]:

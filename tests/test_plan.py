@@ -47,7 +47,7 @@ def preempt(store: str, tmp_path: Path, overrides: list[str]) -> tuple[str, Path
 
 
 def test_dry_run_of_a_half_finished_sweep_creates_nothing(cli, store, tmp_path):
-    shrink = ["trainer.max_epochs=1", "diagnostics.enabled=false"]
+    shrink = ["debug=tiny", "diagnostics.enabled=false"]
     cli("-m", "init=he,zeros", "seed=0", *shrink, check=True)  # 2 of the 6 runs FINISHED
     finished = {r.info.run_name: r.info.run_id for r in runs_of(store)
                 if r.data.tags.get("initsweep.role") != "sweep"}
