@@ -21,8 +21,11 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from initsweep import cli
-from initsweep.report.render import build, report_for_sweep
-from initsweep.report.runs import SEED_KEYS, select
+from initsweep.naming import SEED_KEYS
+from initsweep.report.publish import report_for_sweep
+from initsweep.report.render import build
+from initsweep.report.select import select
+from tests.conftest import TrainedSweep
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_PARAMS = {"data.batch_size": "64", "model.activation": "relu", "optim.name": "adam",
@@ -400,15 +403,16 @@ def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
     assert not db.exists()
 
 
-def test_sweep_then_report_end_to_end(cli, store, tmp_path):
-    """A real sweep with report=true (the default hook), then `initsweep report` as a subprocess."""
-    cli("-m", "init=he,zeros", "seed=0,1,2", "trainer.max_epochs=2", "report=true",
-        "diagnostics.plots=false", check=True)  # per-run diagnostic PNGs: ~8 s, not tested here
-    hook_report = tmp_path / "multirun" / "report"
+def test_sweep_then_report_end_to_end(trained_sweep: TrainedSweep, tmp_path):
+    """A real sweep with report=true (the default hook), then `initsweep report` as a subprocess.
+    It logs the report on the shared sweep's parent run again, with the sweep's UI address."""
+    store = trained_sweep.store
+    hook_report = trained_sweep.root / "multirun" / "report"
     assert (hook_report / "report.md").is_file() and (hook_report / "runs.csv").is_file()
 
     out = tmp_path / "cli-report"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= trained_sweep.ui_env
     script = Path(sys.executable).parent / "initsweep"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "initsweep.cli"]
     proc = subprocess.run([*command, "report", "--tracking-uri", store, "--latest",

@@ -8,6 +8,7 @@ set up what they need, and MLflow's settings are applied where a client is made
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -17,7 +18,5 @@ _API = ("Sweep", "SweepError", "load_sweep", "plan_sweep", "run_sweep")
 
 def __getattr__(name: str) -> Any:
     if name in _API:  # initsweep.api imports pandas and MLflow: only when asked for
-        from initsweep import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module("initsweep.api"), name)
     raise AttributeError(f"module 'initsweep' has no attribute {name!r}")

@@ -160,9 +160,9 @@ def load_sweep(sweep: str = "latest", *, tracking_uri: str | None = None,
     artifacts are the command's business). Bad input raises ``ValueError`` with one line.
     """
     from initsweep.report.render import build, runs_csv
-    from initsweep.report.runs import default_tracking_uri, open_client, select
+    from initsweep.report.select import default_tracking_uri, open_existing_store, select
 
-    client = open_client(tracking_uri or default_tracking_uri())
+    client = open_existing_store(tracking_uri or default_tracking_uri())
     latest = sweep == "latest"
     selection = select(client, experiment, sweep=None if latest else sweep, latest=latest)
     report = build(client, selection, metric, tune, seed=seed, all_pairs=all_pairs)

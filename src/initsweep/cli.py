@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from initsweep.vocab import PRIMARY_METRIC
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors as ``error: <message>`` on one line, exit 2."""
@@ -60,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--latest", action="store_true", help="the newest sweep of the experiment")
     rep.add_argument("--filter", metavar="FILTER",
                      help="MLflow filter string, e.g. \"params.`optim.name` = 'sgd'\"")
-    rep.add_argument("--metric", default="test/acc", help="metric to compare (test/acc)")
+    rep.add_argument("--metric", default=PRIMARY_METRIC,
+                     help=f"metric to compare ({PRIMARY_METRIC})")
     rep.add_argument("--tune", metavar="KEY", help="param to analyse as tuned, e.g. optim.lr")
     rep.add_argument("--select-metric", metavar="METRIC",
                      help="metric the tuning trap chooses on (default: the val/ counterpart of "
@@ -111,10 +114,11 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
 
 def ui_link_command(args: argparse.Namespace) -> int:
     """Run ``initsweep ui-link``; returns the exit code."""
-    from initsweep.report.runs import (
+    # MLflow and pandas load once the arguments parsed: --help and a usage error stay instant
+    from initsweep.report.select import (
         ReportInputError,
         default_tracking_uri,
-        open_client,
+        open_existing_store,
         select,
     )
     from initsweep.tracking.ui import sweep_link, ui_base_url
@@ -122,7 +126,7 @@ def ui_link_command(args: argparse.Namespace) -> int:
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = args.tracking_uri or default_tracking_uri()
-    client = open_client(uri)
+    client = open_existing_store(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=not args.sweep)
     if not selection.parent_run_id:
         raise ReportInputError("--sweep", f"{args.sweep!r}: its parent run is not in the store")
@@ -133,14 +137,16 @@ def ui_link_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """Run ``initsweep report``; returns the exit code."""
+    # pandas, scipy, matplotlib and MLflow load once the arguments parsed (as in ui_link_command)
     from initsweep.launch.progress import spinner
-    from initsweep.report.render import ARTIFACT_PATH, make_report, terminal
-    from initsweep.report.runs import default_tracking_uri, open_client, select
+    from initsweep.report.publish import make_report
+    from initsweep.report.render import ARTIFACT_PATH, terminal
+    from initsweep.report.select import default_tracking_uri, open_existing_store, select
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = args.tracking_uri or default_tracking_uri()
-    client = open_client(uri)
+    client = open_existing_store(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=args.latest,
                        filter_string=args.filter)
     with spinner("report: reading the runs and computing"):  # on a terminal only
@@ -168,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.config_dir)
     if unknown:
         top.error(f"unrecognized arguments: {' '.join(unknown)}")
-    from initsweep.report.runs import ReportInputError
+    from initsweep.report.select import ReportInputError  # pandas, MLflow: after parsing (above)
 
     try:
         return ui_link_command(args) if args.command == "ui-link" else report_command(args)

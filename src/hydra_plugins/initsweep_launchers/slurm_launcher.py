@@ -31,6 +31,10 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 from omegaconf import OmegaConf, open_dict
 
+from initsweep.launch.status_files import mark_lost
+from initsweep.tracking.redaction import redact_line
+from initsweep.vocab import SWEEP_ID_ENV
+
 log = logging.getLogger(__name__)
 # The hydra-submitit-launcher releases whose ``SlurmLauncher.launch`` ``_submit`` copies (up to its
 # collection). Upstream's main has changed that method since: another release is refused with one
@@ -64,7 +68,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
         """Submit one array job: hydra_submitit_launcher 1.2's ``launch`` up to its collection."""
-        import submitit
+        import submitit  # only where SLURM jobs are submitted: Hydra's plugin scan imports us
 
         assert self.config is not None
         assert len(job_overrides) > 0
@@ -92,11 +96,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _collect(self, job: Any, overrides: list[str], idx: int) -> JobReturn:
         """The job's result; a task that left none is a failed job (module docstring)."""
-        from submitit.core.utils import FailedJobError, UncompletedJobError
-
-        from initsweep.launch.status_files import mark_lost
-        from initsweep.tracking.redaction import redact_line
-        from initsweep.vocab import SWEEP_ID_ENV
+        from submitit.core.utils import FailedJobError, UncompletedJobError  # as in _submit
 
         try:
             return job.results()[0]

@@ -12,6 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from initsweep.race.engine import CONFIDENCE, MARGIN, SEEDS_FIRST, SEEDS_PER_ROUND
+from initsweep.vocab import VAL_ACC
 
 
 @dataclass
@@ -25,7 +26,7 @@ class RaceSweeperConf:
     # The defaults below are initsweep.race.engine's (one source with RaceSettings).
     seeds_first: int = SEEDS_FIRST  # seeds every configuration gets in round 1
     seeds_per_round: int = SEEDS_PER_ROUND  # seeds each live configuration gets in later rounds
-    metric: str = "val/acc"  # the selection metric: val/acc or val/loss (never test)
+    metric: str = VAL_ACC  # the selection metric: val/acc or val/loss (never test)
     direction: str | None = None  # max | min; null: the metric's own (acc max, loss min)
     # 1 - alpha of the elimination test over the whole race (anytime-valid betting e-processes,
     # e-Holm over the context's configurations: docs/race.md).

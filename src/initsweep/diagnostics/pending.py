@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from initsweep.diagnostics.plot_worker import INPUTS_FILE, PlotWorker, PlotWorke
 from initsweep.launch.devices import available_cores
 from initsweep.launch.status_files import mark_failed
 from initsweep.tracking.store import end_run
+from initsweep.vocab import Outcome
 
 if TYPE_CHECKING:  # torch and matplotlib stay out: the sweep callback imports this module
     from initsweep.diagnostics.callback import DiagnosticsCallback
@@ -98,14 +100,12 @@ def complete_pending() -> None:
                 _log_and_end(run.client, run.run_id, run.outcome, run.folder)
                 continue
             except Exception:  # the store refused the artifacts: never leave the run RUNNING
-                import traceback
-
                 error = traceback.format_exc()
         last_line = error.strip().splitlines()[-1]  # "KeyError: 'act_std'"
         try:
             run.client.log_text(run.run_id, error, "traceback.txt")
         finally:
-            end_run(run.client, run.run_id, "failed")
+            end_run(run.client, run.run_id, Outcome.FAILED)
             run.folder.cleanup()
             mark_failed(run.status_file, run.run_id, f"plots: {last_line}")
         print(f"{run.name}: FAILED (plots: {last_line}); run {run.run_id} marked FAILED",
@@ -124,8 +124,6 @@ def _answer(run: PendingRun) -> str | None:
     try:
         _draw_here(run.inputs, Path(run.folder.name))
     except Exception:
-        import traceback
-
         return traceback.format_exc()
     return None
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from initsweep.launch.jobs import job_overrides
 from initsweep.naming import (
     config_hash,
     named_overrides,
@@ -37,7 +38,7 @@ from initsweep.naming import (
     swept_keys,
 )
 from initsweep.tracking.redaction import redact
-from initsweep.tracking.store import StoreUnreachable, tracking_uri
+from initsweep.tracking.store import StoreCheckFailed, tracking_uri
 from initsweep.vocab import ROLE_TAG, SWEEP_ROLE
 
 SKIP, RESUME, START = "skip", "resume", "start"
@@ -117,24 +118,6 @@ def plural(n: int, word: str) -> str:
 def default_config_dir() -> Path:
     """The repository's conf/ (beside train.py; the package is installed from its checkout)."""
     return Path(__file__).resolve().parents[3] / "conf"
-
-
-def job_overrides(cfg: DictConfig, arguments: Sequence[str], config_loader: Any) -> list[list[str]]:
-    """The sweep's jobs, as Hydra's basic sweeper expands them: ``hydra.sweeper.params`` then
-    the command line, every combination (the race sweeper's grid gets its seeds too)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    sweeper = cfg.hydra.sweeper
-    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-    if "seeds" in sweeper:  # the race sweeper: it gives each configuration up to these seeds
-        seeds = sweeper.seeds
-        params.append("seed=" + (seeds if isinstance(seeds, str)
-                                 else ",".join(str(s) for s in seeds)))
-    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(
-        [*params, *arguments])
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
 
 
 def placement(cfg: DictConfig, n_jobs: int) -> str:
@@ -253,7 +236,8 @@ def make_plan(overrides: Sequence[str], config_dir: str | Path | None = None,
 def main(argv: Sequence[str], config_dir: str | Path | None = None) -> int:
     """``initsweep plan [--list] OVERRIDES...`` and ``train.py -m ... --dry-run``: print the plan;
     exit 0, or 2 with one line for a bad command line."""
-    from initsweep.launch.console import one_line_config_errors, print_error, quiet_third_parties
+    from initsweep.launch.console import print_error, quiet_third_parties
+    from initsweep.launch.entry import one_line_config_errors
 
     args = [a for a in argv if a not in ("-m", "--multirun")]
     every_run = "--list" in args
@@ -263,7 +247,7 @@ def main(argv: Sequence[str], config_dir: str | Path | None = None) -> int:
     with one_line_config_errors(folder):
         try:
             plan = make_plan(args, folder)
-        except StoreUnreachable as err:
+        except StoreCheckFailed as err:
             print_error(str(err))
             return 2
     print(plan.render(every_run), flush=True)

@@ -131,7 +131,7 @@ def sweep_size(config: Any) -> int | None:
     if "BasicSweeper" not in str(sweeper.get("_target_", "")):
         return None
     try:
-        from initsweep.launch.plan import job_overrides
+        from initsweep.launch.jobs import job_overrides
 
         return len(job_overrides(config, list(config.hydra.overrides.task), None))
     except Exception:  # e.g. a glob sweep needs the config loader: no total, no bar

@@ -101,7 +101,7 @@ def markdown(race: Race, metric: str, score_metric: str) -> str:
 def plot(race: Race, metric: str, path: Path) -> Path:
     """Per context, each configuration's mean and interval after every round it was alive in:
     the intervals narrow as seeds come in, and a configuration's line ends where it was dropped."""
-    import matplotlib
+    import matplotlib  # only where a race is plotted: the race sweeper's process needs no plots
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -4,7 +4,7 @@ The report is built once as a list of blocks (headings, paragraphs, tables of pr
 strings, images); the Markdown and HTML writers render the same blocks, so the two never
 disagree. The HTML embeds its images (base64), so it reads on its own, e.g. in the MLflow UI's
 artifact view, where relative image links would not resolve; the copy of report.md logged on the
-parent run links its images to the UI's server (``log_artifacts``).
+parent run links its images to the UI's server (``report.publish``).
 """
 
 from __future__ import annotations
@@ -21,16 +21,9 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from initsweep.diagnostics.findings import pct
 from initsweep.report import figures, why
-from initsweep.report.runs import (
-    ReportInputError,
-    RunTable,
-    Selection,
-    load,
-    open_client,
-    resolve_param,
-    select,
-)
+from initsweep.report.select import ReportInputError, Selection
 from initsweep.report.stats import (
     ALPHA,
     ASO_THRESHOLD,
@@ -39,8 +32,10 @@ from initsweep.report.stats import (
     is_accuracy,
     pairwise,
 )
+from initsweep.report.table import RunTable, load, resolve_param
 from initsweep.report.tuning import TuningResult, analyse
 from initsweep.report.variance_split import variance_split
+from initsweep.vocab import PRIMARY_METRIC, Outcome
 
 ARTIFACT_PATH = "report"
 TERMINAL_PAIRS = 12  # pairwise verdicts printed in the terminal; all of them go to report.md
@@ -74,7 +69,7 @@ def logged_metrics(table: RunTable) -> list[str]:
                                         k.startswith("diag/"), k))
 
 
-def build(client: MlflowClient, selection: Selection, metric: str = "test/acc",
+def build(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METRIC,
           tune: str | None = None, n_test: int | None = None, seed: int = 0,
           select_metric: str | None = None, all_pairs: bool = False) -> Report:
     """Load the runs and compute every statistic (no files written).
@@ -109,10 +104,6 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.{digits}f}"
     return str(value)
-
-
-def pct(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
 
 
 def pct_interval(low: float, high: float) -> str:
@@ -258,7 +249,7 @@ def curve_view(results: Sequence[TuningResult]) -> pd.DataFrame:
 def counts_line(table: RunTable) -> str:
     outcomes = table.frame["outcome"].value_counts()
     usable = int(table.frame["usable"].sum())
-    rest = ", ".join(f"{v} {k}" for k, v in outcomes.items() if k != "ok")
+    rest = ", ".join(f"{v} {k}" for k, v in outcomes.items() if k != Outcome.OK)
     return f"{len(table.frame)} runs, {usable} usable" + (f" ({rest} excluded)" if rest else "")
 
 
@@ -583,65 +574,3 @@ def write(report: Report, out: Path) -> list[Path]:
     (out / "report.html").write_text(to_html(doc, out), encoding="utf-8")
     written += [out / "report.md", out / "report.html"]
     return written
-
-
-def log_artifacts(client: MlflowClient, report: Report, out: Path) -> str | None:
-    """Log the folder under ``report/`` on the sweep's parent run, and the answer in the UI's own
-    terms (``initsweep.tracking.ui.log_summary``: per-group metrics, the verdicts as the run's
-    description, the sweep's saved view); returns the run's id (None: no parent run).
-
-    The logged report.md points its images at the UI's server (``mlflow_ui.ui_base_url``):
-    MLflow's markdown viewer draws no relative or ``data:`` image. The copy in ``out`` keeps
-    relative paths.
-    """
-    from initsweep.tracking.ui import absolute_image_links, log_summary, ui_base_url
-
-    parent = report.selection.parent_run_id
-    if not parent:
-        return None
-    client.log_artifacts(parent, str(out), artifact_path=ARTIFACT_PATH)
-    base_url = ui_base_url(client.tracking_uri)
-    markdown = (out / "report.md").read_text(encoding="utf-8")
-    client.log_text(parent, absolute_image_links(markdown, base_url, parent, ARTIFACT_PATH),
-                    f"{ARTIFACT_PATH}/report.md")
-    client.set_tag(parent, "report", f"{ARTIFACT_PATH}/report.html")
-    log_summary(client, report, base_url)
-    return parent
-
-
-def default_out(selection: Selection) -> Path:
-    """``<sweep dir>/report`` when the sweep's folder is here, else ``outputs/report-<label>``."""
-    if selection.sweep_dir and Path(selection.sweep_dir).is_dir():
-        return Path(selection.sweep_dir) / "report"
-    return Path("outputs") / f"report-{selection.label}"
-
-
-def make_report(client: MlflowClient, selection: Selection, out: Path | None = None,
-                metric: str = "test/acc", tune: str | None = None, n_test: int | None = None,
-                seed: int = 0, log: bool = True, select_metric: str | None = None,
-                all_pairs: bool = False) -> tuple[Report, list[Path], Path, str | None]:
-    """Build, write and (when a parent run is known) log: (report, files, folder, run id)."""
-    report = build(client, selection, metric, tune, n_test, seed, select_metric, all_pairs)
-    folder = out or default_out(selection)
-    files = write(report, folder)
-    logged = log_artifacts(client, report, folder) if log else None
-    return report, files, folder, logged
-
-
-def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out: Path,
-                     options: Any = None) -> str:
-    """The end-of-sweep hook (`report=true`, the default): report one sweep into ``out``;
-    returns the terminal text.
-
-    ``options`` is the config's ``report`` value: ``true``, or a mapping with any of ``metric``,
-    ``tune``, ``n_test``, ``seed``, ``select_metric``, ``all_pairs``.
-    """
-    opts = dict(options) if hasattr(options, "keys") else {}
-    client = open_client(tracking_uri)
-    selection = select(client, experiment, sweep=parent_run_id)
-    report, files, folder, logged = make_report(
-        client, selection, out, metric=opts.get("metric", "test/acc"), tune=opts.get("tune"),
-        n_test=opts.get("n_test"), seed=int(opts.get("seed", 0)),
-        select_metric=opts.get("select_metric"), all_pairs=bool(opts.get("all_pairs", False)))
-    where = f"; logged under {ARTIFACT_PATH}/ on run {logged}" if logged else ""
-    return terminal(report) + f"\n\nwrote {len(files)} files to {folder}{where}"

@@ -39,9 +39,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import special, stats
 
+from initsweep.naming import SEED_KEYS
 from initsweep.report.aso import THRESHOLD as ASO_THRESHOLD
 from initsweep.report.aso import aso
-from initsweep.report.runs import MISSING, SEED_KEYS, RunTable, sort_key
+from initsweep.report.table import MISSING, RunTable, sort_key
 from initsweep.stats.differences import (
     Difference,
     paired_difference,
