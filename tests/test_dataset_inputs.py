@@ -60,7 +60,7 @@ def test_runs_record_their_datasets_and_digits_differs_from_mnist(tmp_path, stor
 
 
 def test_the_rounded_accuracy_reads_as_the_report_prints_it():
-    from initsweep.report.render import fmt
+    from initsweep.report.views import fmt
     from initsweep.tracking.rounded import rounded, rounded_tags
 
     assert rounded(347 / 360, 360) == "0.9639 = 347/360" == f"{fmt(347 / 360)} = 347/360"

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initsweep.launch.plan import Plan
-    from initsweep.report.render import Report
+    from initsweep.report.compute import Report
 
 # The sweep callback's first line (``initsweep.launch.sweep``): the sweep id, its parent run, the
 # store (credentials redacted).
@@ -159,7 +159,8 @@ def load_sweep(sweep: str = "latest", *, tracking_uri: str | None = None,
     options of the same names. Nothing is written (the report's files and the parent run's
     artifacts are the command's business). Bad input raises ``ValueError`` with one line.
     """
-    from initsweep.report.render import build, runs_csv
+    from initsweep.report.compute import build
+    from initsweep.report.render import runs_csv
     from initsweep.report.select import default_tracking_uri, open_existing_store, select
 
     client = open_existing_store(tracking_uri or default_tracking_uri())
