@@ -20,6 +20,8 @@ def test_system_metrics_are_logged_when_asked_and_only_then(store):
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
     history = MlflowClient(store).get_metric_history(with_.info.run_id,
                                                      "system/cpu_utilization_percentage")
-    assert len(history) >= 2 and [m.step for m in history] == list(range(len(history)))
+    # at least one sample (how many fit in a short run depends on the machine's load), numbered
+    # from 0 as MLflow's monitor steps them
+    assert history and [m.step for m in history] == list(range(len(history)))
     assert with_.info.status == "FINISHED"
     assert not [k for k in without.data.metrics if k.startswith("system/")]

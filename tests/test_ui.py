@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 from initsweep.report.select import select
 from initsweep.tracking import links, ui, views
 from initsweep.training.steps import exact_ratio
-from tests.conftest import TrainedSweep
+from tests.conftest import TrainedSweep, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -229,3 +229,66 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep,
         stop(server)
     assert {p.name for p in shots.iterdir()} == {"charts.png", "runs_table.png",
                                                  "parent_run.png", "report_md.png"}
+
+
+MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the clone (CI too)
+
+
+def test_every_way_into_a_sweep_shows_its_runs_and_datasets(cli, store, tmp_path):
+    """A sweep's saved view shows the datasets its runs trained on (name and digest, from the
+    runs' logged inputs: a digits sweep and an MNIST sweep differ there), and a child run's page
+    opened directly (a colleague's link, no workflowType) shows its metrics. The experiment
+    list's own link opens MLflow 3.17's GenAI overview whatever the store says (docs/mlflow.md,
+    "Ways in"); the experiment's note there links to the runs."""
+    require_browser()
+    if not (MNIST_ROOT / "MNIST" / "raw").exists():
+        pytest.skip(f"no MNIST idx files under {MNIST_ROOT}")
+    from playwright.sync_api import sync_playwright
+
+    tiny = ["debug=tiny", "init=he", "seed=0", "report=false", "diagnostics.plots=false"]
+    cli("-m", *tiny, check=True)
+    cli("-m", *tiny, "data=mnist", f"data.root={MNIST_ROOT}", check=True)
+    client = MlflowClient(store)
+    experiment_id = client.get_experiment_by_name("initsweep").experiment_id
+    parents = {p.data.tags["sweep_id"]: p for p in client.search_runs(
+        [experiment_id], "tags.`initsweep.role` = 'sweep'")}
+    datasets = {}  # sweep id -> "name (digest)" of its child's training split
+    for sweep_id, parent in parents.items():
+        (child,) = views.sweep_runs(client, experiment_id, parent.info.run_id)
+        (train,) = [d.dataset for d in child.inputs.dataset_inputs
+                    if [t.value for t in d.tags] == ["train"]]
+        datasets[sweep_id] = f"{train.name} ({train.digest})"
+    assert sorted(d.split()[0] for d in datasets.values()) == ["digits", "mnist"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_ui(store, port, tmp_path / "mlflow-ui.log")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                 args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 2000, "height": 1000})
+                page.set_default_timeout(PAGE_TIMEOUT_MS)
+
+                # 1. Each sweep's saved view: its run, with the dataset it trained on.
+                for sweep_id, dataset in datasets.items():
+                    page.goto(links.runs_page_link(base, experiment_id,
+                                                   views.sweep_view_key(sweep_id), mode="TABLE"))
+                    page.get_by_text("he-x1-s0").first.wait_for()
+                    dismiss_panels(page)  # the grid renders only the columns in sight
+                    digest = dataset.split()[1].strip("()")
+                    page.get_by_text(digest).first.wait_for()  # the Dataset cell: name (digest)
+                    body = page.inner_text("body")
+                    assert dataset.split()[0] in body, body
+                    other = next(d for s, d in datasets.items() if s != sweep_id)
+                    assert other.split()[1].strip("()") not in body
+
+                # 2. A child run's page, opened directly (a colleague's link): its metrics.
+                child = views.sweep_runs(client, experiment_id,
+                                         next(iter(parents.values())).info.run_id)[0]
+                page.goto(f"{base}/#/experiments/{experiment_id}/runs/{child.info.run_id}")
+                page.get_by_text("test/acc").first.wait_for()
+            finally:
+                browser.close()
+    finally:
+        stop(server)

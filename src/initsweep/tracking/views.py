@@ -63,9 +63,13 @@ def group_by_keys(swept_keys: Sequence[str]) -> list[dict[str, str]]:
     return keys
 
 
+DATASET_COLUMN = "attributes.`Dataset`"  # the UI's own column of a run's logged inputs
+
+
 def view_columns(swept_keys: Sequence[str], primary_metric: str = PRIMARY_METRIC) -> list[str]:
     """Table columns: the primary metric and val/acc, the init config, scale, seed(s), the other
-    swept keys and the outcome (instead of the UI's Source, Models, Dataset)."""
+    swept keys, the outcome and the datasets the run trained and was tested on (name and digest,
+    from its logged inputs), instead of the UI's Source and Models."""
     columns = [column("metrics", primary_metric)]
     if primary_metric != VAL_ACC:
         columns.append(column("metrics", VAL_ACC))
@@ -74,6 +78,7 @@ def view_columns(swept_keys: Sequence[str], primary_metric: str = PRIMARY_METRIC
     columns += [column("params", k) for k in swept_keys
                 if k not in SEED_KEYS and k not in ("init", "init.scale") and k]
     columns.append(column("tags", OUTCOME_TAG))
+    columns.append(DATASET_COLUMN)
     return columns
 
 
