@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from initsweep.launch.console import one_line_config_errors
+from initsweep.launch.interrupt import exit_on_interrupt
 from initsweep.launch.schema import register_schemas
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -24,5 +25,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with one_line_config_errors(CONF):
+    with one_line_config_errors(CONF), exit_on_interrupt():  # Ctrl-C: exit 130, nothing RUNNING
         main()

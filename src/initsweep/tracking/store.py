@@ -25,6 +25,7 @@ from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from initsweep.errors import ConfigError
+from initsweep.tracking.ownership import heartbeat, owner_tags
 from initsweep.tracking.redaction import is_secret_key, redact
 from initsweep.tracking.retries import RetryingClient, RetryPolicy, reason
 from initsweep.tracking.sqlite_template import create_from_template
@@ -197,6 +198,7 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
     all_tags = {k: "***" if is_secret_key(k) else redact(str(v)) for k, v in tags.items()}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
+    all_tags.update(owner_tags())  # who owns it: the next launch adopts it if this process dies
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     items = [Param(k, "***" if is_secret_key(k) else redact(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -209,3 +211,4 @@ def end_run(client: MlflowClient, run_id: str, outcome: str) -> None:
     client.set_tag(run_id, "outcome", outcome)
     status = RunStatus.FAILED if outcome == "failed" else RunStatus.FINISHED
     client.set_terminated(run_id, RunStatus.to_string(status))
+    heartbeat.release([run_id])

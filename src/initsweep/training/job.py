@@ -39,6 +39,7 @@ from initsweep.diagnostics.pending import complete_pending, finish_run
 from initsweep.errors import ConfigError
 from initsweep.launch.console import print_error, quiet_third_parties, result_line
 from initsweep.launch.devices import bind_job
+from initsweep.launch.interrupt import interrupted, shield, stop_if_interrupted
 from initsweep.launch.slurm import requeued as slurm_requeued
 from initsweep.launch.slurm import task_id as slurm_task_id
 from initsweep.launch.slurm import under_submitit_slurm
@@ -54,6 +55,8 @@ from initsweep.naming import (
     seed_configs,
     seed_overrides,
 )
+from initsweep.tracking.orphans import adopt_previous
+from initsweep.tracking.ownership import heartbeat
 from initsweep.tracking.redaction import redact_config, redact_override
 from initsweep.tracking.resume import (
     CHECKPOINT_TAG,
@@ -61,6 +64,7 @@ from initsweep.tracking.resume import (
     finished_run,
     forget_checkpoint,
     job_checkpoint,
+    logged_steps,
     mark_preempted,
     previous_runs,
     reopen_run,
@@ -204,6 +208,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         with JobGuard(client, todo, checkpoint, preemption, ctx, statuses) as guard:
             resume_from = open_runs(client, experiment_id, todo, checkpoint, force,
                                     stacked=len(runs) > 1)
+            heartbeat.watch(client, [run.run_id for run in todo])
             for run in todo:  # a job that dies from here on is told apart by this status
                 run.status["outcome"] = RUNNING
             write_status(ctx.output_dir, statuses)
@@ -261,8 +266,9 @@ def _not_started(ctx: JobContext, statuses: list[dict[str, Any]], err: Exception
 def skip_finished(client: MlflowClient, experiment_id: str, runs: list[JobRun],
                   force: bool) -> list[JobRun]:
     """The runs still to train: those whose config has no FINISHED run (all, with ``force``)."""
-    previous = previous_runs(client, experiment_id, runs[0].tags["group_hash"],
-                             [run.tags["config_hash"] for run in runs])
+    previous = adopt_previous(client, previous_runs(  # orphans first: resumed, completed, closed
+        client, experiment_id, runs[0].tags["group_hash"],
+        [run.tags["config_hash"] for run in runs]))
     todo = []
     for run in runs:
         run.previous = previous[run.tags["config_hash"]]
@@ -286,6 +292,7 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
         if found is not None:
             run.run_id, run.new = found[0][position].info.run_id, False
             reopen_run(client, run.run_id, checkpoint, found[1])
+            skip = logged_steps(client, run.run_id)  # the redone epoch's rows: not twice
             print(f"{run.name}: resuming run {run.run_id} from {found[1]}", flush=True)
         else:
             extra = {"trained_together": len(runs)} if stacked else {}
@@ -293,6 +300,8 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
                                    {**run.tags, **extra, CHECKPOINT_TAG: checkpoint}, run.params)
         run.status.update(run_id=run.run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
         run.logger = BufferedMlflowLogger(client, run.run_id, run.cfg.tracking.flush_every)
+        if found is not None:
+            run.logger.logged_through = skip
     return None if found is None else str(found[1])
 
 
@@ -370,8 +379,10 @@ class JobGuard:
                  tb: TracebackType | None) -> bool:
         self.preemption.restore()
         if err is None:
+            stop_if_interrupted(self.preemption.signalled)  # Ctrl-C after training: stop the sweep
             return False
         open_runs = [run for run in self.runs if run.run_id and not run.ended]
+        heartbeat.release(run.run_id for run in open_runs)
         if isinstance(err, PREEMPTION):
             return self._preempted(open_runs)
         self.exit_code = 1
@@ -386,6 +397,8 @@ class JobGuard:
         SIGKILL. What the store does not take at once is kept beside the checkpoint, so the next
         attempt still resumes these runs and writes their rows."""
         signum = self.preemption.signalled or signal.SIGTERM
+        if signum == signal.SIGINT:
+            shield()
         for run in open_runs:
             if run.logger is not None:
                 run.logger.write_now()
@@ -398,6 +411,9 @@ class JobGuard:
                             "preempted while the store did not answer")
             run.status.update(outcome=PREEMPTED, error=signum.name)
         self._close(store=False)
+        if signum == signal.SIGINT:  # Ctrl-C: one line, and the sweep stops (launch.interrupt)
+            interrupted([run.name for run in open_runs], self.preemption.saved_step,
+                        self.checkpoint)
         for run in open_runs:
             print(f"{run.name}: preempted ({signum.name}); run {run.run_id} KILLED, the next "
                   f"launch resumes it from {self.checkpoint}", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from initsweep.launch.slurm import submitit_signal, under_submitit_slurm
+from initsweep.pause_points import pause
 
 
 class Preempted(BaseException):
@@ -47,10 +48,13 @@ PREEMPTION = (Preempted, SIGTERMException)
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
-    """SIGTERM always; submitit's requeue signal too when submitit runs this job on SLURM."""
+    """SIGTERM always; submitit's requeue signal too when submitit runs this job on SLURM; SIGINT
+    (Ctrl-C) where Python's own handler has it (a background job that ignores it keeps so)."""
+    interactive = ((signal.SIGINT,) if signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                   else ())
     if under_submitit_slurm():
-        return (signal.SIGTERM, submitit_signal())
-    return (signal.SIGTERM,)
+        return (signal.SIGTERM, submitit_signal(), *interactive)
+    return (signal.SIGTERM, *interactive)
 
 
 class PreemptionCheckpoint(L.Callback):
@@ -64,11 +68,14 @@ class PreemptionCheckpoint(L.Callback):
         self.path = path
         self.signalled: signal.Signals | None = None  # the first stop signal received
         self.replaced: dict[signal.Signals, Any] = {}  # handlers ours replaced (kept after restore)
+        self.saved_step: int | None = None  # the global step of the checkpoint there is to resume
         self._installed = False
 
     def _record(self, signum: int, frame: Any) -> None:
         if self.signalled is None:
             self.signalled = signal.Signals(signum)
+        elif signum == signal.SIGINT:  # a second Ctrl-C: stop now, not at the step's end
+            raise Preempted(signal.SIGINT, self.path)
 
     def install(self) -> None:
         """Record the stop signals from now on (idempotent; main thread only, as Python's
@@ -95,5 +102,19 @@ class PreemptionCheckpoint(L.Callback):
         if self.signalled is not None:
             raise Preempted(self.signalled, self.path)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.path.exists():  # resumed: its checkpoint is the one to come back to
+            self.saved_step = trainer.global_step
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The epoch's rows go to the store first (the module's epoch-end rows too: its hook is
+        # idempotent), then the checkpoint: a process killed in between resumes one epoch back and
+        # its relogged rows are dropped (``resume.logged_steps``), so the history has no gap.
+        pl_module.on_train_epoch_end()
+        for logger in (*trainer.loggers, *getattr(pl_module, "loggers_per_seed", ())):
+            write_now = getattr(logger, "write_now", None)
+            if write_now is not None:
+                write_now()
         trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
+        pause("checkpoint")
