@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep.tracking.orphans import classify, doctor
+from initsweep.tracking.orphans import classify
 from initsweep.tracking.ownership import owner_alive, owner_tags
 from initsweep.tracking.store import ensure_store
 from initsweep.vocab import (
@@ -85,6 +85,13 @@ def finish(tmp_path: Path, store: str, *args: str, name: str) -> str:
     code = launch.wait()
     assert code == 0, f"exit {code}:\n{launch.output}"
     return launch.output
+
+
+def initsweep_doctor(store: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "initsweep.cli", "doctor", "--tracking-uri",
+                           store, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def assert_no_ghosts(store: str, experiment: str = "initsweep") -> dict[str, object]:
@@ -175,14 +182,15 @@ def test_only_the_dead_sweeps_runs_are_adopted_in_a_shared_store(tmp_path, store
     assert len(live_ids) == 2  # its parent and its job's run, both RUNNING
 
     # the doctor, told that any silence is stale, still judges this host's runs by their PID
-    client = MlflowClient(store)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    lines = doctor(client, ids, fix=False, stale_after=0)
-    assert len(lines) == 2 and all(f"pid {dead.proc.pid} on" in line for line in lines)
-    assert not any(run_id in line for line in lines for run_id in live_ids)
+    listed = initsweep_doctor(store, "--stale-after", "0")
+    lines = listed.splitlines()
+    assert len(lines) == 2 and all(f"pid {dead.proc.pid} on" in line for line in lines), listed
+    assert not any(run_id in listed for run_id in live_ids)
+    assert "would mark it preempted" in listed and "would close it KILLED (a dead sweep's" in listed
 
     relaunch = finish(tmp_path, store, "-m", "init=xavier", "seed=0", "trainer.max_epochs=2",
                       name="relaunch")
+    client = MlflowClient(store)
     assert f"xavier-x1-s0: resuming run {before['xavier-x1-s0'].info.run_id}" in relaunch
     for run_id in live_ids:  # untouched while it lives
         run = client.get_run(run_id)
@@ -192,7 +200,7 @@ def test_only_the_dead_sweeps_runs_are_adopted_in_a_shared_store(tmp_path, store
     runs = assert_no_ghosts(store)
     assert runs["zeros-x1-s0"].info.run_id in live_ids
     assert ADOPTED_BY_TAG not in runs["zeros-x1-s0"].data.tags
-    assert doctor(client, ids, fix=True) == []
+    assert initsweep_doctor(store, "--fix").strip() == "no orphans"
 
 
 @pytest.mark.slow

@@ -107,8 +107,8 @@ def parser() -> argparse.ArgumentParser:
 
 def doctor_command(args: argparse.Namespace) -> int:
     """Run ``initsweep doctor``; returns the exit code."""
+    from initsweep.launch.adoption import doctor
     from initsweep.report.runs import ReportInputError, default_tracking_uri, open_client
-    from initsweep.tracking.orphans import doctor
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

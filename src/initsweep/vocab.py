@@ -62,7 +62,7 @@ TRAINED_TOGETHER_TAG = "trained_together"  # runs trained as one stacked model (
 
 # Who owns an open run (``tracking.ownership``): the process that writes it, and when it last
 # said so; a run whose owner is gone is an orphan that the next launch adopts
-# (``tracking.orphans``).
+# (``tracking.orphans``, ``launch.adoption``).
 OWNER_HOST_TAG = "initsweep.owner.host"
 OWNER_PID_TAG = "initsweep.owner.pid"
 OWNER_STARTED_TAG = "initsweep.owner.started"  # "<boot id>:<start ticks>": tells a reused PID

@@ -76,7 +76,7 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
         end_run(client, run_id, outcome)
         return
     # Beside the job's status file when there is one: a folder a relaunch can still find if this
-    # process dies before the plots are logged (``tracking.orphans`` completes the run from it).
+    # process dies before the plots are logged (``launch.adoption`` completes the run from it).
     folder = tempfile.TemporaryDirectory(prefix="initsweep-diagnostics-",
                                          dir=status_file.parent if status_file else None)
     callback.write_csv(Path(folder.name) / "diagnostics.csv")
@@ -136,7 +136,7 @@ def _forget_pending(client: MlflowClient, run_id: str) -> None:
 def hand_over() -> list[str]:
     """Leave the plots still owed to the next launch (a second Ctrl-C: stop now): each such run
     ends KILLED, its plot inputs kept in a folder its pending tag names, which the next launch of
-    its config (or ``initsweep doctor --fix``) draws and logs (``tracking.orphans``); returns
+    its config (or ``initsweep doctor --fix``) draws and logs (``launch.adoption``); returns
     their names. The workers are stopped."""
     while _workers:
         _workers.pop().process.kill()

@@ -28,11 +28,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from initsweep.diagnostics.pending import complete_pending
+from initsweep.launch.adoption import adopt_parents
 from initsweep.launch.console import print_error, quiet_third_parties
 from initsweep.launch.status_files import NOT_DONE, RUNNING, collect_statuses
 from initsweep.naming import SEED_KEYS, swept_keys
 from initsweep.pause_points import pause
-from initsweep.tracking.orphans import adopt_parents
 from initsweep.tracking.ownership import heartbeat, owner_tags
 from initsweep.tracking.redaction import redact, redact_log_records, redact_override
 from initsweep.tracking.resume import close_abandoned

@@ -155,7 +155,8 @@ class Heartbeat:
         self._runs: dict[str, MlflowClient] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
+        self._every = HEARTBEAT_S
+        self._wake = threading.Event()  # set: the interval changed (benchmark.py), beat now
         self.beats = 0
         self.seconds = 0.0
 
@@ -166,9 +167,12 @@ class Heartbeat:
         with self._lock:
             for run_id in run_ids:
                 self._runs[run_id] = client
+            if every != self._every:
+                self._every = every
+                self._wake.set()
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, args=(every,),
-                                                name="initsweep-heartbeat", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name="initsweep-heartbeat",
+                                                daemon=True)
                 self._thread.start()
 
     def release(self, run_ids: Iterable[str]) -> None:
@@ -176,8 +180,10 @@ class Heartbeat:
             for run_id in run_ids:
                 self._runs.pop(run_id, None)
 
-    def _loop(self, every: float) -> None:
-        while not self._wake.wait(every):
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self._every)
+            self._wake.clear()
             with self._lock:
                 runs = list(self._runs.items())
             if not runs:

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from initsweep.diagnostics.findings import diagnose, log_diagnosis
 from initsweep.diagnostics.pending import complete_pending, finish_run
 from initsweep.errors import ConfigError
+from initsweep.launch.adoption import adopt_previous
 from initsweep.launch.console import print_error, quiet_third_parties, result_line
 from initsweep.launch.devices import bind_job
 from initsweep.launch.interrupt import interrupted, shield, stop_if_interrupted
@@ -55,7 +56,6 @@ from initsweep.naming import (
     seed_configs,
     seed_overrides,
 )
-from initsweep.tracking.orphans import adopt_previous
 from initsweep.tracking.ownership import heartbeat
 from initsweep.tracking.redaction import redact_config, redact_override
 from initsweep.tracking.resume import (
@@ -292,7 +292,6 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
         if found is not None:
             run.run_id, run.new = found[0][position].info.run_id, False
             reopen_run(client, run.run_id, checkpoint, found[1])
-            skip = logged_steps(client, run.run_id)  # the redone epoch's rows: not twice
             print(f"{run.name}: resuming run {run.run_id} from {found[1]}", flush=True)
         else:
             extra = {"trained_together": len(runs)} if stacked else {}
@@ -300,8 +299,8 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
                                    {**run.tags, **extra, CHECKPOINT_TAG: checkpoint}, run.params)
         run.status.update(run_id=run.run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
         run.logger = BufferedMlflowLogger(client, run.run_id, run.cfg.tracking.flush_every)
-        if found is not None:
-            run.logger.logged_through = skip
+        if found is not None:  # resumed: the redone epoch's rows the store has are not sent twice
+            run.logger.logged_through = logged_steps(client, run.run_id)
     return None if found is None else str(found[1])
 
 
