@@ -10,8 +10,8 @@ callback and SIGTERM, is ``initsweep.training.preemption``).
   its runs are marked KILLED with ``outcome=preempted`` and the checkpoint path as a tag.
 - The next launch of the same config finds those runs, reopens them, and resumes from the
   checkpoint (model, optimizer, loop counters and the data-order generators), so it reaches the
-  same final metrics as an uninterrupted job. The steps of the interrupted epoch are trained and
-  logged again.
+  same final metrics as an uninterrupted job. The steps of the interrupted epoch are trained
+  again; the rows the store already has are not logged twice (``logged_steps``).
 - A job that gave up on the store (``initsweep.tracking.retries``) cannot end its runs: they stay
   RUNNING, and the rows it could not write are kept beside the checkpoint
   (``<checkpoint>.unsent.json``, naming the runs). That file is what says "nobody trains this run
