@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from initsweep.launch.console import one_line_config_errors
+from initsweep.launch.entry import one_line_config_errors
 from initsweep.launch.interrupt import exit_on_interrupt
 from initsweep.launch.schema import register_schemas
 

@@ -59,10 +59,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from initsweep.diagnostics.pending import complete_pending  # noqa: E402
-from initsweep.init.schemes import initialize_  # noqa: E402
+from initsweep.init.apply import initialize_  # noqa: E402
 from initsweep.launch.console import quiet_third_parties  # noqa: E402
 from initsweep.launch.schema import register_schemas  # noqa: E402
-from initsweep.models.zoo import build_network  # noqa: E402
+from initsweep.models.build import build_network  # noqa: E402
 from initsweep.training.builders import build, build_trainer  # noqa: E402
 from initsweep.training.job import run_job  # noqa: E402
 from initsweep.training.logger import BufferedMlflowLogger  # noqa: E402

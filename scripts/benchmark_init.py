@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from initsweep.init.schemes import SCHEMES, initialize_
+from initsweep.errors import ConfigError
+from initsweep.init.apply import initialize_
+from initsweep.init.registry import list_schemes
 from initsweep.models.zoo import build_mlp
 
 
@@ -50,9 +52,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     net = build_mlp(args.width, args.width, [args.width] * (args.depth - 1), args.activation,
                     bias=False)
-    results = {}
-    for name in SCHEMES:
-        times = time_scheme(net, name, args.repeats, args.width, args.activation)
+    results, skipped = {}, {}
+    for name in list_schemes():
+        try:
+            times = time_scheme(net, name, args.repeats, args.width, args.activation)
+        except ConfigError as err:  # the residual schemes: an MLP has no residual blocks
+            skipped[name] = str(err)
+            continue
         results[name] = {"median_s": statistics.median(times), "min_s": min(times),
                          "max_s": max(times), "times_s": times}
 
@@ -62,11 +68,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in results.items():
         print(f"{name:<18}{1e3 * r['median_s']:>11.1f}{1e3 * r['min_s']:>10.1f}"
               f"{1e3 * r['max_s']:>10.1f}")
+    for name, reason in skipped.items():
+        print(f"{name:<18}  skipped: {reason}")
 
     report = {"depth": args.depth, "width": args.width, "repeats": args.repeats,
               "activation": args.activation, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "python": platform.python_version(),
-              "machine": platform.machine(), "results": results}
+              "machine": platform.machine(), "results": results, "skipped": skipped}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from initsweep.report.render import build
-    from initsweep.report.runs import select
+    from initsweep.report.select import select
 
     root = args.store or Path(tempfile.mkdtemp(prefix="bench-report-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def main() -> None:
     if "all_pairs" in inspect.signature(build).parameters:
         variants["all pairs"] = {"all_pairs": True}
     from initsweep.report import stats
-    from initsweep.report.runs import load
+    from initsweep.report.table import load
 
     table = load(client, selection)
     for name, options in variants.items():

@@ -2,6 +2,7 @@
 
     python scripts/calibrate_report.py                 # 10,000 replicates per cell (~2 min)
     python scripts/calibrate_report.py --replicates 2000
+    python scripts/calibrate_report.py --replicates 2000 --only verdicts   # the verdicts' tables
 
 The scenarios are those of ``tests/test_calibration.py`` (imported from it), with more
 replicates: the tests assert bands, this prints the values (and those of the methods the report's
@@ -23,15 +24,104 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from initsweep.report import stats as st  # noqa: E402
 from initsweep.report import variance_split as vs  # noqa: E402
 from initsweep.report.aso import THRESHOLD, aso  # noqa: E402
-from initsweep.report.multiple_comparisons import holm  # noqa: E402
+from initsweep.stats.differences import paired_difference, welch_difference  # noqa: E402
+from initsweep.stats.multiple_testing import holm  # noqa: E402
 from tests.test_calibration import (  # noqa: E402
     KINDS,
+    N_TEST,
     SEEDS,
     TRUE_MEAN,
+    VERDICT_KINDS,
     crossed_grids,
     null_groups,
+    resolution_of,
     scores,
+    t_verdicts,
 )
+
+GROUPS = (2, 3, 5, 10, 20)
+SPREAD = 0.02  # one seed spread: the sd of a group's scores (normal, skewed; collapse: its seeds
+# that do not collapse)
+
+
+def t_false_winners(r: int, rng: np.random.Generator) -> None:
+    """The verdict's family-wise error: equal groups, all pairs, paired t + Holm."""
+    print("\nVerdicts (paired t on the difference of means, Holm over all pairs, 5%), equal "
+          "groups: P(any false winner), groups x seeds")
+    print("| scores | groups | " + " | ".join(f"{n} seeds" for n in SEEDS) + " |")
+    print("|---|---|" + "---|" * len(SEEDS))
+    for kind in VERDICT_KINDS:
+        for groups in GROUPS:
+            first, second = np.array(list(combinations(range(groups), 2))).T
+            cells = []
+            for n in SEEDS:
+                called = np.concatenate([
+                    t_verdicts(null_groups(kind, groups, n, min(r, 1000), rng), first, second,
+                               resolution_of(kind)).any(-1) for _ in range(0, r, 1000)])
+                cells.append(f"{called.mean():.3f}")
+            print(f"| {kind} | {groups} | " + " | ".join(cells) + " |")
+    first, second = np.array(list(combinations(range(10), 2))).T
+    floorless = [t_verdicts(null_groups("ties", 10, n, r, rng), first, second, 0.0).any(-1)
+                 for n in SEEDS]
+    cells = [f"{called.mean():.3f}" for called in floorless]
+    print("| ties, no resolution floor | 10 | " + " | ".join(cells) + " |")
+
+
+def power(r: int, rng: np.random.Generator) -> None:
+    """Share of sweeps that call a true difference of 1, 2, 4 seed spreads, one pair at 5%."""
+    print(f"\nPower, one pair at 5%: share of {r} sweeps calling A > B when A's mean is 1 / 2 / 4 "
+          f"seed spreads ({SPREAD}) above B's (the same per-seed effect as the false-call "
+          "tables; collapse: each seed of either group collapses to 0.10 with probability 0.1)")
+    print("| scores | method | " + " | ".join(f"{n} seeds" for n in SEEDS) + " |")
+    print("|---|---|" + "---|" * len(SEEDS))
+    methods = {
+        "paired t (the verdict)": lambda a, b, res: paired_difference(a, b, res),
+        "Welch (seeds not paired)": lambda a, b, res: welch_difference(a, b, res),
+    }
+    for kind in KINDS:
+        samples = {(n, k): null_groups(kind, 2, n, r, rng, shift=[k * SPREAD, 0.0])
+                   for n in SEEDS for k in (1, 2, 4)}
+        for name, method in methods.items():
+            cells = []
+            for n in SEEDS:
+                parts = []
+                for k in (1, 2, 4):
+                    x = samples[n, k]
+                    diff = method(x[:, 0], x[:, 1], resolution_of(kind))
+                    parts.append(((diff.p_value() <= st.ALPHA) & (diff.estimate > 0)).mean())
+                cells.append(" / ".join(f"{v:.2f}" for v in parts))
+            print(f"| {kind} | {name} | " + " | ".join(cells) + " |")
+        cells = []
+        for n in SEEDS:
+            parts = []
+            for k in (1, 2, 4):
+                x = samples[n, k]
+                p = st.sign_test(x[:, 0], x[:, 1])
+                parts.append(((p <= st.ALPHA) & (st.p_better(x[:, 0], x[:, 1]) > 0.5)).mean())
+            cells.append(" / ".join(f"{v:.2f}" for v in parts))
+        print(f"| {kind} | sign test (second line) | " + " | ".join(cells) + " |")
+
+
+def targets(r: int, rng: np.random.Generator) -> None:
+    """The issue's targets: the demo gap at 3 seeds, 4 spreads at 5 seeds."""
+    n = 3
+    he = 0.963 + 0.007 * rng.standard_normal((r, 1, n))
+    xavier = 0.963 + 0.007 * rng.standard_normal((r, 1, n))
+    zeros = 0.100 + 0.001 * rng.standard_normal((r, 1, n))
+    called = t_verdicts(np.concatenate([he, xavier, zeros], axis=1), np.array([0, 0, 1]),
+                        np.array([1, 2, 2]))
+    point = t_verdicts(np.concatenate([he, np.full((r, 1, n), 0.1)], axis=1), np.array([0]),
+                       np.array([1]), 1 / N_TEST)
+    print(f"\nTargets ({r} replicates): demo gap (he 0.963 +- 0.007, xavier the same, zeros "
+          f"0.100 +- 0.001, 3 seeds, 3 pairs, Holm): he > zeros called in {called[:, 1].mean():.4f}"
+          f"; against zeros as a point (0.1000 on every seed): {point.mean():.4f}")
+    a = 0.98 + 0.02 * rng.standard_normal((r, 5))
+    b = 0.90 + 0.02 * rng.standard_normal((r, 5))
+    paired = paired_difference(a, b).p_value() <= st.ALPHA
+    welch = welch_difference(a, b).p_value() <= st.ALPHA
+    print(f"  0.98 vs 0.90, sd 0.02 (4 spreads), 5 seeds, one pair: paired t {paired.mean():.4f}"
+          f", Welch {welch.mean():.4f}, sign test "
+          f"{(st.sign_test(a, b) <= st.ALPHA).mean():.4f}")
 
 
 def bootstrap_t_interval(x: np.ndarray, rng: np.random.Generator, n_boot: int = 1999):
@@ -77,8 +167,8 @@ def intervals(r: int, rng: np.random.Generator) -> None:
 
 
 def verdicts(r: int, rng: np.random.Generator) -> None:
-    print("\nVerdicts with 10 equal configurations, all 45 pairs: P(any false winner) / "
-          "expected false winners / one pair alone / any false winner without Holm")
+    print("\nThe second line, the sign test: 10 equal configurations, all 45 pairs: P(any false "
+          "winner) / expected false winners / one pair alone / any false winner without Holm")
     print("| scores | " + " | ".join(f"{n} seeds" for n in SEEDS) + " |")
     print("|---|" + "---|" * len(SEEDS))
     first, second = np.array(list(combinations(range(10), 2))).T
@@ -181,8 +271,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=("verdicts",), default=None,
+                        help="verdicts: only the verdicts' false-call, power and target tables")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
+    targets(args.replicates, rng)
+    t_false_winners(args.replicates, rng)
+    power(args.replicates, rng)
+    if args.only == "verdicts":
+        return
     intervals(args.replicates, rng)
     verdicts(args.replicates, rng)
     against_the_best(args.replicates, rng)

@@ -202,7 +202,8 @@ install_for() {
 
 make_dirs() {
     mkdir -p "$STATE"/{pids,logs,slurm/ctld,slurm/spool,mysql,mlflow}
-    mkdir -p -m 700 "$STATE/secrets"
+    mkdir -p "$STATE/secrets"
+    chmod 700 "$STATE/secrets"  # also when it exists (mkdir -m would leave its mode)
     # Others may read (the munge socket's folder must be reachable to submit jobs as another
     # user), only the owner may write: munged, slurmdbd and PostgreSQL check such permissions.
     chmod 755 "$STATE" "$STATE/pids" "$STATE/logs"
@@ -213,7 +214,8 @@ MUNGE_SOCKET="$STATE/munge/munge.socket"
 
 start_munge() {
     alive munged && return 0
-    mkdir -p -m 755 "$STATE/munge"
+    mkdir -p "$STATE/munge"
+    chmod 755 "$STATE/munge"
     local key="$STATE/secrets/munge.key"
     if [[ ! -s "$key" ]]; then  # one key for this cluster's daemons and clients
         (umask 077; dd if=/dev/urandom of="$key" bs=1024 count=1 status=none)
@@ -390,8 +392,8 @@ PG_USER=mlflow
 
 # PG_BIN: the newest installed PostgreSQL's programs (Debian keeps them off the PATH).
 find_pg_bin() {
-    PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
-    [[ -n "$PG_BIN" ]] || die "PostgreSQL's programs not found under /usr/lib/postgresql/*/bin"
+    PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+    [[ -d "$PG_BIN" ]] || die "PostgreSQL's programs not found under /usr/lib/postgresql/*/bin"
 }
 
 # PostgreSQL refuses to run as root: as root it runs as Debian's `postgres` user.
@@ -406,7 +408,8 @@ start_postgres() {
     mkdir -p "$STATE/pg"
     if [[ ! -s "$data/PG_VERSION" ]]; then
         say "initializing PostgreSQL in $data"
-        mkdir -p -m 700 "$data" "$run"
+        mkdir -p "$data" "$run"
+        chmod 700 "$data" "$run"
         is_root && chown -R postgres: "$STATE/pg"
         # Local socket (in a 0700 folder): trust, for this script's setup only; TCP: password.
         as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust \

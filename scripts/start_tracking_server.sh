@@ -79,7 +79,7 @@ pid=$!
 # caller can always stop the whole server with it.
 for _ in $(seq 1 100); do
     stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || { echo "error: server exited, see $logfile" >&2; exit 1; }
-    fields=(${stat##*) })
+    read -r -a fields <<<"${stat##*) }"  # the fields after "(comm) "; [2] is the pgid
     [[ "${fields[2]}" == "$pid" ]] && break
     sleep 0.05
 done

@@ -15,9 +15,10 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from initsweep.diagnostics import pending as artifacts
+from initsweep.diagnostics.callback import DiagnosticsCallback
 from initsweep.diagnostics.plot_worker import PlotWorker, PlotWorkerDied
 from initsweep.diagnostics.plots import PLOT_FILES
-from initsweep.diagnostics.probe import LAYER_METRICS, DiagnosticsCallback
+from initsweep.diagnostics.probe import LAYER_METRICS
 from initsweep.tracking.store import ensure_store
 
 EXPECTED = {f"diagnostics/{name}" for name in ("diagnostics.csv", *PLOT_FILES)}

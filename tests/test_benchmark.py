@@ -1,7 +1,7 @@
 """scripts/benchmark.py runs end to end on the bundled digits and writes every measure it prints.
 
 Only that it works and what it reports are tested here; how fast anything is stays a benchmark
-figure (README, "Where the time goes"), never a timed assertion.
+figure (docs/performance.md; README's "What it costs"), never a timed assertion.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pytest
 from tests.conftest import REPO
 
 BENCHMARK = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--workload", "digits"]
+# Each test runs the benchmark script: whole runs, timed against plain loops.
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
 def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([*BENCHMARK, "--repeats", "1", "--seeds", "2", "--skip-sweep",
@@ -41,7 +42,6 @@ def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
         assert seeds["speedup"] == pytest.approx(seeds["sequential_s"] / seeds["batched_s"])
 
 
-@pytest.mark.slow
 def test_benchmark_times_lightnings_hooks_in_a_run_and_in_lightning_alone(tmp_path):
     out = tmp_path / "hooks.json"
     proc = subprocess.run([*BENCHMARK, "--hooks", "--threads", "1", "--json", str(out)],
@@ -56,7 +56,6 @@ def test_benchmark_times_lightnings_hooks_in_a_run_and_in_lightning_alone(tmp_pa
     assert "Lightning actions by inclusive wall time" in proc.stdout
 
 
-@pytest.mark.slow
 def test_benchmark_splits_the_demo_sweeps_wall_time():
     """The split's clocks are set in the sweep's own process (benchmark.SWEEP_DRIVER)."""
     import importlib.util
@@ -71,7 +70,6 @@ def test_benchmark_splits_the_demo_sweeps_wall_time():
         split["wall_s"] - sum(v for k, v in split.items() if k not in ("wall_s", "rest_s")))
 
 
-@pytest.mark.slow
 def test_benchmark_profiles_one_run(tmp_path):
     out = tmp_path / "run.txt"
     proc = subprocess.run([*BENCHMARK, "--profile", str(out)], cwd=tmp_path,
@@ -81,7 +79,6 @@ def test_benchmark_profiles_one_run(tmp_path):
     assert "initsweep_run" in text and "Trainer.fit" in text
 
 
-@pytest.mark.slow
 def test_benchmark_times_a_cnn_against_its_own_plain_loop(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([*BENCHMARK, "--model", "cnn", "--repeats", "1", "--seeds", "2",

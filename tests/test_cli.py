@@ -6,11 +6,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from initsweep.diagnostics.plots import PLOT_FILES
-from tests.conftest import FAST, runs_of
+from tests.conftest import TrainedSweep, runs_of
 
 
-def test_multirun_logs_one_child_run_per_job(cli, store):
-    proc = cli("-m", "init=xavier,he,zeros", "seed=0,1", *FAST, check=True)
+def test_multirun_logs_one_child_run_per_job(trained_sweep: TrainedSweep):
+    store = trained_sweep.store  # conftest.TRAINED_SWEEP: init=xavier,he,zeros seed=0,1 debug=fast
     runs = runs_of(store)
     parents = [r for r in runs if r.data.tags.get("initsweep.role") == "sweep"]
     children = [r for r in runs if r not in parents]
@@ -40,7 +40,7 @@ def test_multirun_logs_one_child_run_per_job(cli, store):
             assert acc <= 0.2
         else:
             assert acc >= 0.9
-        assert f"{run.info.run_name}: test/acc=" in proc.stdout
+        assert f"{run.info.run_name}: test/acc=" in trained_sweep.stdout
     # full train/loss history is there, one row per step
     client = MlflowClient(store)
     history = client.get_metric_history(children[0].info.run_id, "train/loss")
@@ -97,6 +97,14 @@ def test_a_sweep_hydra_rejects_closes_its_parent_run(cli, store):
         "error: optim.lr: Value 'fast' of type 'str' could not be converted to Float"]
     [parent] = runs_of(store)
     assert parent.data.tags["initsweep.role"] == "sweep" and parent.info.status == "FAILED"
+
+
+def test_a_bad_report_option_is_one_line_exit_2_before_the_sweep(cli, store):
+    proc = cli("-m", "report={tune: optim.lr, metrc: test/loss}", "seed=0,1")
+    assert proc.returncode == 2, proc.stderr
+    assert _error_lines(proc) == ["error: report.metrc: not a key of report; valid: metric, "
+                                  "tune, n_test, seed, select_metric, all_pairs"], proc.stderr
+    assert runs_of(store) == []
 
 
 def test_failures_are_isolated_and_summarised(cli, store):

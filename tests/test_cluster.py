@@ -6,7 +6,7 @@ The node has this machine's cores; each task asks for 1 CPU (``cpus_per_task=1``
 its torch thread count, src/initsweep/launch/devices.py) and 2 GB, so tasks run ``nproc`` at a time.
 ``hydra.launcher.gpus_per_node=0`` is how a user turns the config's GPU request off for a CPU
 partition (sbatch gets ``--gpus-per-node=0``; ``=null`` drops the flag, also accepted).
-Fixtures: tests/cluster.py (fail in CI, skip without root).
+Fixtures: tests/helpers/cluster.py (fail in CI, skip without root).
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.cluster import STATE, LocalCluster
 from tests.conftest import REPO, runs_of
+from tests.helpers.cluster import STATE, LocalCluster
+
+# Each test starts (or reuses) the local SLURM cluster: root, apt-get (`make test-full`).
+pytestmark = pytest.mark.cluster
 
 METRICS = ("test/acc", "test/loss", "val/loss", "val/acc", "train/loss")
 GRID = ["init=he,zeros", "seed=0,1", "trainer.max_epochs=2", "diagnostics.plots=false"]

@@ -7,10 +7,11 @@ import torch
 from omegaconf import OmegaConf
 
 from initsweep.errors import ConfigError
-from initsweep.models.zoo import build_mlp, linear_layers
+from initsweep.models.layers import linear_layers
+from initsweep.models.zoo import build_mlp
 from initsweep.naming import config_hash, named_overrides, run_name, swept_keys
 from initsweep.training.builders import build, build_diagnostics, plots_in_background
-from initsweep.training.optimizers import make_optimizer
+from initsweep.training.optimizers import check_fused, make_optimizer
 from tests.conftest import compose_config
 
 
@@ -65,6 +66,7 @@ def test_mlp_shapes_activation_and_bias():
     ("trainer.max_epochs=0", "trainer.max_epochs=0: must be an integer >= 1"),
     ("model.activation=swish", "model.activation='swish': must be one of linear, relu, sigmoid"),
     ("seed=-1", "seed=-1: must be an integer >= 0"),
+    ("job.divergence_threshold=-1", "job.divergence_threshold=-1.0: must be null or a number > 0"),
     ("init=normal", None),  # control: valid
 ])
 def test_bad_values_raise_one_line_naming_the_field(override, message):
@@ -132,3 +134,13 @@ def test_background_plots_is_validated_with_the_diagnostics():
     assert str(err.value) == "diagnostics.background_plots='maybe': must be auto, true or false"
     assert plots_in_background(compose_config()) is False  # auto outside a multirun: inline
     assert plots_in_background(compose_config(["diagnostics.background_plots=true"])) is True
+
+
+def test_fused_true_without_a_fused_kernel_is_a_one_line_error():
+    """``optim.fused=true`` where torch has no fused kernel: a ConfigError before any run, not
+    torch's error inside fit (a device type torch does not know stands in for one without it)."""
+    check_fused({"name": "adam", "fused": True}, "cpu")  # this torch has it
+    check_fused({"name": "adam", "fused": "auto"}, "nowhere")  # auto: never an error
+    with pytest.raises(ConfigError, match=r"^optim.fused=true: torch .* no fused adam kernel "
+                                          r"for device nowhere .*use optim.fused=auto or false$"):
+        check_fused({"name": "adam", "fused": True}, "nowhere")

@@ -56,6 +56,9 @@ def test_saturation_and_helpers():
     assert effective_rank(torch.eye(4)) == pytest.approx(4.0)
 
 
+# The fast tier's heaviest test when measured (a 2-job CLI multirun with plots and the report). The
+# fast tier keeps the stacked path's divergence (test_stacked_seeds.py); a lone run's: here only.
+@pytest.mark.slow
 def test_a_diverging_job_is_tagged_and_the_sweep_goes_on(cli, store):
     proc = cli("-m", "init=ones,he", "optim=sgd", "optim.lr=0.5", "trainer.max_epochs=2",
                check=True)

@@ -11,8 +11,9 @@ from torch import nn
 
 from initsweep.diagnostics.plots import PLOT_FILES, draw_all
 from initsweep.diagnostics.probe import LAYER_METRICS, RECORD_FIELDS, measure
-from initsweep.init.schemes import initialize_
-from initsweep.models.zoo import resnet, weight_layers
+from initsweep.init.apply import initialize_
+from initsweep.models.layers import weight_layers
+from initsweep.models.zoo import resnet
 
 
 def conv_net(weights: torch.Tensor, norm: bool = False) -> nn.Sequential:

@@ -14,16 +14,10 @@ from scipy import stats
 from torch import nn
 
 from initsweep.errors import ConfigError
-from initsweep.init.schemes import fans, hadamard, initialize_
-from initsweep.models.zoo import (
-    BasicBlock,
-    build_mlp,
-    cnn,
-    mlp,
-    norm_layers,
-    resnet,
-    weight_layers,
-)
+from initsweep.init.apply import initialize_
+from initsweep.init.schemes import fans, hadamard
+from initsweep.models.layers import norm_layers, weight_layers
+from initsweep.models.zoo import BasicBlock, build_mlp, cnn, mlp, resnet
 
 SEED = 7
 

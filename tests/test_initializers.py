@@ -3,9 +3,12 @@ per-layer rules), reproducibility, the one-line config errors, speed and the yam
 
 from __future__ import annotations
 
+import doctest
 import inspect
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +23,13 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from initsweep.errors import ConfigError
-from initsweep.init.schemes import (
-    BIAS_DEFAULTS,
-    COMMON_KEYS,
-    SCHEMES,
-    fans,
-    hadamard,
-    initialize_,
-    layer_generator,
-    layer_specs,
-)
-from initsweep.models.zoo import build_mlp, linear_layers, resnet
+from initsweep.init import apply, passes, schemes
+from initsweep.init.apply import initialize_, layer_generator, layer_specs
+from initsweep.init.registry import COMMON_KEYS, get_scheme, list_schemes, register
+from initsweep.init.rules import BIAS_KEYS, NORM_KEYS, common_defaults
+from initsweep.init.schemes import fans, hadamard
+from initsweep.models.layers import linear_layers
+from initsweep.models.zoo import build_mlp, resnet
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OUT, IN = 512, 1024  # a large weight: N = 524,288 draws
@@ -43,7 +42,7 @@ RANDOM_SCHEMES = ("uniform", "normal", "truncated_normal", "xavier", "he", "lecu
 # Schemes for residual networks only (an MLP has no residual branch: a one-line error); the
 # registry-wide tests run them on a small ResNet (tests/test_models_init.py tests them in depth).
 RESIDUAL_SCHEMES = ("zero_init_residual", "fixup")
-MLP_SCHEMES = [s for s in SCHEMES if s not in RESIDUAL_SCHEMES]
+MLP_SCHEMES = [s for s in list_schemes() if s not in RESIDUAL_SCHEMES]
 DETERMINISTIC_SCHEMES = ("zeros", "ones", "constant", "hadamard_identity")
 
 
@@ -392,8 +391,10 @@ def test_bias_rule_normal_has_its_std_and_is_seeded():
 def test_bias_rule_default_std_is_the_yaml_default():
     layer, other = nn.Linear(8, 1000), nn.Linear(8, 1000)
     initialize_(layer, {"scheme": "zeros", "bias": {"kind": "normal"}}, SEED)
-    initialize_(other, {"scheme": "zeros", "bias": dict(BIAS_DEFAULTS, kind="normal")}, SEED)
-    assert torch.equal(layer.bias, other.bias) and BIAS_DEFAULTS["std"] == 0.1
+    common = OmegaConf.load(CONF / "shared" / "init_common.yaml")
+    initialize_(other, {"scheme": "zeros", "bias": {"kind": "normal", "std": common.bias.std}},
+                SEED)
+    assert torch.equal(layer.bias, other.bias) and common.bias.std == 0.1
 
 
 def test_bias_rule_torch_default_uses_fan_in_not_scale():
@@ -642,17 +643,18 @@ def test_every_scheme_initializes_a_100_layer_256_wide_mlp(deep_net, scheme):
 
 # ------------------------------------------------------------------------------ the yaml files
 def scheme_defaults(name: str) -> dict:
-    scheme = SCHEMES[name]
+    scheme = get_scheme(name)
     fns = [scheme.fill_] + ([scheme.network_pass] if scheme.network_pass else [])
     return {p.name: p.default for fn in fns for p in inspect.signature(fn).parameters.values()
             if p.name in scheme.params}
 
 
 def test_every_scheme_has_a_yaml_whose_keys_are_its_parameters():
-    assert {p.stem for p in (CONF / "init").glob("*.yaml")} == set(SCHEMES)
+    assert {p.stem for p in (CONF / "init").glob("*.yaml")} == set(list_schemes())
     x = batch_of(8)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for name, scheme in SCHEMES.items():
+        for name in list_schemes():
+            scheme = get_scheme(name)
             init = OmegaConf.to_container(compose("config", overrides=[f"init={name}"]).init,
                                           resolve=True)
             assert init["scheme"] == name
@@ -660,7 +662,7 @@ def test_every_scheme_has_a_yaml_whose_keys_are_its_parameters():
             # ... with the function's defaults, and the common keys' defaults
             assert {k: init[k] for k in scheme.params} == scheme_defaults(name), name
             assert init["scale"] == 1.0 and init["layers"] == []
-            assert set(init["bias"]) == set(BIAS_DEFAULTS)
+            assert set(init["bias"]) == set(BIAS_KEYS)
             # ... and it is a valid config as it stands
             net = small_resnet() if name in RESIDUAL_SCHEMES else small_net()
             initialize_(net, init, SEED, "relu", draw_batch=lambda n: x[:n])
@@ -674,17 +676,24 @@ def test_every_study_preset_in_conf_init_is_a_valid_init():
         for preset in presets:
             init = OmegaConf.to_container(compose("config", overrides=[f"init={preset}"]).init,
                                           resolve=True)
-            assert init["scheme"] in SCHEMES, preset
-            assert set(init) <= set(SCHEMES[init["scheme"]].params) | set(COMMON_KEYS), preset
+            assert init["scheme"] in list_schemes(), preset
+            assert set(init) <= set(get_scheme(init["scheme"]).params) | set(COMMON_KEYS), preset
             net = build_mlp(5, 2, [4, 3, 2], "sigmoid")
             x = batch_of(5)
             initialize_(net, init, SEED, "sigmoid", draw_batch=lambda n, x=x: x[:n])
 
 
-def test_common_yaml_defaults_are_the_code_defaults():
+def test_the_bias_and_norm_defaults_are_read_from_the_common_yaml():
+    """One source: conf/shared/init_common.yaml has the rules' keys and their values, and a
+    direct call that leaves them out gets those values."""
     common = OmegaConf.to_container(OmegaConf.load(CONF / "shared" / "init_common.yaml"))
-    assert common["bias"] == BIAS_DEFAULTS
     assert set(common) == set(COMMON_KEYS) - {"scheme"}
+    assert tuple(common["bias"]) == BIAS_KEYS and tuple(common["norm"]) == NORM_KEYS
+    assert common_defaults() == common
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    [spec] = initialize_(net, {"scheme": "he"}, SEED)
+    assert spec.bias == common["bias"]
+    assert torch.equal(net[1].weight, torch.full((3,), float(common["norm"]["value"])))
 
 
 def test_a_per_layer_rule_from_the_command_line():
@@ -697,16 +706,39 @@ def test_a_per_layer_rule_from_the_command_line():
 
 
 def test_register_refuses_a_name_that_is_taken():
-    from initsweep.init.schemes import register
-
     with pytest.raises(ValueError, match="'he' is already registered"):
         register("he")(lambda weight, generator: None)
 
 
+@pytest.mark.parametrize("module", ["initsweep.init.registry", "initsweep.init.apply"])
+def test_the_registry_is_full_whichever_module_is_imported_first(module):
+    """The package's ``__init__`` registers the built-in schemes: no import-order surprise."""
+    code = (f"import {module}; from initsweep.init.registry import list_schemes; "
+            "print(' '.join(list_schemes()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert set(out.stdout.split()) == {p.stem for p in (CONF / "init").glob("*.yaml")}
+
+
+def test_only_a_data_pass_needs_data():
+    """``needs_data`` is explicit: LSUV opts in; the residual passes read the network only."""
+    assert [n for n in list_schemes() if get_scheme(n).needs_data] == ["lsuv"]
+    assert get_scheme("fixup").network_pass is not None
+    with pytest.raises(ValueError, match="has no network_pass"):
+        register("needs_data_without_pass", needs_data=True)
+    assert "needs_data_without_pass" not in list_schemes()
+
+
+@pytest.mark.parametrize("module", [schemes, passes, apply])
+def test_docstring_examples_run(module):
+    """Each scheme's ``Example:`` (torch.nn.init style) runs as written."""
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_a_scheme_called_directly_raises_value_error_like_torch():
-    from initsweep.init.schemes import SCHEMES, InvalidInitParameter
+    from initsweep.init.checks import InvalidInitParameter
 
     weight = torch.empty(3, 4)
     with pytest.raises(ValueError, match=r"^low=1: must be < high \(0\)$") as err:
-        SCHEMES["uniform"].fill_(weight, torch.Generator(), low=1, high=0)
+        get_scheme("uniform").fill_(weight, torch.Generator(), low=1, high=0)
     assert isinstance(err.value, InvalidInitParameter) and err.value.param == "low"

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from initsweep.training.job import run_job
 from tests.conftest import compose_config, runs_of
 
-BASE = ["init=he", "trainer.max_epochs=1", "diagnostics.every_n_steps=5"]
+BASE = ["init=he", "debug=tiny", "diagnostics.every_n_steps=1"]  # states and lines, not accuracy
 # Long enough that a SIGTERM sent once the first epoch's checkpoint exists lands mid-training.
 LONG = ["data=synthetic", "data.n_train=1024", "data.n_val=200", "data.n_test=200",
         "data.features=32", "data.batch_size=32", "trainer.max_epochs=10", "init=he",

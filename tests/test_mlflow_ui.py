@@ -14,12 +14,16 @@ import pytest
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from initsweep import cli
+from initsweep import cli, vocab
+from initsweep.report import publish
 from initsweep.report.figures import zoom_groups
-from initsweep.report.render import build, make_report
-from initsweep.report.runs import select
-from initsweep.tracking import ui as mlflow_ui
+from initsweep.report.publish import make_report
+from initsweep.report.render import build
+from initsweep.report.select import select
+from initsweep.tracking import colors as run_colours
+from initsweep.tracking import links, notes, ui, views
 from initsweep.tracking.resume import forget_checkpoint
+from initsweep.training.steps import exact_ratio
 
 DIAG = [f"diag/L{i}/{k}" for i in range(3) for k in ("grad_norm", "dead_frac")]
 
@@ -68,19 +72,19 @@ def make_store(shared, inits=("he", "zeros"), seeds=(0, 1, 2), lrs=("0.1",),
 def test_view_tag_is_the_uis_envelope_with_a_compressed_state():
     keys = ["test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/run_s",
             *[f"diag/L{i}/m{j}" for i in range(200) for j in range(11)]]  # a 200-layer model
-    state = mlflow_ui.view_state(keys, ["init", "optim.lr", "seed"], 100, "tags.x = 'y'")
-    value = mlflow_ui.encode_view("sweep x", state, now_ms=123)
+    state = views.view_state(keys, ["init", "optim.lr", "seed"], 100, "tags.x = 'y'")
+    value = views.encode_view("sweep x", state, now_ms=123)
     envelope = json.loads(value)
     assert envelope["name"] == "sweep x" and envelope["createdAt"] == 123
     assert envelope["state"].startswith("deflate;")
-    assert len(json.dumps(state)) > mlflow_ui.MAX_TAG_VALUE > len(value)  # why it is compressed
-    assert mlflow_ui.decode_view(value) == ("sweep x", state)
+    assert len(json.dumps(state)) > notes.MAX_TAG_VALUE > len(value)  # why it is compressed
+    assert views.decode_view(value) == ("sweep x", state)
 
 
 def test_view_state_groups_by_init_charts_every_run_and_folds_diagnostics():
     keys = ["test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/run_s", *DIAG]
-    state = mlflow_ui.view_state(keys, ["init", "optim.lr", "seed"], 9)
-    section_of = mlflow_ui.section_of
+    state = views.view_state(keys, ["init", "optim.lr", "seed"], 9)
+    section_of = views.section_of
     assert state["runsHiddenMode"] == "SHOW_ALL" and state["useGroupedValuesInCharts"] is False
     assert state["groupBy"] == {"aggregateFunction": "average", "groupByKeys": [
         {"mode": "tag", "groupByData": "init"}, {"mode": "param", "groupByData": "optim.lr"}]}
@@ -108,16 +112,16 @@ def test_view_state_groups_by_init_charts_every_run_and_folds_diagnostics():
 
 def test_swept_keys_read_back_from_runs(shared):
     _, client, exp_id, parent, _ = make_store(shared, lrs=("0.1", "0.2"))
-    runs = mlflow_ui.sweep_runs(client, exp_id, parent)
+    runs = views.sweep_runs(client, exp_id, parent)
     # init.scheme and init.mode follow the init config; optim.lr and the seeds do not
     # (init_seed and data_seed follow seed here: the seed column says it)
-    assert mlflow_ui.swept_keys_of(runs) == ["init", "optim.lr", "seed"]
+    assert views.swept_keys_of(runs) == ["init", "optim.lr", "seed"]
     one_init = [r for r in runs if r.data.tags["init"] == "he"]
-    assert mlflow_ui.swept_keys_of(one_init) == ["optim.lr", "seed"]
+    assert views.swept_keys_of(one_init) == ["optim.lr", "seed"]
 
 
 def test_run_colours_a_hue_per_init_a_shade_per_seed():
-    colors = mlflow_ui.run_colors([(f"{i}{s}", i, str(s)) for i in ("he", "zeros")
+    colors = run_colours.run_colors([(f"{i}{s}", i, str(s)) for i in ("he", "zeros")
                                    for s in range(3)])
     assert len(set(colors.values())) == 6
     assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colors.values())
@@ -133,15 +137,15 @@ def test_run_colours_a_hue_per_init_a_shade_per_seed():
 
 
 def test_exact_ratio_is_the_exact_fraction():
-    assert mlflow_ui.exact_ratio(36, 360) == 0.1 and repr(mlflow_ui.exact_ratio(36.0, 360)) == "0.1"
-    assert mlflow_ui.exact_ratio(335, 360) == 335 / 360
+    assert exact_ratio(36, 360) == 0.1 and repr(exact_ratio(36.0, 360)) == "0.1"
+    assert exact_ratio(335, 360) == 335 / 360
     with pytest.raises(ValueError, match="whole counts"):
-        mlflow_ui.exact_ratio(0.5, 360)
+        exact_ratio(0.5, 360)
 
 
 def test_checkpoint_tag_is_cleared_and_clearing_twice_is_harmless(shared):
     _, client, exp_id, parent, _ = make_store(shared, seeds=(0,), checkpoint=True)
-    run_id = mlflow_ui.sweep_runs(client, exp_id, parent)[0].info.run_id
+    run_id = views.sweep_runs(client, exp_id, parent)[0].info.run_id
     forget_checkpoint(client, run_id)
     forget_checkpoint(client, run_id)
     assert "checkpoint" not in client.get_run(run_id).data.tags
@@ -149,24 +153,24 @@ def test_checkpoint_tag_is_cleared_and_clearing_twice_is_harmless(shared):
 
 def test_report_md_images_point_at_the_server():
     md = "# r\n\n![groups](plots/groups.png)\n\n![x](https://e.org/a.png)\n"
-    out = mlflow_ui.absolute_image_links(md, "http://h:5000", "abc", "report")
+    out = links.absolute_image_links(md, "http://h:5000", "abc", "report")
     assert "![groups](http://h:5000/get-artifact?path=report/plots/groups.png&run_uuid=abc)" in out
     assert "![x](https://e.org/a.png)" in out
 
 
 def test_links_never_carry_a_search_facet_or_credentials(monkeypatch):
-    link = mlflow_ui.runs_page_link("http://h:5000/", "3", "sweep-x")
+    link = links.runs_page_link("http://h:5000/", "3", "sweep-x")
     assert link == ("http://h:5000/#/experiments/3/runs?workflowType=machine_learning"
                     "&compareRunsMode=CHART&viewStateShareKey=sweep-x")
-    monkeypatch.delenv(mlflow_ui.UI_URL_ENV, raising=False)
-    assert mlflow_ui.ui_base_url("http://u:pw@srv:5000/") == "http://srv:5000"
-    assert mlflow_ui.ui_base_url("sqlite:///x.db") == mlflow_ui.DEFAULT_UI_URL
-    monkeypatch.setenv(mlflow_ui.UI_URL_ENV, "http://elsewhere:8080/")
-    assert mlflow_ui.ui_base_url("sqlite:///x.db") == "http://elsewhere:8080"
+    monkeypatch.delenv(vocab.UI_URL_ENV, raising=False)
+    assert links.ui_base_url("http://u:pw@srv:5000/") == "http://srv:5000"
+    assert links.ui_base_url("sqlite:///x.db") == links.DEFAULT_UI_URL
+    monkeypatch.setenv(vocab.UI_URL_ENV, "http://elsewhere:8080/")
+    assert links.ui_base_url("sqlite:///x.db") == "http://elsewhere:8080"
 
 
 def test_parent_run_carries_the_answer(shared, tmp_path, monkeypatch):
-    monkeypatch.setenv(mlflow_ui.UI_URL_ENV, "http://127.0.0.1:5999")
+    monkeypatch.setenv(vocab.UI_URL_ENV, "http://127.0.0.1:5999")
     uri, client, exp_id, parent, sweep_id = make_store(shared, lrs=("0.1", "0.2"))
     selection = select(client, sweep=parent)
     report, _, _, logged = make_report(client, selection, tmp_path / "rep", tune="optim.lr")
@@ -175,28 +179,28 @@ def test_parent_run_carries_the_answer(shared, tmp_path, monkeypatch):
     metrics = run.data.metrics
     summary = report.summary.set_index("group")
     for group in summary.index:
-        name = mlflow_ui.metric_name("test_acc", group, "mean")
+        name = publish.metric_name("test_acc", group, "mean")
         assert metrics[name] == pytest.approx(summary.loc[group, "mean"])
         for stat in ("n", "std", "min", "max", "ci_low", "ci_high"):
-            assert mlflow_ui.metric_name("test_acc", group, stat) in metrics
+            assert publish.metric_name("test_acc", group, stat) in metrics
     tuning = [k for k in metrics if "/tuning optim.lr/" in k]
     assert {k.rsplit("/", 1)[1] for k in tuning} == {"flip_rate", "regret", "heldout_regret_k1"}
-    note = run.data.tags[mlflow_ui.NOTE_TAG]
+    note = run.data.tags[vocab.NOTE_TAG]
     assert note.startswith("## Seed sensitivity of `test/acc`")
     assert "Tuning `optim.lr`" in note.split("\n")[2]  # the tuning trap's verdict first
     for verdict in report.pairs["verdict"]:
         assert verdict in note
-    assert f"viewStateShareKey={mlflow_ui.sweep_view_key(sweep_id)}" in note
+    assert f"viewStateShareKey={views.sweep_view_key(sweep_id)}" in note
     # the logged report.md's images load from the server, the one on disk stays relative
     logged_md = Path(client.download_artifacts(parent, "report/report.md", str(tmp_path)))
     assert "(http://127.0.0.1:5999/get-artifact?path=report/plots/groups.png&run_uuid=" \
         in logged_md.read_text()
     assert "(plots/groups.png)" in (tmp_path / "rep" / "report.md").read_text()
     # the view lists the sections of the parent's summaries, folded
-    name, state = mlflow_ui.decode_view(client.get_experiment(exp_id).tags[
-        mlflow_ui.VIEW_TAG_PREFIX + run.data.tags[mlflow_ui.VIEW_KEY_TAG]])
+    name, state = views.decode_view(client.get_experiment(exp_id).tags[
+        vocab.VIEW_TAG_PREFIX + run.data.tags[vocab.VIEW_KEY_TAG]])
     listed = {s["name"] for s in state["compareRunSections"]}
-    assert {mlflow_ui.section_of(k) for k in metrics} <= listed
+    assert {views.section_of(k) for k in metrics} <= listed
     summaries = [s for s in state["compareRunSections"] if s["name"].startswith("test_acc/")]
     assert summaries and not any(s["display"] for s in summaries)
 
@@ -204,19 +208,19 @@ def test_parent_run_carries_the_answer(shared, tmp_path, monkeypatch):
 def test_finish_sweep_ui_and_ui_link(shared, capsys):
     uri, client, exp_id, parent, sweep_id = make_store(shared)
     base = "http://127.0.0.1:5999"
-    link = mlflow_ui.finish_sweep_ui(client, exp_id, parent, sweep_id, base_url=base)
-    key = mlflow_ui.sweep_view_key(sweep_id)
-    assert link == mlflow_ui.runs_page_link(base, exp_id, key)
+    link = ui.finish_sweep_ui(client, exp_id, parent, sweep_id, base_url=base)
+    key = views.sweep_view_key(sweep_id)
+    assert link == links.runs_page_link(base, exp_id, key)
     experiment = client.get_experiment(exp_id)
-    assert experiment.tags[mlflow_ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
-    assert experiment.tags[mlflow_ui.PRIMARY_METRIC_TAG] == "test/acc"
-    banner = experiment.tags[mlflow_ui.NOTE_TAG]
+    assert experiment.tags[vocab.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert experiment.tags[vocab.PRIMARY_METRIC_TAG] == "test/acc"
+    banner = experiment.tags[vocab.NOTE_TAG]
     assert f"viewStateShareKey={key}" in banner.splitlines()[0]
     assert "experiment=tuning_trap" in banner  # nothing tuned here
-    name, state = mlflow_ui.decode_view(experiment.tags[mlflow_ui.VIEW_TAG_PREFIX + key])
+    name, state = views.decode_view(experiment.tags[vocab.VIEW_TAG_PREFIX + key])
     assert sweep_id in name and state["searchFilter"] == f"tags.sweep_id = '{sweep_id}'"
-    runs = mlflow_ui.sweep_runs(client, exp_id, parent)
-    assert all(r.data.tags[mlflow_ui.RUN_COLOR_TAG].startswith("#") for r in runs)
+    runs = views.sweep_runs(client, exp_id, parent)
+    assert all(r.data.tags[vocab.RUN_COLOR_TAG].startswith("#") for r in runs)
     assert cli.main(["ui-link", "--tracking-uri", uri, "--experiment", f"exp-{sweep_id}",
                      "--base-url", base]) == 0
     assert capsys.readouterr().out.strip() == link
@@ -227,7 +231,7 @@ def test_ui_link_writes_the_view_of_an_older_sweep(shared, tmp_path, capsys):
     assert cli.main(["ui-link", "--tracking-uri", uri, "--sweep", sweep_id,
                      "--base-url", "http://h:1"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"viewStateShareKey=sweep-{sweep_id}")
-    assert mlflow_ui.VIEW_TAG_PREFIX + f"sweep-{sweep_id}" in client.get_experiment(exp_id).tags
+    assert vocab.VIEW_TAG_PREFIX + f"sweep-{sweep_id}" in client.get_experiment(exp_id).tags
     assert cli.main(["ui-link", "--tracking-uri", f"sqlite:///{tmp_path / 'no.db'}"]) == 2
     assert cli.main(["ui-link", "--tracking-uri", uri, "--sweep", "nosuch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -259,15 +263,15 @@ def test_groups_plot_draws_the_zoomed_panel(shared, tmp_path):
 
 def test_a_run_note_longer_than_a_tag_is_cut_and_says_so(shared):
     _, client, exp_id, parent, _ = make_store(shared, seeds=(0,))
-    mlflow_ui.set_run_note(client, parent, "x" * 10_000)
-    note = client.get_run(parent).data.tags[mlflow_ui.NOTE_TAG]
-    assert len(note) == mlflow_ui.MAX_NOTE and note.endswith("in the run's artifacts)")
+    notes.set_run_note(client, parent, "x" * 10_000)
+    note = client.get_run(parent).data.tags[vocab.NOTE_TAG]
+    assert len(note) == notes.MAX_NOTE and note.endswith("in the run's artifacts)")
 
 
 def test_a_swept_config_group_is_grouped_by_its_params(shared):
     _, client, exp_id, parent, sweep_id = make_store(shared, lrs=("0.1", "0.2"))
     # `optim=...` on the command line names a config group, no param: read the runs instead
-    key = mlflow_ui.write_sweep_view(client, exp_id, parent, sweep_id, ["init", "optim", "seed"])
-    _, state = mlflow_ui.decode_view(client.get_experiment(exp_id).tags[
-        mlflow_ui.VIEW_TAG_PREFIX + key])
+    key = views.write_sweep_view(client, exp_id, parent, sweep_id, ["init", "optim", "seed"])
+    _, state = views.decode_view(client.get_experiment(exp_id).tags[
+        vocab.VIEW_TAG_PREFIX + key])
     assert {"mode": "param", "groupByData": "optim.lr"} in state["groupBy"]["groupByKeys"]

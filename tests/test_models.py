@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from initsweep.errors import ConfigError
-from initsweep.models.zoo import ResNet, norm_layers, resnet, weight_layers
+from initsweep.models.layers import norm_layers, weight_layers
+from initsweep.models.zoo import ResNet, resnet
 from initsweep.training.builders import build
 from initsweep.training.job import run_job
 from tests.conftest import REPO, compose_config, runs_of, stacked_and_alone
@@ -191,13 +192,13 @@ def test_stacked_resnet_with_batchnorm_logs_the_runs_sequential_jobs_would(store
 
 def test_stacked_cnn_starts_from_each_seeds_own_weights_and_buffers():
     from initsweep.naming import seed_configs
-    from initsweep.training.fit_stacked import StackedSeedsModule
+    from initsweep.training.fit_stacked import StackedModule
 
     cfg = compose_config(["model=cnn", "model.norm=batch", "init=he", "seeds_per_job=3"])
     modules = [build(one)[1] for one in seed_configs(cfg, 3)]
-    stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers=[])
+    stacked = StackedModule(modules, dict(cfg.optim), loggers=[])
     for k, module in enumerate(modules):
-        net = stacked.seed_net(k)
+        net = stacked.net_for(k)
         for (name, a), b in zip(net.state_dict().items(), module.net.state_dict().values(),
                                 strict=True):
             assert torch.equal(a, b), name
@@ -206,4 +207,4 @@ def test_stacked_cnn_starts_from_each_seeds_own_weights_and_buffers():
     out = stacked(x)  # one batch for all: (K, B, classes)
     for k, module in enumerate(modules):
         torch.testing.assert_close(out[k], module.net.eval()(x), rtol=1e-5, atol=1e-6)
-    assert isinstance(stacked.seed_net(0), nn.Module)
+    assert isinstance(stacked.net_for(0), nn.Module)

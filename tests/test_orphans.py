@@ -1,7 +1,7 @@
 """A sweep killed outright or interrupted leaves no ghosts: real processes, real signals.
 
-The sweeps are held at a pause point (``initsweep.pause_points``: after an epoch's checkpoint, or
-before the report) so that SIGKILL or SIGINT lands exactly there, then the relaunch must adopt
+The sweeps are held at a pause point (``initsweep.launch.pause_points``: after an epoch's
+checkpoint, or before the report) so that SIGKILL or SIGINT lands exactly there; the relaunch adopts
 what the dead process left: every config one FINISHED run, nothing RUNNING, a checkpointed run
 resumed into the same run with a continuous history and the same metrics as an uninterrupted run.
 """

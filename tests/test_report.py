@@ -21,8 +21,11 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from initsweep import cli
-from initsweep.report.render import build, report_for_sweep
-from initsweep.report.runs import SEED_KEYS, select
+from initsweep.naming import SEED_KEYS
+from initsweep.report.publish import report_for_sweep
+from initsweep.report.render import build
+from initsweep.report.select import select
+from tests.conftest import TrainedSweep
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_PARAMS = {"data.batch_size": "64", "model.activation": "relu", "optim.name": "adam",
@@ -128,14 +131,24 @@ def test_p_a_beats_b_is_one_when_separated_and_half_when_identical(synth):
     # 4 groups, one key of names: all 6 pairs; 5 of them 8/8 (sign test p = 2 / 2^8), the twins
     # tie on every seed (p = 1): Holm multiplies the smallest by 6, the next ones by 5, 4, ...
     assert separated["sign_p"] == pytest.approx(2 / 256)
-    assert separated["holm_p"] == pytest.approx(6 * 2 / 256)
-    assert separated["verdict"] == "good > bad (P=1.00, 8 seeds, Holm p=0.047)"
+    assert separated["sign_holm_p"] == pytest.approx(6 * 2 / 256)
+    # the verdict: the paired t-test on the difference of means, Holm-adjusted, its interval at
+    # the pair's Holm level (the first of 6 hypotheses: 0.05 / 6)
+    g = {s: np.array([j["value"] for j in jobs if j["params"]["init.scheme"] == s])
+         for s in ("good", "bad")}
+    assert separated["test"] == "paired t" and separated["called"]
+    assert separated["test_p"] == pytest.approx(stats.ttest_rel(g["good"], g["bad"]).pvalue)
+    assert separated["mean_diff"] == pytest.approx(np.mean(g["good"] - g["bad"]))
+    assert separated["diff_low"] > 0.35 and separated["diff_high"] < 0.45
+    assert separated["verdict"].startswith(
+        f"good > bad: good − bad = +{separated['mean_diff']:.3f} [+0.40")
+    assert "8 seeds (Holm p<0.001); P(A>B)=1.00" in separated["verdict"]
     assert separated["aso_eps_min"] == 0.0  # every good seed above every bad one
     identical = pair[frozenset(("twin1", "twin2"))]
     assert identical["P(A>B)"] == 0.5 and identical["ci_low"] <= 0.5 <= identical["ci_high"]
     assert identical["holm_p"] == 1.0 and not identical["called"]
-    assert identical["verdict"] == ("twin1 vs twin2: indistinguishable at 8 seeds (P=0.50); "
-                                    "no difference seen to chase")
+    assert identical["verdict"].startswith("twin1 vs twin2: twin1 − twin2 = +0.000")
+    assert "not called" in identical["verdict"] and "no difference seen" in identical["verdict"]
 
 
 def test_design_pairs_by_default_every_pair_on_request(synth, tmp_path):
@@ -156,18 +169,29 @@ def test_design_pairs_by_default_every_pair_on_request(synth, tmp_path):
     assert got == lr_steps | schemes  # 7 pairs, not 0.01 vs 1.0
     text = report_for_sweep(synth[0], exp, parent, tmp_path / "all",
                             {"all_pairs": True, "seed": 1})
-    assert "15 comparisons (every pair of groups)" in text and "Holm-adjusted over the 15" in text
+    assert "15 comparisons (every pair)" in text and "Holm-adjusted" in text
     assert len((tmp_path / "all" / "pairs.csv").read_text().splitlines()) == 1 + 15
     md = (tmp_path / "all" / "report.md").read_text()
-    assert "at most about 0.05 false calls are expected (without the adjustment, up to 0.75)" in md
+    assert "at most 5% chance of any false winner" in md and "docs/report.md" in md
 
 
-def test_too_few_seeds_never_get_a_winner(synth):
-    jobs = [{"params": {"init.scheme": s}, "seed": i, "value": v + 0.001 * i}
-            for i in range(3) for s, v in (("he", 0.9), ("zeros", 0.1))]
+def test_the_demo_gap_is_called_at_three_seeds_against_a_point(synth, tmp_path):
+    """``make sweep``'s he (0.963 +- 0.007) vs zeros (0.1000 on every seed: a point) on 3 seeds:
+    called, with the difference and its interval; the verdicts lead the block, the method is one
+    line after them; two points that differ by one test image are not called."""
+    he = (0.9639, 0.9556, 0.9694)
+    jobs = [{"params": {"init.scheme": s}, "seed": i, "value": v, "n_test": 360}
+            for i in range(3) for s, v in (("he", he[i]), ("zeros", 0.1), ("ones", 0.1 + 1 / 360))]
     exp, parent = make_sweep(synth, jobs)
-    verdict = report_of(synth, exp, parent).pairs["verdict"].iloc[0]
-    assert verdict.startswith("he vs zeros") and "too few seeds" in verdict
+    pairs = report_of(synth, exp, parent).pairs.set_index(["a", "b"])
+    verdict = pairs.loc[("he", "zeros"), "verdict"]
+    assert verdict.startswith("he > zeros: he − zeros = +0.863 [+0.8")
+    assert "3 seeds" in verdict and "disagrees" not in verdict
+    assert pairs.loc[("he", "zeros"), "diff_low"] > 0.8
+    assert not pairs.loc[("ones", "zeros"), "called"]  # 1/360 on 3 seeds: the resolution floor
+    text = report_for_sweep(synth[0], exp, parent, tmp_path / "demo", {"seed": 0})
+    block = text[text.index("verdicts:"):].splitlines()
+    assert block[1].strip().startswith("he > ") and "docs/report.md" in block[4]
 
 
 # A 3-seed x 3-lr grid small enough to check by hand.
@@ -379,15 +403,16 @@ def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
     assert not db.exists()
 
 
-def test_sweep_then_report_end_to_end(cli, store, tmp_path):
-    """A real sweep with report=true (the default hook), then `initsweep report` as a subprocess."""
-    cli("-m", "init=he,zeros", "seed=0,1,2", "trainer.max_epochs=2", "report=true",
-        "diagnostics.plots=false", check=True)  # per-run diagnostic PNGs: ~8 s, not tested here
-    hook_report = tmp_path / "multirun" / "report"
+def test_sweep_then_report_end_to_end(trained_sweep: TrainedSweep, tmp_path):
+    """A real sweep with report=true (the default hook), then `initsweep report` as a subprocess.
+    It logs the report on the shared sweep's parent run again, with the sweep's UI address."""
+    store = trained_sweep.store
+    hook_report = trained_sweep.root / "multirun" / "report"
     assert (hook_report / "report.md").is_file() and (hook_report / "runs.csv").is_file()
 
     out = tmp_path / "cli-report"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= trained_sweep.ui_env
     script = Path(sys.executable).parent / "initsweep"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "initsweep.cli"]
     proc = subprocess.run([*command, "report", "--tracking-uri", store, "--latest",
@@ -418,3 +443,22 @@ def test_sweep_then_report_end_to_end(cli, store, tmp_path):
     assert {f"report/{name}" for name in expected} <= logged
     assert parent.data.tags["report"] == "report/report.html"
 
+
+
+def test_the_verdict_says_when_the_sign_test_disagrees():
+    """The t-test calls a on the mean while b wins on most seeds (a few big seeds), and the sign
+    test calls a pair the t-test does not (collapsing seeds): both are said in the verdict."""
+    from initsweep.report.stats import Comparison
+
+    mean_only = Comparison("a", "b", 10, 0.3, 0.07, 0.65, 0.05, diff_low=0.01, diff_high=0.09,
+                           test_p=0.001, holm_p=0.001, sign_p=0.34, sign_holm_p=0.34,
+                           sign_for_a=False)
+    assert mean_only.called and "the sign test disagrees: b wins on most seeds" in \
+        mean_only.verdict
+    seeds_only = Comparison("a", "b", 20, 0.9, 0.68, 0.99, 0.02, diff_low=-0.01, diff_high=0.05,
+                            test_p=0.2, holm_p=0.4, sign_p=0.001, sign_holm_p=0.002)
+    assert not seeds_only.called
+    assert "the sign test disagrees: a wins on most seeds (P(a>b)=0.90" in seeds_only.verdict
+    agree = Comparison("a", "b", 20, 0.9, 0.68, 0.99, 0.05, diff_low=0.01, diff_high=0.09,
+                       test_p=0.001, holm_p=0.002, sign_p=0.001, sign_holm_p=0.002)
+    assert "disagrees" not in agree.verdict

@@ -32,8 +32,10 @@ def test_rerunning_a_sweep_skips_finished_configs(cli, store):
     assert len([r for r in runs_of(store) if "scheme" in r.data.tags]) == 4
 
 
-@pytest.mark.parametrize("batched", [[], pytest.param(["seeds_per_job=2"], marks=pytest.mark.slow)],
-                         ids=["alone", "batched"])
+# 15 epochs, a SIGTERM, a relaunch: minutes under load. The fast tier keeps a real SIGTERM with
+# preemption and resume in test_job.py::test_preemption_and_resume_end_the_same_way.
+@pytest.mark.slow
+@pytest.mark.parametrize("batched", [[], ["seeds_per_job=2"]], ids=["alone", "batched"])
 def test_sigterm_checkpoints_and_the_next_launch_resumes_to_the_same_result(tmp_path, store,
                                                                            batched):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

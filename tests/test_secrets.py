@@ -152,7 +152,8 @@ def test_no_secret_on_the_console_or_in_a_log_file(leaky_sweep):
     assert _leaked(console) == [] and _leaked(_log_files(tmp / "multirun")) == []
 
 
-@pytest.mark.slow  # ~25 s: one job writing straight into the local PostgreSQL (tests/cluster.py)
+@pytest.mark.cluster  # the local PostgreSQL (tests/helpers/cluster.py)
+@pytest.mark.slow  # ~25 s: one job writing straight into it
 def test_no_postgresql_password_from_a_store_uri_in_any_run_or_log(pg_server, tmp_path):
     """``tracking.uri=postgresql://user:PASSWORD@host/db``: MLflow's SQL store without a server,
     the password in the URI. It must reach no param, tag, artifact, console or log line."""

@@ -1,5 +1,5 @@
 """The shared server under load and in a crash: the PostgreSQL-backed ``mlflow server`` of
-scripts/local_cluster.sh (tests/cluster.py's ``pg_server``), real jobs through the CLI.
+scripts/local_cluster.sh (tests/helpers/cluster.py's ``pg_server``), real jobs through the CLI.
 
 - 16 concurrent writers through the project's logging path lose no run, row, param, tag or
   artifact (scripts/server_load.py; its timings go to docs/scaling.md, never asserted here);
@@ -28,9 +28,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.cluster import LocalCluster, _script, parse_exports
 from tests.conftest import REPO, runs_of
+from tests.helpers.cluster import LocalCluster, _script, parse_exports
 from tests.test_server import group_alive
+
+# Each test starts (or reuses) PostgreSQL and its mlflow server: root, apt-get.
+pytestmark = pytest.mark.cluster
 
 OUTAGE_S = 20  # how long the server stays dead before the restart begins (issue 12)
 EPOCHS = 30

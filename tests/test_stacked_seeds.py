@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.naming import seed_configs, seed_overrides
 from initsweep.training.builders import build
-from initsweep.training.fit_stacked import StackedSeedsModule
+from initsweep.training.fit_stacked import StackedModule
 from initsweep.training.job import run_job
 from tests.conftest import compose_config, runs_of, stacked_and_alone
 
@@ -22,7 +22,7 @@ SHRINK = ["init=he", "trainer.max_epochs=3", "diagnostics.enabled=false"]
 def test_each_seed_starts_from_its_own_weights_exactly():
     cfg = compose_config([*SHRINK, "seed=5", "seeds_per_job=3"])
     modules = [build(one)[1] for one in seed_configs(cfg, 3)]
-    stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers=[])
+    stacked = StackedModule(modules, dict(cfg.optim), loggers=[])
     for k, module in enumerate(modules):
         for name, param in module.net.named_parameters():
             assert torch.equal(stacked.stacked[name.replace(".", "__")][k], param)
@@ -63,14 +63,21 @@ def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
 
 
 def test_finished_seeds_are_skipped_and_the_rest_trained_together(store):
-    common = [*SHRINK, "trainer.max_epochs=1", f"tracking.uri={store}"]
+    common = ["init=he", "debug=tiny", "diagnostics.enabled=false", f"tracking.uri={store}"]
     run_job(compose_config([*common, "seeds_per_job=2"]))
     status = run_job(compose_config([*common, "seeds_per_job=3"]))
     assert [s["outcome"] for s in status["seeds"]] == ["skipped", "skipped", "ok"]
     runs = {r.info.run_name: r for r in runs_of(store)}
     assert sorted(runs) == ["he-x1-s0", "he-x1-s1", "he-x1-s2"]
-    assert runs["he-x1-s2"].data.tags["trained_together"] == "1"
     assert runs["he-x1-s0"].data.tags["trained_together"] == "2"
+    # The one seed left trains alone, as a run of its own: untagged, and the same bits.
+    assert "trained_together" not in runs["he-x1-s2"].data.tags
+    run_job(compose_config([*common, "seed=2", "experiment_name=alone"]))
+    (alone,) = runs_of(store, "alone")
+    def trained(run):  # what training measured (time/* is the wall clock's)
+        return {k: v for k, v in run.data.metrics.items() if not k.startswith("time/")}
+
+    assert trained(runs["he-x1-s2"]) == trained(alone)
     forced = run_job(compose_config([*common, "seeds_per_job=3", "force=true"]))
     assert [s["outcome"] for s in forced["seeds"]] == ["ok", "ok", "ok"]
     assert len(runs_of(store)) == 6

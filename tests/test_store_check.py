@@ -25,7 +25,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from initsweep.tracking.retries import RetryingClient, RetryPolicy, StoreUnavailable, transient
-from initsweep.tracking.store import StoreUnreachable, check_store
+from initsweep.tracking.store import StoreCheckFailed, check_store
 from tests.conftest import REPO
 from tests.test_server import free_port
 
@@ -94,7 +94,7 @@ def test_the_report_fails_fast_the_same_way(tmp_path, uri, message):
 
 def test_a_sqlite_store_in_a_folder_that_cannot_be_made_says_why(tmp_path):
     (tmp_path / "file").write_text("")  # a file where the store's folder would go
-    with pytest.raises(StoreUnreachable, match=r"^tracking\.uri=sqlite:///.*/file/db/m\.db: "):
+    with pytest.raises(StoreCheckFailed, match=r"^tracking\.uri=sqlite:///.*/file/db/m\.db: "):
         check_store(f"sqlite:///{tmp_path / 'file' / 'db' / 'm.db'}")
 
 

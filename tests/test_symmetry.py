@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initsweep.init.schemes import initialize_
-from initsweep.models.zoo import build_mlp, linear_layers
+from initsweep.init.apply import initialize_
+from initsweep.models.layers import linear_layers
+from initsweep.models.zoo import build_mlp
 
 BIASES = (0.1, 0.2, 0.3, 0.4)
 N_LAYERS = len(BIASES)

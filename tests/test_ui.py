@@ -1,6 +1,7 @@
 """A reviewer's view of a sweep in the MLflow UI, in a real browser (issue 13).
 
-A real sweep through the CLI, `mlflow ui` over its store on a free loopback port, Debian's
+The session's trained sweep (conftest.trained_sweep, through the real CLI), `mlflow ui` over its
+store on the loopback port its links name, Debian's
 chromium driven by Playwright (the pip package, pointed at /usr/bin/chromium: nothing is
 downloaded). The test opens the sweep's link and checks what a reviewer must see without
 configuring anything: the runs with `test/acc`, `init` and `seed` columns grouped by init with
@@ -18,7 +19,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,14 +28,18 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initsweep.report.runs import select
-from initsweep.tracking import ui as mlflow_ui
+from initsweep.report.select import select
+from initsweep.tracking import links, ui, views
+from initsweep.training.steps import exact_ratio
+from tests.conftest import TrainedSweep
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("INITSWEEP_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
-# False until the sweep callback calls mlflow_ui.finish_sweep_ui and prints the link, and the jobs
+# False until the sweep callback calls ui.finish_sweep_ui and prints the link, and the jobs
 # log exact end-of-run metrics at step 0 without a stale checkpoint tag (issue 13 integration).
 # Then True: the test takes the link from the sweep's output and checks the child runs too.
 # (The report's summary metrics and note are already logged by the sweep's report hook.)
@@ -57,12 +61,6 @@ def require_browser() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_ui(store: str, port: int, log: Path) -> subprocess.Popen:
@@ -114,25 +112,21 @@ def dismiss_panels(page) -> None:
             button.first.click()
 
 
-@pytest.mark.slow
-def test_a_sweep_opens_on_its_answer_in_the_browser(cli, store, tmp_path, monkeypatch):
+def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep, tmp_path):
     require_browser()
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv(mlflow_ui.UI_URL_ENV, base)  # the sweep's links and report.md images
-    proc = cli("-m", "init=he,zeros", "seed=0,1,2", "trainer.max_epochs=2", "report=true",
-               "diagnostics.plots=false", check=True)
+    base, store = trained_sweep.ui_base, trained_sweep.store  # its links and report.md images
+    port = int(base.rsplit(":", 1)[1])
     client = MlflowClient(store)
     selection = select(client, None, latest=True)
     experiment_id, parent_id = selection.experiment_id, selection.parent_run_id
     if INTEGRATED:
-        printed = re.findall(r"http://\S+viewStateShareKey=\S+", proc.stdout)
-        assert printed, proc.stdout
+        printed = re.findall(r"http://\S+viewStateShareKey=\S+", trained_sweep.stdout)
+        assert printed, trained_sweep.stdout
         link = printed[-1]
     else:  # what the sweep callback will do after the report (which logged the summary)
-        link = mlflow_ui.finish_sweep_ui(client, experiment_id, parent_id, selection.sweep_id,
+        link = ui.finish_sweep_ui(client, experiment_id, parent_id, selection.sweep_id,
                                          base_url=base)
     # `make ui` prints the same link
     ui_link = subprocess.run([sys.executable, "-m", "initsweep.cli", "ui-link", "--tracking-uri",
@@ -143,16 +137,16 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(cli, store, tmp_path, monkey
     assert link.startswith(f"{base}/#/experiments/{experiment_id}/runs?")
     assert "workflowType=machine_learning" in link
 
-    children = mlflow_ui.sweep_runs(client, experiment_id, parent_id)
-    assert len(children) == 6
+    children = views.sweep_runs(client, experiment_id, parent_id)
+    assert len(children) == 6  # conftest.TRAINED_SWEEP: 3 inits x 2 seeds
     values = {r.info.run_name: r.data.metrics["test/acc"] for r in children}
-    means = {init: sum(v for n, v in values.items() if n.startswith(init)) / 3
-             for init in ("he", "zeros")}
+    means = {init: sum(v for n, v in values.items() if n.startswith(init)) / 2
+             for init in ("xavier", "he", "zeros")}
     if INTEGRATED:  # exact values at step 0 (bars by default), no stale checkpoint tag
         for run in children:
             n_test = int(run.data.tags["n_test"])
             value = run.data.metrics["test/acc"]
-            assert value == mlflow_ui.exact_ratio(round(value * n_test), n_test)
+            assert value == exact_ratio(round(value * n_test), n_test)
             assert [m.step for m in client.get_metric_history(run.info.run_id, "test/acc")] == [0]
             assert "checkpoint" not in run.data.tags
 
@@ -182,15 +176,15 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(cli, store, tmp_path, monkey
                     .all_inner_texts()
                 assert not [t for t in titles if t.startswith("diag/")]
                 assert page.get_by_text("diag/L0", exact=False).count() >= 1  # folded section
-                views = page.get_by_test_id("saved-views-trigger").inner_text()
-                assert selection.sweep_id in views
+                shown = page.get_by_test_id("saved-views-trigger").inner_text()
+                assert selection.sweep_id in shown
                 banner = page.get_by_role("link", name="table", exact=True).first  # the note
                 assert banner.get_attribute("href").startswith(f"#/experiments/{experiment_id}/")
                 page.screenshot(path=str(shots / "charts.png"))
 
                 # 2. The table: chosen columns, groups by init with their mean over seeds.
-                page.goto(mlflow_ui.runs_page_link(base, experiment_id,
-                                                   mlflow_ui.sweep_view_key(selection.sweep_id),
+                page.goto(links.runs_page_link(base, experiment_id,
+                                                   views.sweep_view_key(selection.sweep_id),
                                                    mode="TABLE"))
                 page.get_by_text("Group: he").first.wait_for()
                 dismiss_panels(page)
@@ -209,9 +203,9 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(cli, store, tmp_path, monkey
                 page.screenshot(path=str(shots / "runs_table.png"))
 
                 # 3. The parent run: its description and summary metrics are the answer.
-                page.goto(mlflow_ui.run_page_link(base, experiment_id, parent_id))
+                page.goto(links.run_page_link(base, experiment_id, parent_id))
                 page.get_by_text("Seed sensitivity of").first.wait_for()
-                page.get_by_role("link", name="zeros-x1-s2").first.wait_for()  # child runs
+                page.get_by_role("link", name="zeros-x1-s1").first.wait_for()  # child runs
                 dismiss_panels(page)
                 body = page.inner_text("body")
                 assert "he vs zeros" in body or "he > zeros" in body

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from initsweep.vocab import PRIMARY_METRIC
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors as ``error: <message>`` on one line, exit 2."""
@@ -60,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--latest", action="store_true", help="the newest sweep of the experiment")
     rep.add_argument("--filter", metavar="FILTER",
                      help="MLflow filter string, e.g. \"params.`optim.name` = 'sgd'\"")
-    rep.add_argument("--metric", default="test/acc", help="metric to compare (test/acc)")
+    rep.add_argument("--metric", default=PRIMARY_METRIC,
+                     help=f"metric to compare ({PRIMARY_METRIC})")
     rep.add_argument("--tune", metavar="KEY", help="param to analyse as tuned, e.g. optim.lr")
     rep.add_argument("--select-metric", metavar="METRIC",
                      help="metric the tuning trap chooses on (default: the val/ counterpart of "
@@ -107,12 +110,13 @@ def parser() -> argparse.ArgumentParser:
 
 def doctor_command(args: argparse.Namespace) -> int:
     """Run ``initsweep doctor``; returns the exit code."""
+    # MLflow loads once the arguments parsed (as in ui_link_command)
     from initsweep.launch.adoption import doctor
-    from initsweep.report.runs import ReportInputError, default_tracking_uri, open_client
+    from initsweep.report.select import ReportInputError, default_tracking_uri, open_existing_store
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    client = open_client(args.tracking_uri or default_tracking_uri())
+    client = open_existing_store(args.tracking_uri or default_tracking_uri())
     if args.experiment:
         experiment = client.get_experiment_by_name(args.experiment)
         if experiment is None:
@@ -134,10 +138,11 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
 
 def ui_link_command(args: argparse.Namespace) -> int:
     """Run ``initsweep ui-link``; returns the exit code."""
-    from initsweep.report.runs import (
+    # MLflow and pandas load once the arguments parsed: --help and a usage error stay instant
+    from initsweep.report.select import (
         ReportInputError,
         default_tracking_uri,
-        open_client,
+        open_existing_store,
         select,
     )
     from initsweep.tracking.ui import sweep_link, ui_base_url
@@ -145,7 +150,7 @@ def ui_link_command(args: argparse.Namespace) -> int:
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = args.tracking_uri or default_tracking_uri()
-    client = open_client(uri)
+    client = open_existing_store(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=not args.sweep)
     if not selection.parent_run_id:
         raise ReportInputError("--sweep", f"{args.sweep!r}: its parent run is not in the store")
@@ -156,13 +161,15 @@ def ui_link_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """Run ``initsweep report``; returns the exit code."""
-    from initsweep.report.render import ARTIFACT_PATH, make_report, terminal
-    from initsweep.report.runs import default_tracking_uri, open_client, select
+    # pandas, scipy, matplotlib and MLflow load once the arguments parsed (as in ui_link_command)
+    from initsweep.report.publish import make_report
+    from initsweep.report.render import ARTIFACT_PATH, terminal
+    from initsweep.report.select import default_tracking_uri, open_existing_store, select
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = args.tracking_uri or default_tracking_uri()
-    client = open_client(uri)
+    client = open_existing_store(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=args.latest,
                        filter_string=args.filter)
     report, files, folder, logged = make_report(
@@ -181,7 +188,7 @@ def report_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initsweep`` script; exit code 2 on bad input."""
     args = parser().parse_args(argv)
-    from initsweep.report.runs import ReportInputError
+    from initsweep.report.select import ReportInputError  # pandas, MLflow: after parsing (above)
 
     try:
         command = {"ui-link": ui_link_command, "doctor": doctor_command}.get(args.command,

@@ -5,19 +5,14 @@ the report, the race or a test reads back is a constant here, and MLflow's own t
 MLflow's constants. A reader of a store (a query such as ``tags.outcome = 'ok'``, a dashboard)
 relies on these strings, so they never change; add, don't rename.
 
-Torch-free and import-light: every layer may import it; it imports only MLflow's tag constants.
+Torch-free and import-light: every layer may import it, the console and the entry point too. It
+imports nothing: MLflow's tag names are spelled out here (importing ``mlflow.utils.mlflow_tags``
+imports all of MLflow, pandas included) and tests/test_vocab.py pins them to MLflow's constants.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-
-from mlflow.utils.mlflow_tags import (
-    MLFLOW_CUSTOM_VIEW_TAG_PREFIX,
-    MLFLOW_EXPERIMENT_PRIMARY_METRIC_NAME,
-    MLFLOW_PARENT_RUN_ID,
-    MLFLOW_RUN_NOTE,
-)
 
 
 class Outcome(str, Enum):
@@ -43,10 +38,13 @@ class Outcome(str, Enum):
 TRAINED = (Outcome.OK, Outcome.DIVERGED)
 
 # -- MLflow's own tags (the UI reads them) --------------------------------------------------
-PARENT_TAG = MLFLOW_PARENT_RUN_ID  # "mlflow.parentRunId": a job's run -> its sweep's parent
-NOTE_TAG = MLFLOW_RUN_NOTE  # "mlflow.note.content": a run's or experiment's markdown note
-VIEW_TAG_PREFIX = MLFLOW_CUSTOM_VIEW_TAG_PREFIX  # "mlflow.sharedViewState.": saved views
-PRIMARY_METRIC_TAG = MLFLOW_EXPERIMENT_PRIMARY_METRIC_NAME
+PARENT_TAG = "mlflow.parentRunId"  # MLFLOW_PARENT_RUN_ID: a job's run -> its sweep's parent
+NOTE_TAG = "mlflow.note.content"  # MLFLOW_RUN_NOTE: a run's or experiment's markdown note
+# Saved views: the runs page's viewStateShareKey reads "mlflow.sharedViewState.<key>" (3.17's
+# compiled UI; docs/mlflow_ui.md). Not MLFLOW_CUSTOM_VIEW_TAG_PREFIX ("mlflow.customView.view"):
+# that is another feature's (templated custom views), the runs page never reads it.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"  # MLFLOW_EXPERIMENT_PRIMARY_METRIC_NAME
 RUN_COLOR_TAG = "mlflow.runColor"  # the UI's run colour (no constant in mlflow_tags)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the UI's experiment type (no constant either)
 
@@ -99,6 +97,6 @@ SLOT_TIMEOUT_ENV = "INITSWEEP_SLOT_TIMEOUT_S"
 UI_URL_ENV = "INITSWEEP_UI_URL"  # where `mlflow ui` serves this store, for links and images
 HEARTBEAT_ENV = "INITSWEEP_HEARTBEAT_S"  # seconds between an owner's heartbeats (0: none)
 STALE_AFTER_ENV = "INITSWEEP_STALE_AFTER_S"  # another host's run with no heartbeat for this long
-PAUSE_AT_ENV = "INITSWEEP_PAUSE_AT"  # tests: "<point>:<n>" holds the process there (pause_points)
+PAUSE_AT_ENV = "INITSWEEP_PAUSE_AT"  # tests: "<point>:<n>" holds the process (launch.pause_points)
 PAUSE_FILE_ENV = "INITSWEEP_PAUSE_FILE"  # tests: the marker written there; "<file>.go" releases
 NO_STORE_TEMPLATE_ENV = "INITSWEEP_NO_STORE_TEMPLATE"  # set: MLflow creates every new store

@@ -9,7 +9,7 @@ is collected as failed, with the state SLURM gives it (``sacct``), in its status
 (``launch.status_files.mark_lost``), so the sweep callback's summary, exit code and parent run
 say so and the sweep goes on to collect the others. A task that SLURM requeued is still waited
 for: submitit keeps polling while ``sacct`` says it is not finished, and the job's own code
-(``initsweep.training.job.JobGuard``) leaves no result when it comes back.
+(``initsweep.training.guard.JobGuard``) leaves no result when it comes back.
 
 Kept import-light: Hydra imports every module under ``hydra_plugins`` at start-up.
 """
@@ -31,6 +31,10 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 from omegaconf import OmegaConf, open_dict
 
+from initsweep.launch.status_files import mark_lost
+from initsweep.tracking.redaction import redact_line
+from initsweep.vocab import SWEEP_ID_ENV
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +49,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
         """Submit one array job: hydra_submitit_launcher 1.2's ``launch`` up to its collection."""
-        import submitit
+        import submitit  # only where SLURM jobs are submitted: Hydra's plugin scan imports us
 
         assert self.config is not None
         assert len(job_overrides) > 0
@@ -73,11 +77,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _collect(self, job: Any, overrides: list[str], idx: int) -> JobReturn:
         """The job's result; a task that left none is a failed job (module docstring)."""
-        from submitit.core.utils import FailedJobError, UncompletedJobError
-
-        from initsweep.launch.status_files import mark_lost
-        from initsweep.tracking.redaction import redact_line
-        from initsweep.vocab import SWEEP_ID_ENV
+        from submitit.core.utils import FailedJobError, UncompletedJobError  # as in _submit
 
         try:
             return job.results()[0]

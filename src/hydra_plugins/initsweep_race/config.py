@@ -11,6 +11,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from initsweep.race.engine import CONFIDENCE, MARGIN, SEEDS_FIRST, SEEDS_PER_ROUND
+from initsweep.vocab import VAL_ACC
+
 
 @dataclass
 class RaceSweeperConf:
@@ -20,14 +23,16 @@ class RaceSweeperConf:
     # The seeds each configuration may get, in the order they are given: "range(10)", "0,1,2",
     # or a list. The race gives them; `seed` itself is never swept.
     seeds: Any = "range(10)"
-    seeds_first: int = 2  # seeds every configuration gets in round 1
-    seeds_per_round: int = 1  # seeds each live configuration gets in every later round
-    metric: str = "val/acc"  # the selection metric: val/acc or val/loss (never test)
+    # The defaults below are initsweep.race.engine's (one source with RaceSettings).
+    seeds_first: int = SEEDS_FIRST  # seeds every configuration gets in round 1
+    seeds_per_round: int = SEEDS_PER_ROUND  # seeds each live configuration gets in later rounds
+    metric: str = VAL_ACC  # the selection metric: val/acc or val/loss (never test)
     direction: str | None = None  # max | min; null: the metric's own (acc max, loss min)
-    # 1 - alpha of the elimination test (paired t vs the leader, Holm over the live ones).
-    confidence: float = 0.9
+    # 1 - alpha of the elimination test over the whole race (anytime-valid betting e-processes,
+    # e-Holm over the context's configurations: docs/race.md).
+    confidence: float = CONFIDENCE
     # Differences up to this, in the metric's units, never drop a configuration (docs/race.md).
-    margin: float = 0.0
+    margin: float = MARGIN
     budget: int | None = None  # total runs (configuration x seed); null: only the seeds cap it
     # Keys whose values are raced separately (a winner per init): each context its own race.
     context: list[str] = field(default_factory=lambda: ["init"])

@@ -15,12 +15,17 @@ and winners go to ``<sweep dir>/race/`` and the sweep's parent run (``initsweep.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from initsweep.race.collect import collect
+from initsweep.vocab import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +42,14 @@ class RaceSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
+        # Hydra's plugin scan imports this module in every process: the race (numpy, Hydra's
+        # override parser, MLflow) loads only when the race sweeper runs
         from initsweep.race.plan import make_plan, to_container
 
         assert self.config is not None and self.launcher is not None
@@ -60,7 +65,7 @@ class RaceDriver:
     """One race through the launcher: plan a round, launch it as one batch, read, decide."""
 
     def __init__(self, sweeper: RaceSweeper, plan: Any, sweep_dir: Path) -> None:
-        from initsweep.race.engine import Race
+        from initsweep.race.engine import Race  # at run time (see sweep)
 
         self.sweeper, self.plan, self.sweep_dir = sweeper, plan, sweep_dir
         self.race = Race(plan.candidates, plan.settings)
@@ -68,7 +73,7 @@ class RaceDriver:
         self.run_ids: dict[tuple[int, int], str] = {}
 
     def run(self) -> list[Any]:
-        from initsweep.race.collect import collect
+        # at run time (see sweep)
         from initsweep.race.plan import job_overrides
         from initsweep.race.publish import round_line
 
@@ -105,17 +110,14 @@ class RaceDriver:
 
     def publish(self, final: bool) -> None:
         """Files in <sweep dir>/race and, when a parent run is open, its artifacts and tags."""
-        import os
-
-        from initsweep.race.publish import log_to_parent, write_files
-        from initsweep.vocab import PARENT_RUN_ENV
+        from initsweep.race.publish import log_to_parent, write_files  # at run time (see sweep)
 
         files = write_files(self.race, self.plan.metric, self.plan.score_metric,
                             self.sweep_dir / "race")
         parent = os.environ.get(PARENT_RUN_ENV)
         if not parent:
             return
-        from initsweep.tracking.store import open_client, tracking_uri
+        from initsweep.tracking.store import open_client, tracking_uri  # MLflow: at run time
 
         config = self.sweeper.config
         assert config is not None

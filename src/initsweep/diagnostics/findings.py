@@ -32,10 +32,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from initsweep.vocab import DIAGNOSIS_TAG, Outcome
+
 if TYPE_CHECKING:  # mlflow only where a diagnosis is logged
     from mlflow.tracking import MlflowClient
 
-TAG = "diagnosis"  # run tag: the codes, e.g. "symmetric, diverged" (tags.diagnosis LIKE ...)
+TAG = DIAGNOSIS_TAG  # run tag: the codes, e.g. "symmetric, diverged" (tags.diagnosis LIKE ...)
 SEPARATOR = ", "
 CODES = ("symmetric", "exploding", "vanishing", "saturated", "dead_relu",
          "healthy", "diverged")  # the order findings are listed in: causes first
@@ -86,8 +88,9 @@ def num(value: float) -> str:
     return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
 
 
-def pct(fraction: float) -> str:
-    return f"{100 * fraction:.0f}%"
+def pct(fraction: float | None) -> str:
+    """``0.25`` -> ``25%``; a missing or NaN fraction is ``–`` (the report's tables use it too)."""
+    return "–" if fraction is None or math.isnan(fraction) else f"{100 * fraction:.0f}%"
 
 
 def _list_names(records: Sequence[Mapping[str, Any]], limit: int = 4) -> str:
@@ -270,8 +273,8 @@ def _broke_at_the_end(end: list[Mapping[str, Any]], end_step: int) -> Finding | 
 def _diverged(at: int | None, losses: Sequence[float], threshold: float | None) -> Finding:
     where = f" at step {at}" if at is not None else ""
     loss = losses[-1] if losses else math.nan
-    # The diverging step's loss is the last one kept; a stacked seed drops a NaN loss, so a last
-    # loss that is finite and under the threshold is the step before: the diverging one was NaN.
+    # The diverging step's loss is the last one kept; a last loss that is finite and under the
+    # threshold (or no threshold given: job.divergence_threshold is the caller's) says non-finite.
     if not math.isfinite(loss) or threshold is None or loss <= threshold:
         why = "loss non-finite"
     else:
@@ -279,10 +282,10 @@ def _diverged(at: int | None, losses: Sequence[float], threshold: float | None) 
     return Finding("diverged", f"diverged{where} ({why})")
 
 
-def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = "ok",
+def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = Outcome.OK,
              diverged_at: int | None = None, losses: Sequence[float] = (),
              activation: str | None = None, saturation_eps: float = 0.01,
-             divergence_threshold: float | None = 1e6) -> list[Finding]:
+             divergence_threshold: float | None = None) -> list[Finding]:
     """The findings of one run, in ``CODES`` order; ``[]`` without records (diagnostics off).
 
     ``records``: ``DiagnosticsCallback.records``; the first step measured is "init" (a resumed
@@ -313,7 +316,7 @@ def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = "ok",
     findings += [f for f in (saturated, dead) if f is not None]
     if not findings:
         findings.append(_healthy(start, start_step))
-    if outcome == "diverged":
+    if outcome == Outcome.DIVERGED:
         findings.append(_diverged(diverged_at, losses, divergence_threshold))
     elif not same:
         broke = _broke_at_the_end(end, end_step)
@@ -369,7 +372,7 @@ def console_codes(outcome: str, diagnosis: str | None) -> str:
 
 def log_diagnosis(client: MlflowClient, run_id: str, findings: Sequence[Finding]) -> str:
     """The ``diagnosis`` tag and the run's note (one MLflow call); returns the tag's value."""
-    from initsweep.tracking.ui import set_run_note
+    from initsweep.tracking.notes import set_run_note  # MLflow: the console imports findings
 
     value = codes(findings)
     set_run_note(client, run_id, note(findings), tags={TAG: value})

@@ -19,6 +19,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,11 +34,11 @@ from initsweep.launch.status_files import mark_failed
 from initsweep.tracking.ownership import heartbeat
 from initsweep.tracking.retries import try_now
 from initsweep.tracking.store import end_run
-from initsweep.vocab import OUTCOME_TAG, PENDING_TAG
+from initsweep.vocab import OUTCOME_TAG, PENDING_TAG, Outcome
 
 if TYPE_CHECKING:  # torch and matplotlib stay out: the sweep callback imports this module
+    from initsweep.diagnostics.callback import DiagnosticsCallback
     from initsweep.diagnostics.plots import PlotInputs
-    from initsweep.diagnostics.probe import DiagnosticsCallback
 
 ARTIFACT_DIR = "diagnostics"  # the run's artifact folder for the CSV and the PNGs
 
@@ -91,7 +92,7 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
                 _pending.append(PendingRun(client, run_id, name, outcome, inputs, folder, worker,
                                            ticket, status_file))
                 # trained, not ended: the outcome is known now, and what the end waits for
-                client.log_batch(run_id, tags=[RunTag(OUTCOME_TAG, outcome),
+                client.log_batch(run_id, tags=[RunTag(OUTCOME_TAG, str(outcome)),
                                                RunTag(PENDING_TAG, f"plots:{folder.name}")])
                 return
         _draw_here(inputs, Path(folder.name))
@@ -113,14 +114,12 @@ def complete_pending() -> None:
                 _forget_pending(run.client, run.run_id)
                 continue
             except Exception:  # the store refused the artifacts: never leave the run RUNNING
-                import traceback
-
                 error = traceback.format_exc()
         last_line = error.strip().splitlines()[-1]  # "KeyError: 'act_std'"
         try:
             run.client.log_text(run.run_id, error, "traceback.txt")
         finally:
-            end_run(run.client, run.run_id, "failed")
+            end_run(run.client, run.run_id, Outcome.FAILED)
             _forget_pending(run.client, run.run_id)
             run.folder.cleanup()
             mark_failed(run.status_file, run.run_id, f"plots: {last_line}")
@@ -166,8 +165,6 @@ def _answer(run: PendingRun) -> str | None:
     try:
         _draw_here(run.inputs, Path(run.folder.name))
     except Exception:
-        import traceback
-
         return traceback.format_exc()
     return None
 

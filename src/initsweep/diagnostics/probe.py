@@ -35,30 +35,24 @@ The probe batch goes through the network as a training step would see it (``prob
 BatchNorm normalizes with the batch's statistics (its running statistics are put back after),
 dropout is off.
 
-The same numbers go to ``diagnostics.csv`` (one row per step and layer) for analysis without plots.
-Everything here runs under ``torch.no_grad`` except the probe gradient, which uses
+``diagnostics.callback.DiagnosticsCallback`` takes these measurements during training, logs them
+and writes the same numbers to ``diagnostics.csv`` (one row per step and layer) for analysis
+without plots. Everything here runs under ``torch.no_grad`` except the probe gradient, which uses
 ``torch.autograd.grad`` so the training gradients are never touched.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from initsweep.models.zoo import NORM_LAYER_TYPES, WEIGHT_LAYER_TYPES, weight_layers, weight_of
-
-if TYPE_CHECKING:  # matplotlib only where plots are drawn
-    from initsweep.diagnostics.plots import PlotInputs
+from initsweep.models.layers import NORM_LAYER_TYPES, WEIGHT_LAYER_TYPES, weight_layers, weight_of
 
 LAYER_METRICS = ("weight_norm", "preact_mean", "preact_std", "act_mean", "act_std", "std_ratio",
                  "grad_norm", "update_ratio", "dead_frac", "saturated_frac", "distinct_units",
@@ -233,125 +227,3 @@ def _saturated_frac(activation: nn.Module | None, act: Tensor, eps: float) -> fl
     if isinstance(activation, nn.Sigmoid):
         return float(((act < eps) | (act > 1 - eps)).float().mean())
     return 0.0
-
-
-class DiagnosticsCallback(L.Callback):
-    """Measures the network at init and every ``every_n_steps`` steps; keeps every number.
-
-    ``records`` (one dict per step and layer) are what the plots and the CSV artifact are made
-    from; the metrics also go to the run's logger.
-
-    ``seed_index=k`` measures seed k of a ``StackedSeedsModule`` (``seeds_per_job``) instead of
-    the module's ``net``: its weights, its own run's logger, and nothing after the step that seed
-    diverged at, where a run trained alone would have stopped.
-    """
-
-    def __init__(self, probe: tuple[Tensor, Tensor], every_n_steps: int = 50,
-                 saturation_eps: float = 0.01, distinct_tol: float = 1e-6,
-                 seed_index: int | None = None) -> None:
-        self.probe = probe
-        self.every_n_steps = every_n_steps
-        self.saturation_eps, self.distinct_tol = saturation_eps, distinct_tol
-        self.seed_index = seed_index
-        self.records: list[dict[str, Any]] = []
-        self.weights_at_init: list[Tensor] = []
-        self._before_step: list[Tensor] | None = None
-        self.seconds = 0.0  # time spent measuring (what diagnostics cost a run)
-        self.cpu_seconds = 0.0  # the process's CPU time over the same spans
-
-    @staticmethod
-    def _tick() -> tuple[float, float]:
-        return time.perf_counter(), time.process_time()
-
-    def _tock(self, tick: tuple[float, float]) -> None:
-        self.seconds += time.perf_counter() - tick[0]
-        self.cpu_seconds += time.process_time() - tick[1]
-
-    def _due(self, step: int) -> bool:
-        return self.every_n_steps > 0 and step % self.every_n_steps == 0
-
-    def _net(self, pl_module: L.LightningModule) -> nn.Module:
-        module: Any = pl_module  # an InitSweepModule or a StackedSeedsModule
-        return module.net if self.seed_index is None else module.seed_net(self.seed_index)
-
-    def _stopped_at(self, pl_module: L.LightningModule) -> int | None:
-        """The step a stacked seed diverged at (it trains no more); None while it trains."""
-        module: Any = pl_module
-        return None if self.seed_index is None else module.diverged_at_step[self.seed_index]
-
-    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
-                update_ratios: list[float] | None = None) -> None:
-        tick = self._tick()
-        x, y = (t.to(pl_module.device) for t in self.probe)
-        net = self._net(pl_module)
-        with probe_mode(net):
-            rows = measure(net, x, y, self.saturation_eps, self.distinct_tol)
-        metrics = {}
-        for i, row in enumerate(rows):
-            row["update_ratio"] = update_ratios[i] if update_ratios else math.nan
-            self.records.append({field: ({"step": step, "layer": i} | row)[field]
-                                 for field in RECORD_FIELDS})
-            metrics.update({f"diag/L{i}/{k}": row[k] for k in LAYER_METRICS
-                            if not math.isnan(row[k])})
-        # Timed before the rows go to the logger: a write of the logger's full buffer that these
-        # rows trigger is MLflow's time, not the measurements' (docs/performance.md).
-        self._tock(tick)
-        logger = (trainer.logger if self.seed_index is None
-                  else cast(Any, pl_module).loggers_per_seed[self.seed_index])
-        if logger is not None:
-            logger.log_metrics(metrics, step=step)
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.weights_at_init = [weight_of(w).detach().cpu().clone()
-                                for _, w in weight_layers(self._net(pl_module))]
-        self._record(trainer, pl_module, step=trainer.global_step)  # > 0 when resumed
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
-        # the step about to run is global_step + 1; keep its starting weights if it is measured
-        if self._due(trainer.global_step + 1) and self._stopped_at(pl_module) is None:
-            tick = self._tick()
-            self._before_step = [weight_of(w).detach().clone()
-                                 for _, w in weight_layers(self._net(pl_module))]
-            self._tock(tick)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (self._before_step is None or not self._due(trainer.global_step)
-                or self._stopped_at(pl_module) is not None):
-            return
-        tick = self._tick()
-        ratios = []
-        for before, (_, layer) in zip(self._before_step, weight_layers(self._net(pl_module)),
-                                      strict=True):
-            norm = float(before.norm())
-            ratios.append(float((weight_of(layer).detach() - before).norm()) / norm
-                          if norm > 0 else math.nan)
-        self._before_step = None
-        self._tock(tick)
-        self._record(trainer, pl_module, trainer.global_step, ratios)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the state training ended in is always measured, whatever the cadence
-        stopped_at = self._stopped_at(pl_module)
-        final_step = trainer.global_step if stopped_at is None else stopped_at
-        if not self.records or self.records[-1]["step"] != final_step:
-            self._record(trainer, pl_module, final_step)
-
-    def plot_inputs(self, name: str, net: nn.Module, losses: Sequence[float]) -> PlotInputs:
-        """What ``initsweep.diagnostics.plots.draw_all`` needs, as picklable lists and numpy arrays:
-        ``net`` is the trained network (its weights are the histograms' "end"), ``losses`` every
-        training step's loss, in order."""
-        named = weight_layers(net)
-        return {"name": name, "losses": list(losses), "records": list(self.records),
-                "weights_at_init": [w.numpy() for w in self.weights_at_init],
-                "weights_at_end": [weight_of(layer).detach().cpu().numpy() for _, layer in named],
-                "layer_paths": [path for path, _ in named]}
-
-    def write_csv(self, path: Path) -> Path:
-        """``diagnostics.csv``: one row per step and weight layer, columns ``RECORD_FIELDS``."""
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(RECORD_FIELDS))
-            writer.writeheader()
-            writer.writerows(self.records)
-        return path

@@ -1,20 +1,19 @@
-"""What a job and a sweep print: one line per job, one-line config errors, quiet libraries.
+"""What a job and a sweep print: one line per job, one-line errors, quiet libraries.
 
-Torch-free: the entry point and the sweep callback use it before anything heavy is imported.
+Torch-free and a leaf of ``launch``: the entry point (``launch.entry``), the sweep callback and the
+job use it before anything heavy is imported.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
+
+from initsweep.diagnostics.findings import console_codes
+from initsweep.vocab import TEST_ACC, TEST_LOSS
 
 # Known, harmless third-party warnings that would break the one-line-per-job console. Each is
 # matched by its message (never a blanket category filter: a new deprecation must stay visible).
@@ -31,10 +30,6 @@ QUIET_WARNINGS = (
     # inside a SLURM task Lightning detects the cluster itself.
     ".*The `srun` command is available on your system but is not used.*",
 )
-# Choices renamed since an earlier release: the one-line error says where they went.
-RENAMED_CHOICES = {("init", "zero"): "hadamard_identity (ZerO; init=zeros is W = 0)",
-                   ("init", "s3/xavier_gain1"): "xavier (gain 1 is xavier's default now; "
-                                                "s3/xavier_gain_auto takes the activation's)"}
 
 
 def quiet_third_parties() -> None:
@@ -48,87 +43,11 @@ def quiet_third_parties() -> None:
 def result_line(status: Mapping[str, Any], seconds: float) -> str:
     """``he-x1-s0: test/acc=0.9722 test/loss=0.1181 [ok, healthy] 1.2s``: a job's run that
     ended, with its diagnosis's codes when it has one (``initsweep.diagnostics.findings``)."""
-    from initsweep.diagnostics.findings import console_codes
-
-    return (f"{status['name']}: test/acc={status['test/acc']:.4f} "
-            f"test/loss={status['test/loss']:.4f} "
+    return (f"{status['name']}: {TEST_ACC}={status[TEST_ACC]:.4f} "
+            f"{TEST_LOSS}={status[TEST_LOSS]:.4f} "
             f"[{console_codes(status['outcome'], status.get('diagnosis'))}] {seconds:.1f}s")
 
 
 def print_error(message: str) -> None:
     """A one-line error on stderr, as every bad input gets."""
     print(f"error: {message}", file=sys.stderr, flush=True)
-
-
-def _group_choices(conf_dir: Path, group: str) -> list[str]:
-    folder = conf_dir / group
-    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
-
-
-def config_error_line(err: BaseException, conf_dir: Path) -> str | None:
-    """One line for a Hydra composition or OmegaConf validation error, None for other errors.
-
-    Hydra's own messages span several lines (available options one per line, a full_key and an
-    object_type line, a hint about HYDRA_FULL_ERROR); the line here keeps what a user needs: the
-    field, the value, and what is allowed.
-    """
-    from hydra.errors import HydraException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from initsweep.errors import ConfigError
-
-    if isinstance(err, ConfigError):  # raised after composition, e.g. by the race sweeper
-        return str(err)
-    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
-    if isinstance(cause, OmegaConfBaseException):
-        key = getattr(cause, "full_key", None)
-        message = str(getattr(cause, "msg", None) or cause).splitlines()[0]
-        schema = getattr(cause, "object_type", None)
-        if key and message.startswith("Key ") and dataclasses.is_dataclass(schema):
-            valid = sorted(f.name for f in dataclasses.fields(schema))
-            message = f"not a key of {key.rsplit('.', 1)[0]}; valid: {', '.join(valid)}"
-        return f"{key}: {message}" if key else message
-    if isinstance(err, OverrideParseException):
-        return str(err).splitlines()[0]
-    if not isinstance(err, HydraException):
-        return None
-    text = str(err)
-    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
-    if missing:
-        group, choice = missing.groups()
-        renamed = RENAMED_CHOICES.get((group, choice))
-        if renamed:
-            return f"{group}={choice}: renamed to {renamed}"
-        choices = _group_choices(conf_dir, group)
-        if choices:
-            return f"{group}={choice}: must be one of {', '.join(choices)}"
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-@contextmanager
-def one_line_config_errors(conf_dir: Path) -> Iterator[None]:
-    """Run a Hydra entry point so that a bad command line is one line and exit code 2.
-
-    Hydra prints composition errors itself (several lines, exit 1) unless ``HYDRA_FULL_ERROR``
-    is set, in which case it raises them: set it for the call, turn what comes out into one
-    line. A multirun whose sweep was rejected after its parent run was opened gets that run
-    closed FAILED (``initsweep.launch.sweep.abort_sweep``). Other exceptions propagate unchanged.
-    """
-    previous = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        yield
-    except Exception as err:
-        line = config_error_line(err, conf_dir)
-        if line is None:
-            raise
-        from initsweep.launch.sweep import abort_sweep
-
-        abort_sweep(line)
-        print_error(line)
-        sys.exit(2)
-    finally:
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = previous

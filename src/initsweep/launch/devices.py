@@ -4,8 +4,9 @@ Used by ``hydra/launcher=gpus`` (conf/hydra/launcher/gpus.yaml), which is Hydra'
 Why the binding happens in the job and not in the launcher:
 
 - Hydra only instantiates launchers from the ``hydra_plugins`` package, and the joblib launcher
-  has no per-job hook, so the job binds itself, first thing in ``train()``, before anything can
-  touch CUDA (``CUDA_VISIBLE_DEVICES`` is read once, when CUDA initializes in a process).
+  has no per-job hook, so the job binds itself, first thing in ``training.job.run_job``, before
+  anything can touch CUDA (``CUDA_VISIBLE_DEVICES`` is read once, when CUDA initializes in a
+  process).
 - The joblib launcher hard-codes the ``loky`` backend, whose worker processes are reused from
   one job to the next. A worker that ran a job on GPU 2 has a CUDA context on GPU 2 that no
   environment variable can move. So a worker takes a GPU slot once and keeps it for its whole
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -64,7 +66,7 @@ def visible_gpus() -> list[str]:
                 break
             ids.append(entry)
         return ids
-    import torch
+    import torch  # torch only in a job: a launching process plans GPUs torch-free
 
     return [str(i) for i in range(torch.cuda.device_count())]
 
@@ -199,7 +201,7 @@ _BOUND: Binding | None = None  # this process's GPU slot, taken by its first job
 
 
 def _cuda_initialized() -> bool:
-    import torch
+    import torch  # torch only in a job (as above)
 
     return bool(torch.cuda.is_initialized())
 
@@ -210,7 +212,7 @@ def _bind_gpu(gpu_ids: Sequence[str], slot_dir: Path, timeout_s: float) -> Bindi
     if _BOUND is not None and _BOUND.gpu is not None and _BOUND.slot_dir == str(slot_dir):
         os.environ["CUDA_VISIBLE_DEVICES"] = _BOUND.gpu  # unchanged since its first job
         if _cuda_initialized():  # free what the previous job of this worker left cached
-            import torch
+            import torch  # torch only in a job (as above)
 
             torch.cuda.empty_cache()
         return _BOUND
@@ -218,7 +220,7 @@ def _bind_gpu(gpu_ids: Sequence[str], slot_dir: Path, timeout_s: float) -> Bindi
         raise RuntimeError(
             "initsweep.launch.devices: CUDA was initialized in this process before it was bound "
             "to a GPU, so CUDA_VISIBLE_DEVICES can no longer take effect and this job would share "
-            "a GPU with another. Bind first (bind_job at the start of train()).")
+            "a GPU with another. Bind first (bind_job at the start of run_job).")
     if _BOUND is not None and _BOUND.fd is not None:  # a slot of another sweep: give it back
         release_slot(_BOUND.fd)
     slot, fd = acquire_slot(slot_dir, len(gpu_ids), timeout_s)
@@ -236,8 +238,6 @@ def launcher_threads() -> int | None:
     """
     if not os.environ.get("SUBMITIT_EXECUTOR"):
         return None
-    from hydra.core.hydra_config import HydraConfig
-
     cpus = None
     if HydraConfig.initialized():
         cpus = HydraConfig.get().launcher.get("cpus_per_task")
@@ -259,7 +259,7 @@ def drop_failing_nvml_check() -> bool:
     Dropping the flag there gives the same answer by the same fallback, without the retry.
     Returns True when the flag was dropped.
     """
-    import torch
+    import torch  # torch only in a job (as above)
 
     if os.environ.get(NVML_CHECK_ENV) != "1" or torch.cuda.is_initialized():
         return False
@@ -280,7 +280,7 @@ def bind_job(cfg: Mapping[str, Any] | None = None) -> Binding | None:
     Otherwise ``devices.threads_per_job`` if the config has it; else nothing (the basic launcher
     runs one job at a time with all cores).
     """
-    import torch
+    import torch  # torch only in a job (as above)
 
     drop_failing_nvml_check()
     devices = (cfg or {}).get("devices") or {}

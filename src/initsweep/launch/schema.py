@@ -10,6 +10,8 @@ the scheme registry), ``data`` and ``model`` (their keys are the constructors' a
 against the ``_target_``'s signature), and
 ``trainer`` (any Lightning Trainer argument may be added; ``check_trainer`` names unknown ones).
 Each yaml file of a typed group starts with ``- /schema/<group>/<name>@_here_`` in its defaults.
+The schemas hold types only (every field ``MISSING``); the values, defaults included, live in
+the yaml files, once.
 """
 
 from __future__ import annotations
@@ -18,87 +20,88 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
 @dataclass
 class AdamConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    fused: Any = "auto"  # auto | true | false
+    name: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    fused: Any = MISSING  # auto | true | false
 
 
 @dataclass
 class AdamWConfig:
-    name: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    fused: Any = "auto"
+    name: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    fused: Any = MISSING
 
 
 @dataclass
 class SGDConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    fused: Any = "auto"
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+    weight_decay: float = MISSING
+    fused: Any = MISSING
 
 
 @dataclass
 class NoScheduleConfig:
-    name: str = "none"
+    name: str = MISSING
 
 
 @dataclass
 class CosineScheduleConfig:
-    name: str = "cosine"
-    min_factor: float = 0.0
+    name: str = MISSING
+    min_factor: float = MISSING
 
 
 @dataclass
 class StepScheduleConfig:
-    name: str = "step"
-    step_size: int = 5
-    gamma: float = 0.1
+    name: str = MISSING
+    step_size: int = MISSING
+    gamma: float = MISSING
 
 
 @dataclass
 class WarmupScheduleConfig:
-    name: str = "warmup"
-    warmup_steps: int = 100
-    start_factor: float = 0.1
+    name: str = MISSING
+    warmup_steps: int = MISSING
+    start_factor: float = MISSING
 
 
 @dataclass
 class JobConfig:
-    divergence_threshold: float | None = 1e6
-    progress_bar: bool | None = None
+    divergence_threshold: float | None = MISSING
+    progress_bar: bool | None = MISSING
 
 
 @dataclass
 class DiagnosticsConfig:
-    enabled: bool = True
-    every_n_steps: int = 50
-    probe_size: int = 256
-    probe_seed: int = 0
-    saturation_eps: float = 0.01
-    distinct_tol: float = 1e-6
-    plots: bool = True
-    background_plots: Any = "auto"  # auto | true | false
+    enabled: bool = MISSING
+    every_n_steps: int = MISSING
+    probe_size: int = MISSING
+    probe_seed: int = MISSING
+    saturation_eps: float = MISSING
+    distinct_tol: float = MISSING
+    plots: bool = MISSING
+    background_plots: Any = MISSING  # auto | true | false
 
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None
-    artifact_location: str | None = None
-    flush_every: int = 1000
-    checkpoint_dir: str | None = None
+    uri: str | None = MISSING
+    artifact_location: str | None = MISSING
+    flush_every: int = MISSING
+    checkpoint_dir: str | None = MISSING
     # When the store does not answer (initsweep.tracking.retries, docs/scaling.md)
-    retry_budget_s: float = 300.0
-    retry_backoff_s: float = 1.0
-    retry_backoff_max_s: float = 30.0
+    retry_budget_s: float = MISSING
+    retry_backoff_s: float = MISSING
+    retry_backoff_max_s: float = MISSING
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

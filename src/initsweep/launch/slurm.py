@@ -2,7 +2,7 @@
 
 Torch-free (the launching process and the sweep callback use it too). Only environment variables
 that SLURM and submitit set, and SLURM's own commands (``scontrol``, ``sacct``); the policy (what
-a job does when it is stopped) is ``initsweep.training.job.JobGuard``'s.
+a job does when it is stopped) is ``initsweep.training.guard.JobGuard``'s.
 
 Why ask ``scontrol``: SLURM sends SIGTERM for ``scontrol requeue``, for preemption, for ``scancel``
 and at a time limit alike. Requeue and preemption-with-requeue increment the job's ``Restarts``

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from initsweep.vocab import Outcome
+
 STATUS_FILE = "initsweep_job.json"
 # Metrics a status carries: the final validation metrics (what a sweeper selects on) and the test
 # metrics (what the selection is scored on).
@@ -25,10 +27,12 @@ REPORTED_PREFIXES = ("val/", "test/")
 def reported_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """The metrics of a run that its status carries (``REPORTED_PREFIXES``)."""
     return {k: v for k, v in metrics.items() if k.startswith(REPORTED_PREFIXES)}
-RUNNING = "running"  # written when a job's runs are open: still there at the end = it died
+# Written when a job's runs are open: still there at the end = it died. (training/job.py imports
+# this name; Outcome.RUNNING is the same value.)
+RUNNING = Outcome.RUNNING
 # Outcomes that make a sweep fail (exit code 1, parent run FAILED); the rest are results
-# (ok, diverged) or nothing to do (skipped).
-NOT_DONE = ("failed", "preempted", "timeout", RUNNING)
+# (ok, diverged) or nothing to do (skipped). "timeout": a SLURM task's time limit (training/job.py).
+NOT_DONE = (Outcome.FAILED, Outcome.PREEMPTED, "timeout", Outcome.RUNNING)
 
 
 def status_file(output_dir: Path | None) -> Path | None:
@@ -51,7 +55,7 @@ def mark_failed(path: Path | None, run_id: str, error: str) -> None:
     statuses = json.loads(path.read_text())
     for status in statuses:
         if status.get("run_id") == run_id:
-            status.update(outcome="failed", error=error)
+            status.update(outcome=Outcome.FAILED, error=error)
     path.write_text(json.dumps(statuses))
 
 
@@ -67,10 +71,10 @@ def mark_lost(output_dir: Path, sweep_id: str | None, name: str,
     except (OSError, ValueError):
         statuses = []
     if not statuses:
-        statuses = [{"sweep_id": sweep_id, "name": name, "outcome": "failed", "error": error}]
+        statuses = [{"sweep_id": sweep_id, "name": name, "outcome": Outcome.FAILED, "error": error}]
     for status in statuses:
-        if status.get("outcome") in (RUNNING, "preempted"):
-            status.update(outcome="failed", error=error)
+        if status.get("outcome") in (Outcome.RUNNING, Outcome.PREEMPTED):
+            status.update(outcome=Outcome.FAILED, error=error)
     write_status(output_dir, statuses)
     return statuses
 

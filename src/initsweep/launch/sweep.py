@@ -28,23 +28,36 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from initsweep.diagnostics.pending import complete_pending
+from initsweep.errors import ConfigError
 from initsweep.launch.adoption import adopt_parents
 from initsweep.launch.console import print_error, quiet_third_parties
-from initsweep.launch.status_files import NOT_DONE, RUNNING, collect_statuses
+from initsweep.launch.pause_points import pause
+from initsweep.launch.status_files import NOT_DONE, collect_statuses
 from initsweep.naming import SEED_KEYS, swept_keys
-from initsweep.pause_points import pause
+from initsweep.report.options import report_options
 from initsweep.tracking.ownership import heartbeat, owner_tags
 from initsweep.tracking.redaction import redact, redact_log_records, redact_override
 from initsweep.tracking.resume import close_abandoned
 from initsweep.tracking.retries import StoreUnavailable
 from initsweep.tracking.store import (
-    StoreUnreachable,
+    StoreCheckFailed,
     check_store,
     open_experiment,
     tracking_uri,
     uri_source,
 )
-from initsweep.vocab import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV
+from initsweep.tracking.ui import closing_line, finish_sweep_ui
+from initsweep.vocab import (
+    ERROR_TAG,
+    PARENT_RUN_ENV,
+    PARENT_TAG,
+    ROLE_TAG,
+    SWEEP_ID_ENV,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE,
+    SWEPT_KEYS_ENV,
+    Outcome,
+)
 
 # A job whose status still says RUNNING at the end of the sweep: it ended without a word.
 DIED = "its job ended without a result (killed, out of memory, or lost with its node)"
@@ -62,7 +75,7 @@ def abort_sweep(reason: str, status: str = "FAILED") -> None:
     client, run_id = _open_sweep
     _open_sweep = None
     heartbeat.release([run_id])
-    client.set_tag(run_id, "error", reason[:5000])
+    client.set_tag(run_id, ERROR_TAG, reason[:5000])
     client.set_terminated(run_id, status)
     for key in (PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV):
         os.environ.pop(key, None)
@@ -74,7 +87,7 @@ def check_store_or_exit(config: DictConfig) -> None:
     tracking = config.get("tracking")
     try:
         check_store(tracking_uri(tracking), uri_source(tracking))
-    except StoreUnreachable as err:
+    except StoreCheckFailed as err:
         print_error(str(err))
         sys.exit(2)
 
@@ -95,13 +108,18 @@ class SweepCallback(Callback):
         self._open_store(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # a bad report option fails now, not after the sweep ran
+            self.report = report_options(config.get("report"))
+        except ConfigError as err:
+            print_error(str(err))
+            sys.exit(2)
         self.client, self.experiment_id = self._open_store(config)
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = " ".join(map(redact_override, config.hydra.overrides.task))
         run = self.client.create_run(
             self.experiment_id, run_name=f"sweep-{self.sweep_id}",
-            tags={"sweep_id": self.sweep_id, "initsweep.role": "sweep",
+            tags={SWEEP_ID_TAG: self.sweep_id, ROLE_TAG: SWEEP_ROLE,
                   "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir),
                   **owner_tags()})
         self.parent_run_id = run.info.run_id
@@ -129,8 +147,8 @@ class SweepCallback(Callback):
             print(f"warning: plots not logged: {err}", file=sys.stderr, flush=True)
         statuses = collect_statuses(self.sweep_dir, self.sweep_id)  # after: plots may fail runs
         for s in statuses:
-            if s.get("outcome") == RUNNING:
-                s.update(outcome="failed", error=DIED)
+            if s.get("outcome") == Outcome.RUNNING:
+                s.update(outcome=Outcome.FAILED, error=DIED)
         try:
             self._close_abandoned(statuses)
         except StoreUnavailable as err:
@@ -153,25 +171,23 @@ class SweepCallback(Callback):
             sys.exit(1)
         print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
         pause("report")
-        if config.get("report"):  # report=true (default) or {tune: optim.lr, ...}
+        if self.report is not None:  # report=true (default) or {tune: optim.lr, ...}
             try:
-                from initsweep.report.render import report_for_sweep
+                # pandas, scipy and matplotlib load only when a report is made
+                from initsweep.report.publish import report_for_sweep
 
                 print(report_for_sweep(tracking_uri(config.get("tracking")),
                                        config.get("experiment_name", "initsweep"),
                                        self.parent_run_id, self.sweep_dir / "report",
-                                       config.get("report")), flush=True)
+                                       self.report), flush=True)
             except Exception as err:  # a report that cannot be made never fails the sweep
                 print(f"report: not written: {err}", file=sys.stderr, flush=True)
         try:  # what the MLflow UI opens on; a view that cannot be written never fails the sweep
-            from initsweep.tracking.ui import closing_line, finish_sweep_ui
-
             link = finish_sweep_ui(self.client, self.experiment_id, self.parent_run_id,
                                    self.sweep_id, self.swept)
-            options = config.get("report")
             # the demo's kind of sweep (inits over seeds) gets the pointer to the tuning trap; a
             # sweep over anything else (a learning rate, report=false or not) has its own story
-            tuned = (bool(options and hasattr(options, "keys") and options.get("tune"))
+            tuned = (bool(self.report and self.report.tune)
                      or any(k not in SEED_KEYS and k.split(".")[0] != "init" for k in self.swept))
             print(closing_line(self.sweep_id, link, tuned), flush=True)
         except Exception as err:
@@ -186,7 +202,7 @@ class SweepCallback(Callback):
         """End the sweep's runs still RUNNING: every job is over, so nobody will end them."""
         left = self.client.search_runs(
             [self.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' "
             "and attributes.status = 'RUNNING'", max_results=10000)
         errors = {s.get("run_id"): s.get("error") for s in statuses if s.get("run_id")}
         for run in left:

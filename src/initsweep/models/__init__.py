@@ -1,5 +1,6 @@
-"""The built-in networks (MLP, CNN, ResNet) and what the rest of the package asks of any network:
-its weight, norm and residual layers, and a user's factory loaded from ``_target_``.
+"""Networks: ``zoo`` (the built-in MLP, CNN and ResNet factories that ``conf/model/`` names),
+``layers`` (what the rest of the package asks of any network: its weight, norm and residual
+layers) and ``build`` (a config's ``_target_`` located, checked and called).
 
-Imports torch and the base modules only.
+Imports torch, Hydra (``build``) and the base modules only.
 """

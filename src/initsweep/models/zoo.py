@@ -1,41 +1,29 @@
-"""The networks a config can name, and how initsweep finds the layers of any network.
+"""The networks a config can name (``conf/model/``), built by their factories.
 
 A model is built by a factory named by ``model._target_`` (Hydra's convention), called as
 ``factory(input_shape=(C, H, W), num_classes=N, **the other model keys)``; it returns an
-``nn.Module`` mapping a batch ``(B, *input_shape)`` to logits ``(B, N)``. Built in
-(``conf/model/``):
+``nn.Module`` mapping a batch ``(B, *input_shape)`` to logits ``(B, N)``
+(``initsweep.models.build``). Built in:
 
 - ``mlp``: Linear -> activation per hidden layer, then a linear output layer; flattens its input;
 - ``cnn``: LeNet-style (LeCun et al. 1998): [conv -> (norm) -> activation -> pool] blocks, then
   Linear layers;
 - ``resnet``: the CIFAR ResNet of He et al. 2016 (section 4.2), depth 6n+2, for 1x8x8 or 1x28x28
   inputs; BatchNorm on or off; ``skip=false`` is the paper's "plain" net of the same layers;
-- ``custom``: any factory of the user's (``build_network`` puts the launch folder on the path).
+- ``custom``: any factory of the user's (``build.build_network`` puts the launch folder on the
+  path).
 
-What the rest of initsweep walks, for any network:
-
-- ``weight_layers(net)``: ``(path, module)`` of every Linear, Conv1d/2d/3d and Embedding, in
-  registration order (forward order for the built-ins): the initializer's and the diagnostics'
-  layer index ``i`` is a position in this list;
-- ``norm_layers(net)``: BatchNorm, LayerNorm, GroupNorm, InstanceNorm (the ``init.norm`` rule);
-- ``residual_blocks(net)``: modules computing ``x + branch(x)``, found by a ``residual_branch()``
-  method that returns the branch's weight and norm layers in order (``BasicBlock`` here; a user's
-  block may define it; torchvision's ResNet blocks are recognised too). Fixup and
-  zero-init-residual act on those.
+``conf/model/*.yaml`` name these factories as ``initsweep.models.zoo.<name>``, and the config
+hash maps that prefix (``naming.HASHED_TARGET_PREFIXES``): moving them changes both.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
-import os
-import sys
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -45,17 +33,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
-    "linear": nn.Identity,  # no nonlinearity: S4's "without an activation" case
+    "linear": nn.Identity,  # no nonlinearity: a deep linear network
 }
-# Layers with a weight an init scheme fills (fans as torch computes them from the weight's shape).
-WEIGHT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
-                                                   nn.Embedding)
-# Normalization layers: their affine weight and bias follow ``init.norm``, not a scheme.
-NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm,
-    nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
-# Factories shipped with initsweep (``model._target_``); anything else is a user's model.
-BUILT_IN_MODELS = {f"initsweep.models.zoo.{name}": name for name in ("mlp", "cnn", "resnet")}
 
 
 # ------------------------------------------------------------------------------------------ MLP
@@ -93,7 +72,7 @@ def build_mlp(
 
 
 def hidden_sizes(model_cfg: Mapping[str, Any]) -> list[int]:
-    """``hidden_sizes``, or ``depth`` hidden layers of ``width`` units when depth is set (S3)."""
+    """``hidden_sizes``, or ``depth`` hidden layers of ``width`` units when depth is set."""
     depth = model_cfg.get("depth")
     if depth is None:
         return list(model_cfg.get("hidden_sizes", []))
@@ -109,7 +88,7 @@ def mlp(input_shape: Sequence[int], num_classes: int, hidden_sizes: Sequence[int
         depth: int | None = None, width: int = 256, activation: str = "relu",
         bias: bool = True) -> MLP:
     """``model=mlp``: an MLP over the flattened input; ``depth`` x ``width`` replaces
-    ``hidden_sizes`` when set (S3's 100-layer net)."""
+    ``hidden_sizes`` when set (a deep net of equal layers: ``depth=100 width=256``)."""
     sizes = _hidden_sizes_of({"hidden_sizes": hidden_sizes, "depth": depth, "width": width})
     return build_mlp(math.prod(input_shape), num_classes, sizes, activation, bias)
 
@@ -271,175 +250,3 @@ def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 20, width:
             f"needs inputs of at least 4x4 (two stride-2 stages); the data's are {h}x{w}")
     return ResNet(c, num_classes, (depth - 2) // 6, width, norm == "batch",
                   ACTIVATIONS[activation], bool(skip))
-
-
-# ------------------------------------------------------------------------ any network's layers
-def weight_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(path, module)`` of every weight layer (Linear, Conv1d/2d/3d, Embedding) of ``net``, in
-    registration order: what an initializer and the diagnostics walk. A layer used twice is
-    listed once."""
-    return [(path, m) for path, m in net.named_modules()
-            if isinstance(m, WEIGHT_LAYER_TYPES) and getattr(m, "weight", None) is not None]
-
-
-def weight_of(layer: nn.Module) -> Tensor:
-    """A weight layer's weight (typed: ``nn.Module`` attributes are ``Tensor | Module``)."""
-    return cast(Tensor, layer.weight)
-
-
-def bias_of(layer: nn.Module) -> Tensor | None:
-    """A layer's bias, None when it has none (an Embedding, ``bias=False``)."""
-    return cast("Tensor | None", getattr(layer, "bias", None))
-
-
-def linear_layers(net: nn.Module) -> list[nn.Module]:
-    """The weight layers' modules of ``weight_layers`` (the name is older than conv support)."""
-    return [m for _, m in weight_layers(net)]
-
-
-def norm_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(path, module)`` of every normalization layer of ``net``."""
-    return [(path, m) for path, m in net.named_modules() if isinstance(m, NORM_LAYER_TYPES)]
-
-
-# torchvision's ResNet blocks: their branch's layers by attribute name (duck-typed, so that
-# torchvision is never imported here).
-_TORCHVISION_BLOCKS = {"BasicBlock": ("conv1", "bn1", "conv2", "bn2"),
-                       "Bottleneck": ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")}
-
-
-def residual_branch(module: nn.Module) -> list[nn.Module]:
-    """The residual branch's weight and norm layers of ``module``, in order; [] if it has none."""
-    method = getattr(module, "residual_branch", None)
-    if callable(method):
-        return list(method())
-    names = _TORCHVISION_BLOCKS.get(type(module).__name__)
-    if names and type(module).__module__.startswith("torchvision."):
-        return [getattr(module, name) for name in names]
-    return []
-
-
-def residual_blocks(net: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    """``(path, branch layers)`` of every residual block of ``net``."""
-    found = [(path, residual_branch(m)) for path, m in net.named_modules()]
-    return [(path, branch) for path, branch in found if branch]
-
-
-# ---------------------------------------------------------------------------- building a model
-def _launch_folder() -> str:
-    """The folder the user launched from (Hydra's original cwd when it changed directory)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return HydraConfig.get().runtime.cwd
-    except Exception:  # no Hydra run: the process's cwd
-        pass
-    return os.getcwd()
-
-
-def locate_factory(target: Any) -> Callable[..., nn.Module]:
-    """``model._target_`` as a callable: a dotted path ``package.module.function``, importable
-    from the Python path or from the folder the run was launched from (a user's own file)."""
-    require(isinstance(target, str) and "." in target and not target.startswith("."),
-            "model._target_", target, "must be a dotted path to a factory, e.g. "
-            "my_models.small_cnn (a function in my_models.py in the folder you run from)")
-    folder = _launch_folder()
-    if folder not in sys.path:
-        sys.path.append(folder)  # after everything else: never shadows an installed package
-    module_name, _, attribute = target.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:
-        raise ConfigError(f"model._target_={target!r}: cannot import {module_name} "
-                          f"({type(err).__name__}: {str(err).splitlines()[0]}); it must be on "
-                          f"the Python path or a .py file in {folder}") from None
-    factory = getattr(module, attribute, None)
-    require(callable(factory), "model._target_", target,
-            f"{module_name} has no callable {attribute!r}")
-    return cast(Callable[..., nn.Module], factory)
-
-
-def check_model_keys(factory: Callable[..., Any], target: str, keys: Mapping[str, Any]) -> None:
-    """Every model key must be an argument of the factory (unless it takes ``**kwargs``); the
-    factory must take ``input_shape`` and ``num_classes``."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: nothing to check against
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    for needed in ("input_shape", "num_classes"):
-        require(needed in parameters, "model._target_", target,
-                f"a model factory is called as f(input_shape=(C, H, W), num_classes=N, ...); "
-                f"{target} has no argument {needed!r}")
-    valid = [n for n in parameters if n not in ("input_shape", "num_classes")]
-    for key, value in keys.items():
-        require(key in valid, f"model.{key}", value, f"not an argument of {target}; valid: "
-                f"{', '.join(valid) or 'none'}")
-
-
-def build_network(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_classes: int,
-                  init_seed: int = 0) -> nn.Module:
-    """The network of ``model_cfg``: its ``_target_`` factory called (through Hydra's
-    ``instantiate``, so nested ``_target_`` nodes work too) with the data's input shape and
-    number of classes. Raises ``ConfigError`` for an unknown target or key, and for a network
-    whose output on a batch of the data's shape is not ``(B, num_classes)``.
-
-    Whatever the constructor draws comes from a generator seeded by ``init_seed`` (the global
-    one is left as it was): the initializer refills every weight and norm layer, and any other
-    parameter a user's model has keeps a value that depends on the init seed only.
-    """
-    from hydra.utils import instantiate
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(model_cfg, DictConfig):
-        if OmegaConf.is_missing(model_cfg, "_target_"):
-            raise ConfigError("model._target_: not set; model=custom needs your factory, e.g. "
-                              "model._target_=my_models.small_cnn (docs/extending.md)")
-        cfg = cast(dict[str, Any], OmegaConf.to_container(model_cfg, resolve=True))
-    else:
-        cfg = dict(model_cfg)
-    # an MLP config written before models had a _target_ (hidden_sizes, activation, ...)
-    target = cfg.pop("_target_", "initsweep.models.zoo.mlp")
-    factory = locate_factory(target)
-    check_model_keys(factory, target, cfg)
-    shape = tuple(int(n) for n in input_shape)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        try:
-            # plain lists and dicts for the factory (not OmegaConf containers)
-            partial = instantiate({"_target_": target, **cfg}, _partial_=True, _convert_="all")
-            net = partial(input_shape=shape, num_classes=num_classes)
-        except ConfigError:
-            raise
-        except Exception as err:
-            cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else err
-            if isinstance(cause, ConfigError):
-                raise cause from None
-            raise ConfigError(f"model._target_={target!r}: building the model failed "
-                              f"({type(cause).__name__}: {str(cause).splitlines()[0]})") from None
-    require(isinstance(net, nn.Module), "model._target_", target,
-            f"must return a torch.nn.Module, returned {type(net).__name__}")
-    check_output_shape(net, target, shape, num_classes)
-    return net
-
-
-@torch.no_grad()
-def check_output_shape(net: nn.Module, target: str, input_shape: tuple[int, ...],
-                       num_classes: int) -> None:
-    """A batch of 2 zero inputs of the data's shape must give logits ``(2, num_classes)``."""
-    was_training = net.training
-    net.eval()  # no BatchNorm statistics updated by the check
-    try:
-        out = net(torch.zeros(2, *input_shape))
-    except Exception as err:
-        raise ConfigError(f"model._target_={target!r}: does not fit the data's inputs of shape "
-                          f"{input_shape} ({type(err).__name__}: {str(err).splitlines()[0]})"
-                          ) from None
-    finally:
-        net.train(was_training)
-    shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-    require(shape == (2, num_classes), "model._target_", target,
-            f"must map inputs (B, {', '.join(map(str, input_shape))}) to logits "
-            f"(B, {num_classes}); gave {shape} for B=2")

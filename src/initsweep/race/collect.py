@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from initsweep.launch.status_files import status_file
+from initsweep.vocab import Outcome
 
-USABLE = ("ok", "skipped", "diverged")  # outcomes whose metrics are the run's own
+USABLE = (Outcome.OK, Outcome.SKIPPED, Outcome.DIVERGED)  # outcomes whose metrics are the run's own
 
 
 @dataclass

@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from initsweep.race.rule import best_mean, judge, mean_interval
+from initsweep.race.rule import Elimination, best_mean, judge
+from initsweep.race.rule import mean_and_t_interval as mean_interval
 
 CONFIDENT, SEEDS, BUDGET, ALL_FAILED = "confident", "seeds", "budget", "all failed"
+# The sweeper's defaults, one source: RaceSettings and the plugin's RaceSweeperConf use these.
+SEEDS_FIRST, SEEDS_PER_ROUND, CONFIDENCE, MARGIN = 2, 1, 0.9, 0.0
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,13 @@ class RaceSettings:
     """The sweeper's keys that decide the race (docs/race.md)."""
 
     seeds: tuple[int, ...]
-    seeds_first: int = 3
-    seeds_per_round: int = 1
+    seeds_first: int = SEEDS_FIRST
+    seeds_per_round: int = SEEDS_PER_ROUND
     maximize: bool = True
-    confidence: float = 0.95
-    margin: float = 0.0  # differences up to this (metric units) are never called (rule.py)
+    confidence: float = CONFIDENCE
+    margin: float = MARGIN  # differences up to this (metric units) are never called (rule.py)
     budget: int | None = None  # total runs (configuration x seed); None: the seeds are the cap
-    finite: bool = True  # the grid over ``seeds`` is the reference (rule.py); False: textbook t
+    bounds: tuple[float, float] = (0.0, 1.0)  # the metric's range (rule.py: the e-process)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class Race:
     rounds: list[list[Standing]] = field(default_factory=list)
     spent: int = 0  # runs asked for: configuration x seed, trained or found FINISHED
     _pending: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    _rules: dict[str, Elimination] = field(default_factory=dict)  # per context (rule.py)
+    _fed: dict[str, int] = field(default_factory=dict)  # seeds each context's rule has seen
 
     def __post_init__(self) -> None:
         if [c.index for c in self.candidates] != list(range(len(self.candidates))):
@@ -186,9 +191,14 @@ class Race:
             self.ended[context] = ALL_FAILED
             return rows
         matrix = np.array([[self.values[(i, s)] for s in self.played] for i in live])
+        members = self.contexts[context]
+        rule = self._rules.setdefault(context, Elimination(
+            len(members), self.settings.maximize, self.settings.confidence,
+            self.settings.margin, self.settings.bounds))
         verdict = judge(matrix, self.settings.maximize, self.settings.confidence,
-                        self.settings.margin,
-                        len(self.settings.seeds) if self.settings.finite else None)
+                        elimination=rule, rows=[members.index(i) for i in live],
+                        new_seeds=len(self.played) - self._fed.get(context, 0))
+        self._fed[context] = len(self.played)
         leader = self.candidates[live[verdict.leader]]
         alpha = 1 - self.settings.confidence
         for row, i in enumerate(live):
@@ -201,8 +211,9 @@ class Race:
                 self.alive.discard(i)
                 status = "dropped"
                 reason = (f"worse than {leader.label} by {verdict.diff[row]:.4g} on "
-                          f"{len(self.played)} paired seeds (Holm p={verdict.p_holm[row]:.3g} "
-                          f"<= {alpha:.3g}, margin {self.settings.margin:g})")
+                          f"{len(self.played)} paired seeds (anytime e-Holm p="
+                          f"{verdict.p_holm[row]:.3g} <= {alpha:.3g}, margin "
+                          f"{self.settings.margin:g})")
             else:
                 status, reason = "alive", f"not called (Holm p={verdict.p_holm[row]:.3g})"
             rows.append(Standing(round_no, context, c.label, len(self.played), *stats,

@@ -16,20 +16,26 @@ with code 2). Torch-free: the launching process imports it.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from initsweep.errors import ConfigError, require
 from initsweep.naming import SEED_KEYS
 from initsweep.race.engine import Candidate, RaceSettings
+from initsweep.vocab import VAL_ACC, VAL_LOSS
 
 # What a job's status carries of its run's final validation metrics (job.py: the run's last
 # value of every val/* metric) and which way each is better. Selection is on these only:
 # choosing on test would leak the score into the choice.
-SELECTION_METRICS = {"val/acc": "max", "val/loss": "min"}
+SELECTION_METRICS = {VAL_ACC: "max", VAL_LOSS: "min"}
+# The range the race's e-process assumes (rule.py): an accuracy's [0, 1]; a 10-class loss is
+# clipped at chance (ln 10), so a diverged run counts as chance, not as infinitely bad.
+METRIC_BOUNDS = {VAL_ACC: (0.0, 1.0), VAL_LOSS: (0.0, math.log(10))}
 FIELD = "hydra.sweeper"
 
 
@@ -48,8 +54,6 @@ class RacePlan:
 
 def parse_seeds(seeds: Any) -> tuple[int, ...]:
     """``range(10)``, ``0,1,2``, ``[3, 1, 2]`` or ``7`` -> the seeds in the order given."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if isinstance(seeds, (ListConfig, list, tuple)):
         values: list[Any] = list(seeds)
     else:
@@ -73,8 +77,6 @@ def grid(params: Mapping[str, Any] | None,
          arguments: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
     """The swept keys with their values (in order) and the fixed overrides, as Hydra's basic
     sweeper reads ``params`` then the command line (a later key replaces an earlier one)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
     swept: dict[str, list[str]] = {}
     fixed: dict[str, str] = {}
@@ -169,8 +171,11 @@ def make_plan(sweeper: Mapping[str, Any], arguments: Sequence[str],
             f"seeds = {first_round} runs): raise it, lower seeds_first, or null (no cap)")
     per_job = int(config.get("seeds_per_job", 1) or 1) if config is not None else 1
     require(per_job >= 1, "seeds_per_job", per_job, "must be an integer >= 1")
+    bounds = METRIC_BOUNDS[metric]
+    require(margin < bounds[1] - bounds[0], f"{FIELD}.margin", margin,
+            f"must be below {metric}'s range {bounds[1] - bounds[0]:.3g}")
     settings = RaceSettings(seeds, first, per_round, direction == "max", float(confidence),
-                            float(margin), budget)
+                            float(margin), budget, bounds)
     return RacePlan(settings, tuple(candidates), tuple(fixed), metric,
                     "test/" + metric.split("/", 1)[1], per_job, context)
 

@@ -62,10 +62,10 @@ def markdown(race: Race, metric: str, score_metric: str) -> str:
         "# Race",
         "",
         f"Selection on `{metric}` ({'max' if st.maximize else 'min'}imised), score on "
-        f"`{score_metric}`; confidence {st.confidence:g}: a configuration is dropped when a "
-        "one-sided paired t-test (the leader better by more than the margin, finite population "
-        "of seeds) against its context's leader, Holm-adjusted over the live configurations, "
-        f"gives p <= {1 - st.confidence:.3g} (docs/race.md).",
+        f"`{score_metric}`; confidence {st.confidence:g}: a configuration is dropped when its "
+        "anytime-valid e-process (betting on paired differences against the best so far, "
+        "beyond the margin), e-Holm-adjusted over its context, gives p = 1/e <= "
+        f"{1 - st.confidence:.3g}, over the whole race (docs/race.md).",
         f"Seeds in order: {', '.join(map(str, st.seeds))}; {st.seeds_first} first, then "
         f"{st.seeds_per_round} per round; margin {st.margin:g}; budget: "
         f"{'none' if st.budget is None else st.budget}.",
@@ -101,7 +101,7 @@ def markdown(race: Race, metric: str, score_metric: str) -> str:
 def plot(race: Race, metric: str, path: Path) -> Path:
     """Per context, each configuration's mean and interval after every round it was alive in:
     the intervals narrow as seeds come in, and a configuration's line ends where it was dropped."""
-    import matplotlib
+    import matplotlib  # only where a race is plotted: the race sweeper's process needs no plots
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

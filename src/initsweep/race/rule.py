@@ -5,128 +5,166 @@ configurations are compared *paired*, seed by seed: the seed fixes the initial w
 data order, which move every configuration's score together, and the paired difference cancels
 that shared part.
 
-The rule, a "t-race" with Holm's correction (irace's ``testType = "t-test-holm"``,
-Lopez-Ibanez et al. 2016; racing: Maron & Moore 1994, Birattari et al. 2002), with an
-indifference margin and a finite population of seeds:
+The rule keeps its error rate however often it looks (anytime-valid), with an indifference
+margin. For each configuration c of a context, the hypothesis
 
-1. the leader is the live configuration with the best mean over the k seeds played;
-2. for every other live configuration c, the paired differences d_s = leader_s - c_s (signed:
-   > 0 means the leader did better) give a one-sided paired t-test of H0: mean(d) <= margin,
-   "c is within ``margin`` of the leader, or better";
-3. the race's reference is the full grid over its N seeds (``seeds``), i.e. the mean over those
-   N seeds, not over infinitely many: k of N seeds are a sample drawn without replacement, and
-   the standard error of what is still unknown carries the finite population correction
-   sqrt((N - k) / N) (Cochran, Sampling Techniques, 1977, ch. 2). At k = N it is 0 and the
-   race's choice is exactly the grid's;
-4. the m p-values of the m challengers are adjusted with Holm's step-down procedure
-   (``initsweep.report.multiple_comparisons.holm``), which keeps the chance of dropping any
-   configuration for which H0 holds at or below alpha = 1 - confidence in the round, whatever
-   the dependence between the comparisons (they share the leader);
-5. every challenger whose adjusted p-value is <= alpha is dropped.
+    H_c: no other configuration's mean beats c's by more than ``margin``
+         (c is the best, or within the margin of the best)
 
-Why the margin (measured in docs/race.md, scripts/race_study.py): a configuration that fails on
-a few seeds (a learning rate at the edge of stability) is slightly *better* than its neighbours
-on the seeds where it does not fail, with a small spread. If the first seeds hold no failure,
-the plain test (margin 0) drops the neighbour, which is the best on the mean over all seeds, on
-3 or 4 seeds; on the tuning-trap workload that is most of the races that pick wrongly. A margin
-says: a difference this small is not worth an early drop; it can be undone by one bad seed.
-Configurations within the margin of each other race on until the seeds or the budget run out,
-and then the best mean wins.
+is tested by an e-process E_c, a betting test supermartingale (``initsweep.stats.
+confidence_sequences``: I. Waudby-Smith and A. Ramdas, "Estimating means of bounded random
+variables by betting", JRSS B 86(1), 2024) on paired differences d = opponent - c of a bounded
+metric (an accuracy lies in [0, 1], so d lies in [-1, 1]). The opponent on a seed is fixed
+*before* that seed is seen: the configuration with the best mean over the seeds played before it
+(other than c), or on the first seeds, when nothing is known yet, the mean of the other live
+configurations. Under H_c every opponent's expected difference is at most the margin, whichever
+one is picked, so E_c stays a test supermartingale (a predictable choice of bet).
 
-A challenger whose differences are all equal (zero spread, e.g. a learning rate that diverges to
-chance on every seed) is dropped when the leader beat it by more than the margin on every seed.
-Pure numpy/scipy, no I/O: the sweeper calls it after each round, ``initsweep.race.engine.replay``
-on a table of results (tests, scripts/race_study.py).
+After every round the e-values of all the context's configurations (frozen once dropped) are
+adjusted by e-Holm (``initsweep.stats.multiple_testing.e_holm``: Vovk & Wang, "E-values:
+calibration, combination and applications", Annals of Statistics 49(3), 2021), and a live
+configuration whose adjusted e-value reaches 1 / (1 - confidence) is dropped. Since the mean of
+the true hypotheses' e-processes is a test supermartingale, Ville's inequality bounds the chance
+that the race *ever* drops a configuration within the margin of the best by 1 - confidence,
+over all rounds together, whatever the budget or when the race ends. ``Judgement.p_holm`` is the
+matching anytime-valid p-value, min(1, 1 / adjusted e).
+
+What this replaced (docs/race.md): a one-sided paired t-test against the observed leader,
+Holm-adjusted per round, with a finite population correction. Its guarantee held for one round
+and a fixed leader; a race looks every round, and without a margin it dropped one of five
+identical configurations in nearly every race.
+
+The price of assuming only the bound: a seed can move E_c by at most a factor (1 + d) / (1 +
+margin), so only large, consistent differences (a learning rate that collapses to chance) are
+dropped within tens of seeds; near-ties race on until the seeds or the budget end, and the best
+mean then wins. The margin stays a practical-equivalence knob: differences up to it are never
+evidence. Pure numpy/scipy, no I/O: the sweeper calls it after each round,
+``initsweep.race.engine.replay`` on a table of results (tests, scripts/race_study.py).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
-from initsweep.report.multiple_comparisons import holm
+from initsweep.stats.confidence_sequences import BettingEProcess
+from initsweep.stats.differences import t_interval
+from initsweep.stats.multiple_testing import e_holm
 
 
 @dataclass(frozen=True)
 class Judgement:
     """One round's verdict on the live configurations of one context (rows of the score matrix).
 
-    ``p_holm[i]`` is NaN for the leader; ``dropped[i]`` says whether row i stops getting seeds.
-    Means and intervals are in the metric's own units (not signed).
+    ``p_holm[i]`` is the anytime-valid p-value min(1, 1 / e-Holm-adjusted e-value) of row i (NaN
+    for the leader); ``dropped[i]`` says whether row i stops getting seeds. Means and intervals
+    are in the metric's own units (not signed).
     """
 
     leader: int
     mean: np.ndarray
-    low: np.ndarray  # t-interval of each row's mean at the race's confidence
+    low: np.ndarray  # Student t interval of each row's mean at the race's confidence
     high: np.ndarray
     diff: np.ndarray  # mean paired difference leader - row, signed: > 0: the leader is better (NaN:
     # the leader itself)
     p_holm: np.ndarray
     dropped: np.ndarray
+    e_value: np.ndarray = field(default_factory=lambda: np.array([]))  # each row's E_c
 
 
-def mean_interval(values: ArrayLike, confidence: float) -> tuple[float, float, float]:
-    """Mean and two-sided Student t-interval of the mean (NaN bounds with fewer than 2 values)."""
+def mean_and_t_interval(values: ArrayLike, confidence: float) -> tuple[float, float, float]:
+    """Mean and Student's t interval of the mean (``initsweep.stats.differences.t_interval``;
+    NaN bounds with fewer than 2 values). The race shows it per configuration; it decides
+    nothing."""
     x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
+    low, high = t_interval(x, confidence)
+    return float(x.mean()), float(low), float(high)
 
 
-def paired_p_value(diff: ArrayLike, margin: float = 0.0, population: int | None = None
-                   ) -> float:
-    """One-sided paired t-test p-value of H0: mean(diff) <= margin against mean(diff) > margin.
+@dataclass
+class Elimination:
+    """One context's e-processes, one per configuration (module docstring); fed seed by seed."""
 
-    ``population``: the N seeds the race may play (finite population correction, module doc);
-    None: an unbounded population (the textbook test). Degenerate cases: no spread, or every
-    seed played: 0 when the mean difference exceeds the margin, else 1; fewer than 2
-    differences: 1 (nothing is called on one seed).
-    """
-    d = np.asarray(diff, dtype=float)
-    if len(d) < 2:
-        return 1.0
-    spread = d.std(ddof=1)
-    complete = population is not None and len(d) >= population
-    if spread == 0 or not math.isfinite(spread) or complete:
-        return 0.0 if d.mean() > margin else 1.0
-    se = spread / math.sqrt(len(d))
-    if population is not None:
-        se *= math.sqrt((population - len(d)) / population)
-    return float(stats.t.sf((d.mean() - margin) / se, len(d) - 1))
+    n_configs: int
+    maximize: bool = True
+    confidence: float = 0.9
+    margin: float = 0.0
+    bounds: tuple[float, float] = (0.0, 1.0)  # the metric's range; values are clipped to it
+    processes: list[BettingEProcess] = field(default_factory=list)
+    dropped: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        bound = self.bounds[1] - self.bounds[0]  # |difference| <= bound
+        self.processes = [BettingEProcess(self.margin, bound) for _ in range(self.n_configs)]
+
+    def observe(self, values: ArrayLike, past_means: ArrayLike) -> None:
+        """One seed: ``values[i]`` of every configuration (NaN: not live), and each one's mean
+        over the seeds played before this one (NaN: none yet), both in the metric's units."""
+        sign = 1.0 if self.maximize else -1.0
+        x = sign * np.clip(np.asarray(values, dtype=float), *self.bounds)
+        past = sign * np.asarray(past_means, dtype=float)
+        live = np.flatnonzero(np.isfinite(x))
+        if len(live) < 2:
+            return
+        for c in live:
+            others = live[live != c]
+            known = others[np.isfinite(past[others])]
+            opponent = (x[known[np.argmax(past[known])]] if len(known)
+                        else float(np.mean(x[others])))
+            self.processes[c].update(float(opponent - x[c]))
+
+    def judge(self, live: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """e-values and e-Holm-adjusted e-values of ``live`` (indices); the adjustment is over
+        every configuration of the context, the dropped ones with their frozen e-values."""
+        e = np.array([p.e for p in self.processes])
+        adjusted = e_holm(e)
+        return e[list(live)], adjusted[list(live)]
 
 
 def judge(scores: ArrayLike, maximize: bool, confidence: float, margin: float = 0.0,
-          population: int | None = None) -> Judgement:
+          bounds: tuple[float, float] = (0.0, 1.0), elimination: Elimination | None = None,
+          rows: Sequence[int] | None = None, new_seeds: int | None = None) -> Judgement:
     """Judge one context's live configurations on the seeds they all played.
 
-    ``scores`` is (configurations x seeds), same seeds in the same columns. The leader is the
-    best mean (the first in row order on a tie); the others are tested against it (module doc).
+    ``scores`` is (configurations x seeds), same seeds in the same columns. Without
+    ``elimination`` the e-processes are built here from all the columns (every row live
+    throughout); a race passes its context's ``Elimination``, ``rows`` (the live
+    configurations' indices in it, in the order of ``scores``) and ``new_seeds``, the last
+    columns, not fed to it yet.
+    The leader is the best mean (the first in row order on a tie); it is never dropped.
     """
     x = np.asarray(scores, dtype=float)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"scores must be (configurations x seeds), got shape {x.shape}")
+    rule = elimination or Elimination(len(x), maximize, confidence, margin, bounds)
+    rows = list(range(len(x))) if rows is None else list(rows)
+    start = 0 if new_seeds is None else x.shape[1] - new_seeds
+    for t in range(start, x.shape[1]):
+        values = np.full(rule.n_configs, np.nan)
+        past = np.full(rule.n_configs, np.nan)
+        values[rows] = x[:, t]
+        if t:
+            past[rows] = x[:, :t].mean(axis=1)
+        rule.observe(values, past)
     signed = x if maximize else -x
     means = signed.mean(axis=1)
     leader = int(np.argmax(means))  # argmax: the first of equal means
-    diff = signed[leader] - signed  # (configurations x seeds), > 0: the leader did better
-    p = np.array([math.nan if i == leader else paired_p_value(diff[i], margin, population)
-                  for i in range(len(x))])
-    p_holm = holm(p) if len(x) > 1 else p
+    e, adjusted = rule.judge(rows)
+    with np.errstate(divide="ignore"):
+        p_holm = np.minimum(1.0, 1.0 / adjusted)
+    p_holm[leader] = math.nan
     alpha = 1.0 - confidence
-    dropped = np.where(np.isnan(p_holm), False, p_holm <= alpha)
-    intervals = [mean_interval(row, confidence) for row in x]
-    mean_diff = diff.mean(axis=1)
+    dropped = np.where(np.isnan(p_holm), False, adjusted >= 1.0 / alpha)
+    intervals = [mean_and_t_interval(row, confidence) for row in x]
+    mean_diff = (signed[leader] - signed).mean(axis=1)
     mean_diff[leader] = math.nan
     return Judgement(leader, x.mean(axis=1), np.array([i[1] for i in intervals]),
                      np.array([i[2] for i in intervals]), mean_diff, p_holm,
-                     dropped.astype(bool))
+                     dropped.astype(bool), e)
 
 
 def best_mean(scores: Sequence[float] | np.ndarray, maximize: bool) -> int:

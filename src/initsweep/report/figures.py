@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from initsweep.report.runs import RunTable  # noqa: E402
+from initsweep.report.table import RunTable  # noqa: E402
 from initsweep.report.tuning import TuningResult  # noqa: E402
 
 DPI = 110

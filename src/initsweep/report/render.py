@@ -4,7 +4,7 @@ The report is built once as a list of blocks (headings, paragraphs, tables of pr
 strings, images); the Markdown and HTML writers render the same blocks, so the two never
 disagree. The HTML embeds its images (base64), so it reads on its own, e.g. in the MLflow UI's
 artifact view, where relative image links would not resolve; the copy of report.md logged on the
-parent run links its images to the UI's server (``log_artifacts``).
+parent run links its images to the UI's server (``report.publish``).
 """
 
 from __future__ import annotations
@@ -21,28 +21,21 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from initsweep.diagnostics.findings import pct
 from initsweep.report import figures, why
-from initsweep.report.runs import (
-    ReportInputError,
-    RunTable,
-    Selection,
-    load,
-    open_client,
-    resolve_param,
-    select,
-)
+from initsweep.report.select import ReportInputError, Selection
 from initsweep.report.stats import (
     ALPHA,
     ASO_THRESHOLD,
-    MEANINGFUL,
     MIN_SEEDS_CI,
     group_summary,
     is_accuracy,
-    min_seeds_for,
     pairwise,
 )
+from initsweep.report.table import RunTable, load, resolve_param
 from initsweep.report.tuning import TuningResult, analyse
 from initsweep.report.variance_split import variance_split
+from initsweep.vocab import PRIMARY_METRIC, Outcome
 
 ARTIFACT_PATH = "report"
 TERMINAL_PAIRS = 12  # pairwise verdicts printed in the terminal; all of them go to report.md
@@ -76,7 +69,7 @@ def logged_metrics(table: RunTable) -> list[str]:
                                         k.startswith("diag/"), k))
 
 
-def build(client: MlflowClient, selection: Selection, metric: str = "test/acc",
+def build(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METRIC,
           tune: str | None = None, n_test: int | None = None, seed: int = 0,
           select_metric: str | None = None, all_pairs: bool = False) -> Report:
     """Load the runs and compute every statistic (no files written).
@@ -113,10 +106,6 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def pct(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
-
-
 def pct_interval(low: float, high: float) -> str:
     return "–" if math.isnan(low) or math.isnan(high) else f"[{pct(low)}, {pct(high)}]"
 
@@ -148,11 +137,13 @@ def group_view(report: Report) -> pd.DataFrame:
 
 def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
-        "A": r["a"], "B": r["b"], "seeds": str(r["n_pairs"]), "P(A>B)": fmt(r["P(A>B)"], 2),
-        "95% CI": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
-        "ASO ε_min": fmt(r["aso_eps_min"], 2),
-        "mean A-B": fmt(r["mean_diff"]), "sign test p": fmt(r["sign_p"], 3),
-        "Holm p": fmt(r["holm_p"], 3), "verdict": r["verdict"]} for _, r in pairs.iterrows()])
+        "A": r["a"], "B": r["b"], "seeds": str(r["n_pairs"]), "test": r["test"],
+        "A − B": fmt(r["mean_diff"]),
+        "adjusted CI": f"[{fmt(r['diff_low'])}, {fmt(r['diff_high'])}]",
+        "Holm p": fmt(r["holm_p"], 3), "P(A>B)": fmt(r["P(A>B)"], 2),
+        "95% CI of P": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
+        "sign test Holm p": fmt(r["sign_holm_p"], 3), "ASO ε_min": fmt(r["aso_eps_min"], 2),
+        "verdict": r["verdict"]} for _, r in pairs.iterrows()])
 
 
 def share_cell(r: pd.Series, source: str) -> str:
@@ -193,17 +184,12 @@ def variance_warnings(split: pd.DataFrame) -> list[str]:
 
 
 def pairs_line(report: Report) -> str:
-    """The verdicts' family: what was compared, the test, the adjustment, the false calls."""
+    """The verdicts' method in one line (docs/report.md has the rest)."""
     m = len(report.pairs)
-    n_groups = len(report.summary)
-    every = n_groups * (n_groups - 1) // 2
-    family = ("every pair of groups" if report.all_pairs else
-              "groups that differ in one key, next to each other when its values are numbers"
-              + (f"; `--all-pairs` compares all {every}" if every > m else ""))
-    return (f"{m} comparison{'s' if m != 1 else ''} ({family}); two-sided exact sign test, "
-            f"Holm-adjusted over the {m}: the chance that any verdict names a false winner is at "
-            f"most {ALPHA:.0%}, so at most about {ALPHA:.2f} false calls are expected "
-            f"(without the adjustment, up to {m * ALPHA:.2f})")
+    family = "every pair" if report.all_pairs else "design neighbours"
+    return (f"{m} comparison{'s' if m != 1 else ''} ({family}): difference of means, paired t "
+            f"(Welch when seeds do not pair), Holm-adjusted intervals, at most {ALPHA:.0%} chance "
+            "of any false winner; second line P(A>B) and the sign test; docs/report.md")
 
 
 def tuning_view(results: Sequence[TuningResult]) -> pd.DataFrame:
@@ -263,7 +249,7 @@ def curve_view(results: Sequence[TuningResult]) -> pd.DataFrame:
 def counts_line(table: RunTable) -> str:
     outcomes = table.frame["outcome"].value_counts()
     usable = int(table.frame["usable"].sum())
-    rest = ", ".join(f"{v} {k}" for k, v in outcomes.items() if k != "ok")
+    rest = ", ".join(f"{v} {k}" for k, v in outcomes.items() if k != Outcome.OK)
     return f"{len(table.frame)} runs, {usable} usable" + (f" ({rest} excluded)" if rest else "")
 
 
@@ -310,27 +296,12 @@ def blocks(report: Report, plot_files: dict[str, str]) -> list[Block]:
         out.append(("img", plot_files["groups"], f"{t.metric} per group"))
     out.extend(why_blocks(report))
 
-    out.append(("h2", "Comparisons: P(A > B) over paired seeds"))
+    out.append(("h2", "Verdicts: differences of means over seeds"))
     if report.pairs.empty:
         out.append(("p", "Only one group: nothing to compare."))
     else:
-        out.append(("p", f"**{pairs_line(report)}.**"))
-        out.append(("p", "P(A > B): the share of seeds (same `seed`, `init_seed`, `data_seed` "
-                         "in both groups) on which A beats B, ties counted half (Bouthillier et "
-                         "al. 2021), with an exact 95% interval (Clopper-Pearson). A verdict "
-                         "names a winner when the exact two-sided sign test of P(A > B) = 0.5, "
-                         f"Holm-adjusted, gives p <= {ALPHA}: `A > B` when P >= {MEANINGFUL} "
-                         "(their meaningful difference), `A ≳ B` below it. The sign test needs "
-                         f"{min_seeds_for(ALPHA)}+ seeds that disagree at 5%, more after the "
-                         "adjustment. **Seeds that would settle it** (pairs not called): the "
-                         "number of seeds at which the sign test would call the pair 4 times in "
-                         "5 if the paired differences kept the mean and spread seen here (a "
-                         "normal power estimate: rough at few seeds, and optimistic for a pair "
-                         "that just missed). **ASO ε_min** (almost stochastic order, del Barrio "
-                         "et al. 2018, Dror et al. 2019): a second opinion that compares A's and "
-                         "B's score distributions without assuming their shape (nor the pairing):"
-                         f" below {ASO_THRESHOLD}, A's scores are almost stochastically larger; "
-                         "0.5, no order; near 1, B's are (95%, Bonferroni over the pairs)."))
+        out.extend(("p", f"- {v}") for v in report.pairs["verdict"])
+        out.append(("p", f"*{pairs_line(report)}.*"))
         out.append(("table", pair_view(report.pairs)))
 
     out.append(("h2", "Variance split: init seed vs data-order seed"))
@@ -523,13 +494,13 @@ def terminal(report: Report, max_pairs: int = TERMINAL_PAIRS) -> str:
     lines.append(view.to_string(index=False))
     lines += why_terminal(report)
     if not report.pairs.empty:
-        lines += ["", f"P(A > B) over paired seeds: {pairs_line(report)}; ASO ε_min: the "
-                      f"second opinion (< {ASO_THRESHOLD}: A almost stochastically larger):"]
         verdicts = [f"{r['verdict']} [ASO ε_min {fmt(r['aso_eps_min'], 2)}]"
                     for _, r in report.pairs.iterrows()]
-        lines += [f"  {v}" for v in verdicts[:max_pairs]]
+        lines += ["", "verdicts:"] + [f"  {v}" for v in verdicts[:max_pairs]]
         if len(verdicts) > max_pairs:
             lines.append(f"  ... {len(verdicts) - max_pairs} more in report.md")
+        lines.append(f"  ({pairs_line(report)}; ASO ε_min < {ASO_THRESHOLD}: A almost "
+                     "stochastically larger)")
     if not report.variance.empty:
         lines += ["", "variance split (init seed x data seed), shares with 95% intervals:",
                   variance_view(report.variance).drop(
@@ -603,65 +574,3 @@ def write(report: Report, out: Path) -> list[Path]:
     (out / "report.html").write_text(to_html(doc, out), encoding="utf-8")
     written += [out / "report.md", out / "report.html"]
     return written
-
-
-def log_artifacts(client: MlflowClient, report: Report, out: Path) -> str | None:
-    """Log the folder under ``report/`` on the sweep's parent run, and the answer in the UI's own
-    terms (``initsweep.tracking.ui.log_summary``: per-group metrics, the verdicts as the run's
-    description, the sweep's saved view); returns the run's id (None: no parent run).
-
-    The logged report.md points its images at the UI's server (``mlflow_ui.ui_base_url``):
-    MLflow's markdown viewer draws no relative or ``data:`` image. The copy in ``out`` keeps
-    relative paths.
-    """
-    from initsweep.tracking.ui import absolute_image_links, log_summary, ui_base_url
-
-    parent = report.selection.parent_run_id
-    if not parent:
-        return None
-    client.log_artifacts(parent, str(out), artifact_path=ARTIFACT_PATH)
-    base_url = ui_base_url(client.tracking_uri)
-    markdown = (out / "report.md").read_text(encoding="utf-8")
-    client.log_text(parent, absolute_image_links(markdown, base_url, parent, ARTIFACT_PATH),
-                    f"{ARTIFACT_PATH}/report.md")
-    client.set_tag(parent, "report", f"{ARTIFACT_PATH}/report.html")
-    log_summary(client, report, base_url)
-    return parent
-
-
-def default_out(selection: Selection) -> Path:
-    """``<sweep dir>/report`` when the sweep's folder is here, else ``outputs/report-<label>``."""
-    if selection.sweep_dir and Path(selection.sweep_dir).is_dir():
-        return Path(selection.sweep_dir) / "report"
-    return Path("outputs") / f"report-{selection.label}"
-
-
-def make_report(client: MlflowClient, selection: Selection, out: Path | None = None,
-                metric: str = "test/acc", tune: str | None = None, n_test: int | None = None,
-                seed: int = 0, log: bool = True, select_metric: str | None = None,
-                all_pairs: bool = False) -> tuple[Report, list[Path], Path, str | None]:
-    """Build, write and (when a parent run is known) log: (report, files, folder, run id)."""
-    report = build(client, selection, metric, tune, n_test, seed, select_metric, all_pairs)
-    folder = out or default_out(selection)
-    files = write(report, folder)
-    logged = log_artifacts(client, report, folder) if log else None
-    return report, files, folder, logged
-
-
-def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out: Path,
-                     options: Any = None) -> str:
-    """The end-of-sweep hook (`report=true`, the default): report one sweep into ``out``;
-    returns the terminal text.
-
-    ``options`` is the config's ``report`` value: ``true``, or a mapping with any of ``metric``,
-    ``tune``, ``n_test``, ``seed``, ``select_metric``, ``all_pairs``.
-    """
-    opts = dict(options) if hasattr(options, "keys") else {}
-    client = open_client(tracking_uri)
-    selection = select(client, experiment, sweep=parent_run_id)
-    report, files, folder, logged = make_report(
-        client, selection, out, metric=opts.get("metric", "test/acc"), tune=opts.get("tune"),
-        n_test=opts.get("n_test"), seed=int(opts.get("seed", 0)),
-        select_metric=opts.get("select_metric"), all_pairs=bool(opts.get("all_pairs", False)))
-    where = f"; logged under {ARTIFACT_PATH}/ on run {logged}" if logged else ""
-    return terminal(report) + f"\n\nwrote {len(files)} files to {folder}{where}"

@@ -9,13 +9,17 @@ known truth (``tests/test_calibration.py``; the numbers and assumptions are in d
   (``mean_interval``): 0.95 coverage of normal scores at 3 to 20 seeds, 0.90-0.95 of strongly
   skewed ones; the BCa bootstrap it replaced covered 0.72 at 3 seeds. Below 3 seeds there is no
   interval (with 2, a t interval is mean +- 9 std).
-- Between groups, over the seeds both ran (same ``seed``, ``init_seed``, ``data_seed``):
-  P(A > B) (Bouthillier et al. 2021), the share of seeds on which A beats B, ties counted half,
-  with an exact (Clopper-Pearson) interval; the exact two-sided sign test of P(A > B) = 1/2; the
-  p-values of all the pairs compared Holm-adjusted (``multiple_comparisons.holm``) so that the
-  chance of any false winner among them stays at 5%; for a pair not called, how many seeds would
-  call it; and almost stochastic order (``aso``) as a second opinion that compares the two score
-  distributions without assuming their shape.
+- Between groups, the verdict: the difference of means in the metric's units with its interval,
+  by the paired t-test over the seeds both ran (same ``seed``, ``init_seed``, ``data_seed``),
+  or Welch's when fewer than 2 seeds pair (``initsweep.stats.differences``); the p-values of all
+  the pairs compared Holm-adjusted (``initsweep.stats.multiple_testing``) so that the chance of
+  any false winner stays at 5%, and each interval at the level Holm tests its pair at, so that it
+  excludes 0 exactly when the pair is called; for a pair not called, how many seeds would call it
+  (the same t-test's power). The distribution-free second line: P(A > B) (Bouthillier et al.
+  2021), the share of seeds on which A beats B, ties counted half, with an exact
+  (Clopper-Pearson) interval, and the exact sign test of P(A > B) = 1/2, Holm-adjusted on its
+  own; the verdict says when the two disagree. Almost stochastic order (``aso``) is a third
+  opinion that compares the two score distributions without assuming their shape.
 
 Failed, diverged and other unusable runs are excluded from every statistic and counted per group.
 """
@@ -35,16 +39,24 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import special, stats
 
+from initsweep.naming import SEED_KEYS
 from initsweep.report.aso import THRESHOLD as ASO_THRESHOLD
 from initsweep.report.aso import aso
-from initsweep.report.multiple_comparisons import holm
-from initsweep.report.runs import MISSING, SEED_KEYS, RunTable, sort_key
+from initsweep.report.table import MISSING, RunTable, sort_key
+from initsweep.stats.differences import (
+    Difference,
+    paired_difference,
+    t_seeds_needed,
+    welch_difference,
+)
+from initsweep.stats.differences import t_interval as _t_interval
+from initsweep.stats.multiple_testing import holm, holm_levels
 
 MEANINGFUL = 0.75  # Bouthillier et al. 2021: P(A > B) >= 0.75 is a meaningful improvement
 ALPHA = 0.05  # family-wise level of the verdicts (Holm over the pairs compared)
 CONFIDENCE = 0.95
 MIN_SEEDS_CI = 3  # no interval below this many seeds
-POWER = 0.8  # "seeds that would settle it": the sign test calls the pair 4 times in 5
+POWER = 0.8  # "seeds that would settle it": the verdict's test calls the pair 4 times in 5
 MAX_SEEDS = 1000  # beyond this, "seeds needed" is reported as more than MAX_SEEDS
 
 __all__ = ["ASO_THRESHOLD", "holm"]  # re-exported for the report's text
@@ -70,12 +82,9 @@ def ci_method(n: int) -> str:
 
 
 def t_interval(x: ArrayLike, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """Student's t interval of the mean along the last axis: mean +- t_{n-1} s / sqrt(n)."""
-    x = np.asarray(x, dtype=float)
-    n = x.shape[-1]
-    mean = x.mean(axis=-1)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(axis=-1, ddof=1) / math.sqrt(n)
-    return mean - half, mean + half
+    """Student's t interval of the mean along the last axis (``initsweep.stats.differences``;
+    the race shows this one): what ``mean_interval`` was chosen against."""
+    return _t_interval(x, confidence)
 
 
 def skew_corrected_t_interval(x: ArrayLike, confidence: float = CONFIDENCE
@@ -266,8 +275,8 @@ def sign_test_power(n: ArrayLike, p_win: float, level: float) -> np.ndarray:
     return 1.0 - _binom_cdf(c - 1, n, p_win) + _binom_cdf(n - c, n, p_win)
 
 
-def seeds_needed(diffs: ArrayLike, level: float, power: float = POWER,
-                 max_seeds: int = MAX_SEEDS) -> float:
+def sign_seeds_needed(diffs: ArrayLike, level: float, power: float = POWER,
+                      max_seeds: int = MAX_SEEDS) -> float:
     """Roughly how many seeds the sign test at ``level`` needs to call this pair with ``power``.
 
     From the observed paired differences d: if they keep their mean and spread, a new seed
@@ -315,8 +324,28 @@ def seeds_for_win_probability(p_win: float, level: float, power: float = POWER,
     return math.inf
 
 
+def seeds_needed(diff: Difference, n: int, level: float, power: float = POWER,
+                 max_seeds: int = MAX_SEEDS) -> float:
+    """Roughly how many seeds (per group) the verdict's t-test at ``level`` needs to call this
+    pair with ``power``, if the difference and its spread stayed what ``diff`` (on ``n`` seeds)
+    measured: the noncentral t power of the standardized effect mean / sd, sd = se sqrt(n) for a
+    paired difference, se sqrt(n / 2) per group for Welch. inf when no difference was seen or
+    none below ``max_seeds``; NaN without a standard error. Rough: with few seeds the effect is
+    itself uncertain, and a pair that just missed is more likely than not to have looked better
+    than it is."""
+    est, se = float(diff.estimate), float(diff.se)
+    if not math.isfinite(se):
+        return math.nan
+    if est == 0:
+        return math.inf
+    if se == 0:
+        return float(n)
+    sd = se * math.sqrt(n) if diff.paired else se * math.sqrt(n / 2)
+    return t_seeds_needed(est / sd, level, power, diff.paired, max_seeds)
+
+
 def calls(holm_p: ArrayLike) -> np.ndarray:
-    """Which Holm-adjusted sign-test p-values name a winner: p <= ALPHA (the verdicts' rule)."""
+    """Which Holm-adjusted p-values name a winner: p <= ALPHA (the verdicts' rule)."""
     p = np.asarray(holm_p, dtype=float)
     return np.isfinite(p) & (p <= ALPHA)
 
@@ -385,26 +414,46 @@ def all_pairs(table: RunTable) -> list[tuple[str, str]]:
     return list(combinations(table.groups(), 2))
 
 
+def _digits(width: float) -> int:
+    """Decimals that show an interval of this width with two significant digits (3 to 6)."""
+    if not math.isfinite(width) or width <= 0:
+        return 4
+    return int(min(6, max(3, 1 - math.floor(math.log10(width)))))
+
+
 @dataclass
 class Comparison:
-    """P(A better than B) over the seeds both groups ran, oriented so that A is the better one."""
+    """The difference of A's and B's means (A the better on the mean), with the verdict's test,
+    and P(A > B) with the sign test as the distribution-free second line."""
 
     a: str
     b: str
-    n_pairs: int
-    p: float
-    ci_low: float
+    n_pairs: int  # seeds both ran (the paired test's n); Welch: the smaller group's n
+    p: float  # P(A > B) over the paired seeds, ties half (NaN: no paired seeds)
+    ci_low: float  # its exact interval
     ci_high: float
-    mean_diff: float
+    mean_diff: float  # mean(A) - mean(B), metric units
+    diff_low: float = math.nan  # interval at the level Holm tests this pair at
+    diff_high: float = math.nan
+    test: str = "paired t"  # or "Welch"
+    test_p: float = math.nan  # the verdict's test, two-sided
+    holm_p: float = math.nan  # test_p adjusted over the pairs compared (Holm)
     sign_p: float = math.nan  # exact two-sided sign test
-    holm_p: float = math.nan  # sign_p adjusted over the pairs compared (Holm)
+    sign_holm_p: float = math.nan  # sign_p adjusted over the pairs compared (Holm)
+    sign_for_a: bool = True  # the sign test's direction: more seeds favour A than B
     aso_eps: float = math.nan  # almost stochastic order eps_min of A over B
-    seeds_needed: float = math.nan  # seeds at which the sign test would call it (when not called)
-    level: float = ALPHA  # the Holm level a pair not called faces next
+    seeds_needed: float = math.nan  # seeds at which the verdict's test would call it
+    level: float = ALPHA  # the Holm level of this pair (its interval is at 1 - level)
+    n_a: int = 0
+    n_b: int = 0
 
     @property
     def called(self) -> bool:
         return bool(calls(self.holm_p))
+
+    @property
+    def sign_called(self) -> bool:
+        return bool(calls(self.sign_holm_p))
 
     def settle(self) -> str:
         """How many seeds would settle an uncalled pair, as a phrase."""
@@ -416,84 +465,128 @@ class Comparison:
         more = int(need) - self.n_pairs
         return f"about {int(need)} seeds would settle it" + (f" ({more} more)" if more > 0 else "")
 
+    def disagreement(self) -> str:
+        """When the second line (P(A > B), sign test) reads the pair otherwise: empty if not."""
+        if not math.isfinite(self.p):
+            return ""
+        if self.sign_called and not (self.called and self.sign_for_a):
+            winner, loser = (self.a, self.b) if self.sign_for_a else (self.b, self.a)
+            return (f"the sign test disagrees: {winner} wins on most seeds (P({winner}>{loser})"
+                    f"={max(self.p, 1 - self.p):.2f}, Holm p={self.sign_holm_p:.3f}), so a few "
+                    "seeds decide the means")
+        if self.called and self.p < 0.5:
+            return (f"the sign test disagrees: {self.b} wins on most seeds (P({self.a}>{self.b})"
+                    f"={self.p:.2f}): {self.a}'s mean rests on a few seeds")
+        return ""
+
     @property
     def verdict(self) -> str:
-        """A plain sentence: which is better, or that the seeds cannot tell them apart."""
-        seeds = f"{self.n_pairs} seed{'s' if self.n_pairs != 1 else ''}"
-        if self.n_pairs < 2 or not math.isfinite(self.p):
-            return f"{self.a} vs {self.b}: not enough paired seeds ({seeds})"
+        """The difference with its adjusted interval, the call, the second line."""
+        seeds = (f"{self.n_pairs} seed{'s' if self.n_pairs != 1 else ''}" if self.test != "Welch"
+                 else f"{self.n_a} and {self.n_b} seeds, unpaired")
+        if not math.isfinite(self.holm_p):
+            return f"{self.a} vs {self.b}: not enough seeds ({seeds}; a difference needs 2+)"
+        d = _digits(self.diff_high - self.diff_low if math.isfinite(self.diff_low) else 0.0)
+        diff = (f"{self.a} − {self.b} = {self.mean_diff:+.{d}f} "
+                f"[{self.diff_low:+.{d}f}, {self.diff_high:+.{d}f}], {seeds}")
+        second = (f"P(A>B)={self.p:.2f}" if math.isfinite(self.p) else "")
+        other = self.disagreement()
+        holm_p = "p<0.001" if self.holm_p < 0.001 else f"p={self.holm_p:.3f}"
         if self.called:
-            if self.p >= MEANINGFUL:
-                return f"{self.a} > {self.b} (P={self.p:.2f}, {seeds}, Holm p={self.holm_p:.3f})"
-            return (f"{self.a} ≳ {self.b}: P={self.p:.2f} is reliably above 0.5 but below "
-                    f"{MEANINGFUL}, a small difference ({seeds}, Holm p={self.holm_p:.3f})")
-        settle = self.settle()
-        if self.p >= MEANINGFUL and self.n_pairs < min_seeds_for(self.level):
-            return (f"{self.a} vs {self.b}: P={self.p:.2f} for {self.a}, too few seeds to call "
-                    f"({seeds}; at this level the sign test needs {min_seeds_for(self.level)}+)"
+            text = f"{self.a} > {self.b}: {diff} (Holm {holm_p})"
+        else:
+            settle = self.settle()
+            text = (f"{self.a} vs {self.b}: {diff}, not called (Holm {holm_p})"
                     + (f"; {settle}" if settle else ""))
-        if self.p >= MEANINGFUL:
-            return (f"{self.a} vs {self.b}: P={self.p:.2f} for {self.a} but Holm p="
-                    f"{self.holm_p:.2f}; undecided at {seeds}" + (f"; {settle}" if settle else ""))
-        return (f"{self.a} vs {self.b}: indistinguishable at {seeds} (P={self.p:.2f})"
-                + (f"; {settle}" if settle else ""))
+        if second:
+            text += f"; {second}"
+        return text + (f"; {other}" if other else "")
+
+
+def _resolution(table: RunTable, a: str, b: str, accuracy: bool) -> float:
+    """The metric's step for the pair (``initsweep.stats.differences``): 1 / n_test for an
+    accuracy measured on n_test examples, 0 otherwise."""
+    if not accuracy:
+        return 0.0
+    n_test = table.usable.loc[table.usable["group"].isin([a, b]), "n_test"]
+    n_test = n_test[np.isfinite(n_test.to_numpy(dtype=float))]
+    return 1.0 / float(n_test.min()) if len(n_test) and float(n_test.min()) > 0 else 0.0
 
 
 def pairwise(table: RunTable, seed: int = 0, pairs: Sequence[tuple[str, str]] | None = None,
              every_pair: bool = False) -> pd.DataFrame:
-    """P(A > B) for each pair (default: ``neighbour_pairs``; ``every_pair``: ``all_pairs``), with
-    its interval, the sign test Holm-adjusted over these pairs, ASO, and a verdict; each pair
-    oriented so that A is the one with P(A > B) >= 0.5.
-
-    The counts of every pair come from one array operation over a seeds x pairs matrix; only
-    ASO and the seeds-needed search run per pair.
+    """The verdict of each pair (default: ``neighbour_pairs``; ``every_pair``: ``all_pairs``):
+    the difference of means by the paired t-test over the seeds both ran (Welch's when fewer
+    than 2 pair), Holm-adjusted over these pairs, with each interval at its Holm level; P(A > B)
+    with its interval and the sign test (Holm-adjusted on its own) as the second line; ASO. Each
+    pair oriented so that A has the better mean.
     """
     if pairs is None:
         pairs = all_pairs(table) if every_pair else neighbour_pairs(table)
-    columns = ["a", "b", "n_pairs", "P(A>B)", "ci_low", "ci_high", "mean_diff", "aso_eps_min",
-               "sign_p", "holm_p", "called", "seeds_needed", "verdict"]
+    columns = ["a", "b", "n_pairs", "test", "mean_diff", "diff_low", "diff_high", "test_p",
+               "holm_p", "called", "P(A>B)", "ci_low", "ci_high", "sign_p", "sign_holm_p",
+               "aso_eps_min", "seeds_needed", "verdict"]
     if not pairs:
         return pd.DataFrame(columns=columns)
     matrix = seed_matrix(table)  # higher is better
-    column = {g: i for i, g in enumerate(matrix.columns)}
-    values = np.column_stack([matrix.to_numpy(dtype=float),  # column -1: a group without runs
-                              np.full(len(matrix), np.nan)])
-    first = np.array([column.get(a, -1) for a, _ in pairs])
-    second = np.array([column.get(b, -1) for _, b in pairs])
-    x, y = values[:, first], values[:, second]  # seeds x pairs
-    both = np.isfinite(x) & np.isfinite(y)
-    n = both.sum(axis=0)
-    wins, losses = ((x > y) & both).sum(axis=0), ((x < y) & both).sum(axis=0)
-    ties = n - wins - losses
-    flip = wins < losses  # orient: A is the better one
-    wins, losses = np.where(flip, losses, wins), np.where(flip, wins, losses)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = (wins + ties / 2) / n
-        mean_diff = np.where(both, x - y, 0.0).sum(axis=0) / n * np.where(flip, -1, 1)
-    low, high = interval_from_counts(wins, ties, n)
-    sign_p = np.where(n > 0, sign_p_from_counts(wins, losses), np.nan)
-    adjusted = holm(sign_p)
-    called = calls(adjusted)
-    m = len(pairs)
-    level = ALPHA / max(m - int(called.sum()), 1)  # Holm's threshold for the next pair called
+    accuracy = is_accuracy(table)
     unit = -1.0 if table.lower_is_better else 1.0
+    found: list[Comparison] = []
+    diffs: list[Difference] = []
+    samples: list[tuple[np.ndarray, np.ndarray]] = []
+    for a, b in pairs:
+        x = matrix[a].to_numpy(dtype=float) if a in matrix else np.array([])
+        y = matrix[b].to_numpy(dtype=float) if b in matrix else np.array([])
+        both = np.isfinite(x) & np.isfinite(y) if len(x) and len(y) else np.array([], bool)
+        resolution = _resolution(table, a, b, accuracy)
+        xa, yb = x[np.isfinite(x)] if len(x) else x, y[np.isfinite(y)] if len(y) else y
+        if both.sum() >= 2:
+            sa, sb = x[both], y[both]
+            diff = paired_difference(sa, sb, resolution)
+        else:
+            sa, sb = (x[both], y[both]) if len(both) else (np.array([]), np.array([]))
+            diff = welch_difference(xa, yb, resolution)
+        flip = float(diff.estimate) < 0 if np.isfinite(diff.estimate) else False
+        if flip:
+            a, b, sa, sb, xa, yb = b, a, sb, sa, yb, xa
+            diff = Difference(-diff.estimate, diff.se, diff.df, diff.paired)
+        n = len(sa)
+        wins, losses = int(np.sum(sa > sb)), int(np.sum(sa < sb))
+        low, high = interval_from_counts(wins, n - wins - losses, n)
+        c = Comparison(a, b, n, (wins + (n - wins - losses) / 2) / n if n else math.nan,
+                       float(low), float(high), float(diff.estimate) * unit,
+                       test="paired t" if diff.paired else "Welch",
+                       test_p=float(diff.p_value()),
+                       sign_p=float(sign_p_from_counts(wins, losses)) if n else math.nan,
+                       sign_for_a=wins >= losses, n_a=len(xa), n_b=len(yb))
+        found.append(c)
+        diffs.append(diff)
+        samples.append((sa, sb))
+    m = len(found)
+    test_p = np.array([c.test_p for c in found])
+    adjusted, levels = holm(test_p), holm_levels(test_p, ALPHA)
+    sign_adjusted = holm(np.array([c.sign_p for c in found]))
     rows = []
-    for k, (a, b) in enumerate(pairs):
-        if flip[k]:
-            a, b = b, a
-        c = Comparison(a, b, int(n[k]), float(p[k]), float(low[k]), float(high[k]),
-                       float(mean_diff[k]) * unit, sign_p=float(sign_p[k]),
-                       holm_p=float(adjusted[k]), level=level)
-        if n[k]:
-            sa, sb = x[both[:, k], k], y[both[:, k], k]
-            if flip[k]:
-                sa, sb = sb, sa
-            c.aso_eps = float(aso(sa, sb, rng_for(seed, *sorted((a, b))), n_comparisons=m))
-            if not c.called and n[k] >= 2:
-                c.seeds_needed = seeds_needed(sa - sb, level)
-        rows.append({"a": c.a, "b": c.b, "n_pairs": c.n_pairs, "P(A>B)": c.p,
-                     "ci_low": c.ci_low, "ci_high": c.ci_high, "mean_diff": c.mean_diff,
-                     "aso_eps_min": c.aso_eps, "sign_p": c.sign_p, "holm_p": c.holm_p,
-                     "called": c.called, "seeds_needed": c.seeds_needed, "verdict": c.verdict})
+    for k, c in enumerate(found):
+        c.holm_p, c.level, c.sign_holm_p = float(adjusted[k]), float(levels[k]), \
+            float(sign_adjusted[k])
+        diff = diffs[k]
+        if math.isfinite(c.level):
+            bounds = diff.interval(1 - c.level)
+            ends = sorted((float(bounds[0]) * unit, float(bounds[1]) * unit))
+            c.diff_low, c.diff_high = ends
+        sa, sb = samples[k]
+        if len(sa):
+            c.aso_eps = float(aso(sa, sb, rng_for(seed, *sorted((c.a, c.b))), n_comparisons=m))
+        if not c.called:
+            c.seeds_needed = seeds_needed(diff, c.n_pairs if diff.paired else min(c.n_a, c.n_b),
+                                          c.level)
+        rows.append({"a": c.a, "b": c.b, "n_pairs": c.n_pairs, "test": c.test,
+                     "mean_diff": c.mean_diff, "diff_low": c.diff_low,
+                     "diff_high": c.diff_high, "test_p": c.test_p, "holm_p": c.holm_p,
+                     "called": c.called, "P(A>B)": c.p, "ci_low": c.ci_low,
+                     "ci_high": c.ci_high, "sign_p": c.sign_p, "sign_holm_p": c.sign_holm_p,
+                     "aso_eps_min": c.aso_eps, "seeds_needed": c.seeds_needed,
+                     "verdict": c.verdict})
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values("holm_p", kind="stable", na_position="last").reset_index(drop=True)

@@ -41,15 +41,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from initsweep.report.runs import (
-    SEED_KEYS,
+from initsweep.naming import SEED_KEYS
+from initsweep.report.stats import is_accuracy, mean_interval, rng_for
+from initsweep.report.table import (
     RunTable,
     format_label,
     label_keys_for,
     lower_is_better,
     sort_key,
 )
-from initsweep.report.stats import is_accuracy, mean_interval, rng_for
 
 MAX_SUBSETS = 200  # subsets per k for the regret curve; all of them when there are fewer
 P_BEST_RESAMPLES = 2000

@@ -30,8 +30,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from initsweep.report.runs import RunTable
 from initsweep.report.stats import CONFIDENCE, rng_for
+from initsweep.report.table import RunTable
 
 N_DRAWS = 4000  # generalized pivotal draws per interval
 POWER = 0.8

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from initsweep.diagnostics.findings import CODES, parse_codes, sentences
-from initsweep.report.runs import RunTable
+from initsweep.report.table import RunTable
 
 NOTE_COLUMN = "tags.mlflow.note.content"
 

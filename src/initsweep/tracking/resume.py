@@ -36,14 +36,22 @@ from mlflow.tracking import MlflowClient
 from initsweep.tracking.ownership import owner_tags
 from initsweep.vocab import (
     CHECKPOINT_TAG,
+    CONFIG_HASH_TAG,
+    ERROR_TAG,
+    GROUP_HASH_TAG,
+    OUTCOME_TAG,
     PARENT_RUN_ENV,
     PARENT_TAG,
+    ROLE_TAG,
     SWEEP_ID_ENV,
     SWEEP_ID_TAG,
+    SWEEP_ROLE,
+    Outcome,
 )
 
-PREEMPTED = "preempted"
 MAX_BATCH = 1000  # MLflow's limit on metric rows per log_batch call
+
+PREEMPTED = Outcome.PREEMPTED  # training/job.py imports this name (same value)
 
 
 def _job_runs(client: MlflowClient, experiment_id: str, filter_string: str,
@@ -51,7 +59,7 @@ def _job_runs(client: MlflowClient, experiment_id: str, filter_string: str,
     """Job runs matching ``filter_string``, newest first (sweep parents excluded)."""
     runs = client.search_runs([experiment_id], filter_string,
                               order_by=["attributes.start_time DESC"], max_results=max_results)
-    return [r for r in runs if r.data.tags.get("initsweep.role") != "sweep"]
+    return [r for r in runs if r.data.tags.get(ROLE_TAG) != SWEEP_ROLE]
 
 
 def previous_runs(client: MlflowClient, experiment_id: str, group_hash: str,
@@ -62,10 +70,11 @@ def previous_runs(client: MlflowClient, experiment_id: str, group_hash: str,
     job): searched once by their shared ``group_hash`` (the store has no IN for tags).
     """
     if len(config_hashes) == 1:
-        runs = _job_runs(client, experiment_id, f"tags.config_hash = '{config_hashes[0]}'", 50)
+        runs = _job_runs(client, experiment_id,
+                         f"tags.{CONFIG_HASH_TAG} = '{config_hashes[0]}'", 50)
     else:
-        runs = _job_runs(client, experiment_id, f"tags.group_hash = '{group_hash}'", 5000)
-    return {h: [r for r in runs if r.data.tags.get("config_hash") == h] for h in config_hashes}
+        runs = _job_runs(client, experiment_id, f"tags.{GROUP_HASH_TAG} = '{group_hash}'", 5000)
+    return {h: [r for r in runs if r.data.tags.get(CONFIG_HASH_TAG) == h] for h in config_hashes}
 
 
 def finished_run(runs: list[Run]) -> Run | None:
@@ -80,7 +89,7 @@ def preempted_run(runs: list[Run]) -> tuple[Run, Path] | None:
         path = run.data.tags.get(CHECKPOINT_TAG)
         if not path or not Path(path).exists():
             continue
-        if run.data.tags.get("outcome") == PREEMPTED or (
+        if run.data.tags.get(OUTCOME_TAG) == Outcome.PREEMPTED or (
                 run.info.status == "RUNNING" and run.info.run_id in unsent_runs(Path(path))):
             return run, Path(path)
     return None
@@ -107,8 +116,9 @@ def reopen_run(client: MlflowClient, run_id: str, checkpoint: Path,
     client.update_run(run_id, status="RUNNING")
     sweep = ({PARENT_TAG: os.environ[PARENT_RUN_ENV], SWEEP_ID_TAG: os.environ[SWEEP_ID_ENV]}
              if os.environ.get(PARENT_RUN_ENV) and os.environ.get(SWEEP_ID_ENV) else {})
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {
-        "outcome": "running", CHECKPOINT_TAG: str(checkpoint), **owner_tags(), **sweep}.items()])
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {
+        OUTCOME_TAG: Outcome.RUNNING.value, CHECKPOINT_TAG: str(checkpoint), **owner_tags(),
+        **sweep}.items()])
 
 
 def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
@@ -120,7 +130,7 @@ def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
 
 def mark_preempted(client: MlflowClient, run_id: str) -> None:
     """KILLED with ``outcome=preempted``: not FINISHED, so the next launch resumes it."""
-    client.set_tag(run_id, "outcome", PREEMPTED)
+    client.set_tag(run_id, OUTCOME_TAG, Outcome.PREEMPTED)
     client.set_terminated(run_id, "KILLED")
 
 
@@ -189,12 +199,12 @@ def close_abandoned(client: MlflowClient, run: Run, error: str) -> str:
     in the ``error`` tag.
     """
     path = run.data.tags.get(CHECKPOINT_TAG)
-    client.set_tag(run.info.run_id, "error", error[:5000])
+    client.set_tag(run.info.run_id, ERROR_TAG, error[:5000])
     if path and Path(path).exists():
         write_unsent(client, run.info.run_id, Path(path))
         mark_preempted(client, run.info.run_id)
         return f"KILLED, resumable from {path}"
-    client.set_tag(run.info.run_id, "outcome", "failed")
+    client.set_tag(run.info.run_id, OUTCOME_TAG, Outcome.FAILED)
     client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
     return "FAILED"
 

@@ -66,7 +66,9 @@ class RetryPolicy:
 
 
 class StoreUnavailable(Exception):
-    """The store did not answer within the retry budget; ``str(err)`` is one line."""
+    """The store did not answer within the retry budget; ``str(err)`` is one line. Raised once
+    runs exist (exit code 1, runs left resumable); a store unusable at launch is
+    ``store.StoreCheckFailed`` instead (exit code 2, before any run)."""
 
     def __init__(self, uri: str, waited_s: float, reason: str, budget_s: float) -> None:
         super().__init__(f"tracking store {redact(uri)} unreachable ({reason}); gave up after "

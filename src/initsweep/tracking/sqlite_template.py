@@ -21,6 +21,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+import mlflow
+
 from initsweep.vocab import NO_STORE_TEMPLATE_ENV as ENV_DISABLE
 
 
@@ -31,8 +33,6 @@ def cache_dir() -> Path:
 
 
 def template_path() -> Path:
-    import mlflow
-
     return cache_dir() / f"mlflow-{mlflow.__version__}-empty-store.db"
 
 
@@ -46,6 +46,7 @@ def _scratch_beside(path: Path) -> Path:
 
 def _make_template(path: Path) -> None:
     """Migrate an empty sqlite file as MLflow does for a new store; put it at ``path``."""
+    # SQLAlchemy and MLflow's migrations load only when a template is made (once per version)
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables, _verify_schema
 

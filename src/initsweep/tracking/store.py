@@ -21,15 +21,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+from mlflow.utils.uri import get_uri_scheme
 
 from initsweep.errors import ConfigError
 from initsweep.tracking.ownership import heartbeat, owner_tags
 from initsweep.tracking.redaction import is_secret_key, redact
 from initsweep.tracking.retries import RetryingClient, RetryPolicy, reason
 from initsweep.tracking.sqlite_template import create_from_template
-from initsweep.vocab import PARENT_RUN_ENV
+from initsweep.vocab import OUTCOME_TAG, PARENT_RUN_ENV, PARENT_TAG, Outcome
 
 # MLflow settings for every client this project makes: no telemetry threads (there is no
 # network), no "View run at ..." line breaking the one-line-per-job console, and no retries of
@@ -44,8 +47,10 @@ CHECK_TIMEOUT_S = 5.0
 NOT_TRACKING_SCHEMES = ("", "uc", "databricks-uc")
 
 
-class StoreUnreachable(ConfigError):
-    """The store a launch would log to cannot be used; ``str(err)`` is the one line printed."""
+class StoreCheckFailed(ConfigError):
+    """The launch-time check (``check_store``) failed: the store a launch would log to cannot be
+    used, a user's input to fix before any run exists (one line, exit code 2). Not
+    ``retries.StoreUnavailable``: a store lost while runs exist, after the retry budget (exit 1)."""
 
 
 def tracking_uri(tracking_cfg: Mapping[str, Any] | None = None) -> str:
@@ -95,13 +100,11 @@ def open_client(uri: str, policy: RetryPolicy | None = None) -> RetryingClient:
 
 def supported_schemes() -> list[str]:
     """The URI schemes MLflow has a tracking store for here (plugins included)."""
-    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
-
     return sorted(set(_tracking_store_registry._registry) - set(NOT_TRACKING_SCHEMES))
 
 
 def check_store(uri: str, source: str = "tracking.uri") -> None:
-    """Raise ``StoreUnreachable`` (one line: ``source=URI``, redacted, and what is wrong) unless
+    """Raise ``StoreCheckFailed`` (one line: ``source=URI``, redacted, and what is wrong) unless
     the store at ``uri`` answers within ``CHECK_TIMEOUT_S``.
 
     Made once by whoever launches (the sweep callback, ``initsweep report``) before any run is
@@ -110,12 +113,10 @@ def check_store(uri: str, source: str = "tracking.uri") -> None:
     a proxy's 404 are the client's business); a database accepts a connection; a sqlite file's
     folder can be made.
     """
-    from mlflow.utils.uri import get_uri_scheme
-
     where = f"{source}={redact(uri)}" if source else redact(uri)
     scheme = get_uri_scheme(uri) if uri not in ("databricks", "databricks-uc", "uc") else uri
     if scheme in NOT_TRACKING_SCHEMES or scheme not in supported_schemes():
-        raise StoreUnreachable(f"{where}: unsupported scheme {scheme!r}; supported: "
+        raise StoreCheckFailed(f"{where}: unsupported scheme {scheme!r}; supported: "
                                f"{', '.join(supported_schemes())}")
     try:
         if scheme in ("http", "https"):
@@ -126,15 +127,13 @@ def check_store(uri: str, source: str = "tracking.uri") -> None:
             _check_database(uri, scheme)
         elif scheme == "file":
             MlflowClient(tracking_uri=uri)  # MLflow 3 refuses a file store unless told to allow it
-    except StoreUnreachable:
+    except StoreCheckFailed:
         raise
     except Exception as err:
-        raise StoreUnreachable(f"{where}: {_store_error(err)}") from None
+        raise StoreCheckFailed(f"{where}: {_store_error(err)}") from None
 
 
 def _check_server(uri: str) -> None:
-    import requests
-
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=CHECK_TIMEOUT_S)
     except requests.exceptions.Timeout:
@@ -142,7 +141,7 @@ def _check_server(uri: str) -> None:
 
 
 def _check_database(uri: str, scheme: str) -> None:
-    import sqlalchemy
+    import sqlalchemy  # SQLAlchemy loads only for a database store (MLflow itself does not need it)
 
     timeout = int(CHECK_TIMEOUT_S)
     connect_args = {"postgresql": {"connect_timeout": timeout},
@@ -197,7 +196,7 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
     # credential that reached the config (a URI with user:password@, a ``*_token`` key).
     all_tags = {k: "***" if is_secret_key(k) else redact(str(v)) for k, v in tags.items()}
     if parent:
-        all_tags["mlflow.parentRunId"] = parent
+        all_tags[PARENT_TAG] = parent
     all_tags.update(owner_tags())  # who owns it: the next launch adopts it if this process dies
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     items = [Param(k, "***" if is_secret_key(k) else redact(v)) for k, v in params.items()]
@@ -208,7 +207,7 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
 
 def end_run(client: MlflowClient, run_id: str, outcome: str) -> None:
     """Tag the outcome and close the run: FINISHED unless it failed."""
-    client.set_tag(run_id, "outcome", outcome)
-    status = RunStatus.FAILED if outcome == "failed" else RunStatus.FINISHED
+    client.set_tag(run_id, OUTCOME_TAG, outcome)
+    status = RunStatus.FAILED if outcome == Outcome.FAILED else RunStatus.FINISHED
     client.set_terminated(run_id, RunStatus.to_string(status))
     heartbeat.release([run_id])

@@ -12,17 +12,19 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from initsweep.diagnostics.probe import DiagnosticsCallback
+from initsweep.diagnostics.callback import DiagnosticsCallback
 from initsweep.errors import ConfigError, require
 from initsweep.launch.slurm import in_slurm_task
 from initsweep.naming import SEED_KEYS, as_dict
 from initsweep.training.data import TensorDataModule
-from initsweep.training.module import InitSweepModule
+from initsweep.training.module import RunModule, check_divergence_threshold
+from initsweep.training.optimizers import check_fused
 
 # Trainer arguments the job sets itself (``build_trainer``): not for ``trainer.*`` overrides.
 SET_BY_JOB = ("logger", "callbacks", "enable_progress_bar", "enable_model_summary",
@@ -68,23 +70,24 @@ def build_data(cfg: DictConfig) -> TensorDataModule:
     return datamodule
 
 
-def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> InitSweepModule:
+def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RunModule:
     """The LightningModule of one seed: network, initialized from ``cfg.init`` by ``init_seed``."""
     init = as_dict(cfg.init)
     schedule = cfg.get("lr_schedule")
-    return InitSweepModule(cfg.model, init, cfg.optim, datamodule.input_shape,
-                           datamodule.num_classes, cfg.init_seed,
-                           draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed)[0],
-                           divergence_threshold=cfg.job.divergence_threshold,
-                           schedule_cfg=(cast(dict[str, Any],
-                                              OmegaConf.to_container(schedule, resolve=True))
-                                         if schedule is not None else None))
+    return RunModule(cfg.model, init, cfg.optim, datamodule.input_shape, datamodule.num_classes,
+                     cfg.init_seed, cfg.job.divergence_threshold,
+                     draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed)[0],
+                     schedule_cfg=(cast(dict[str, Any],
+                                        OmegaConf.to_container(schedule, resolve=True))
+                                   if schedule is not None else None))
 
 
-def build(cfg: DictConfig) -> tuple[TensorDataModule, InitSweepModule]:
+def build(cfg: DictConfig) -> tuple[TensorDataModule, RunModule]:
     """Data and model from config; raises ConfigError before anything is tracked."""
     check_top_level(cfg)
     check_trainer(cfg.trainer)
+    check_divergence_threshold(cfg.job.divergence_threshold)
+    check_fused(cfg.optim, training_device(cfg.trainer))
     L.seed_everything(cfg.seed, workers=False, verbose=False)  # `is not None` semantics: 0 seeds
     datamodule = build_data(cfg)
     return datamodule, build_module(cfg, datamodule)
@@ -109,21 +112,41 @@ def plots_in_background(cfg: DictConfig) -> bool:
             and hydra_cfg.launcher._target_.rsplit(".", 1)[-1] == "BasicLauncher")
 
 
-def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
-                      seed_index: int | None = None) -> DiagnosticsCallback | None:
-    """The diagnostics callback of a run (of seed ``seed_index`` of a stacked job), or None."""
+def check_diagnostics(cfg: DictConfig) -> None:
+    """The ``diagnostics`` config, checked without building anything (before any run exists)."""
     diag = cfg.diagnostics
     if not diag.enabled:
-        return None
-    every = diag.every_n_steps
-    require(every >= 0, "diagnostics.every_n_steps", every,
+        return
+    require(diag.every_n_steps >= 0, "diagnostics.every_n_steps", diag.every_n_steps,
             "must be an integer >= 0 (0: at init only)")
     require(diag.probe_size >= 2, "diagnostics.probe_size", diag.probe_size,
             "must be an integer >= 2")
     plots_in_background(cfg)  # validates diagnostics.background_plots
+
+
+def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
+                      member: int = 0) -> DiagnosticsCallback | None:
+    """The diagnostics callback of a run (member ``member`` of a stacked model), or None."""
+    check_diagnostics(cfg)
+    diag = cfg.diagnostics
+    if not diag.enabled:
+        return None
     # The probe is the same for every run of a sweep (its own seed), so runs compare directly.
     probe = datamodule.probe_batch(diag.probe_size, diag.probe_seed)
-    return DiagnosticsCallback(probe, every, diag.saturation_eps, diag.distinct_tol, seed_index)
+    return DiagnosticsCallback(probe, diag.every_n_steps, diag.saturation_eps, diag.distinct_tol,
+                               member)
+
+
+def training_device(trainer_cfg: Mapping[str, Any]) -> str:
+    """The device type Lightning's ``trainer.accelerator`` picks in this process (cuda where a GPU
+    is visible under ``auto``/``gpu``/``cuda``, mps likewise, else cpu): what the optimizer's
+    kernels must exist for."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    if accelerator in ("auto", "gpu", "mps") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
 
 
 def cluster_environment() -> Any:

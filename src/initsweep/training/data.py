@@ -26,6 +26,13 @@ from initsweep.errors import ConfigError, require
 Split = tuple[Tensor, Tensor]
 
 
+def shuffled_order(n: int, generator: torch.Generator | None) -> Tensor:
+    """One epoch's order of ``n`` training samples, drawn from a run's data generator (seeded by
+    its ``data_seed``). A run alone (``TensorBatches``) and each member of a stacked model
+    (``training.fit_stacked.StackedBatches``) draw it here, so both see the same batches."""
+    return torch.randperm(n, generator=generator)
+
+
 class TensorBatches:
     """Mini-batches ``(x, y)`` sliced from tensors; reshuffled at every ``iter()`` when asked."""
 
@@ -40,7 +47,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = self.x, self.y
         if self.shuffle:
-            order = torch.randperm(len(y), generator=self.generator)
+            order = shuffled_order(len(y), self.generator)
             x, y = x[order], y[order]
         for start in range(0, len(y), self.batch_size):
             yield x[start:start + self.batch_size], y[start:start + self.batch_size]
@@ -82,6 +89,12 @@ class TensorDataModule(L.LightningDataModule):
 
     def load(self) -> tuple[Split, Split, Split]:
         raise NotImplementedError
+
+    def seed_order(self, data_seed: int) -> None:
+        """Draw the training order from ``data_seed`` from now on (the split does not move): a
+        job's data is built for its first seed, and the run that trains may be another one."""
+        self.data_seed = data_seed
+        self.shuffle_generator.manual_seed(data_seed)
 
     # Saved in Lightning checkpoints, so a resumed run continues the same data order.
     def state_dict(self) -> dict[str, Any]:

@@ -33,25 +33,32 @@ import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from initsweep.diagnostics.callback import DiagnosticsCallback
 from initsweep.errors import ConfigError
 from initsweep.models.zoo import MLP
-from initsweep.tracking.ui import exact_ratio
-from initsweep.training.builders import build_diagnostics, build_trainer
-from initsweep.training.data import TensorDataModule
-from initsweep.training.fit_single import RunResult
+from initsweep.training.builders import build_trainer
+from initsweep.training.data import TensorDataModule, shuffled_order
 from initsweep.training.logger import BufferedMlflowLogger
-from initsweep.training.module import EvaluatedModule, InitSweepModule, step_schedule
+from initsweep.training.module import ClassifierModule, RunModule
 from initsweep.training.preemption import PreemptionCheckpoint
+from initsweep.training.steps import (
+    LossLog,
+    RunResult,
+    epoch_metrics,
+    is_diverged,
+    log_every_n_steps,
+    optimizer_step,
+    outcome_of,
+)
 
 # An MLP's K seeds run as batched matmuls (``_forward_mlp``); False runs them under vmap like any
 # other network (scripts/benchmark.py --mlp-vmap measures both; docs/performance.md).
@@ -69,7 +76,7 @@ def _vmapped(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, 
                 randomness="different")(params, buffers, x)
 
 
-def check_stackable(module: InitSweepModule, sample: Tensor, k: int) -> None:
+def check_stackable(module: RunModule, sample: Tensor, k: int) -> None:
     """``seeds_per_job=k`` on a model that ``torch.func.vmap`` cannot run (data-dependent Python
     control flow, ``.item()``, in-place writes into a non-batched tensor, ...) is a one-line
     ``ConfigError``, found on two copies and two samples before any run exists."""
@@ -99,23 +106,24 @@ class StackedBatches:
         return math.ceil(len(self.y) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # the same randperm draws as TensorBatches makes for each model alone
-        orders = torch.stack([torch.randperm(len(self.y), generator=g) for g in self.generators])
+        # each model's order as its run alone draws it (data.TensorBatches)
+        orders = torch.stack([shuffled_order(len(self.y), g) for g in self.generators])
         for start in range(0, len(self.y), self.batch_size):
             index = orders[:, start:start + self.batch_size]
             yield self.x[index], self.y[index]
 
 
-class StackedSeedsModule(EvaluatedModule):
-    """K copies of one network, stacked; trains and evaluates them as one batched model.
+class StackedModule(ClassifierModule):
+    """K copies of one network (its members), stacked; trains and evaluates them as one batched
+    model.
 
-    ``generators`` are the seeds' data-order generators: saved in checkpoints with the frozen
-    (diverged) seeds, so a resumed job continues exactly where it stopped.
+    ``generators`` are the members' data-order generators: saved in checkpoints with the frozen
+    (diverged) members, so a resumed job continues exactly where it stopped.
     """
 
     _template: nn.Module  # the network's structure, outside the module tree (see __init__)
 
-    def __init__(self, modules: list[InitSweepModule], optim_cfg: dict[str, Any],
+    def __init__(self, modules: list[RunModule], optim_cfg: dict[str, Any],
                  loggers: list[BufferedMlflowLogger],
                  generators: Sequence[torch.Generator] = ()) -> None:
         super().__init__()
@@ -123,7 +131,7 @@ class StackedSeedsModule(EvaluatedModule):
         self.optim_cfg = dict(optim_cfg)
         self.schedule_cfg = modules[0].schedule_cfg
         self.input_shape = modules[0].input_shape
-        self.loggers_per_seed = loggers
+        self.member_loggers = loggers
         self.generators = list(generators)
         self.divergence_threshold = modules[0].divergence_threshold
         self.automatic_optimization = False  # training_step steps, then re-freezes dead seeds
@@ -147,8 +155,7 @@ class StackedSeedsModule(EvaluatedModule):
         self.alive = torch.ones(self.k, dtype=torch.bool)
         self.diverged_at_step: list[int | None] = [None] * self.k
         self._frozen: dict[str, Tensor] = {}
-        self._step_losses: list[tuple[int, Tensor]] = []  # (step, K losses), synced per epoch
-        self.loss_history: list[list[float]] = [[] for _ in range(self.k)]  # for the loss plots
+        self.losses = LossLog(self.k)  # (step, K losses), synced per epoch
         self._sums: dict[str, Tensor] = {}  # per-seed loss and correct sums of the epoch
         self._n = 0  # samples evaluated this epoch (every seed sees the same batches)
         self._epoch_start_step = 0
@@ -159,8 +166,8 @@ class StackedSeedsModule(EvaluatedModule):
         state.update({name: getattr(self, key) for name, key in self._buffer_keys.items()})
         return state
 
-    def seed_net(self, k: int) -> nn.Module:
-        """Seed k as an ordinary network holding a copy of its current weights and buffers."""
+    def net_for(self, k: int) -> nn.Module:
+        """Member k as an ordinary network holding a copy of its current weights and buffers."""
         net = self._seed_nets.get(k)
         if net is None:
             net = self._seed_nets[k] = copy.deepcopy(self._template).to(self.device)
@@ -203,10 +210,9 @@ class StackedSeedsModule(EvaluatedModule):
         logits = self(x)
         per_model = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         losses = per_model.view(self.k, -1).mean(dim=1)
-        self._step_losses.append((self.global_step, torch.where(
-            self.alive.to(losses.device), losses.detach(), torch.nan)))
+        self.losses.append(self.global_step, losses, self.alive.clone())
         if self.divergence_threshold is not None:
-            exploding = ~(losses.detach() <= self.divergence_threshold).cpu() & self.alive
+            exploding = is_diverged(losses.detach(), self.divergence_threshold).cpu() & self.alive
             for k in exploding.nonzero().flatten().tolist():
                 # frozen at the weights before this update (and the running statistics of this
                 # step's forward pass), as a run alone stops there
@@ -217,11 +223,7 @@ class StackedSeedsModule(EvaluatedModule):
         if not bool(self.alive.any()):
             self.trainer.should_stop = True
             return None
-        optimizer = cast(LightningOptimizer, self.optimizers())  # one optimizer
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(torch.where(self.alive.to(losses.device), losses, 0.0).sum())
-        optimizer.step()
-        step_schedule(self)
+        optimizer_step(self, torch.where(self.alive.to(losses.device), losses, 0.0).sum())
         if self._frozen:  # a zero gradient still moves Adam's weights: put the dead ones back
             dead = (~self.alive).to(losses.device)
             with torch.no_grad():
@@ -230,25 +232,19 @@ class StackedSeedsModule(EvaluatedModule):
         return losses.detach()
 
     def on_train_epoch_end(self) -> None:
-        self._flush_losses()
+        self.log_train_losses()
 
-    def _flush_losses(self) -> None:
-        if not self._step_losses:
-            return
-        steps = [step for step, _ in self._step_losses]
-        losses = torch.stack([loss for _, loss in self._step_losses]).cpu()  # one sync per epoch
-        self._step_losses = []
-        now = int(time.time() * 1000)
-        every = cast(Any, self.trainer).log_every_n_steps  # as InitSweepModule.log_train_losses
-        for k, logger in enumerate(self.loggers_per_seed):
-            rows = [(step, v) for step, v in zip(steps, losses[:, k].tolist(), strict=True)
-                    if not math.isnan(v)]
-            self.loss_history[k].extend(v for _, v in rows)
-            at = self.diverged_at_step[k]
-            logger.add([Metric("train/loss", v, now, step) for step, v in rows
-                        if step % every == 0 or step == at])
-            if at is not None and at in steps:
-                logger.add([Metric("train/diverged_at_step", float(at), now, at)])
+    def log_train_losses(self) -> None:
+        """Send each member's steps' losses not yet logged (one device sync per epoch)."""
+        self.losses.flush(self.member_loggers, log_every_n_steps(self), self.diverged_at_step)
+
+    # The diagnostics callback's view of the module (``diagnostics.callback.Members``)
+    def logger_for(self, k: int) -> Any:
+        return self.member_loggers[k]
+
+    def stopped_at(self, k: int) -> int | None:
+        """The step member k diverged at (it trains no more while the others go on)."""
+        return self.diverged_at_step[k]
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
@@ -260,20 +256,20 @@ class StackedSeedsModule(EvaluatedModule):
             self._sums[key] = self._sums.get(key, 0) + value
         self._n += len(y)
 
-    def _log_epoch(self, stage: str, step: int) -> dict[str, list[float]]:
-        """Each seed's ``<stage>/acc`` (correct / n, exact) and ``<stage>/loss``, logged in its
-        run at the step a run alone would log them (test: step 0, as ``InitSweepModule``)."""
+    def _log_epoch(self, stage: str, step: int) -> list[dict[str, float]]:
+        """Each member's ``<stage>/acc`` and ``<stage>/loss``, logged in its run at the step a
+        run alone would log them (test: step 0, as ``RunModule``)."""
         correct = self._sums["correct"].cpu().tolist()
-        values = {f"{stage}/acc": [exact_ratio(c, self._n) for c in correct],
-                  f"{stage}/loss": (self._sums["loss"].cpu() / self._n).tolist()}
+        losses = self._sums["loss"].cpu().tolist()
+        values = [epoch_metrics(stage, c, v, self._n) for c, v in zip(correct, losses, strict=True)]
         self._sums, self._n = {}, 0
         now = int(time.time() * 1000)
-        for k, logger in enumerate(self.loggers_per_seed):
+        for k, logger in enumerate(self.member_loggers):
             at = self.diverged_at_step[k]
             if stage == "val" and at is not None and at < self._epoch_start_step:
                 continue  # a run alone stopped in an earlier epoch: no more validation
             model_step = 0 if stage == "test" else step if at is None else min(step, at - 1)
-            logger.add([Metric(key, v[k], now, model_step) for key, v in values.items()])
+            logger.add([Metric(key, v, now, model_step) for key, v in values[k].items()])
         return values
 
     def on_train_epoch_start(self) -> None:
@@ -295,22 +291,22 @@ class StackedSeedsModule(EvaluatedModule):
 
 
 def fit_stacked(configs: list[DictConfig], loggers: list[BufferedMlflowLogger],
-                modules: list[InitSweepModule], datamodule: TensorDataModule,
-                preemption: PreemptionCheckpoint, resume_from: str | None) -> list[RunResult]:
-    """Train and test K seeds' models as one stacked model; one ``RunResult`` per seed."""
-    cfg = configs[0]
+                modules: list[RunModule], datamodule: TensorDataModule,
+                diagnostics: list[DiagnosticsCallback | None], preemption: PreemptionCheckpoint,
+                resume_from: str | None) -> list[RunResult]:
+    """Train and test the members' models (``modules[k]``, configured by ``configs[k]``) as one
+    stacked model; one ``RunResult`` per member. The Trainer is ``configs[0]``'s: the members
+    share it."""
     generators = [torch.Generator().manual_seed(one.data_seed) for one in configs]  # as alone
-    stacked = StackedSeedsModule(modules, dict(cfg.optim), loggers, generators)
-    diagnostics = [build_diagnostics(one, datamodule, seed_index=k)
-                   for k, one in enumerate(configs)]
-    trainer = build_trainer(cfg, False, [preemption, *(d for d in diagnostics if d is not None)])
+    stacked = StackedModule(modules, dict(configs[0].optim), loggers, generators)
+    trainer = build_trainer(configs[0], False,
+                            [preemption, *(d for d in diagnostics if d is not None)])
     train_batches = StackedBatches(*datamodule.splits()[0], datamodule.batch_size, generators)
     trainer.fit(stacked, train_dataloaders=train_batches,
                 val_dataloaders=datamodule.val_dataloader(), ckpt_path=resume_from)
-    stacked._flush_losses()
+    stacked.log_train_losses()
     trainer.test(stacked, dataloaders=datamodule.test_dataloader(), verbose=False)
-    return [RunResult("ok" if stacked.diverged_at_step[k] is None else "diverged",
-                      {key: v[k] for key, v in stacked.test_results.items()},
-                      diagnostics[k], stacked.seed_net(k), stacked.loss_history[k],
+    return [RunResult(outcome_of(stacked.diverged_at_step[k]), stacked.test_results[k],
+                      diagnostics[k], stacked.net_for(k), stacked.losses.history[k],
                       trainer.global_step, stacked.diverged_at_step[k])
             for k in range(len(configs))]

@@ -19,13 +19,10 @@ around it is this module's, written once.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -40,10 +37,6 @@ from initsweep.errors import ConfigError
 from initsweep.launch.adoption import adopt_previous
 from initsweep.launch.console import print_error, quiet_third_parties, result_line
 from initsweep.launch.devices import bind_job
-from initsweep.launch.interrupt import interrupted, shield, stop_if_interrupted
-from initsweep.launch.slurm import requeued as slurm_requeued
-from initsweep.launch.slurm import task_id as slurm_task_id
-from initsweep.launch.slurm import under_submitit_slurm
 from initsweep.launch.status_files import RUNNING, reported_metrics, status_file, write_status
 from initsweep.naming import (
     NOT_PARAMS,
@@ -60,35 +53,32 @@ from initsweep.tracking.ownership import heartbeat
 from initsweep.tracking.redaction import redact_config, redact_override
 from initsweep.tracking.resume import (
     CHECKPOINT_TAG,
-    PREEMPTED,
     finished_run,
     forget_checkpoint,
     job_checkpoint,
     logged_steps,
-    mark_preempted,
     previous_runs,
     reopen_run,
     resumable,
-    save_unsent,
-    unsent_file,
 )
-from initsweep.tracking.retries import StoreUnavailable, try_now
-from initsweep.tracking.store import end_run, open_experiment, start_run, tracking_uri
+from initsweep.tracking.retries import StoreUnavailable
+from initsweep.tracking.store import open_experiment, start_run, tracking_uri
 from initsweep.training.builders import (
     build,
     build_diagnostics,
     build_module,
+    check_diagnostics,
     check_top_level,
     plots_in_background,
 )
 from initsweep.training.data import TensorDataModule
-from initsweep.training.fit_single import RunResult, fit_single
+from initsweep.training.fit_single import fit_single
+from initsweep.training.guard import JobGuard
 from initsweep.training.logger import BufferedMlflowLogger
-from initsweep.training.module import InitSweepModule
-from initsweep.training.preemption import PREEMPTION, PreemptionCheckpoint
+from initsweep.training.module import RunModule
+from initsweep.training.preemption import PreemptionCheckpoint
+from initsweep.training.steps import RunResult
 from initsweep.vocab import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV
-
-PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects of a job it stopped
 
 
 @dataclass
@@ -129,7 +119,7 @@ class JobRun:
     ended: bool = False
 
     @property
-    def open_logger(self) -> BufferedMlflowLogger:
+    def opened_logger(self) -> BufferedMlflowLogger:
         """The logger of a run this job has opened (``open_runs`` made it)."""
         if self.logger is None:
             raise RuntimeError(f"{self.name}: run not opened")
@@ -152,11 +142,12 @@ def run_metadata(cfg: DictConfig, init_choice: str | None,
 
 
 def plan_runs(cfg: DictConfig, ctx: JobContext
-              ) -> tuple[list[JobRun], TensorDataModule, InitSweepModule]:
+              ) -> tuple[list[JobRun], TensorDataModule, RunModule]:
     """The job's runs (one per seed), its data and the first seed's model; raises ConfigError.
 
     Building the first seed's model checks the model, init and optim config; the diagnostics
-    config is checked too, so nothing a user can get wrong is left for after a run exists.
+    config is checked too (built later, per run that trains), so nothing a user can get wrong is
+    left for after a run exists.
     """
     check_top_level(cfg)
     configs = seed_configs(cfg, cfg.get("seeds_per_job", 1))
@@ -165,7 +156,7 @@ def plan_runs(cfg: DictConfig, ctx: JobContext
         from initsweep.training.fit_stacked import check_stackable  # torch.func only when asked
 
         check_stackable(first, datamodule.probe_batch(2, 0)[0], len(configs))
-    build_diagnostics(configs[0], datamodule)
+    check_diagnostics(configs[0])
     named = named_overrides(ctx.overrides, ctx.swept)
     sweep_id = os.environ.get(SWEEP_ID_ENV)
     runs = []
@@ -205,9 +196,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = job_checkpoint(cfg.tracking, tracking_uri(cfg.tracking),
                                     [run.tags["config_hash"] for run in todo])
         preemption = PreemptionCheckpoint(checkpoint)
-        with JobGuard(client, todo, checkpoint, preemption, ctx, statuses) as guard:
-            resume_from = open_runs(client, experiment_id, todo, checkpoint, force,
-                                    stacked=len(runs) > 1)
+        with JobGuard(client, todo, checkpoint, preemption, ctx.output_dir, ctx.multirun,
+                      statuses) as guard:
+            # What trains decides the fit and the tag: in a seeds_per_job=3 job whose other two
+            # seeds are FINISHED, the last one trains alone, bit for bit as a run of its own.
+            stacked = len(todo) > 1
+            resume_from = open_runs(client, experiment_id, todo, checkpoint, force, stacked)
             heartbeat.watch(client, [run.run_id for run in todo])
             for run in todo:  # a job that dies from here on is told apart by this status
                 run.status["outcome"] = RUNNING
@@ -218,15 +212,16 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                     log_inputs(client, run)
             modules = [first if run is runs[0] else build_module(run.cfg, datamodule)
                        for run in todo]
-            configs, loggers = [run.cfg for run in todo], [run.open_logger for run in todo]
-            if len(runs) == 1:
-                results = [fit_single(configs[0], loggers[0], modules[0], datamodule, preemption,
-                                      resume_from)]
-            else:
+            configs, loggers = [run.cfg for run in todo], [run.opened_logger for run in todo]
+            diagnostics = [build_diagnostics(run.cfg, datamodule, member=k)
+                           for k, run in enumerate(todo)]
+            fit = fit_single
+            if stacked:
                 from initsweep.training.fit_stacked import fit_stacked  # torch.func only when asked
 
-                results = fit_stacked(configs, loggers, modules, datamodule, preemption,
-                                      resume_from)
+                fit = fit_stacked
+            results = fit(configs, loggers, modules, datamodule, diagnostics, preemption,
+                          resume_from)
             fit_test_s = time.perf_counter() - tick
             diagnosis_s = end_runs(client, todo, results, cfg, ctx, started)
             checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
@@ -321,8 +316,8 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
     complete_pending()  # the previous job's plots, drawn while this one trained
     background = plots_in_background(cfg)
     for run, result in zip(runs, results, strict=True):
-        run.open_logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=0)  # once: a bar
-        run.open_logger.flush()
+        run.opened_logger.log_metrics({"time/run_s": elapsed / len(runs)}, step=0)  # once: a bar
+        run.opened_logger.flush()
         # The run's last value of each val/* metric (a resumed run's too): what a sweeper selects on
         final = reported_metrics(client.get_run(run.run_id).data.metrics)
         run.status.update(outcome=result.outcome, **{**final, **result.metrics})
@@ -340,182 +335,3 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
                    background, status_file(ctx.output_dir))
         run.ended = True
     return diagnosis_s
-
-
-class JobGuard:
-    """A job's failure policy, in one place (lightning-hydra-template's ``task_wrapper``).
-
-    Around everything a job does once its runs exist (its stop-signal handlers are installed for
-    all of it, ``PreemptionCheckpoint.install``):
-    - preemption (``Preempted`` from our handler, or Lightning's ``SIGTERMException``): write what
-      was logged, mark the runs KILLED with ``outcome=preempted`` (the next launch resumes them
-      from the checkpoint), exit code 143. Under submitit on SLURM the job then hands itself back
-      to the scheduler (``_back_to_slurm``): the launching process keeps waiting for a task that
-      comes back, and gets the status of one that does not;
-    - the store gone for longer than the retry budget (``StoreUnavailable``): the runs cannot be
-      ended; their unwritten rows are kept beside the checkpoint and the runs stay resumable
-      (``initsweep.tracking.resume``); exit code 1;
-    - any other exception: flush, ``traceback.txt``, the runs FAILED, exit code 1.
-    Either way the status file is written and the console gets one line per run. In a multirun
-    the exception is swallowed (``exit_code`` says what happened) so the sweep goes on; a single
-    run re-raises a failure (Hydra reports it) and leaves preemption to the caller's exit.
-    KeyboardInterrupt and other non-``Exception`` errors always propagate, after the same
-    bookkeeping, so no run is left RUNNING.
-    """
-
-    def __init__(self, client: MlflowClient, runs: list[JobRun], checkpoint: Path,
-                 preemption: PreemptionCheckpoint, ctx: JobContext,
-                 statuses: list[dict[str, Any]]) -> None:
-        self.client, self.runs, self.checkpoint = client, runs, checkpoint
-        self.preemption, self.ctx, self.statuses = preemption, ctx, statuses
-        self.exit_code: int | None = None
-
-    def __enter__(self) -> JobGuard:
-        self.preemption.install()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> bool:
-        self.preemption.restore()
-        if err is None:
-            stop_if_interrupted(self.preemption.signalled)  # Ctrl-C after training: stop the sweep
-            return False
-        open_runs = [run for run in self.runs if run.run_id and not run.ended]
-        heartbeat.release(run.run_id for run in open_runs)
-        if isinstance(err, PREEMPTION):
-            return self._preempted(open_runs)
-        self.exit_code = 1
-        if isinstance(err, StoreUnavailable):  # one line said it all: no traceback
-            self._store_lost(err, open_runs)
-            return True
-        self._failed(kind, err, tb, open_runs)
-        return self.ctx.multirun and isinstance(err, Exception)
-
-    def _preempted(self, open_runs: list[JobRun]) -> bool:
-        """Nothing here waits for the store: a stopped job has KillWait (SLURM: 30 s) before
-        SIGKILL. What the store does not take at once is kept beside the checkpoint, so the next
-        attempt still resumes these runs and writes their rows."""
-        signum = self.preemption.signalled or signal.SIGTERM
-        if signum == signal.SIGINT:
-            shield()
-        for run in open_runs:
-            if run.logger is not None:
-                run.logger.write_now()
-            unsent = run.logger.unsent() if run.logger is not None else []
-            marked = all(try_now(self.client, *call) for call in
-                         (("set_tag", run.run_id, "outcome", PREEMPTED),
-                          ("set_terminated", run.run_id, "KILLED")))
-            if unsent or not marked:  # the next attempt writes them (resume.reopen_run)
-                save_unsent(self.checkpoint, {run.run_id: unsent},
-                            "preempted while the store did not answer")
-            run.status.update(outcome=PREEMPTED, error=signum.name)
-        self._close(store=False)
-        if signum == signal.SIGINT:  # Ctrl-C: one line, and the sweep stops (launch.interrupt)
-            interrupted([run.name for run in open_runs], self.preemption.saved_step,
-                        self.checkpoint)
-        for run in open_runs:
-            print(f"{run.name}: preempted ({signum.name}); run {run.run_id} KILLED, the next "
-                  f"launch resumes it from {self.checkpoint}", file=sys.stderr, flush=True)
-        self.exit_code = PREEMPTED_EXIT
-        if under_submitit_slurm():
-            self._back_to_slurm(signum)
-        return True
-
-    def _back_to_slurm(self, signum: signal.Signals) -> None:
-        """Under submitit on SLURM: make the launching process wait for a task that comes back,
-        and collect the status of one that does not (docs/scaling.md, "Run on a cluster").
-
-        - submitit's signal (time limit near): its own handler, kept by ``PreemptionCheckpoint``,
-          re-pickles the job, runs ``scontrol requeue`` and raises ``SystemExit``: let it through
-          (no result: the launcher waits). Timed out ``max_num_timeout`` times, it raises
-          ``UncompletedJobError`` instead: the job is over, outcome ``timeout``.
-        - SIGTERM: requeue, preemption and ``scancel`` all send it; slurmctld says which
-          (``launch.slurm.requeued``). Requeued: exit 143 with no result; cancelled: return.
-        """
-        task = slurm_task_id()
-        if signum != signal.SIGTERM:
-            handler = self.preemption.replaced.get(signum)
-            if not callable(handler):
-                return
-            try:
-                handler(signum, None)  # SystemExit(-1) once requeued: the task ends here
-            except Exception as err:  # submitit's UncompletedJobError: no more requeues
-                line = str(err).splitlines()[0] if str(err) else type(err).__name__
-                for status in self.statuses:
-                    if status.get("outcome") == PREEMPTED:
-                        status.update(outcome="timeout", error=f"SLURM task {task}: {line}")
-                write_status(self.ctx.output_dir, self.statuses)
-                print(f"SLURM task {task}: {line}", file=sys.stderr, flush=True)
-            return
-        comes_back = slurm_requeued()
-        if comes_back:
-            print(f"SLURM task {task} was requeued: it resumes from {self.checkpoint}; the "
-                  f"launching process waits for it", file=sys.stderr, flush=True)
-            raise SystemExit(PREEMPTED_EXIT)
-        why = ("cancelled (scancel, or preempted without requeue)" if comes_back is False else
-               "stopped; slurmctld could not say whether it comes back")
-        for status in self.statuses:
-            if status.get("outcome") == PREEMPTED:
-                status["error"] = f"SIGTERM: SLURM task {task} {why}"
-        write_status(self.ctx.output_dir, self.statuses)
-
-    def _store_lost(self, err: StoreUnavailable, open_runs: list[JobRun]) -> None:
-        """The store did not come back within the retry budget: each run gets one more try at
-        its rows and a resumable end (KILLED, ``outcome=preempted``); what the store does not
-        take is kept beside the checkpoint, which also tells the sweep's end and the next launch
-        that nobody trains these runs any more (``initsweep.tracking.resume.preempted_run``)."""
-        error = str(err)
-        left = []
-        for run in open_runs:
-            run.status.update(outcome="failed", error=error)
-            try:
-                self._flush(run)
-                mark_preempted(self.client, run.run_id)
-                self.client.set_tag(run.run_id, "error", error)
-            except StoreUnavailable:
-                left.append(run)
-                save_unsent(self.checkpoint, {run.run_id: run.logger.unsent() if run.logger
-                                              else []}, error)
-        self._close(store=False)
-        for run in open_runs:
-            then = (f"run {run.run_id} left RUNNING (rows kept in {unsent_file(self.checkpoint)})"
-                    if run in left else f"run {run.run_id} KILLED")
-            print(f"{run.name}: FAILED ({error}); {then}; the next launch resumes it from "
-                  f"{self.checkpoint}", file=sys.stderr, flush=True)
-
-    def _failed(self, kind: type[BaseException] | None, err: BaseException,
-                tb: TracebackType | None, open_runs: list[JobRun]) -> None:
-        trace = "".join(traceback.format_exception(kind, err, tb))
-        error = f"{type(err).__name__}: {err}"
-        for run in open_runs:
-            run.status["error"] = error
-            run.status["outcome"] = "failed"
-            try:
-                try:
-                    self._flush(run)  # nothing that was logged is lost
-                    self.client.log_text(run.run_id, trace, "traceback.txt")
-                finally:
-                    end_run(self.client, run.run_id, "failed")
-            except StoreUnavailable as lost:  # the run stays RUNNING, resumable
-                save_unsent(self.checkpoint, {run.run_id: run.logger.unsent() if run.logger
-                                              else []}, str(lost))
-        self._close()
-        for run in open_runs:
-            print(f"{run.name}: FAILED ({error.splitlines()[0]}); run {run.run_id} marked FAILED",
-                  file=sys.stderr, flush=True)
-
-    @staticmethod
-    def _flush(run: JobRun) -> None:
-        if run.logger is not None:
-            run.logger.flush()
-
-    def _close(self, store: bool = True) -> None:
-        """The status file; the plots still owed by earlier jobs (they talk to the store: not
-        when it is gone, nor while a stopped job's seconds run out; the sweep's end does it)."""
-        write_status(self.ctx.output_dir, self.statuses)
-        if store:
-            try:
-                complete_pending()
-            except StoreUnavailable as lost:
-                print(f"warning: plots of earlier runs not logged: {lost}", file=sys.stderr,
-                      flush=True)

@@ -1,22 +1,31 @@
-"""The LightningModule: builds the network, applies the configured initializer, trains it."""
+"""The LightningModule of a run alone: builds the network, applies the configured initializer,
+trains it. ``ClassifierModule`` holds the hooks it shares with
+``training.fit_stacked.StackedModule``; the step-level bookkeeping both share is
+``training.steps``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.core.optimizer import LightningOptimizer
-from torch import Tensor
+from torch import Tensor, nn
 
 from initsweep.errors import require
-from initsweep.init.schemes import initialize_
-from initsweep.models.zoo import build_network
-from initsweep.tracking.ui import exact_ratio
+from initsweep.init.apply import initialize_
+from initsweep.models.build import build_network
+from initsweep.training.logger import BufferedMlflowLogger
 from initsweep.training.lr_schedules import check_schedule, make_scheduler
 from initsweep.training.optimizers import check_optim, make_optimizer
+from initsweep.training.steps import (
+    LossLog,
+    epoch_metrics,
+    is_diverged,
+    log_every_n_steps,
+    optimizer_step,
+)
 
 
 def configure_optimization(module: L.LightningModule, optim_cfg: Mapping[str, Any],
@@ -33,15 +42,8 @@ def configure_optimization(module: L.LightningModule, optim_cfg: Mapping[str, An
     return [optimizer], [scheduler]
 
 
-def step_schedule(module: L.LightningModule) -> None:
-    """Advance the learning-rate schedule after an optimizer step (if there is one)."""
-    scheduler = module.lr_schedulers()
-    if isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):  # one, as configured
-        scheduler.step()
-
-
-class EvaluatedModule(L.LightningModule):
-    """The hooks one run and K stacked seeds share: validation and test go through the
+class ClassifierModule(L.LightningModule):
+    """The hooks a run alone and K stacked members share: validation and test go through the
     subclass's ``_evaluate`` (per batch) and ``_log_epoch`` (per split), the optimizer and
     schedule come from ``optim_cfg`` and ``schedule_cfg``."""
 
@@ -72,8 +74,8 @@ class EvaluatedModule(L.LightningModule):
         return configure_optimization(self, self.optim_cfg, self.schedule_cfg)
 
 
-class InitSweepModule(EvaluatedModule):
-    """A classifier (``model._target_``'s network) whose weights come from the ``init`` group.
+class RunModule(ClassifierModule):
+    """One run's classifier (``model._target_``'s network), its weights from the ``init`` group.
 
     The network is built for the data's ``input_shape`` and ``num_classes``; the initializer
     runs in ``__init__`` with its own generators seeded by ``init_seed``, so the starting weights
@@ -83,12 +85,11 @@ class InitSweepModule(EvaluatedModule):
     def __init__(self, model_cfg: Mapping[str, Any], init_cfg: Mapping[str, Any],
                  optim_cfg: Mapping[str, Any], input_shape: Sequence[int] | int,
                  num_classes: int, init_seed: int,
+                 divergence_threshold: float | None,
                  draw_batch: Callable[[int], Tensor] | None = None,
-                 divergence_threshold: float | None = 1e6,
                  schedule_cfg: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        require(divergence_threshold is None or divergence_threshold > 0,
-                "trainer.divergence_threshold", divergence_threshold, "must be null or > 0")
+        check_divergence_threshold(divergence_threshold)
         check_optim(optim_cfg)
         check_schedule(schedule_cfg)
         self.optim_cfg = dict(optim_cfg)
@@ -103,9 +104,7 @@ class InitSweepModule(EvaluatedModule):
         self.divergence_threshold = divergence_threshold
         self.automatic_optimization = False  # training_step steps the optimizer itself
         self.diverged_at_step: int | None = None
-        self.step_losses: list[Tensor] = []  # every training step's loss, kept on device
-        self._loss_steps: list[int] = []
-        self._logged_losses = 0
+        self.losses = LossLog(1)  # every training step's loss, kept on device until epoch end
         self._eval_sums: list[tuple[Tensor, Tensor, int]] = []  # (correct, loss sum, n) per batch
         self.test_results: dict[str, float] = {}
 
@@ -115,43 +114,37 @@ class InitSweepModule(EvaluatedModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        # train/loss is kept here and handed to the logger once per epoch (log_train_losses), not
-        # through self.log: Lightning's per-step result bookkeeping cost ~30% of a step here.
-        self.step_losses.append(loss.detach())
-        self._loss_steps.append(self.global_step)
-        if self.divergence_threshold is not None and not (loss <= self.divergence_threshold):
-            # Non-finite or exploding (S0's all-ones run logs 9,765,948 in epoch 1): stop cleanly,
-            # skip this update, keep what was logged; the job still tests and tags the outcome.
+        # train/loss goes to the logger once per epoch (LossLog), not through self.log, whose
+        # per-step result bookkeeping is a large part of a small network's step
+        # (docs/performance.md).
+        self.losses.append(self.global_step, loss)
+        if self.divergence_threshold is not None and is_diverged(loss, self.divergence_threshold):
+            # Non-finite or exploding: stop cleanly, skip this update, keep what was logged; the
+            # job still tests and tags the outcome.
             self.diverged_at_step = self.global_step
             self.trainer.should_stop = True
             return None
-        # Manual optimization: the same zero_grad / backward / step as Lightning's automatic
-        # mode, without its per-step closure and hook machinery (~0.15 ms a step, benchmark.py).
-        optimizer = cast(LightningOptimizer, self.optimizers())  # one optimizer
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-        step_schedule(self)
+        optimizer_step(self, loss)
         return loss
 
     def on_train_epoch_end(self) -> None:
         self.log_train_losses()
 
     def log_train_losses(self) -> None:
-        """Send the steps' losses not yet logged (one device sync per epoch): every
-        ``trainer.log_every_n_steps``-th step's (default 1: all); the loss plot keeps them all."""
-        if self.logger is None or self._logged_losses == len(self.step_losses):
-            return
-        new = torch.stack(self.step_losses[self._logged_losses:]).tolist()
-        steps = self._loss_steps[self._logged_losses:]
-        self._logged_losses = len(self.step_losses)
-        every = cast(Any, self.trainer).log_every_n_steps  # set by Lightning at init
-        for step, value in zip(steps, new, strict=True):
-            if step % every == 0 or step == self.diverged_at_step:
-                self.logger.log_metrics({"train/loss": value}, step=step)
-        if self.diverged_at_step is not None and self.diverged_at_step in steps:
-            self.logger.log_metrics({"train/diverged_at_step": float(self.diverged_at_step)},
-                                    step=self.diverged_at_step)
+        """Send the steps' losses not yet logged (one device sync per epoch)."""
+        sink = self.logger if isinstance(self.logger, BufferedMlflowLogger) else None
+        self.losses.flush([sink], log_every_n_steps(self), [self.diverged_at_step])
+
+    # The diagnostics callback's view of the module (``diagnostics.callback.Members``): one
+    # member, which stops with the fit.
+    def net_for(self, k: int) -> nn.Module:
+        return self.net
+
+    def logger_for(self, k: int) -> Any:
+        return self.logger
+
+    def stopped_at(self, k: int) -> int | None:
+        return None
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device,
                                  dataloader_idx: int) -> Any:
@@ -173,7 +166,14 @@ class InitSweepModule(EvaluatedModule):
         n = sum(size for _, _, size in sums)
         correct = int(torch.stack([c for c, _, _ in sums]).sum())
         loss = float(torch.stack([v for _, v, _ in sums]).double().sum())
-        values = {f"{stage}/acc": exact_ratio(correct, n), f"{stage}/loss": loss / n}
+        values = epoch_metrics(stage, correct, loss, n)
         if self.logger is not None:
             self.logger.log_metrics(values, step=step)
         return values
+
+
+def check_divergence_threshold(threshold: Any) -> None:
+    """``job.divergence_threshold``: null (never stop) or a number > 0."""
+    require(threshold is None or (isinstance(threshold, (int, float))
+                                  and not isinstance(threshold, bool) and threshold > 0),
+            "job.divergence_threshold", threshold, "must be null or a number > 0")

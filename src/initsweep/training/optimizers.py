@@ -32,24 +32,42 @@ def check_optim(optim_cfg: Mapping[str, Any]) -> None:
     require(fused in ("auto", True, False), "optim.fused", fused, "must be auto, true or false")
 
 
+def check_fused(optim_cfg: Mapping[str, Any], device: str) -> None:
+    """``optim.fused: true`` on a device this torch has no fused kernel of the optimizer for is a
+    one-line ``ConfigError`` before any run exists (torch would raise inside fit)."""
+    if optim_cfg.get("fused", "auto") is not True:
+        return
+    name = optim_cfg.get("name")
+    try:
+        _fused(OPTIMIZERS[str(name)], device)
+    except RuntimeError as err:
+        raise ConfigError(f"optim.fused=true: torch {torch.__version__} has no fused {name} "
+                          f"kernel for device {device} ({str(err).splitlines()[0]}); use "
+                          f"optim.fused=auto or false") from None
+
+
+def _fused(cls: Any, device: str | torch.device) -> None:
+    """Raises torch's RuntimeError if optimizer class ``cls`` has no fused kernel for
+    ``device``."""
+    cls([torch.zeros(1, device=device, requires_grad=True)], fused=True)
+
+
 def make_optimizer(params: Iterable[Tensor], optim_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """The configured optimizer over ``params`` (a run alone, stacked seeds, the benchmark).
+    """The configured optimizer over ``params`` (a run alone, stacked members, the benchmark).
 
     ``fused: auto`` takes torch's fused kernel (one pass over each parameter per step) where this
-    torch has it for the parameters' device: the same update rule as the default per-op loop,
-    ~3x faster for Adam on these small MLPs on CPU and ~6x on K stacked seeds (the per-op loop
-    walks a (K, 256, 784) tensor ten times). Its last bits differ from the per-op loop, so
-    ``fused: false`` reproduces runs made without it.
+    torch has it for the parameters' device: the same update rule as the default per-op loop, and
+    faster (docs/performance.md). Its last bits differ from the per-op loop, so ``fused: false``
+    reproduces runs made without it.
     """
     cfg = dict(optim_cfg)
     cls = OPTIMIZERS[cfg.pop("name")]
     params = list(params)
     fused = cfg.pop("fused", "auto")
     if fused == "auto":
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        try:
-            fused = params[0].device.type in _get_fused_kernels_supported_devices()
-        except Exception:  # a private helper: if it moves, fall back to the default loop
+        try:  # torch says whether it has the kernel by refusing fused=True
+            _fused(cls, params[0].device)
+            fused = True
+        except RuntimeError:
             fused = False
     return cls(params, fused=True, **cfg) if fused else cls(params, **cfg)

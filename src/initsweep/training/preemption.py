@@ -5,10 +5,10 @@ under submitit on SLURM, SIGUSR2 (``SUBMITIT_PREEMPT_SIGNAL``) comes ``signal_de
 time limit. ``PreemptionCheckpoint`` records either signal (keeping the handlers it replaced, e.g.
 submitit's), and stops the job after the current training step by raising ``Preempted``, which
 says which signal arrived. What happens next is the job's guard's decision
-(``training.job.JobGuard``): mark the runs KILLED with ``outcome=preempted`` and, under submitit
-on SLURM, hand the job back to submitit's requeue (USR2) or tell a requeue from a cancel
-(SIGTERM). The next launch of the same config resumes from the last epoch-end checkpoint
-(``initsweep.tracking.resume``).
+(``training.guard.JobGuard``): mark the runs KILLED with ``outcome=preempted``; under submitit on
+SLURM it then hands the job back to the scheduler (``hand_back_to_slurm``, here: scheduler
+policy): submitit's requeue (USR2), or a requeue told from a cancel (SIGTERM). The next launch
+of the same config resumes from the last epoch-end checkpoint (``initsweep.tracking.resume``).
 
 The handlers are installed for the whole of the job's guarded work (``install``/``restore``, by
 the guard), not only during fit: a signal that arrives while the runs are opened, tested or ended
@@ -19,6 +19,7 @@ fit stops on it; a signal after fit is outlived (the job is about to end anyway)
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,14 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from initsweep.launch.pause_points import pause
+from initsweep.launch.slurm import requeued as slurm_requeued
 from initsweep.launch.slurm import submitit_signal, under_submitit_slurm
-from initsweep.pause_points import pause
+from initsweep.launch.slurm import task_id as slurm_task_id
+from initsweep.launch.status_files import write_status
+from initsweep.vocab import Outcome
+
+PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects of a job it stopped
 
 
 class Preempted(BaseException):
@@ -107,14 +114,57 @@ class PreemptionCheckpoint(L.Callback):
             self.saved_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The epoch's rows go to the store first (the module's epoch-end rows too: its hook is
-        # idempotent), then the checkpoint: a process killed in between resumes one epoch back and
-        # its relogged rows are dropped (``resume.logged_steps``), so the history has no gap.
-        pl_module.on_train_epoch_end()
-        for logger in (*trainer.loggers, *getattr(pl_module, "loggers_per_seed", ())):
+        # The epoch's rows go to the store first (the module's epoch-end loss rows too: sending
+        # them is idempotent), then the checkpoint: a process killed in between resumes one epoch
+        # back and its relogged rows are dropped (``resume.logged_steps``): no gap in the history.
+        log_train_losses = getattr(pl_module, "log_train_losses", None)
+        if log_train_losses is not None:
+            log_train_losses()
+        for logger in (*trainer.loggers, *getattr(pl_module, "member_loggers", ())):
             write_now = getattr(logger, "write_now", None)
             if write_now is not None:
                 write_now()
         trainer.save_checkpoint(self.path)
         self.saved_step = trainer.global_step
         pause("checkpoint")
+
+
+def hand_back_to_slurm(signum: signal.Signals, preemption: PreemptionCheckpoint,
+                       statuses: list[dict[str, Any]], output_dir: Path | None) -> None:
+    """A preempted job under submitit on SLURM (its runs already marked): make the launching
+    process wait for a task that comes back, and collect the status of one that does not
+    (docs/scaling.md, "Run on a cluster").
+
+    - submitit's signal (time limit near): its own handler, kept by ``PreemptionCheckpoint``,
+      re-pickles the job, runs ``scontrol requeue`` and raises ``SystemExit``: let it through
+      (no result: the launcher waits). Timed out ``max_num_timeout`` times, it raises
+      ``UncompletedJobError`` instead: the job is over, outcome ``timeout``.
+    - SIGTERM: requeue, preemption and ``scancel`` all send it; slurmctld says which
+      (``launch.slurm.requeued``). Requeued: exit 143 with no result; cancelled: return.
+    """
+    task = slurm_task_id()
+    if signum != signal.SIGTERM:
+        handler = preemption.replaced.get(signum)
+        if not callable(handler):
+            return
+        try:
+            handler(signum, None)  # SystemExit(-1) once requeued: the task ends here
+        except Exception as err:  # submitit's UncompletedJobError: no more requeues
+            line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            for status in statuses:
+                if status.get("outcome") == Outcome.PREEMPTED:
+                    status.update(outcome="timeout", error=f"SLURM task {task}: {line}")
+            write_status(output_dir, statuses)
+            print(f"SLURM task {task}: {line}", file=sys.stderr, flush=True)
+        return
+    comes_back = slurm_requeued()
+    if comes_back:
+        print(f"SLURM task {task} was requeued: it resumes from {preemption.path}; the "
+              f"launching process waits for it", file=sys.stderr, flush=True)
+        raise SystemExit(PREEMPTED_EXIT)
+    why = ("cancelled (scancel, or preempted without requeue)" if comes_back is False else
+           "stopped; slurmctld could not say whether it comes back")
+    for status in statuses:
+        if status.get("outcome") == Outcome.PREEMPTED:
+            status["error"] = f"SIGTERM: SLURM task {task} {why}"
+    write_status(output_dir, statuses)

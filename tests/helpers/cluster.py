@@ -7,7 +7,8 @@ SKIP with a one-line reason. A part that already ran before the session (someone
 ``scripts/local_cluster.sh start``) is used and left running; a part the session started is
 stopped at its end.
 
-Registered in tests/conftest.py; used by tests/test_cluster.py and tests/test_secrets.py.
+Registered in tests/conftest.py; used by tests/test_cluster.py, tests/test_server_faults.py and
+tests/test_secrets.py, whose tests carry the ``cluster`` marker (`make test-full`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "local_cluster.sh"
 STATE = Path(os.environ.get("INITSWEEP_CLUSTER_DIR", "/tmp/initsweep-cluster"))
 # From nothing: apt-get install (~25 s here) + daemons (~10 s) + a cold mlflow server (~25 s).

@@ -10,72 +10,26 @@ that failed or diverged stay in the table (``usable`` is False) so that every co
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from initsweep.naming import SEED_KEYS, hashed_target
-from initsweep.tracking.redaction import redact
-from initsweep.tracking.store import StoreUnreachable, check_store, tracking_uri
-from initsweep.tracking.store import open_client as open_store_client
-from initsweep.vocab import PARENT_TAG, ROLE_TAG
+from initsweep.report.select import ReportInputError, Selection, fetch_runs
+from initsweep.vocab import DIAGNOSIS_TAG, OUTCOME_TAG, PRIMARY_METRIC, Outcome
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MISSING = "∅"  # a param a run does not have (e.g. ``init.mode`` on a ``zeros`` run)
 # Logged values that carry the test-set size, in the order they are looked for.
 N_TEST_KEYS = ("n_test", "test/n", "data.n_test")
 # Params that never decide a result: excluded from the group key even when they vary.
 NON_RESULT_PARAMS = ("experiment_name", "job.progress_bar")  # not result-deciding
-STATUS_OUTCOME = {"FINISHED": "ok", "FAILED": "failed", "KILLED": "killed",
-                  "RUNNING": "running", "SCHEDULED": "running"}
-
-
-class ReportInputError(ValueError):
-    """Bad report input; ``flag`` names the command-line option, ``str(err)`` says what is wrong.
-
-    The CLI prints ``error: <flag> <message>`` on one line and exits 2.
-    """
-
-    def __init__(self, flag: str, message: str) -> None:
-        super().__init__(message)
-        self.flag = flag
-
-
-@dataclass
-class Selection:
-    """Which runs a report covers, and where its artifacts go (``parent_run_id``)."""
-
-    experiment_id: str
-    experiment_name: str
-    tracking_uri: str
-    sweep_id: str | None = None
-    parent_run_id: str | None = None
-    filter_string: str | None = None
-    sweep_dir: str | None = None
-    overrides: str | None = None
-    parent_tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """Short name for titles and default folders: the sweep id, else the experiment."""
-        return self.sweep_id or self.parent_run_id or self.experiment_name
-
-    def describe(self) -> str:
-        """One line for the report header."""
-        parts = [f"experiment `{self.experiment_name}`"]
-        if self.sweep_id:
-            parts.append(f"sweep `{self.sweep_id}`")
-        if self.parent_run_id:
-            parts.append(f"parent run `{self.parent_run_id}`")
-        if self.filter_string:
-            parts.append(f"filter `{self.filter_string}`")
-        return ", ".join(parts) + f" in `{redact(self.tracking_uri)}`"
+# A run without an outcome tag (made before outcomes were tagged, or left RUNNING): its status
+# says it; "killed" is the report's own word (no job writes it).
+STATUS_OUTCOME = {"FINISHED": Outcome.OK.value, "FAILED": Outcome.FAILED.value, "KILLED": "killed",
+                  "RUNNING": Outcome.RUNNING.value, "SCHEDULED": Outcome.RUNNING.value}
 
 
 @dataclass
@@ -109,150 +63,6 @@ class RunTable:
         return order["group"].tolist()
 
 
-# ------------------------------------------------------------------------------- selecting runs
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the repo-local store, as jobs decide (``store``)."""
-    return tracking_uri()
-
-
-def open_client(uri: str) -> MlflowClient:
-    """A client for ``uri``; a missing sqlite file, an unsupported scheme or a store that does not
-    answer is an input error (we never create a store; ``store.check_store``)."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ReportInputError("--tracking-uri", f"{redact(uri)}: no MLflow store at {path}")
-    try:
-        check_store(uri, "")
-    except StoreUnreachable as err:
-        raise ReportInputError("--tracking-uri", str(err)) from None
-    return open_store_client(uri)
-
-
-def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
-            order_by: list[str] | None = None, max_results: int | None = None) -> list[Run]:
-    """All runs matching, following pagination (``search_runs`` returns pages)."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string,
-                                  max_results=min(max_results or 1000, 1000),
-                                  order_by=order_by, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token or (max_results and len(runs) >= max_results):
-            return runs[:max_results] if max_results else runs
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "") + "'"
-
-
-DEFAULT_EXPERIMENT = "initsweep"
-
-
-def _experiment_ids(client: MlflowClient, experiment: str | None) -> dict[str, str]:
-    """``{id: name}`` of the named experiment, or of every active one when ``None``."""
-    if experiment is None:
-        return {e.experiment_id: e.name for e in client.search_experiments()}
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise ReportInputError("--experiment", f"{experiment!r}: no such experiment; choose from "
-                               f"{', '.join(names) or '(none: the store is empty)'}")
-    return {exp.experiment_id: exp.name}
-
-
-def _recent_sweeps(client: MlflowClient, ids: list[str]) -> str:
-    recent = _search(client, ids, f"tags.`{ROLE_TAG}` = 'sweep'",
-                     order_by=["attributes.start_time DESC"], max_results=5) if ids else []
-    return ", ".join(r.data.tags.get("sweep_id", r.info.run_id) for r in recent) or "(none)"
-
-
-def select(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
-           latest: bool = False, filter_string: str | None = None) -> Selection:
-    """Resolve the command line's selection to an experiment and, when known, a parent run.
-
-    ``sweep`` is a sweep id (tag ``sweep_id``) or a parent run id; ``latest`` picks the newest
-    sweep parent. Both look in every experiment unless ``experiment`` is given (presets log to
-    their own experiment, e.g. ``tuning_trap``). With neither, every job run of ``experiment``
-    (default ``initsweep``), narrowed by ``filter_string``, is selected and no parent is known.
-    """
-    if not sweep and not latest:
-        experiment = experiment or DEFAULT_EXPERIMENT
-    experiments = _experiment_ids(client, experiment)
-    ids = list(experiments)
-    where = f"experiment {experiment!r}" if experiment else "any experiment"
-    parent: Run | None = None
-    sweep_id: str | None = None
-    if latest:
-        found = _search(client, ids, f"tags.`{ROLE_TAG}` = 'sweep'",
-                        order_by=["attributes.start_time DESC"], max_results=1) if ids else []
-        if not found:
-            raise ReportInputError("--latest", f"no sweep in {where}; run `python train.py -m "
-                                   "...` first, or select runs with --experiment / --filter")
-        parent = found[0]
-    elif sweep:
-        parent = _find_parent(client, ids, sweep)
-        if parent is None:
-            jobs = _search(client, ids, f"tags.sweep_id = {_quote(sweep)}", max_results=1) \
-                if ids else []
-            if not jobs:
-                raise ReportInputError("--sweep", f"{sweep!r}: no sweep id or parent run id in "
-                                       f"{where}; recent sweeps: {_recent_sweeps(client, ids)}")
-            sweep_id, exp_id = sweep, jobs[0].info.experiment_id
-    if parent is not None:
-        exp_id = parent.info.experiment_id
-    elif sweep_id is None:
-        exp_id = ids[0]
-    name = experiments.get(exp_id) or client.get_experiment(exp_id).name
-    selection = Selection(exp_id, name, client.tracking_uri, sweep_id=sweep_id,
-                          filter_string=filter_string or None)
-    if parent is not None:
-        tags = parent.data.tags
-        selection.parent_run_id = parent.info.run_id
-        selection.sweep_id = tags.get("sweep_id")
-        selection.sweep_dir = tags.get("sweep_dir")
-        selection.overrides = tags.get("overrides")
-        selection.parent_tags = dict(tags)
-    return selection
-
-
-def _find_parent(client: MlflowClient, experiment_ids: list[str], sweep: str) -> Run | None:
-    """The sweep's parent run, from a run id or a ``sweep_id`` tag."""
-    if RUN_ID.match(sweep):
-        try:
-            run = client.get_run(sweep)
-        except MlflowException:
-            run = None
-        if run is not None and run.info.experiment_id in experiment_ids:
-            return run
-    if not experiment_ids:
-        return None
-    found = _search(client, experiment_ids,
-                    f"tags.`{ROLE_TAG}` = 'sweep' and tags.sweep_id = {_quote(sweep)}",
-                    max_results=1)
-    return found[0] if found else None
-
-
-def fetch_runs(client: MlflowClient, selection: Selection) -> list[Run]:
-    """The selection's job runs (never the sweep parents)."""
-    clauses = []
-    if selection.sweep_id:
-        clauses.append(f"tags.sweep_id = {_quote(selection.sweep_id)}")
-    elif selection.parent_run_id:
-        clauses.append(f"tags.`{PARENT_TAG}` = {_quote(selection.parent_run_id)}")
-    if selection.filter_string:
-        clauses.append(selection.filter_string)
-    try:
-        runs = _search(client, [selection.experiment_id], " and ".join(clauses))
-    except MlflowException as err:
-        message = str(err.message if hasattr(err, "message") else err).splitlines()[0]
-        raise ReportInputError("--filter", f"{selection.filter_string!r}: {message}") from None
-    return [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"]
-
-
-# ------------------------------------------------------------------------------------ the table
 def _seed_value(run: Run, key: str) -> int | None:
     raw = run.data.params.get(key, run.data.tags.get(key))
     try:
@@ -274,8 +84,8 @@ def _n_test(run: Run) -> float:
 
 def outcome_of(run: Run) -> str:
     """``outcome`` tag (``ok``/``failed``/``diverged``/...), else derived from the run status."""
-    outcome = run.data.tags.get("outcome")
-    if outcome and outcome != "running":
+    outcome = run.data.tags.get(OUTCOME_TAG)
+    if outcome and outcome != Outcome.RUNNING:
         return outcome
     return STATUS_OUTCOME.get(run.info.status, run.info.status.lower())
 
@@ -374,7 +184,7 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
             "value": float(value), "start_time": run.info.start_time or 0,
             **{k: _seed_value(run, k) for k in SEED_KEYS},
             "n_test": _n_test(run),
-            "diagnosis": run.data.tags.get("diagnosis"),  # diagnostics.findings: codes or None
+            "diagnosis": run.data.tags.get(DIAGNOSIS_TAG),  # diagnostics.findings: codes or None
         }
         # a built-in model or data module reads as one value across package versions, as the
         # config hash reads it: a sweep resumed after an upgrade stays one group
@@ -389,8 +199,8 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
     if n_test is not None:
         frame["n_test"] = frame["n_test"].fillna(float(n_test))
     finite = frame["value"].map(math.isfinite)
-    frame.loc[(frame["outcome"] == "ok") & ~finite, "outcome"] = "no_metric"
-    frame["usable"] = frame["outcome"] == "ok"
+    frame.loc[(frame["outcome"] == Outcome.OK) & ~finite, "outcome"] = "no_metric"
+    frame["usable"] = frame["outcome"] == Outcome.OK
 
     param_cols = [c for c in frame.columns if c.startswith("params.")]
     params = frame[param_cols].fillna(MISSING).astype(str)
@@ -439,7 +249,7 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
                     notes)
 
 
-def load(client: MlflowClient, selection: Selection, metric: str = "test/acc",
+def load(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METRIC,
          n_test: int | None = None) -> RunTable:
     """Fetch the selection's job runs and build the table; checks that the metric exists."""
     runs = fetch_runs(client, selection)

@@ -1,0 +1,1 @@
+"""What several test modules share that is not a test: the local cluster fixtures."""
