@@ -2,8 +2,10 @@
 
 A thin Hydra wrapper; a job's whole life is src/initsweep/training/job.py. Typed config schemas are
 registered before Hydra composes, and a bad command line is one line with exit code 2.
+``--dry-run`` prints the sweep's plan (runs to skip, resume, start; job placement) and exits.
 """
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -25,5 +27,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if "--dry-run" in sys.argv[1:]:  # the sweep's plan, creating nothing (initsweep.launch.plan)
+        from initsweep.launch.plan import main as plan
+
+        sys.exit(plan([a for a in sys.argv[1:] if a != "--dry-run"], CONF))
     with one_line_config_errors(CONF), exit_on_interrupt():  # Ctrl-C: exit 130, nothing RUNNING
         main()

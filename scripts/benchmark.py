@@ -242,7 +242,8 @@ def initsweep_run(cfg) -> dict:
         job.plan_runs = plan_runs
     cpu = time.process_time() - planned["cpu"]
     assert status["outcome"] == "ok", status
-    return {**status["timing"], "mlflow_s": mlflow_spent["s"], "run_cpu_s": cpu,
+    return {**status["timing"], "run_id": status["run_id"], "mlflow_s": mlflow_spent["s"],
+            "run_cpu_s": cpu,
             "mlflow_cpu_s": mlflow_spent["cpu_s"]}
 
 
@@ -432,6 +433,55 @@ def seeds_per_second(base: list[str], k: int) -> dict:
             "speedup": sequential / batched}
 
 
+def ecosystem_costs(base: list[str], repeats: int, interval: float) -> dict:
+    """What MLflow's datasets and system metrics cost a run: the time ``log_datasets`` takes
+    inside each run, and a run with system metrics (a sample every ``interval`` s) against the
+    same run without, alternating which goes first."""
+    from initsweep.training import job
+
+    log_datasets, spent = job.log_datasets, {"s": 0.0}
+
+    def timed(*args, **kwargs):
+        tick = time.perf_counter()
+        try:
+            return log_datasets(*args, **kwargs)
+        finally:
+            spent["s"] += time.perf_counter() - tick
+
+    job.log_datasets = timed
+    rows = []
+    on_cfg = [*base, f"tracking.system_metrics_interval_s={interval}"]
+    try:
+        for rep in range(repeats):
+            timing = {}
+            for label, overrides in sorted((("off", base), ("on", on_cfg)),
+                                           reverse=bool(rep % 2)):
+                spent["s"] = 0.0
+                timing[label] = initsweep_run(compose_cfg(overrides))
+                timing[label]["datasets_s"] = spent["s"]
+            uri = next(o for o in base if o.startswith("tracking.uri="))
+            client = MlflowClient(uri.removeprefix("tracking.uri="))
+            samples = len(client.get_metric_history(timing["on"]["run_id"],
+                                                    "system/cpu_utilization_percentage"))
+            rows.append({"run_s": timing["off"]["run_s"], "run_on_s": timing["on"]["run_s"],
+                         "cpu_s": timing["off"]["run_cpu_s"],
+                         "cpu_on_s": timing["on"]["run_cpu_s"],
+                         "datasets_s": timing["off"]["datasets_s"], "samples": samples})
+    finally:
+        job.log_datasets = log_datasets
+    return {
+        "system_metrics_interval_s": interval,
+        "run_s": summary([r["run_s"] for r in rows]),
+        "run_with_system_metrics_s": summary([r["run_on_s"] for r in rows]),
+        "system_metrics_ratio": summary([r["run_on_s"] / r["run_s"] for r in rows]),
+        "system_metrics_cpu_ratio": summary([r["cpu_on_s"] / r["cpu_s"] for r in rows]),
+        "system_metrics_samples": summary([float(r["samples"]) for r in rows]),
+        "datasets_ms": summary([1000 * r["datasets_s"] for r in rows]),
+        "datasets_share": summary([r["datasets_s"] / r["run_s"] for r in rows]),
+        "rows": rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("s1", "digits"), default="s1")
@@ -453,6 +503,10 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true", help="no lightning-hydra-template row")
     parser.add_argument("--heartbeat", action="store_true",
                         help="the owner heartbeat's cost (off versus every 0.5 s), then exit")
+    parser.add_argument("--ecosystem", action="store_true",
+                        help="only what MLflow's datasets and system metrics cost a run, then exit")
+    parser.add_argument("--system-metrics-interval", type=float, default=1.0, metavar="S",
+                        help="--ecosystem: seconds between system-metrics samples (1)")
     args = parser.parse_args()
     if args.mlp_vmap:
         from initsweep.training import fit_stacked as stacked_seeds
@@ -484,6 +538,18 @@ def main() -> None:
                           f"(min {value['min']:.6g}, max {value['max']:.6g})")
             if args.json:
                 args.json.write_text(json.dumps(cost, indent=2))
+            return
+        if args.ecosystem:
+            costs = {"workload": args.workload, "dataset": with_diag.data._target_,
+                     "threads": torch.get_num_threads(), "load_average_at_start": load_at_start,
+                     **ecosystem_costs(base, args.repeats, args.system_metrics_interval),
+                     "load_average_at_end": list(os.getloadavg())}
+            for key, value in costs.items():
+                if isinstance(value, dict) and "median" in value:
+                    print(f"{key:36s} {value['median']:9.3f} {value['min']:9.3f} "
+                          f"{value['max']:9.3f}")
+            if args.json:
+                args.json.write_text(json.dumps(costs, indent=2))
             return
         if args.hooks:
             hooks = {}

@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
-    from initsweep.report.render import build
+    from initsweep.report.compute import build
     from initsweep.report.select import select
 
     root = args.store or Path(tempfile.mkdtemp(prefix="bench-report-"))

@@ -20,11 +20,12 @@ RANKS = {"training": 5, "diagnostics": 4, "init": 4, "models": 4, "report": 3, "
          "stats": 2, "tracking": 1, "vocab": 0, "naming": 0, "errors": 0, "": 0}
 # The entry points are outside the ranks: anyone may use launch's console and status files, but
 # launch (and cli) import only these, never training, models or init.
-ENTRIES = ("launch", "cli")
+ENTRIES = ("launch", "cli", "api")  # api: the Python API, cli's counterpart
 ENTRY_MAY_IMPORT = ("launch", "tracking", "report", "race", "stats", "vocab", "naming", "errors",
                     "diagnostics.findings", "diagnostics.plots", "diagnostics.plot_worker",
                     "diagnostics.pending")
-TORCH_FREE = ("launch", "tracking", "report", "race", "stats", "vocab", "naming", "errors", "cli")
+TORCH_FREE = ("launch", "tracking", "report", "race", "stats", "vocab", "naming", "errors", "cli",
+              "api")
 TORCH = {"torch", "torchvision", "lightning", "pytorch_lightning"}
 
 

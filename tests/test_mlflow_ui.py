@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from initsweep import cli, vocab
 from initsweep.report import publish
+from initsweep.report.compute import build
 from initsweep.report.figures import zoom_groups
 from initsweep.report.publish import make_report
-from initsweep.report.render import build
 from initsweep.report.select import select
 from initsweep.tracking import colors as run_colours
 from initsweep.tracking import links, notes, ui, views

@@ -22,8 +22,8 @@ from scipy import stats
 
 from initsweep import cli
 from initsweep.naming import SEED_KEYS
+from initsweep.report.compute import build
 from initsweep.report.publish import report_for_sweep
-from initsweep.report.render import build
 from initsweep.report.select import select
 from tests.conftest import TrainedSweep
 

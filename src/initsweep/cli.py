@@ -1,5 +1,5 @@
 """The ``initsweep`` console script: ``initsweep report [options]``, ``initsweep ui-link``,
-``initsweep doctor [--fix]``.
+``initsweep plan OVERRIDES`` (``initsweep.launch.plan``), ``initsweep doctor [--fix]``.
 
 Bad input (an unknown experiment, sweep, metric or tuning key, a malformed filter, a missing
 store) stops with one line that names the flag and what is allowed, and exit code 2, before
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line: sub-commands ``report`` and ``ui-link``."""
     top = OneLineParser(prog="initsweep", description="initsweep tools.")
     commands = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
-                                  metavar="{report,ui-link,doctor}")
+                                  metavar="{report,ui-link,plan,doctor}")
     rep = commands.add_parser(
         "report", help="seed-sensitivity report of a sweep",
         description="Read a sweep back from MLflow; per-group statistics over seeds, paired "
@@ -92,6 +92,16 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--base-url", metavar="URL",
                       help="where the UI is served (default: $INITSWEEP_UI_URL, else the "
                            "tracking server, else http://127.0.0.1:5000)")
+    plan = commands.add_parser(
+        "plan", help="what a sweep would do, creating nothing (train.py -m ... --dry-run)",
+        description="Compose the sweep as `python train.py -m OVERRIDES` would and print how "
+                    "many runs it makes, which are FINISHED (skipped), which resume from a "
+                    "checkpoint, which start, and how its jobs are placed. Creates nothing.")
+    plan.add_argument("--list", action="store_true", help="one line per run")
+    plan.add_argument("--config-dir", metavar="DIR", type=Path,
+                      help="the conf/ folder (default: the repository's, beside train.py)")
+    plan.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDES",
+                      help="the sweep's overrides, as on train.py's command line")
     doctor = commands.add_parser(
         "doctor", help="list runs left open by a process that is gone (--fix: adopt them)",
         description="List the orphans of a store: runs left RUNNING by a process that died "
@@ -162,6 +172,7 @@ def ui_link_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     """Run ``initsweep report``; returns the exit code."""
     # pandas, scipy, matplotlib and MLflow load once the arguments parsed (as in ui_link_command)
+    from initsweep.launch.progress import spinner
     from initsweep.report.publish import make_report
     from initsweep.report.render import ARTIFACT_PATH, terminal
     from initsweep.report.select import default_tracking_uri, open_existing_store, select
@@ -172,10 +183,11 @@ def report_command(args: argparse.Namespace) -> int:
     client = open_existing_store(uri)
     selection = select(client, args.experiment, sweep=args.sweep, latest=args.latest,
                        filter_string=args.filter)
-    report, files, folder, logged = make_report(
-        client, selection, args.out, metric=args.metric, tune=args.tune, n_test=args.n_test,
-        seed=args.seed, log=not args.no_log, select_metric=args.select_metric,
-        all_pairs=args.all_pairs)
+    with spinner("report: reading the runs and computing"):  # on a terminal only
+        report, files, folder, logged = make_report(
+            client, selection, args.out, metric=args.metric, tune=args.tune, n_test=args.n_test,
+            seed=args.seed, log=not args.no_log, select_metric=args.select_metric,
+            all_pairs=args.all_pairs)
     print(terminal(report))
     print(f"\nwrote {len(files)} files to {folder}: report.md, report.html, runs.csv, ...")
     if logged:
@@ -187,7 +199,15 @@ def report_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initsweep`` script; exit code 2 on bad input."""
-    args = parser().parse_args(argv)
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if args.command == "plan":  # train.py's flags (-m) pass through with the overrides
+        from initsweep.launch.plan import main as plan
+
+        return plan([*unknown, *args.overrides, *(["--list"] if args.list else [])],
+                    args.config_dir)
+    if unknown:
+        top.error(f"unrecognized arguments: {' '.join(unknown)}")
     from initsweep.report.select import ReportInputError  # pandas, MLflow: after parsing (above)
 
     try:

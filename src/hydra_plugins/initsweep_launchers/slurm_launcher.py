@@ -36,6 +36,24 @@ from initsweep.tracking.redaction import redact_line
 from initsweep.vocab import SWEEP_ID_ENV
 
 log = logging.getLogger(__name__)
+# The hydra-submitit-launcher releases whose ``SlurmLauncher.launch`` ``_submit`` copies (up to its
+# collection). Upstream's main has changed that method since: another release is refused with one
+# line rather than run with a copy that may no longer match it (docs/configuration.md, "Versions").
+COPIED_FROM = ("1.2.0",)
+
+
+def check_plugin_version(installed: str | None = None) -> None:
+    """Raise ``ConfigError`` (one line, exit 2) unless the installed plugin is one copied from."""
+    from importlib.metadata import version
+
+    from initsweep.errors import ConfigError
+
+    installed = installed or version("hydra-submitit-launcher")
+    if installed not in COPIED_FROM:
+        raise ConfigError(f"hydra/launcher=slurm: hydra-submitit-launcher {installed} is "
+                          f"installed; initsweep's SLURM launcher copies its launch from "
+                          f"{', '.join(COPIED_FROM)}: pip install 'hydra-submitit-launcher=="
+                          f"{COPIED_FROM[-1]}'")
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
@@ -43,6 +61,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
+        check_plugin_version()
         jobs = self._submit(job_overrides, initial_job_idx)
         return [self._collect(job, list(overrides), initial_job_idx + offset)
                 for offset, (job, overrides) in enumerate(zip(jobs, job_overrides, strict=True))]

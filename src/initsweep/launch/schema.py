@@ -102,6 +102,9 @@ class TrackingConfig:
     retry_budget_s: float = MISSING
     retry_backoff_s: float = MISSING
     retry_backoff_max_s: float = MISSING
+    # MLflow's system metrics, a sample every this many seconds; null or 0: off
+    # (initsweep.training.system_metrics)
+    system_metrics_interval_s: float | None = MISSING
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -32,6 +32,7 @@ from initsweep.errors import ConfigError
 from initsweep.launch.adoption import adopt_parents
 from initsweep.launch.console import print_error, quiet_third_parties
 from initsweep.launch.pause_points import pause
+from initsweep.launch.progress import SweepProgress, jobs_report_here, sweep_size
 from initsweep.launch.status_files import NOT_DONE, collect_statuses
 from initsweep.naming import SEED_KEYS, swept_keys
 from initsweep.report.options import report_options
@@ -133,8 +134,17 @@ class SweepCallback(Callback):
         os.environ[SWEPT_KEYS_ENV] = ",".join(self.swept)
         print(f"sweep {self.sweep_id}: parent run {self.parent_run_id} in "
               f"{redact(tracking_uri(config.get('tracking')))}", flush=True)
+        # a bar under the jobs' lines on a terminal (nothing changes elsewhere)
+        self.progress = SweepProgress(sweep_size(config) if jobs_report_here(config) else None)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        progress = getattr(self, "progress", None)
+        if progress is not None:
+            progress.advance()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "progress", None) is not None:
+            self.progress.close()
         global _open_sweep
         _open_sweep = None
         heartbeat.release([self.parent_run_id])

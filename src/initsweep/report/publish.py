@@ -19,21 +19,12 @@ from typing import Any, cast
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from initsweep.report.compute import Report, build
+from initsweep.report.document import md_table
 from initsweep.report.options import ReportOptions, report_options
-from initsweep.report.render import (
-    ARTIFACT_PATH,
-    Report,
-    build,
-    counts_line,
-    group_view,
-    md_table,
-    pairs_line,
-    terminal,
-    tuning_view,
-    why_markdown,
-    write,
-)
+from initsweep.report.render import ARTIFACT_PATH, terminal, why_markdown, write
 from initsweep.report.select import Selection, open_existing_store, select
+from initsweep.report.views import counts_line, group_view, pairs_line, tuning_view
 from initsweep.tracking.links import absolute_image_links, runs_page_link, ui_base_url
 from initsweep.tracking.notes import set_run_note
 from initsweep.tracking.views import sweep_view_key, write_sweep_view
