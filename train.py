@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from initsweep.launch.entry import one_line_config_errors
+from initsweep.launch.interrupt import exit_on_interrupt
 from initsweep.launch.schema import register_schemas
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -30,5 +31,5 @@ if __name__ == "__main__":
         from initsweep.launch.plan import main as plan
 
         sys.exit(plan([a for a in sys.argv[1:] if a != "--dry-run"], CONF))
-    with one_line_config_errors(CONF):
+    with one_line_config_errors(CONF), exit_on_interrupt():  # Ctrl-C: exit 130, nothing RUNNING
         main()

@@ -5,6 +5,7 @@
     python scripts/benchmark.py --workload digits --skip-sweep
     python scripts/benchmark.py --workload digits --model resnet --skip-sweep   # any built-in model
     python scripts/benchmark.py --profile run.html       # where one run's time goes, then exit
+    python scripts/benchmark.py --heartbeat              # the owner heartbeat's cost, then exit
 
 Also: seeds per second for K init seeds trained sequentially versus as one batched job
 (``seeds_per_job=K``), with the default diagnostics and plots (what a user gets) and without
@@ -316,6 +317,42 @@ def profile_one_run(cfg, path: Path) -> None:
     print(f"profile of one run written to {path}")
 
 
+def heartbeat_cost(base: list[str], repeats: int, every: float = 0.5) -> dict:
+    """The owner's heartbeat (``tracking.ownership``): runs with it off and beating every
+    ``every`` seconds (120x the default rate at 0.5 s), alternating. ``beat_ms`` is one beat's
+    write (its thread's own clock, per run beaten); ``share_at_default`` is that write once per
+    default interval, as a share of the time it covers; ``slowdown_at_every`` compares the runs'
+    wall times (noise included: on busy cores it can be negative)."""
+    from initsweep.tracking.ownership import HEARTBEAT_S, heartbeat
+    from initsweep.vocab import HEARTBEAT_ENV
+
+    previous = os.environ.get(HEARTBEAT_ENV)
+    rows = []
+    try:
+        for _ in range(repeats):
+            row = {}
+            for label, seconds in (("off", "0"), ("on", str(every))):
+                os.environ[HEARTBEAT_ENV] = seconds
+                beats, spent = heartbeat.beats, heartbeat.seconds
+                row[f"run_{label}_s"] = initsweep_run(compose_cfg(base))["run_s"]
+                row[f"beats_{label}"] = heartbeat.beats - beats
+                row[f"beat_s_{label}"] = heartbeat.seconds - spent
+            rows.append(row)
+    finally:
+        if previous is None:
+            os.environ.pop(HEARTBEAT_ENV, None)
+        else:
+            os.environ[HEARTBEAT_ENV] = previous
+    beat_ms = [1000 * r["beat_s_on"] / r["beats_on"] for r in rows if r["beats_on"]]
+    return {"every_s": every, "default_every_s": HEARTBEAT_S, "rows": rows,
+            "beats_per_run": summary([r["beats_on"] for r in rows]),
+            "beat_ms": summary(beat_ms or [math.nan]),
+            "share_at_default": summary([ms / 1000 / HEARTBEAT_S for ms in beat_ms or [math.nan]]),
+            "run_off_s": summary([r["run_off_s"] for r in rows]),
+            "run_on_s": summary([r["run_on_s"] for r in rows]),
+            "slowdown_at_every": summary([r["run_on_s"] / r["run_off_s"] - 1 for r in rows])}
+
+
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -464,6 +501,8 @@ def main() -> None:
                              "the figures steadier on cores that other processes also use")
     parser.add_argument("--skip-seeds", action="store_true", help="no K-seeds throughput")
     parser.add_argument("--skip-peer", action="store_true", help="no lightning-hydra-template row")
+    parser.add_argument("--heartbeat", action="store_true",
+                        help="the owner heartbeat's cost (off versus every 0.5 s), then exit")
     parser.add_argument("--ecosystem", action="store_true",
                         help="only what MLflow's datasets and system metrics cost a run, then exit")
     parser.add_argument("--system-metrics-interval", type=float, default=1.0, metavar="S",
@@ -490,6 +529,15 @@ def main() -> None:
         initsweep_run(compose_cfg([*base, "trainer.max_epochs=1"]))  # warm-up: store, caches
         if args.profile:
             profile_one_run(with_diag, args.profile)
+            return
+        if args.heartbeat:
+            cost = heartbeat_cost(base, args.repeats)
+            for key, value in cost.items():
+                if isinstance(value, dict):
+                    print(f"heartbeat {key:20s} median {value['median']:.6g} "
+                          f"(min {value['min']:.6g}, max {value['max']:.6g})")
+            if args.json:
+                args.json.write_text(json.dumps(cost, indent=2))
             return
         if args.ecosystem:
             costs = {"workload": args.workload, "dataset": with_diag.data._target_,

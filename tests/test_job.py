@@ -28,7 +28,9 @@ BASE = ["init=he", "debug=tiny", "diagnostics.every_n_steps=1"]  # states and li
 LONG = ["data=synthetic", "data.n_train=1024", "data.n_val=200", "data.n_test=200",
         "data.features=32", "data.batch_size=32", "trainer.max_epochs=10", "init=he",
         "diagnostics.enabled=false"]
-SYSTEM_TAGS = ("mlflow.", "trained_together", "checkpoint")  # set by MLflow, or by the path
+# set by MLflow, by the path, or by which process ran it and when (tracking.ownership)
+SYSTEM_TAGS = ("mlflow.", "trained_together", "checkpoint", "initsweep.owner.",
+               "initsweep.heartbeat")
 
 
 def _jobs(store: str, experiment: str, extra: list[str], stacked: bool) -> list[dict]:

@@ -1,5 +1,5 @@
 """The ``initsweep`` console script: ``initsweep report [options]``, ``initsweep ui-link``,
-``initsweep plan OVERRIDES`` (``initsweep.launch.plan``).
+``initsweep plan OVERRIDES`` (``initsweep.launch.plan``), ``initsweep doctor [--fix]``.
 
 Bad input (an unknown experiment, sweep, metric or tuning key, a malformed filter, a missing
 store) stops with one line that names the flag and what is allowed, and exit code 2, before
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line: sub-commands ``report`` and ``ui-link``."""
     top = OneLineParser(prog="initsweep", description="initsweep tools.")
     commands = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
-                                  metavar="{report,ui-link,plan}")
+                                  metavar="{report,ui-link,plan,doctor}")
     rep = commands.add_parser(
         "report", help="seed-sensitivity report of a sweep",
         description="Read a sweep back from MLflow; per-group statistics over seeds, paired "
@@ -102,7 +102,41 @@ def parser() -> argparse.ArgumentParser:
                       help="the conf/ folder (default: the repository's, beside train.py)")
     plan.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDES",
                       help="the sweep's overrides, as on train.py's command line")
+    doctor = commands.add_parser(
+        "doctor", help="list runs left open by a process that is gone (--fix: adopt them)",
+        description="List the orphans of a store: runs left RUNNING by a process that died "
+                    "(checked by PID on this host, by heartbeat elsewhere), and runs an "
+                    "interrupted sweep handed over. --fix applies the rules a launch applies: "
+                    "complete a run whose training finished, mark one with a checkpoint "
+                    "resumable, close the rest and dead sweeps' parents KILLED.")
+    doctor.add_argument("--experiment", help="experiment name (default: every experiment)")
+    add_tracking_uri(doctor)
+    doctor.add_argument("--fix", action="store_true", help="adopt the orphans (no launch)")
+    doctor.add_argument("--stale-after", type=float, metavar="S",
+                        help="seconds without a heartbeat after which a run of another host "
+                             "counts as orphaned (default: $INITSWEEP_STALE_AFTER_S, else 600)")
     return top
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    """Run ``initsweep doctor``; returns the exit code."""
+    # MLflow loads once the arguments parsed (as in ui_link_command)
+    from initsweep.launch.adoption import doctor
+    from initsweep.report.select import ReportInputError, default_tracking_uri, open_existing_store
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    client = open_existing_store(args.tracking_uri or default_tracking_uri())
+    if args.experiment:
+        experiment = client.get_experiment_by_name(args.experiment)
+        if experiment is None:
+            raise ReportInputError("--experiment", f"{args.experiment!r}: not in the store")
+        ids = [experiment.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    lines = doctor(client, ids, args.fix, args.stale_after)
+    print("\n".join(lines) if lines else "no orphans")
+    return 0
 
 
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from initsweep.report.select import ReportInputError  # pandas, MLflow: after parsing (above)
 
     try:
-        return ui_link_command(args) if args.command == "ui-link" else report_command(args)
+        command = {"ui-link": ui_link_command, "doctor": doctor_command}.get(args.command,
+                                                                             report_command)
+        return command(args)
     except ReportInputError as err:
         print(f"error: {err.flag} {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ class Outcome(str, Enum):
     FAILED = "failed"  # an exception (traceback.txt on the run)
     PREEMPTED = "preempted"  # SIGTERM / requeue: KILLED with a checkpoint, resumable
     SKIPPED = "skipped"  # a FINISHED run of the same config exists (not a run of its own)
+    ORPHANED = "orphaned"  # its process died with no checkpoint: closed KILLED by an adopter
 
     def __str__(self) -> str:  # f"{Outcome.OK}" == "ok", as it is stored
         return self.value
@@ -57,6 +58,18 @@ SWEEP_ID_TAG = "sweep_id"  # the sweep a run was launched by ("none" outside a m
 DIAGNOSIS_TAG = "diagnosis"  # the findings' codes, e.g. "symmetric, diverged"
 TRAINED_TOGETHER_TAG = "trained_together"  # runs trained as one stacked model (seeds_per_job)
 
+# Who owns an open run (``tracking.ownership``): the process that writes it, and when it last
+# said so; a run whose owner is gone is an orphan that the next launch adopts
+# (``tracking.orphans``, ``launch.adoption``).
+OWNER_HOST_TAG = "initsweep.owner.host"
+OWNER_PID_TAG = "initsweep.owner.pid"
+OWNER_STARTED_TAG = "initsweep.owner.started"  # "<boot id>:<start ticks>": tells a reused PID
+HEARTBEAT_TAG = "initsweep.heartbeat"  # unix seconds, refreshed while the owner lives
+# Trained, not ended: what its end waits for, and where that work's inputs are kept
+# ("plots:<folder>"); removed when the run ends.
+PENDING_TAG = "initsweep.pending"
+ADOPTED_BY_TAG = "initsweep.adopted_by"  # the sweep (or "doctor") that took an orphan over
+
 # -- on a sweep's parent run ------------------------------------------------------------------
 ROLE_TAG = "initsweep.role"  # "sweep" on a parent run
 SWEEP_ROLE = "sweep"
@@ -82,4 +95,8 @@ THREADS_ENV = "INITSWEEP_THREADS_PER_JOB"
 SLOT_DIR_ENV = "INITSWEEP_SLOT_DIR"
 SLOT_TIMEOUT_ENV = "INITSWEEP_SLOT_TIMEOUT_S"
 UI_URL_ENV = "INITSWEEP_UI_URL"  # where `mlflow ui` serves this store, for links and images
+HEARTBEAT_ENV = "INITSWEEP_HEARTBEAT_S"  # seconds between an owner's heartbeats (0: none)
+STALE_AFTER_ENV = "INITSWEEP_STALE_AFTER_S"  # another host's run with no heartbeat for this long
+PAUSE_AT_ENV = "INITSWEEP_PAUSE_AT"  # tests: "<point>:<n>" holds the process (launch.pause_points)
+PAUSE_FILE_ENV = "INITSWEEP_PAUSE_FILE"  # tests: the marker written there; "<file>.go" releases
 NO_STORE_TEMPLATE_ENV = "INITSWEEP_NO_STORE_TEMPLATE"  # set: MLflow creates every new store

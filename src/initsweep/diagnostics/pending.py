@@ -14,6 +14,9 @@ traceback, as it would have inline.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import pickle
+import shutil
 import sys
 import tempfile
 import traceback
@@ -21,13 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from initsweep.diagnostics.plot_worker import INPUTS_FILE, PlotWorker, PlotWorkerDied
 from initsweep.launch.devices import available_cores
 from initsweep.launch.status_files import mark_failed
+from initsweep.tracking.ownership import heartbeat
+from initsweep.tracking.retries import try_now
 from initsweep.tracking.store import end_run
-from initsweep.vocab import Outcome
+from initsweep.vocab import OUTCOME_TAG, PENDING_TAG, Outcome
 
 if TYPE_CHECKING:  # torch and matplotlib stay out: the sweep callback imports this module
     from initsweep.diagnostics.callback import DiagnosticsCallback
@@ -69,7 +76,10 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
     if callback is None:
         end_run(client, run_id, outcome)
         return
-    folder = tempfile.TemporaryDirectory(prefix="initsweep-diagnostics-")
+    # Beside the job's status file when there is one: a folder a relaunch can still find if this
+    # process dies before the plots are logged (``launch.adoption`` completes the run from it).
+    folder = tempfile.TemporaryDirectory(prefix="initsweep-diagnostics-",
+                                         dir=status_file.parent if status_file else None)
     callback.write_csv(Path(folder.name) / "diagnostics.csv")
     if inputs is not None:
         worker = _pick_worker() if background else None
@@ -81,6 +91,9 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
             else:
                 _pending.append(PendingRun(client, run_id, name, outcome, inputs, folder, worker,
                                            ticket, status_file))
+                # trained, not ended: the outcome is known now, and what the end waits for
+                client.log_batch(run_id, tags=[RunTag(OUTCOME_TAG, str(outcome)),
+                                               RunTag(PENDING_TAG, f"plots:{folder.name}")])
                 return
         _draw_here(inputs, Path(folder.name))
     _log_and_end(client, run_id, outcome, folder)
@@ -98,6 +111,7 @@ def complete_pending() -> None:
         if error is None:
             try:
                 _log_and_end(run.client, run.run_id, run.outcome, run.folder)
+                _forget_pending(run.client, run.run_id)
                 continue
             except Exception:  # the store refused the artifacts: never leave the run RUNNING
                 error = traceback.format_exc()
@@ -106,10 +120,37 @@ def complete_pending() -> None:
             run.client.log_text(run.run_id, error, "traceback.txt")
         finally:
             end_run(run.client, run.run_id, Outcome.FAILED)
+            _forget_pending(run.client, run.run_id)
             run.folder.cleanup()
             mark_failed(run.status_file, run.run_id, f"plots: {last_line}")
         print(f"{run.name}: FAILED (plots: {last_line}); run {run.run_id} marked FAILED",
               file=sys.stderr, flush=True)
+
+
+def _forget_pending(client: MlflowClient, run_id: str) -> None:
+    with contextlib.suppress(MlflowException):  # not there (or deleted by a first attempt)
+        client.delete_tag(run_id, PENDING_TAG)
+
+
+def hand_over() -> list[str]:
+    """Leave the plots still owed to the next launch (a second Ctrl-C: stop now): each such run
+    ends KILLED, its plot inputs kept in a folder its pending tag names, which the next launch of
+    its config (or ``initsweep doctor --fix``) draws and logs (``launch.adoption``); returns
+    their names. The workers are stopped."""
+    while _workers:
+        _workers.pop().process.kill()
+    names = []
+    while _pending:
+        run = _pending.pop(0)
+        kept = Path(run.folder.name).with_name(f"plots-{run.run_id}")
+        shutil.copytree(run.folder.name, kept, dirs_exist_ok=True)
+        (kept / INPUTS_FILE).write_bytes(pickle.dumps(run.inputs))  # drawn again: all of them
+        run.folder.cleanup()
+        try_now(run.client, "set_tag", run.run_id, PENDING_TAG, f"plots:{kept}")
+        try_now(run.client, "set_terminated", run.run_id, "KILLED")
+        heartbeat.release([run.run_id])
+        names.append(run.name)
+    return names
 
 
 def _answer(run: PendingRun) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import traceback
@@ -29,6 +30,9 @@ def serve() -> None:
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answer stream
     os.nice(19)  # the training job keeps its cores: plots take what it leaves idle
+    # Ctrl-C reaches the whole foreground process group: the parent decides (it waits for the
+    # plots already sent, or on a second Ctrl-C hands them to the next launch and kills us)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from initsweep.diagnostics import plots as run_plots
 
     for line in requests:
@@ -36,8 +40,9 @@ def serve() -> None:
         try:
             inputs_file = folder / INPUTS_FILE
             inputs = pickle.loads(inputs_file.read_bytes())
-            inputs_file.unlink()  # the folder is uploaded as the run's artifacts afterwards
             run_plots.draw_all(inputs, folder)
+            inputs_file.unlink()  # the folder is uploaded as the run's artifacts afterwards; kept
+            # until the plots are drawn, so a run whose process dies meanwhile can be completed
             answer = None
         except Exception:
             answer = traceback.format_exc()

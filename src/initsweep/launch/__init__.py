@@ -1,4 +1,5 @@
-"""Launching sweeps: the Hydra sweep callback, the console, job status files, GPU slots, SLURM.
+"""Launching sweeps: the Hydra sweep callback, the console, job status files, GPU slots, SLURM,
+adopting what a dead sweep left, Ctrl-C, and the pause points tests hold a process at.
 
 Everything here runs in the process that launches a multirun (and is also imported by jobs), so it
 is torch-free: a launcher that only submits jobs (joblib, SLURM) never pays for torch or

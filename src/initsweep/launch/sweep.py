@@ -29,11 +29,14 @@ from omegaconf import DictConfig
 
 from initsweep.diagnostics.pending import complete_pending
 from initsweep.errors import ConfigError
+from initsweep.launch.adoption import adopt_parents
 from initsweep.launch.console import print_error, quiet_third_parties
+from initsweep.launch.pause_points import pause
 from initsweep.launch.progress import SweepProgress, jobs_report_here, sweep_size
 from initsweep.launch.status_files import NOT_DONE, collect_statuses
 from initsweep.naming import SEED_KEYS, swept_keys
 from initsweep.report.options import report_options
+from initsweep.tracking.ownership import heartbeat, owner_tags
 from initsweep.tracking.redaction import redact, redact_log_records, redact_override
 from initsweep.tracking.resume import close_abandoned
 from initsweep.tracking.retries import StoreUnavailable
@@ -64,16 +67,17 @@ DIED = "its job ended without a result (killed, out of memory, or lost with its 
 _open_sweep: tuple[MlflowClient, str] | None = None
 
 
-def abort_sweep(reason: str) -> None:
-    """Close the open sweep's parent run FAILED: Hydra rejected the sweep after it started
-    (a job's overrides failed to compose), so ``on_multirun_end`` will never come."""
+def abort_sweep(reason: str, status: str = "FAILED") -> None:
+    """Close the open sweep's parent run (FAILED: Hydra rejected the sweep after it started, a
+    job's overrides failed to compose; KILLED: Ctrl-C), as ``on_multirun_end`` will never come."""
     global _open_sweep
     if _open_sweep is None:
         return
     client, run_id = _open_sweep
     _open_sweep = None
+    heartbeat.release([run_id])
     client.set_tag(run_id, ERROR_TAG, reason[:5000])
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+    client.set_terminated(run_id, status)
     for key in (PARENT_RUN_ENV, SWEEP_ID_ENV, SWEPT_KEYS_ENV):
         os.environ.pop(key, None)
 
@@ -117,8 +121,11 @@ class SweepCallback(Callback):
         run = self.client.create_run(
             self.experiment_id, run_name=f"sweep-{self.sweep_id}",
             tags={SWEEP_ID_TAG: self.sweep_id, ROLE_TAG: SWEEP_ROLE,
-                  "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir)})
+                  "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir),
+                  **owner_tags()})
         self.parent_run_id = run.info.run_id
+        heartbeat.watch(self.client, [self.parent_run_id])
+        adopt_parents(self.client, self.experiment_id, overrides[:5000], f"sweep {self.sweep_id}")
         global _open_sweep
         _open_sweep = (self.client, self.parent_run_id)
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
@@ -140,6 +147,7 @@ class SweepCallback(Callback):
             self.progress.close()
         global _open_sweep
         _open_sweep = None
+        heartbeat.release([self.parent_run_id])
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEEP_ID_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)
@@ -172,6 +180,7 @@ class SweepCallback(Callback):
             print_error(f"{err}: the sweep's parent run {self.parent_run_id} is left RUNNING")
             sys.exit(1)
         print(f"sweep {self.sweep_id}: {len(statuses)} jobs ({summary or 'none'})", flush=True)
+        pause("report")
         if self.report is not None:  # report=true (default) or {tune: optim.lr, ...}
             try:
                 # pandas, scipy and matplotlib load only when a report is made

@@ -10,8 +10,8 @@ callback and SIGTERM, is ``initsweep.training.preemption``).
   its runs are marked KILLED with ``outcome=preempted`` and the checkpoint path as a tag.
 - The next launch of the same config finds those runs, reopens them, and resumes from the
   checkpoint (model, optimizer, loop counters and the data-order generators), so it reaches the
-  same final metrics as an uninterrupted job. The steps of the interrupted epoch are trained and
-  logged again.
+  same final metrics as an uninterrupted job. The steps of the interrupted epoch are trained
+  again; the rows the store already has are not logged twice (``logged_steps``).
 - A job that gave up on the store (``initsweep.tracking.retries``) cannot end its runs: they stay
   RUNNING, and the rows it could not write are kept beside the checkpoint
   (``<checkpoint>.unsent.json``, naming the runs). That file is what says "nobody trains this run
@@ -28,18 +28,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Run, RunStatus
+from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from initsweep.tracking.ownership import owner_tags
 from initsweep.vocab import (
     CHECKPOINT_TAG,
     CONFIG_HASH_TAG,
     ERROR_TAG,
     GROUP_HASH_TAG,
     OUTCOME_TAG,
+    PARENT_RUN_ENV,
+    PARENT_TAG,
     ROLE_TAG,
+    SWEEP_ID_ENV,
+    SWEEP_ID_TAG,
     SWEEP_ROLE,
     Outcome,
 )
@@ -105,11 +110,22 @@ def resumable(previous: Sequence[list[Run]]) -> tuple[list[Run], Path] | None:
 def reopen_run(client: MlflowClient, run_id: str, checkpoint: Path,
                previous: Path | None = None) -> None:
     """A preempted run, RUNNING again, to be resumed; ``checkpoint`` is where it now saves.
-    Rows an earlier attempt could not write (``previous``'s unsent file) are written first."""
+    Rows an earlier attempt could not write (``previous``'s unsent file) are written first.
+    The process and the sweep that resume it own it from now on (its parent: this sweep's)."""
     write_unsent(client, run_id, previous or checkpoint)
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, OUTCOME_TAG, Outcome.RUNNING)
-    client.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint))
+    sweep = ({PARENT_TAG: os.environ[PARENT_RUN_ENV], SWEEP_ID_TAG: os.environ[SWEEP_ID_ENV]}
+             if os.environ.get(PARENT_RUN_ENV) and os.environ.get(SWEEP_ID_ENV) else {})
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {
+        OUTCOME_TAG: Outcome.RUNNING.value, CHECKPOINT_TAG: str(checkpoint), **owner_tags(),
+        **sweep}.items()])
+
+
+def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """Metric key -> the last step the store has of it: a resumed run redoes the epoch it was
+    stopped in, and its logger drops the rows the store already has (a history without
+    duplicate steps; on CPU the redone values are the same)."""
+    return {m.key: m.step for m in client.get_run(run_id).data._metric_objs}
 
 
 def mark_preempted(client: MlflowClient, run_id: str) -> None:

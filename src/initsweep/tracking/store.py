@@ -28,6 +28,7 @@ from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 from mlflow.utils.uri import get_uri_scheme
 
 from initsweep.errors import ConfigError
+from initsweep.tracking.ownership import heartbeat, owner_tags
 from initsweep.tracking.redaction import is_secret_key, redact
 from initsweep.tracking.retries import RetryingClient, RetryPolicy, reason
 from initsweep.tracking.sqlite_template import create_from_template
@@ -196,6 +197,7 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
     all_tags = {k: "***" if is_secret_key(k) else redact(str(v)) for k, v in tags.items()}
     if parent:
         all_tags[PARENT_TAG] = parent
+    all_tags.update(owner_tags())  # who owns it: the next launch adopts it if this process dies
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     items = [Param(k, "***" if is_secret_key(k) else redact(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -208,3 +210,4 @@ def end_run(client: MlflowClient, run_id: str, outcome: str) -> None:
     client.set_tag(run_id, OUTCOME_TAG, outcome)
     status = RunStatus.FAILED if outcome == Outcome.FAILED else RunStatus.FINISHED
     client.set_terminated(run_id, RunStatus.to_string(status))
+    heartbeat.release([run_id])

@@ -17,8 +17,10 @@ from typing import Any, Protocol
 from mlflow.tracking import MlflowClient
 
 from initsweep.diagnostics.pending import complete_pending
+from initsweep.launch.interrupt import interrupted, shield, stop_if_interrupted
 from initsweep.launch.slurm import under_submitit_slurm
 from initsweep.launch.status_files import write_status
+from initsweep.tracking.ownership import heartbeat
 from initsweep.tracking.resume import PREEMPTED, mark_preempted, save_unsent, unsent_file
 from initsweep.tracking.retries import StoreUnavailable, try_now
 from initsweep.tracking.store import end_run
@@ -77,8 +79,10 @@ class JobGuard:
                  tb: TracebackType | None) -> bool:
         self.preemption.restore()
         if err is None:
+            stop_if_interrupted(self.preemption.signalled)  # Ctrl-C after training: stop the sweep
             return False
         open_runs = [run for run in self.runs if run.run_id and not run.ended]
+        heartbeat.release(run.run_id for run in open_runs)
         if isinstance(err, PREEMPTION):
             return self._preempted(open_runs)
         self.exit_code = 1
@@ -93,6 +97,8 @@ class JobGuard:
         SIGKILL. What the store does not take at once is kept beside the checkpoint, so the next
         attempt still resumes these runs and writes their rows."""
         signum = self.preemption.signalled or signal.SIGTERM
+        if signum == signal.SIGINT:
+            shield()
         for run in open_runs:
             if run.logger is not None:
                 run.logger.write_now()
@@ -105,6 +111,9 @@ class JobGuard:
                             "preempted while the store did not answer")
             run.status.update(outcome=PREEMPTED, error=signum.name)
         self._close(store=False)
+        if signum == signal.SIGINT:  # Ctrl-C: one line, and the sweep stops (launch.interrupt)
+            interrupted([run.name for run in open_runs], self.preemption.saved_step,
+                        self.checkpoint)
         for run in open_runs:
             print(f"{run.name}: preempted ({signum.name}); run {run.run_id} KILLED, the next "
                   f"launch resumes it from {self.checkpoint}", file=sys.stderr, flush=True)

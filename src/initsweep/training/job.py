@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from initsweep.diagnostics.findings import diagnose, log_diagnosis
 from initsweep.diagnostics.pending import complete_pending, finish_run
 from initsweep.errors import ConfigError
+from initsweep.launch.adoption import adopt_previous
 from initsweep.launch.console import print_error, quiet_third_parties, result_line
 from initsweep.launch.devices import bind_job
 from initsweep.launch.status_files import RUNNING, reported_metrics, status_file, write_status
@@ -48,12 +49,14 @@ from initsweep.naming import (
     seed_configs,
     seed_overrides,
 )
+from initsweep.tracking.ownership import heartbeat
 from initsweep.tracking.redaction import redact_config, redact_override
 from initsweep.tracking.resume import (
     CHECKPOINT_TAG,
     finished_run,
     forget_checkpoint,
     job_checkpoint,
+    logged_steps,
     previous_runs,
     reopen_run,
     resumable,
@@ -202,6 +205,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             # seeds are FINISHED, the last one trains alone, bit for bit as a run of its own.
             stacked = len(todo) > 1
             resume_from = open_runs(client, experiment_id, todo, checkpoint, force, stacked)
+            heartbeat.watch(client, [run.run_id for run in todo])
             for run in todo:  # a job that dies from here on is told apart by this status
                 run.status["outcome"] = RUNNING
             write_status(ctx.output_dir, statuses)
@@ -264,8 +268,9 @@ def _not_started(ctx: JobContext, statuses: list[dict[str, Any]], err: Exception
 def skip_finished(client: MlflowClient, experiment_id: str, runs: list[JobRun],
                   force: bool) -> list[JobRun]:
     """The runs still to train: those whose config has no FINISHED run (all, with ``force``)."""
-    previous = previous_runs(client, experiment_id, runs[0].tags["group_hash"],
-                             [run.tags["config_hash"] for run in runs])
+    previous = adopt_previous(client, previous_runs(  # orphans first: resumed, completed, closed
+        client, experiment_id, runs[0].tags["group_hash"],
+        [run.tags["config_hash"] for run in runs]))
     todo = []
     for run in runs:
         run.previous = previous[run.tags["config_hash"]]
@@ -296,6 +301,8 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
                                    {**run.tags, **extra, CHECKPOINT_TAG: checkpoint}, run.params)
         run.status.update(run_id=run.run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
         run.logger = BufferedMlflowLogger(client, run.run_id, run.cfg.tracking.flush_every)
+        if found is not None:  # resumed: the redone epoch's rows the store has are not sent twice
+            run.logger.logged_through = logged_steps(client, run.run_id)
     return None if found is None else str(found[1])
 
 

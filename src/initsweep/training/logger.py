@@ -38,6 +38,7 @@ class BufferedMlflowLogger(Logger):
         super().__init__()
         self.client, self.run_id, self.flush_every = client, run_id, flush_every
         self._rows: list[Metric] = []
+        self.logged_through: dict[str, int] = {}  # a resumed run's last stored step per key
 
     @property
     def name(self) -> str:
@@ -59,6 +60,8 @@ class BufferedMlflowLogger(Logger):
 
     def add(self, rows: list[Metric]) -> None:
         """Metric rows made elsewhere (the stacked-seeds module logs per seed)."""
+        if self.logged_through:  # resumed: the redone epoch's rows the store has already
+            rows = [r for r in rows if r.step > self.logged_through.get(r.key, -1)]
         self._rows.extend(rows)
         if len(self._rows) >= self.flush_every:
             self.write_now()

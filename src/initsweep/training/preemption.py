@@ -27,6 +27,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from initsweep.launch.pause_points import pause
 from initsweep.launch.slurm import requeued as slurm_requeued
 from initsweep.launch.slurm import submitit_signal, under_submitit_slurm
 from initsweep.launch.slurm import task_id as slurm_task_id
@@ -54,10 +55,13 @@ PREEMPTION = (Preempted, SIGTERMException)
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
-    """SIGTERM always; submitit's requeue signal too when submitit runs this job on SLURM."""
+    """SIGTERM always; submitit's requeue signal too when submitit runs this job on SLURM; SIGINT
+    (Ctrl-C) where Python's own handler has it (a background job that ignores it keeps so)."""
+    interactive = ((signal.SIGINT,) if signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                   else ())
     if under_submitit_slurm():
-        return (signal.SIGTERM, submitit_signal())
-    return (signal.SIGTERM,)
+        return (signal.SIGTERM, submitit_signal(), *interactive)
+    return (signal.SIGTERM, *interactive)
 
 
 class PreemptionCheckpoint(L.Callback):
@@ -71,11 +75,14 @@ class PreemptionCheckpoint(L.Callback):
         self.path = path
         self.signalled: signal.Signals | None = None  # the first stop signal received
         self.replaced: dict[signal.Signals, Any] = {}  # handlers ours replaced (kept after restore)
+        self.saved_step: int | None = None  # the global step of the checkpoint there is to resume
         self._installed = False
 
     def _record(self, signum: int, frame: Any) -> None:
         if self.signalled is None:
             self.signalled = signal.Signals(signum)
+        elif signum == signal.SIGINT:  # a second Ctrl-C: stop now, not at the step's end
+            raise Preempted(signal.SIGINT, self.path)
 
     def install(self) -> None:
         """Record the stop signals from now on (idempotent; main thread only, as Python's
@@ -102,8 +109,24 @@ class PreemptionCheckpoint(L.Callback):
         if self.signalled is not None:
             raise Preempted(self.signalled, self.path)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.path.exists():  # resumed: its checkpoint is the one to come back to
+            self.saved_step = trainer.global_step
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The epoch's rows go to the store first (the module's epoch-end loss rows too: sending
+        # them is idempotent), then the checkpoint: a process killed in between resumes one epoch
+        # back and its relogged rows are dropped (``resume.logged_steps``): no gap in the history.
+        log_train_losses = getattr(pl_module, "log_train_losses", None)
+        if log_train_losses is not None:
+            log_train_losses()
+        for logger in (*trainer.loggers, *getattr(pl_module, "member_loggers", ())):
+            write_now = getattr(logger, "write_now", None)
+            if write_now is not None:
+                write_now()
         trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
+        pause("checkpoint")
 
 
 def hand_back_to_slurm(signum: signal.Signals, preemption: PreemptionCheckpoint,
