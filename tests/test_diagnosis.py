@@ -196,6 +196,7 @@ def test_a_healthy_he_init_is_healthy():
 
 
 # ------------------------------------------------------------------------------- real runs
+@pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_runs_carry_their_diagnosis_in_mlflow_and_on_the_console(cli, store):
     proc = cli("-m", "debug=fast", "init=zeros,he", "diagnostics.plots=false", "report=false",
                check=True)
@@ -221,6 +222,7 @@ def test_runs_carry_their_diagnosis_in_mlflow_and_on_the_console(cli, store):
     assert "diagnosis" not in bare.data.tags and "mlflow.note.content" not in bare.data.tags
 
 
+@pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_the_report_says_why_per_group_and_where_seeds_disagree(cli, store, tmp_path):
     """A real S2 sweep, a few steps long: zeros is symmetric on both seeds; PyTorch's default
     init on the S2 net (16-unit ReLU layers) leaves 69% of layer 3's units dead on seed 0 at

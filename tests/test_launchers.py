@@ -228,6 +228,7 @@ def test_gpus_launcher_binds_each_worker_to_its_own_gpu(tmp_path):
     _children_of_one_parent(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", 3)
 
 
+@pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_gpus_launcher_on_cpu_runs_cores_jobs_at_once(tmp_path):
     proc = _sweep(tmp_path, "hydra/launcher=gpus", "init=he,zeros", "seed=0",
                   env={"CUDA_VISIBLE_DEVICES": ""})

@@ -86,6 +86,7 @@ def test_resnet_depth_norm_and_plain_variant():
 
 
 # --------------------------------------------------------------------------- a user's own model
+@pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_a_model_from_a_file_in_the_users_folder_runs_end_to_end(cli, store, user_folder):
     proc = cli("model=custom", "model._target_=my_models.small_cnn", "+model.channels=8",
                "init=he", "optim.lr=0.01", "trainer.max_epochs=3",

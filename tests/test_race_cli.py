@@ -28,6 +28,7 @@ def parent_and_children(store: str) -> tuple[list, list]:
     return sorted(parents, key=lambda r: r.info.start_time), children
 
 
+@pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_a_real_race_drops_the_worse_config_logs_the_race_and_resumes(cli, store, tmp_path):
     proc = cli(*RACE, "seeds_per_job=2", check=True)
     out = proc.stdout

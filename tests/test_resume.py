@@ -20,6 +20,7 @@ SLOW = ["data=synthetic", "data.n_train=12000", "data.n_val=500", "data.n_test=1
         "diagnostics.enabled=false"]
 
 
+@pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_rerunning_a_sweep_skips_finished_configs(cli, store):
     args = ("-m", "init=he,zeros", "seed=0", "trainer.max_epochs=1")
     cli(*args, check=True)
