@@ -73,11 +73,22 @@ def workload_overrides(name: str, mnist_root: str | None, model: str = "mlp") ->
     models = [] if model == "mlp" else [f"model={model}", "init=he"]
     if name == "digits":
         return models
-    data = (["data=mnist", f"data.root={mnist_root}"]
-            if mnist_root and (Path(mnist_root) / "MNIST" / "raw").exists() else ["data=synthetic"])
+    data = (
+        ["data=mnist", f"data.root={mnist_root}"]
+        if mnist_root and (Path(mnist_root) / "MNIST" / "raw").exists()
+        else ["data=synthetic"]
+    )
     mlp = ["model.hidden_sizes=[256,128]", "model.activation=relu"] if model == "mlp" else []
-    return [*data, "data.batch_size=128", *mlp, *models, "optim=adam", "optim.lr=0.001",
-            "trainer.max_epochs=2", "init=he"]
+    return [
+        *data,
+        "data.batch_size=128",
+        *mlp,
+        *models,
+        "optim=adam",
+        "optim.lr=0.001",
+        "trainer.max_epochs=2",
+        "init=he",
+    ]
 
 
 def compose_cfg(overrides: list[str]):
@@ -93,8 +104,13 @@ def plain_loop(cfg) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     net = build_network(cfg.model, datamodule.input_shape, datamodule.num_classes, cfg.init_seed)
     activation = cfg.model.get("activation", "relu")
-    initialize_(net, dict(cfg.init), cfg.init_seed, activation,
-                draw_batch=lambda n: datamodule.probe_batch(n, cfg.init_seed)[0])
+    initialize_(
+        net,
+        dict(cfg.init),
+        cfg.init_seed,
+        activation,
+        draw_batch=lambda n: datamodule.probe_batch(n, cfg.init_seed)[0],
+    )
     optimizer = make_optimizer(net.parameters(), cfg.optim)  # the run's optimizer, fused or not
     generator = torch.Generator().manual_seed(cfg.data_seed)
     batch = cfg.data.batch_size
@@ -103,7 +119,7 @@ def plain_loop(cfg) -> tuple[float, float]:
         order = torch.randperm(len(y), generator=generator)
         xs, ys = x[order], y[order]
         for i in range(0, len(y), batch):
-            loss = F.cross_entropy(net(xs[i:i + batch]), ys[i:i + batch])
+            loss = F.cross_entropy(net(xs[i : i + batch]), ys[i : i + batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -135,10 +151,12 @@ def mlflow_clock():
     """
     spent = {"s": 0.0, "cpu_s": 0.0}
     depth = [0]
-    originals = [(cls, name, fn) for cls in (MlflowClient, BufferedMlflowLogger)
-                 for name, fn in vars(cls).items()
-                 if callable(fn) and not name.startswith("_")
-                 and (cls is MlflowClient or name == "flush")]
+    originals = [
+        (cls, name, fn)
+        for cls in (MlflowClient, BufferedMlflowLogger)
+        for name, fn in vars(cls).items()
+        if callable(fn) and not name.startswith("_") and (cls is MlflowClient or name == "flush")
+    ]
 
     def timed(fn):
         @functools.wraps(fn)
@@ -154,6 +172,7 @@ def mlflow_clock():
                 if depth[0] == 0:
                     spent["s"] += time.perf_counter() - start
                     spent["cpu_s"] += time.process_time() - cpu
+
         return call
 
     for cls, name, fn in originals:
@@ -242,9 +261,13 @@ def initsweep_run(cfg) -> dict:
         job.plan_runs = plan_runs
     cpu = time.process_time() - planned["cpu"]
     assert status["outcome"] == "ok", status
-    return {**status["timing"], "run_id": status["run_id"], "mlflow_s": mlflow_spent["s"],
-            "run_cpu_s": cpu,
-            "mlflow_cpu_s": mlflow_spent["cpu_s"]}
+    return {
+        **status["timing"],
+        "run_id": status["run_id"],
+        "mlflow_s": mlflow_spent["s"],
+        "run_cpu_s": cpu,
+        "mlflow_cpu_s": mlflow_spent["cpu_s"],
+    }
 
 
 def peer_run(cfg, tmp: str) -> tuple[float, float]:
@@ -277,8 +300,9 @@ def peer_run(cfg, tmp: str) -> tuple[float, float]:
             x, y = batch
             logits = self.net(x)
             self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True)
-            self.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), on_epoch=True,
-                     prog_bar=True)
+            self.log(
+                f"{stage}/acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True
+            )
 
         def validation_step(self, batch, batch_idx):
             self._shared_eval(batch, "val")
@@ -292,13 +316,22 @@ def peer_run(cfg, tmp: str) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     logger = MLFlowLogger(experiment_name="peer", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    checkpoint = ModelCheckpoint(dirpath=f"{tmp}/peer_checkpoints", monitor="val/acc",
-                                 mode="max", save_last=True)
-    trainer = L.Trainer(logger=logger, callbacks=[checkpoint], enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        max_epochs=cfg.trainer.max_epochs, deterministic=True,
-                        log_every_n_steps=cfg.trainer.log_every_n_steps, accelerator="auto",
-                        devices=1, default_root_dir=tmp)
+    checkpoint = ModelCheckpoint(
+        dirpath=f"{tmp}/peer_checkpoints", monitor="val/acc", mode="max", save_last=True
+    )
+    trainer = L.Trainer(
+        logger=logger,
+        callbacks=[checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        max_epochs=cfg.trainer.max_epochs,
+        deterministic=True,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        accelerator="auto",
+        devices=1,
+        default_root_dir=tmp,
+    )
     model = PeerModule()
     trainer.fit(model, datamodule=datamodule)
     trainer.test(model, ckpt_path="best", datamodule=datamodule, verbose=False)
@@ -344,13 +377,17 @@ def heartbeat_cost(base: list[str], repeats: int, every: float = 0.5) -> dict:
         else:
             os.environ[HEARTBEAT_ENV] = previous
     beat_ms = [1000 * r["beat_s_on"] / r["beats_on"] for r in rows if r["beats_on"]]
-    return {"every_s": every, "default_every_s": HEARTBEAT_S, "rows": rows,
-            "beats_per_run": summary([r["beats_on"] for r in rows]),
-            "beat_ms": summary(beat_ms or [math.nan]),
-            "share_at_default": summary([ms / 1000 / HEARTBEAT_S for ms in beat_ms or [math.nan]]),
-            "run_off_s": summary([r["run_off_s"] for r in rows]),
-            "run_on_s": summary([r["run_on_s"] for r in rows]),
-            "slowdown_at_every": summary([r["run_on_s"] / r["run_off_s"] - 1 for r in rows])}
+    return {
+        "every_s": every,
+        "default_every_s": HEARTBEAT_S,
+        "rows": rows,
+        "beats_per_run": summary([r["beats_on"] for r in rows]),
+        "beat_ms": summary(beat_ms or [math.nan]),
+        "share_at_default": summary([ms / 1000 / HEARTBEAT_S for ms in beat_ms or [math.nan]]),
+        "run_off_s": summary([r["run_off_s"] for r in rows]),
+        "run_on_s": summary([r["run_on_s"] for r in rows]),
+        "slowdown_at_every": summary([r["run_on_s"] / r["run_off_s"] - 1 for r in rows]),
+    }
 
 
 def summary(values: list[float]) -> dict:
@@ -398,12 +435,22 @@ def demo_sweep_wall() -> dict:
     """``make sweep`` without the install: the process, imports included, in a temp store, with
     the split of its wall time (``SWEEP_DRIVER``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["-m", "init=xavier,he,zeros", "seed=0,1,2", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-                f"hydra.sweep.dir={tmp}/multirun"]
+        args = [
+            "-m",
+            "init=xavier,he,zeros",
+            "seed=0,1,2",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"hydra.sweep.dir={tmp}/multirun",
+        ]
         driver = SWEEP_DRIVER % {"src": str(REPO / "src"), "train": str(REPO / "train.py")}
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", driver, json.dumps(args)], check=True,
-                              capture_output=True, text=True, cwd=tmp)
+        proc = subprocess.run(
+            [sys.executable, "-c", driver, json.dumps(args)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
         wall = time.perf_counter() - start
     line = [x for x in proc.stderr.splitlines() if x.startswith("SWEEP_CLOCK ")][-1]
     clock = json.loads(line.split(" ", 1)[1])
@@ -428,9 +475,14 @@ def seeds_per_second(base: list[str], k: int) -> dict:
     run_job(compose_cfg([*base, "seed=0", f"seeds_per_job={k}"]))
     complete_pending()
     batched = time.perf_counter() - start
-    return {"k": k, "sequential_s": sequential, "batched_s": batched,
-            "sequential_seeds_per_s": k / sequential, "batched_seeds_per_s": k / batched,
-            "speedup": sequential / batched}
+    return {
+        "k": k,
+        "sequential_s": sequential,
+        "batched_s": batched,
+        "sequential_seeds_per_s": k / sequential,
+        "batched_seeds_per_s": k / batched,
+        "speedup": sequential / batched,
+    }
 
 
 def ecosystem_costs(base: list[str], repeats: int, interval: float) -> dict:
@@ -454,19 +506,27 @@ def ecosystem_costs(base: list[str], repeats: int, interval: float) -> dict:
     try:
         for rep in range(repeats):
             timing = {}
-            for label, overrides in sorted((("off", base), ("on", on_cfg)),
-                                           reverse=bool(rep % 2)):
+            for label, overrides in sorted((("off", base), ("on", on_cfg)), reverse=bool(rep % 2)):
                 spent["s"] = 0.0
                 timing[label] = initsweep_run(compose_cfg(overrides))
                 timing[label]["datasets_s"] = spent["s"]
             uri = next(o for o in base if o.startswith("tracking.uri="))
             client = MlflowClient(uri.removeprefix("tracking.uri="))
-            samples = len(client.get_metric_history(timing["on"]["run_id"],
-                                                    "system/cpu_utilization_percentage"))
-            rows.append({"run_s": timing["off"]["run_s"], "run_on_s": timing["on"]["run_s"],
-                         "cpu_s": timing["off"]["run_cpu_s"],
-                         "cpu_on_s": timing["on"]["run_cpu_s"],
-                         "datasets_s": timing["off"]["datasets_s"], "samples": samples})
+            samples = len(
+                client.get_metric_history(
+                    timing["on"]["run_id"], "system/cpu_utilization_percentage"
+                )
+            )
+            rows.append(
+                {
+                    "run_s": timing["off"]["run_s"],
+                    "run_on_s": timing["on"]["run_s"],
+                    "cpu_s": timing["off"]["run_cpu_s"],
+                    "cpu_on_s": timing["on"]["run_cpu_s"],
+                    "datasets_s": timing["off"]["datasets_s"],
+                    "samples": samples,
+                }
+            )
     finally:
         job.log_datasets = log_datasets
     return {
@@ -486,27 +546,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("s1", "digits"), default="s1")
     parser.add_argument("--model", choices=("mlp", "cnn", "resnet"), default="mlp")
-    parser.add_argument("--mlp-vmap", action="store_true",
-                        help="stack the MLP's seeds with vmap instead of batched matmuls")
+    parser.add_argument(
+        "--mlp-vmap",
+        action="store_true",
+        help="stack the MLP's seeds with vmap instead of batched matmuls",
+    )
     parser.add_argument("--mnist-root", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--seeds", type=int, default=8, help="K for the vectorized-seeds test")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path, help="profile one run into this file and exit")
-    parser.add_argument("--hooks", action="store_true",
-                        help="time Lightning's hooks in one run and in Lightning alone, then exit")
-    parser.add_argument("--threads", type=int,
-                        help="torch threads for everything timed (default: torch's own); 1 keeps "
-                             "the figures steadier on cores that other processes also use")
+    parser.add_argument(
+        "--hooks",
+        action="store_true",
+        help="time Lightning's hooks in one run and in Lightning alone, then exit",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for everything timed (default: torch's own); 1 keeps "
+        "the figures steadier on cores that other processes also use",
+    )
     parser.add_argument("--skip-seeds", action="store_true", help="no K-seeds throughput")
     parser.add_argument("--skip-peer", action="store_true", help="no lightning-hydra-template row")
-    parser.add_argument("--heartbeat", action="store_true",
-                        help="the owner heartbeat's cost (off versus every 0.5 s), then exit")
-    parser.add_argument("--ecosystem", action="store_true",
-                        help="only what MLflow's datasets and system metrics cost a run, then exit")
-    parser.add_argument("--system-metrics-interval", type=float, default=1.0, metavar="S",
-                        help="--ecosystem: seconds between system-metrics samples (1)")
+    parser.add_argument(
+        "--heartbeat",
+        action="store_true",
+        help="the owner heartbeat's cost (off versus every 0.5 s), then exit",
+    )
+    parser.add_argument(
+        "--ecosystem",
+        action="store_true",
+        help="only what MLflow's datasets and system metrics cost a run, then exit",
+    )
+    parser.add_argument(
+        "--system-metrics-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="--ecosystem: seconds between system-metrics samples (1)",
+    )
     args = parser.parse_args()
     if args.mlp_vmap:
         from initsweep.training import fit_stacked as stacked_seeds
@@ -521,8 +601,11 @@ def main() -> None:
     load_at_start = list(os.getloadavg())  # other processes on the cores skew every figure
     with tempfile.TemporaryDirectory() as tmp:
         # force: the same config runs again and again here; never skip it as already finished
-        store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment_name=benchmark",
-                 "force=true"]
+        store = [
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            "experiment_name=benchmark",
+            "force=true",
+        ]
         base = [*workload_overrides(args.workload, args.mnist_root, args.model), *store]
         with_diag = compose_cfg(base)
         without_diag = compose_cfg([*base, "diagnostics.enabled=false"])
@@ -534,27 +617,36 @@ def main() -> None:
             cost = heartbeat_cost(base, args.repeats)
             for key, value in cost.items():
                 if isinstance(value, dict):
-                    print(f"heartbeat {key:20s} median {value['median']:.6g} "
-                          f"(min {value['min']:.6g}, max {value['max']:.6g})")
+                    print(
+                        f"heartbeat {key:20s} median {value['median']:.6g} "
+                        f"(min {value['min']:.6g}, max {value['max']:.6g})"
+                    )
             if args.json:
                 args.json.write_text(json.dumps(cost, indent=2))
             return
         if args.ecosystem:
-            costs = {"workload": args.workload, "dataset": with_diag.data._target_,
-                     "threads": torch.get_num_threads(), "load_average_at_start": load_at_start,
-                     **ecosystem_costs(base, args.repeats, args.system_metrics_interval),
-                     "load_average_at_end": list(os.getloadavg())}
+            costs = {
+                "workload": args.workload,
+                "dataset": with_diag.data._target_,
+                "threads": torch.get_num_threads(),
+                "load_average_at_start": load_at_start,
+                **ecosystem_costs(base, args.repeats, args.system_metrics_interval),
+                "load_average_at_end": list(os.getloadavg()),
+            }
             for key, value in costs.items():
                 if isinstance(value, dict) and "median" in value:
-                    print(f"{key:36s} {value['median']:9.3f} {value['min']:9.3f} "
-                          f"{value['max']:9.3f}")
+                    print(
+                        f"{key:36s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}"
+                    )
             if args.json:
                 args.json.write_text(json.dumps(costs, indent=2))
             return
         if args.hooks:
             hooks = {}
-            for label, run in (("lightning alone", lambda: lightning_alone(without_diag)),
-                               ("initsweep run", lambda: initsweep_run(with_diag))):
+            for label, run in (
+                ("lightning alone", lambda: lightning_alone(without_diag)),
+                ("initsweep run", lambda: initsweep_run(with_diag)),
+            ):
                 with hook_timer() as timer:
                     run()
                 print_hooks(label, timer.totals)
@@ -569,47 +661,79 @@ def main() -> None:
             full = initsweep_run(with_diag)
             bare = initsweep_run(without_diag)
             peer, peer_cpu = (None, None) if args.skip_peer else peer_run(with_diag, tmp)
-            rows.append({"plain_s": plain, "lightning_alone_s": alone, "run_s": full["run_s"],
-                         "plain_cpu_s": plain_cpu, "lightning_alone_cpu_s": alone_cpu,
-                         "run_cpu_s": full["run_cpu_s"], "peer_cpu_s": peer_cpu,
-                         "mlflow_cpu_s": full["mlflow_cpu_s"],
-                         "diagnostics_cpu_s": full.get("diagnostics_cpu_s", math.nan),
-                         "fit_test_s": full["fit_test_s"],
-                         "mlflow_s": full["mlflow_s"], "diagnostics_s": full["diagnostics_s"],
-                         "artifacts_s": full["artifacts_s"], "diagnosis_s": full["diagnosis_s"],
-                         "run_no_diag_s": bare["run_s"], "peer_s": peer})
+            rows.append(
+                {
+                    "plain_s": plain,
+                    "lightning_alone_s": alone,
+                    "run_s": full["run_s"],
+                    "plain_cpu_s": plain_cpu,
+                    "lightning_alone_cpu_s": alone_cpu,
+                    "run_cpu_s": full["run_cpu_s"],
+                    "peer_cpu_s": peer_cpu,
+                    "mlflow_cpu_s": full["mlflow_cpu_s"],
+                    "diagnostics_cpu_s": full.get("diagnostics_cpu_s", math.nan),
+                    "fit_test_s": full["fit_test_s"],
+                    "mlflow_s": full["mlflow_s"],
+                    "diagnostics_s": full["diagnostics_s"],
+                    "artifacts_s": full["artifacts_s"],
+                    "diagnosis_s": full["diagnosis_s"],
+                    "run_no_diag_s": bare["run_s"],
+                    "peer_s": peer,
+                }
+            )
         vectorized = None if args.skip_seeds else seeds_per_second(base, args.seeds)
-        vectorized_bare = (None if args.skip_seeds else
-                           seeds_per_second([*base, "diagnostics.enabled=false"], args.seeds))
+        vectorized_bare = (
+            None
+            if args.skip_seeds
+            else seeds_per_second([*base, "diagnostics.enabled=false"], args.seeds)
+        )
     result = {
-        "workload": args.workload, "model": args.model, "mlp_vmap": args.mlp_vmap,
+        "workload": args.workload,
+        "model": args.model,
+        "mlp_vmap": args.mlp_vmap,
         "dataset": with_diag.data._target_.rsplit(".", 1)[-1],
-        "repeats": args.repeats, "threads": torch.get_num_threads(),
-        "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg()),
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": list(os.getloadavg()),
         "plain_loop_s": summary([r["plain_s"] for r in rows]),
         "initsweep_run_s": summary([r["run_s"] for r in rows]),
         "ratio_run_to_plain": summary([r["run_s"] / r["plain_s"] for r in rows]),
-        "ratio_lightning_alone_to_plain": summary([r["lightning_alone_s"] / r["plain_s"]
-                                                   for r in rows]),
+        "ratio_lightning_alone_to_plain": summary(
+            [r["lightning_alone_s"] / r["plain_s"] for r in rows]
+        ),
         "ratio_fit_to_plain": summary([r["fit_test_s"] / r["plain_s"] for r in rows]),
-        "ratio_run_to_lightning_alone": summary([r["run_s"] / r["lightning_alone_s"]
-                                                 for r in rows]),
-        **({} if args.skip_peer else {
-            "ratio_peer_to_plain": summary([r["peer_s"] / r["plain_s"] for r in rows]),
-            "ratio_run_to_peer": summary([r["run_s"] / r["peer_s"] for r in rows])}),
+        "ratio_run_to_lightning_alone": summary(
+            [r["run_s"] / r["lightning_alone_s"] for r in rows]
+        ),
+        **(
+            {}
+            if args.skip_peer
+            else {
+                "ratio_peer_to_plain": summary([r["peer_s"] / r["plain_s"] for r in rows]),
+                "ratio_run_to_peer": summary([r["run_s"] / r["peer_s"] for r in rows]),
+            }
+        ),
         # CPU time of this process (the plots of a run alone are drawn in it): steadier than
         # wall time when other processes share the cores
         "cpu_ratio_run_to_plain": summary([r["run_cpu_s"] / r["plain_cpu_s"] for r in rows]),
-        "cpu_ratio_lightning_alone_to_plain": summary([r["lightning_alone_cpu_s"] /
-                                                       r["plain_cpu_s"] for r in rows]),
-        "cpu_ratio_run_to_lightning_alone": summary([r["run_cpu_s"] / r["lightning_alone_cpu_s"]
-                                                     for r in rows]),
-        **({} if args.skip_peer else {
-            "cpu_ratio_peer_to_plain": summary([r["peer_cpu_s"] / r["plain_cpu_s"]
-                                                for r in rows])}),
+        "cpu_ratio_lightning_alone_to_plain": summary(
+            [r["lightning_alone_cpu_s"] / r["plain_cpu_s"] for r in rows]
+        ),
+        "cpu_ratio_run_to_lightning_alone": summary(
+            [r["run_cpu_s"] / r["lightning_alone_cpu_s"] for r in rows]
+        ),
+        **(
+            {}
+            if args.skip_peer
+            else {
+                "cpu_ratio_peer_to_plain": summary(
+                    [r["peer_cpu_s"] / r["plain_cpu_s"] for r in rows]
+                )
+            }
+        ),
         "cpu_mlflow_share": summary([r["mlflow_cpu_s"] / r["run_cpu_s"] for r in rows]),
-        "cpu_diagnostics_share": summary([r["diagnostics_cpu_s"] / r["run_cpu_s"]
-                                          for r in rows]),
+        "cpu_diagnostics_share": summary([r["diagnostics_cpu_s"] / r["run_cpu_s"] for r in rows]),
         "mlflow_share": summary([r["mlflow_s"] / r["run_s"] for r in rows]),
         "diagnostics_share": summary([r["diagnostics_s"] / r["run_s"] for r in rows]),
         "artifacts_share": summary([r["artifacts_s"] / r["run_s"] for r in rows]),
@@ -622,22 +746,29 @@ def main() -> None:
     if not args.skip_sweep:
         result["demo_sweep"] = demo_sweep_wall()
         result["demo_sweep_wall_s"] = result["demo_sweep"]["wall_s"]
-    print(f"load average (1, 5, 15 min): at start {load_at_start}, at end "
-          f"{result['load_average_at_end']}")
+    print(
+        f"load average (1, 5, 15 min): at start {load_at_start}, at end "
+        f"{result['load_average_at_end']}"
+    )
     print(f"{'measure':36s} {'median':>9s} {'min':>9s} {'max':>9s}")
     for key, value in result.items():
         if isinstance(value, dict) and "median" in value:
             print(f"{key:36s} {value['median']:9.3f} {value['min']:9.3f} {value['max']:9.3f}")
-    for label, seeds in (("seeds/s seq., batched", vectorized),
-                         ("  the same, no diagnostics", vectorized_bare)):
+    for label, seeds in (
+        ("seeds/s seq., batched", vectorized),
+        ("  the same, no diagnostics", vectorized_bare),
+    ):
         if seeds is None:
             continue
-        print(f"{label:36s} {seeds['sequential_seeds_per_s']:9.3f} "
-              f"{seeds['batched_seeds_per_s']:9.3f}  (K={seeds['k']}, "
-              f"speed-up {seeds['speedup']:.2f}x)")
+        print(
+            f"{label:36s} {seeds['sequential_seeds_per_s']:9.3f} "
+            f"{seeds['batched_seeds_per_s']:9.3f}  (K={seeds['k']}, "
+            f"speed-up {seeds['speedup']:.2f}x)"
+        )
     if "demo_sweep" in result:
-        print("demo sweep (s): " + ", ".join(f"{k} {v:.2f}"
-                                             for k, v in result["demo_sweep"].items()))
+        print(
+            "demo sweep (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["demo_sweep"].items())
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -25,8 +25,9 @@ from initsweep.init.registry import list_schemes
 from initsweep.models.zoo import build_mlp
 
 
-def time_scheme(net: torch.nn.Module, scheme: str, repeats: int, width: int,
-                activation: str) -> list[float]:
+def time_scheme(
+    net: torch.nn.Module, scheme: str, repeats: int, width: int, activation: str
+) -> list[float]:
     def draw_batch(n: int) -> torch.Tensor:
         return torch.randn(n, width, generator=torch.Generator().manual_seed(0))
 
@@ -50,8 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    net = build_mlp(args.width, args.width, [args.width] * (args.depth - 1), args.activation,
-                    bias=False)
+    net = build_mlp(
+        args.width, args.width, [args.width] * (args.depth - 1), args.activation, bias=False
+    )
     results, skipped = {}, {}
     for name in list_schemes():
         try:
@@ -59,22 +61,38 @@ def main(argv: list[str] | None = None) -> dict:
         except ConfigError as err:  # the residual schemes: an MLP has no residual blocks
             skipped[name] = str(err)
             continue
-        results[name] = {"median_s": statistics.median(times), "min_s": min(times),
-                         "max_s": max(times), "times_s": times}
+        results[name] = {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "max_s": max(times),
+            "times_s": times,
+        }
 
-    print(f"init of a {args.depth}-layer, {args.width}-wide bias-free MLP "
-          f"({torch.get_num_threads()} threads, median of {args.repeats})")
+    print(
+        f"init of a {args.depth}-layer, {args.width}-wide bias-free MLP "
+        f"({torch.get_num_threads()} threads, median of {args.repeats})"
+    )
     print(f"{'scheme':<18}{'median ms':>11}{'min ms':>10}{'max ms':>10}")
     for name, r in results.items():
-        print(f"{name:<18}{1e3 * r['median_s']:>11.1f}{1e3 * r['min_s']:>10.1f}"
-              f"{1e3 * r['max_s']:>10.1f}")
+        print(
+            f"{name:<18}{1e3 * r['median_s']:>11.1f}{1e3 * r['min_s']:>10.1f}"
+            f"{1e3 * r['max_s']:>10.1f}"
+        )
     for name, reason in skipped.items():
         print(f"{name:<18}  skipped: {reason}")
 
-    report = {"depth": args.depth, "width": args.width, "repeats": args.repeats,
-              "activation": args.activation, "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "python": platform.python_version(),
-              "machine": platform.machine(), "results": results, "skipped": skipped}
+    report = {
+        "depth": args.depth,
+        "width": args.width,
+        "repeats": args.repeats,
+        "activation": args.activation,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "results": results,
+        "skipped": skipped,
+    }
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -27,8 +27,18 @@ from mlflow.tracking import MlflowClient
 
 EXPERIMENT = "bench_report"
 LRS = ("0.01", "0.02", "0.05", "0.1", "0.2", "0.3", "0.5", "0.7", "1.0", "2.0")
-SCHEMES = ("he", "xavier", "orthogonal", "lsuv", "normal", "uniform", "torch_default",
-           "trunc_normal", "sparse", "kaiming_uniform")
+SCHEMES = (
+    "he",
+    "xavier",
+    "orthogonal",
+    "lsuv",
+    "normal",
+    "uniform",
+    "torch_default",
+    "trunc_normal",
+    "sparse",
+    "kaiming_uniform",
+)
 SEEDS = range(10)
 
 
@@ -39,22 +49,40 @@ def make_store(root: Path) -> str:
     if client.get_experiment_by_name(EXPERIMENT):
         return uri
     exp = client.create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(exp, run_name="sweep-bench",
-                               tags={"sweep_id": "bench", "initsweep.role": "sweep"}).info.run_id
+    parent = client.create_run(
+        exp, run_name="sweep-bench", tags={"sweep_id": "bench", "initsweep.role": "sweep"}
+    ).info.run_id
     rng = np.random.default_rng(0)
     for i, lr in enumerate(LRS):
         for j, scheme in enumerate(SCHEMES):
             for seed in SEEDS:
                 acc = float(np.clip(0.85 + 0.01 * i - 0.002 * j + rng.normal(0, 0.02), 0, 1))
-                params = {"optim.lr": lr, "init.scheme": scheme, "seed": str(seed),
-                          "init_seed": str(seed), "data_seed": str(seed), "optim.name": "sgd"}
-                tags = {"mlflow.parentRunId": parent, "sweep_id": "bench", "outcome": "ok",
-                        "seed": str(seed), "init_seed": str(seed), "data_seed": str(seed),
-                        "n_test": "360"}
+                params = {
+                    "optim.lr": lr,
+                    "init.scheme": scheme,
+                    "seed": str(seed),
+                    "init_seed": str(seed),
+                    "data_seed": str(seed),
+                    "optim.name": "sgd",
+                }
+                tags = {
+                    "mlflow.parentRunId": parent,
+                    "sweep_id": "bench",
+                    "outcome": "ok",
+                    "seed": str(seed),
+                    "init_seed": str(seed),
+                    "data_seed": str(seed),
+                    "n_test": "360",
+                }
                 run = client.create_run(exp, run_name=f"{scheme}-lr{lr}-s{seed}", tags=tags)
-                client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
-                                 metrics=[Metric("test/acc", acc, 0, 0),
-                                          Metric("val/acc", acc + rng.normal(0, 0.01), 0, 0)])
+                client.log_batch(
+                    run.info.run_id,
+                    params=[Param(k, v) for k, v in params.items()],
+                    metrics=[
+                        Metric("test/acc", acc, 0, 0),
+                        Metric("val/acc", acc + rng.normal(0, 0.01), 0, 0),
+                    ],
+                )
                 client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
     client.set_terminated(parent, "FINISHED")
     return uri
@@ -94,10 +122,12 @@ def main() -> None:
             stats.pairwise(table, 0, **({"every_pair": True} if options else {}))
             compares.append(time.perf_counter() - start)
         pairs = len(report.pairs)
-        print(f"{name}: {len(report.table.frame)} runs, {len(report.summary)} groups, {pairs} "
-              f"pairs: build {min(builds):.2f} s (loading the runs {min(loads):.2f} s, the "
-              f"pairs {min(compares):.2f} s = {1000 * min(compares) / max(pairs, 1):.2f} ms per "
-              f"pair); best of {args.repeats}, median build {statistics.median(builds):.2f} s")
+        print(
+            f"{name}: {len(report.table.frame)} runs, {len(report.summary)} groups, {pairs} "
+            f"pairs: build {min(builds):.2f} s (loading the runs {min(loads):.2f} s, the "
+            f"pairs {min(compares):.2f} s = {1000 * min(compares) / max(pairs, 1):.2f} ms per "
+            f"pair); best of {args.repeats}, median build {statistics.median(builds):.2f} s"
+        )
     print(f"store: {uri}")
 
 

@@ -55,8 +55,9 @@ PRESET = REPO / "conf" / "experiment" / "tuning_race.yaml"
 def preset_plan(preset: Path = PRESET) -> RacePlan:
     """The race the preset runs: the sweeper's defaults (its structured config) with the
     preset's keys, checked by the sweeper's own make_plan."""
-    keys = OmegaConf.merge(OmegaConf.structured(RaceSweeperConf),
-                           OmegaConf.load(preset).hydra.sweeper)
+    keys = OmegaConf.merge(
+        OmegaConf.structured(RaceSweeperConf), OmegaConf.load(preset).hydra.sweeper
+    )
     return make_plan(to_container(keys), [])
 
 
@@ -70,8 +71,12 @@ def load(uri: str, experiment: str, plan: RacePlan) -> pd.DataFrame:
     rows = []
     token = None
     while True:
-        page = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [exp.experiment_id],
+            "attributes.status = 'FINISHED'",
+            max_results=1000,
+            page_token=token,
+        )
         for run in page:
             p, t, m = run.data.params, run.data.tags, run.data.metrics
             if t.get("initsweep.role") == "sweep" or "seed" not in p:
@@ -80,8 +85,15 @@ def load(uri: str, experiment: str, plan: RacePlan) -> pd.DataFrame:
             index = by_overrides.get(key)
             if index is None or plan.metric not in m:
                 continue
-            rows.append({"index": index, "seed": int(p["seed"]), "value": m[plan.metric],
-                         "score": m.get(plan.score_metric), "start": run.info.start_time})
+            rows.append(
+                {
+                    "index": index,
+                    "seed": int(p["seed"]),
+                    "value": m[plan.metric],
+                    "score": m.get(plan.score_metric),
+                    "start": run.info.start_time,
+                }
+            )
         token = page.token
         if not token:
             break
@@ -92,13 +104,16 @@ def load(uri: str, experiment: str, plan: RacePlan) -> pd.DataFrame:
 def orders(seeds: Sequence[int], n: int) -> list[tuple[int, ...]]:
     """Order 0: as given; order r >= 1: ``default_rng(r).permutation``."""
     out = [tuple(seeds)]
-    out += [tuple(int(s) for s in np.random.default_rng(r).permutation(list(seeds)))
-            for r in range(1, n)]
+    out += [
+        tuple(int(s) for s in np.random.default_rng(r).permutation(list(seeds)))
+        for r in range(1, n)
+    ]
     return out
 
 
-def best_by_context(plan: RacePlan, frame: pd.DataFrame, seeds: Sequence[int],
-                    column: str) -> dict[str, Candidate]:
+def best_by_context(
+    plan: RacePlan, frame: pd.DataFrame, seeds: Sequence[int], column: str
+) -> dict[str, Candidate]:
     """Per context, the candidate with the best mean of ``column`` over ``seeds``."""
     sign = 1 if plan.settings.maximize or column == "score" else -1
     out: dict[str, Candidate] = {}
@@ -126,50 +141,78 @@ def null_races(n_races: int, seeds: int = 10) -> None:
     """Simulated races: the rule's error rate over a whole race, and its power by gap."""
     cands = [Candidate(i, (f"optim.lr={i}",), "", f"optim.lr={i}") for i in range(5)]
     settings = RaceSettings(tuple(range(seeds)))
-    print(f"## Simulated races: 5 configurations, {seeds} seeds, seeds_first "
-          f"{settings.seeds_first}, confidence {settings.confidence}, margin {settings.margin}\n")
-    print("Scores 0.9 + a per-seed effect shared by all (sd 0.01) + noise (sd 0.02); one "
-          "configuration lowered by the gap (0: all identical).\n")
-    print(f"| gap | races | any configuration dropped | the worse one dropped by seed {seeds} "
-          "| an equal one dropped | seeds to drop the worse one (median) |")
+    print(
+        f"## Simulated races: 5 configurations, {seeds} seeds, seeds_first "
+        f"{settings.seeds_first}, confidence {settings.confidence}, margin {settings.margin}\n"
+    )
+    print(
+        "Scores 0.9 + a per-seed effect shared by all (sd 0.01) + noise (sd 0.02); one "
+        "configuration lowered by the gap (0: all identical).\n"
+    )
+    print(
+        f"| gap | races | any configuration dropped | the worse one dropped by seed {seeds} "
+        "| an equal one dropped | seeds to drop the worse one (median) |"
+    )
     print("|---|---|---|---|---|---|")
     for gap in (0.0, 0.05, 0.1, 0.2, 0.5, 0.8):
         rng = np.random.default_rng(int(gap * 1000) + 17)
         anyone, worse, equal, when = 0, 0, 0, []
         for _ in range(n_races):
-            values = (0.9 + 0.02 * rng.standard_normal((5, seeds))
-                      + 0.01 * rng.standard_normal((1, seeds)))
+            values = (
+                0.9
+                + 0.02 * rng.standard_normal((5, seeds))
+                + 0.01 * rng.standard_normal((1, seeds))
+            )
             values[4] -= gap
             race = replay(cands, settings, lambda c, s, v=values: float(v[c.index, s]))
-            drops = [(row.label, row.n_seeds) for t in race.rounds for row in t
-                     if row.status == "dropped"]
+            drops = [
+                (row.label, row.n_seeds)
+                for t in race.rounds
+                for row in t
+                if row.status == "dropped"
+            ]
             anyone += bool(drops)
             equal += any(label != "optim.lr=4" for label, _ in drops)
             hit = [n for label, n in drops if label == "optim.lr=4"]
             worse += bool(hit)
             when += hit
         median = f"{np.median(when):.0f}" if when else "-"
-        print(f"| {gap:g} | {n_races} | {anyone / n_races:.3f} | "
-              f"{worse / n_races if gap else float('nan'):.3f} | {equal / n_races:.3f} | "
-              f"{median} |")
+        print(
+            f"| {gap:g} | {n_races} | {anyone / n_races:.3f} | "
+            f"{worse / n_races if gap else float('nan'):.3f} | {equal / n_races:.3f} | "
+            f"{median} |"
+        )
     print()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracking-uri", default=None,
-                        help="the store with the tuning_trap grids (none: simulations only)")
-    parser.add_argument("--null-races", type=int, default=0,
-                        help="simulated races among 5 identical configurations (and by gap)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="the store with the tuning_trap grids (none: simulations only)",
+    )
+    parser.add_argument(
+        "--null-races",
+        type=int,
+        default=0,
+        help="simulated races among 5 identical configurations (and by gap)",
+    )
     parser.add_argument("--experiment", default="tuning_trap")
     parser.add_argument("--heldout-seeds", default="10-19", help="a-b: held-out seeds")
     parser.add_argument("--repetitions", type=int, default=10)
     parser.add_argument("--orders", type=int, default=1000, help="random orders for the rates")
-    parser.add_argument("--equal-seeds", type=int, default=4,
-                        help="the no-race baseline: every configuration on this many seeds")
-    parser.add_argument("--candidates", default="confidence=0.9;confidence=0.9,budget=50;"
-                        "confidence=0.9,budget=60",
-                        help="';'-separated preset changes to score, each key=value,...")
+    parser.add_argument(
+        "--equal-seeds",
+        type=int,
+        default=4,
+        help="the no-race baseline: every configuration on this many seeds",
+    )
+    parser.add_argument(
+        "--candidates",
+        default="confidence=0.9;confidence=0.9,budget=50;confidence=0.9,budget=60",
+        help="';'-separated preset changes to score, each key=value,...",
+    )
     args = parser.parse_args(argv)
     if args.null_races:
         null_races(args.null_races)
@@ -185,14 +228,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     needed = [(c.index, s) for c in plan.candidates for s in select + heldout]
     missing = [k for k in needed if k not in frame.index]
     if missing:
-        raise SystemExit(f"error: {len(missing)} runs of the grid are missing, e.g. "
-                         f"(candidate, seed) {missing[:3]}: run the grids in this docstring")
+        raise SystemExit(
+            f"error: {len(missing)} runs of the grid are missing, e.g. "
+            f"(candidate, seed) {missing[:3]}: run the grids in this docstring"
+        )
     truth = best_by_context(plan, frame, select, "value")
     full = len(plan.candidates) * len(select)
-    print(f"# Race study: {args.experiment}, {len(plan.candidates)} configurations, "
-          f"selection seeds {select[0]}..{select[-1]}, held-out seeds {lo}..{hi}\n")
-    print("Best mean over all selection seeds (the full grid's choice, on "
-          f"{plan.metric}): " + ", ".join(f"{k}: {c.label}" for k, c in truth.items()) + "\n")
+    print(
+        f"# Race study: {args.experiment}, {len(plan.candidates)} configurations, "
+        f"selection seeds {select[0]}..{select[-1]}, held-out seeds {lo}..{hi}\n"
+    )
+    print(
+        "Best mean over all selection seeds (the full grid's choice, on "
+        f"{plan.metric}): " + ", ".join(f"{k}: {c.label}" for k, c in truth.items()) + "\n"
+    )
 
     print(f"## {args.repetitions} repetitions of the preset's race\n")
     print("| repetition | seed order | " + " | ".join(truth) + " | runs | ended |")
@@ -204,31 +253,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         same = all(winners[k].candidate == truth[k] for k in truth)
         agree += same
         spent.append(race.spent)
-        picks = " | ".join(winners[k].candidate.label + ("" if winners[k].candidate == truth[k]
-                                                         else " (differs)") for k in truth)
+        picks = " | ".join(
+            winners[k].candidate.label + ("" if winners[k].candidate == truth[k] else " (differs)")
+            for k in truth
+        )
         ended = ", ".join(sorted({w.ended for w in winners.values()}))
         print(f"| {r} | {','.join(map(str, order))} | {picks} | {race.spent} | {ended} |")
-    print(f"\nSame choice as the full grid in {agree} of {args.repetitions} repetitions; runs "
-          f"{min(spent)}..{max(spent)} (mean {np.mean(spent):.1f}) of {full} "
-          f"(at most {max(spent) / full:.0%}).\n")
+    print(
+        f"\nSame choice as the full grid in {agree} of {args.repetitions} repetitions; runs "
+        f"{min(spent)}..{max(spent)} (mean {np.mean(spent):.1f}) of {full} "
+        f"(at most {max(spent) / full:.0%}).\n"
+    )
 
     print(f"## Agreement and cost over {args.orders} random seed orders\n")
     print("| variant | agree | runs mean | runs max | share of grid (max) |")
     print("|---|---|---|---|---|")
-    variants = [("the preset", settings),
-                ("budget none (the same rule, uncapped)", dataclasses.replace(settings,
-                                                                              budget=None))]
-    for name, change in (("margin", {"margin": 0.0}), ("margin", {"margin": 0.005}),
-                         ("margin", {"margin": 0.02}), ("confidence", {"confidence": 0.9}),
-                         ("confidence", {"confidence": 0.95}), ("confidence", {"confidence": 0.8}),
-                         ("seeds_first", {"seeds_first": 3})):
+    variants = [
+        ("the preset", settings),
+        ("budget none (the same rule, uncapped)", dataclasses.replace(settings, budget=None)),
+    ]
+    for name, change in (
+        ("margin", {"margin": 0.0}),
+        ("margin", {"margin": 0.005}),
+        ("margin", {"margin": 0.02}),
+        ("confidence", {"confidence": 0.9}),
+        ("confidence", {"confidence": 0.95}),
+        ("confidence", {"confidence": 0.8}),
+        ("seeds_first", {"seeds_first": 3}),
+    ):
         key, value = next(iter(change.items()))
         if getattr(settings, key) == value:
             continue
         label = f"{name} {value}"
         variants.append((label, dataclasses.replace(settings, **change)))
-        variants.append((label + ", budget none",
-                         dataclasses.replace(settings, budget=None, **change)))
+        variants.append(
+            (label + ", budget none", dataclasses.replace(settings, budget=None, **change))
+        )
     shuffled = orders(select, args.orders + 1)[1:]
     for name, variant in variants:
         hits, runs = 0, []
@@ -237,67 +297,97 @@ def main(argv: Sequence[str] | None = None) -> None:
             winners = race.winners()
             hits += all(winners[k].candidate == truth[k] for k in truth)
             runs.append(race.spent)
-        print(f"| {name} | {hits / len(shuffled):.1%} | {np.mean(runs):.1f} | {max(runs)} | "
-              f"{max(runs) / full:.0%} |")
+        print(
+            f"| {name} | {hits / len(shuffled):.1%} | {np.mean(runs):.1f} | {max(runs)} | "
+            f"{max(runs) / full:.0%} |"
+        )
     equal = args.equal_seeds
     hits = sum(best_by_context(plan, frame, order[:equal], "value") == truth for order in shuffled)
     n_equal = equal * len(plan.candidates)
-    print(f"| no race: every configuration on the order's first {equal} seeds | "
-          f"{hits / len(shuffled):.1%} | {n_equal} | {n_equal} | {n_equal / full:.0%} |")
+    print(
+        f"| no race: every configuration on the order's first {equal} seeds | "
+        f"{hits / len(shuffled):.1%} | {n_equal} | {n_equal} | {n_equal / full:.0%} |"
+    )
 
-    print(f"\n## Regret on held-out seeds {lo}..{hi} (choose on {plan.metric} over seeds "
-          f"{select[0]}..{select[-1]}, score on {plan.score_metric})\n")
-    heldout_score = {c.index: frame.loc[[(c.index, s) for s in heldout], "score"].mean()
-                     for c in plan.candidates}
-    oracle = {k: max(heldout_score[c.index] for c in plan.candidates if c.context == k)
-              for k in truth}
+    print(
+        f"\n## Regret on held-out seeds {lo}..{hi} (choose on {plan.metric} over seeds "
+        f"{select[0]}..{select[-1]}, score on {plan.score_metric})\n"
+    )
+    heldout_score = {
+        c.index: frame.loc[[(c.index, s) for s in heldout], "score"].mean() for c in plan.candidates
+    }
+    oracle = {
+        k: max(heldout_score[c.index] for c in plan.candidates if c.context == k) for k in truth
+    }
 
     def regret(choice: dict[str, Candidate]) -> dict[str, float]:
         return {k: oracle[k] - heldout_score[choice[k].index] for k in truth}
 
     one_seed = [regret(best_by_context(plan, frame, [s], "value")) for s in select]
-    races = [race_on(plan, frame, dataclasses.replace(settings, seeds=o))
-             for o in orders(select, args.repetitions)]
+    races = [
+        race_on(plan, frame, dataclasses.replace(settings, seeds=o))
+        for o in orders(select, args.repetitions)
+    ]
     raced = [regret({k: w.candidate for k, w in r.winners().items()}) for r in races]
     many = [race_on(plan, frame, dataclasses.replace(settings, seeds=o)) for o in shuffled]
     raced_many = [regret({k: w.candidate for k, w in r.winners().items()}) for r in many]
     equal_choice = [regret(best_by_context(plan, frame, o[:equal], "value")) for o in shuffled]
-    methods = [("(a) one seed (each of the selection seeds)", one_seed,
-                len(plan.candidates)),
-               (f"(b) the race ({args.repetitions} repetitions)", raced,
-                float(np.mean([r.spent for r in races]))),
-               (f"(b) the race ({len(shuffled)} random orders)", raced_many,
-                float(np.mean([r.spent for r in many]))),
-               (f"no race: {equal} seeds each ({len(shuffled)} random orders)", equal_choice,
-                n_equal),
-               ("(c) full grid", [regret(truth)], full)]
-    print("| method | runs | " + " | ".join(f"regret {k} (mean, worst)" for k in truth)
-          + " | regret mean |")
+    methods = [
+        ("(a) one seed (each of the selection seeds)", one_seed, len(plan.candidates)),
+        (
+            f"(b) the race ({args.repetitions} repetitions)",
+            raced,
+            float(np.mean([r.spent for r in races])),
+        ),
+        (
+            f"(b) the race ({len(shuffled)} random orders)",
+            raced_many,
+            float(np.mean([r.spent for r in many])),
+        ),
+        (f"no race: {equal} seeds each ({len(shuffled)} random orders)", equal_choice, n_equal),
+        ("(c) full grid", [regret(truth)], full),
+    ]
+    print(
+        "| method | runs | "
+        + " | ".join(f"regret {k} (mean, worst)" for k in truth)
+        + " | regret mean |"
+    )
     print("|---|---|" + "---|" * len(truth) + "---|")
     for name, values, runs in methods:
-        cells = " | ".join(f"{np.mean([v[k] for v in values]):.4f}, "
-                           f"{max(v[k] for v in values):.4f}" for k in truth)
+        cells = " | ".join(
+            f"{np.mean([v[k] for v in values]):.4f}, {max(v[k] for v in values):.4f}" for k in truth
+        )
         overall = np.mean([np.mean(list(v.values())) for v in values])
         print(f"| {name} | {runs:g} | {cells} | {overall:.4f} |")
-    print("\nHeld-out score per configuration (mean " + plan.score_metric + " over seeds "
-          f"{lo}..{hi}): " + ", ".join(f"{c.context} {c.label}: {heldout_score[c.index]:.4f}"
-                                       for c in plan.candidates))
+    print(
+        "\nHeld-out score per configuration (mean " + plan.score_metric + " over seeds "
+        f"{lo}..{hi}): "
+        + ", ".join(f"{c.context} {c.label}: {heldout_score[c.index]:.4f}" for c in plan.candidates)
+    )
 
     print("\n## Candidate presets: the preset's keys changed as below\n")
-    print(f"| change | agree, {args.repetitions} repetitions | agree, {len(shuffled)} orders | "
-          "runs mean | runs max |")
+    print(
+        f"| change | agree, {args.repetitions} repetitions | agree, {len(shuffled)} orders | "
+        "runs mean | runs max |"
+    )
     print("|---|---|---|---|---|")
     for text in filter(None, args.candidates.split(";")):
         change = {k: parse_value(v) for k, v in (item.split("=") for item in text.split(","))}
         variant = dataclasses.replace(settings, **change)
-        same = sum(all(w[k].candidate == truth[k] for k in truth)
-                   for w in (race_on(plan, frame, dataclasses.replace(variant, seeds=o)).winners()
-                             for o in orders(select, args.repetitions)))
+        same = sum(
+            all(w[k].candidate == truth[k] for k in truth)
+            for w in (
+                race_on(plan, frame, dataclasses.replace(variant, seeds=o)).winners()
+                for o in orders(select, args.repetitions)
+            )
+        )
         many = [race_on(plan, frame, dataclasses.replace(variant, seeds=o)) for o in shuffled]
         hits = sum(all(r.winners()[k].candidate == truth[k] for k in truth) for r in many)
         runs = [r.spent for r in many]
-        print(f"| {text} | {same} of {args.repetitions} | {hits / len(many):.1%} | "
-              f"{np.mean(runs):.1f} | {max(runs)} |")
+        print(
+            f"| {text} | {same} of {args.repetitions} | {hits / len(many):.1%} | "
+            f"{np.mean(runs):.1f} | {max(runs)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ N_PARAMS, N_TAGS = 60, 20
 ARTIFACT_SIZES = {"diagnostics.csv": 40_000, "loss.png": 60_000, "weights.png": 120_000}
 
 
-def writer(index: int, uri: str, experiment_id: str, rows: int, batch: int,
-           barrier: Any, results: Any) -> None:
+def writer(
+    index: int, uri: str, experiment_id: str, rows: int, batch: int, barrier: Any, results: Any
+) -> None:
     """One job's logging, timed; puts what it sent (or its error) on ``results``."""
     try:
         client = open_client(uri, RetryPolicy())
@@ -64,8 +65,15 @@ def writer(index: int, uri: str, experiment_id: str, rows: int, batch: int,
         while written < rows:
             n = min(batch, rows - written)
             now = int(time.time() * 1000)
-            chunk = [Metric(KEYS[(written + i) % len(KEYS)], float(written + i), now,
-                            (written + i) // len(KEYS)) for i in range(n)]
+            chunk = [
+                Metric(
+                    KEYS[(written + i) % len(KEYS)],
+                    float(written + i),
+                    now,
+                    (written + i) // len(KEYS),
+                )
+                for i in range(n)
+            ]
             tick = time.perf_counter()
             logger.add(chunk)  # a full buffer: one log_batch call
             latencies.append(time.perf_counter() - tick)
@@ -77,8 +85,15 @@ def writer(index: int, uri: str, experiment_id: str, rows: int, batch: int,
                 (Path(folder) / name).write_bytes(os.urandom(size))
             client.log_artifacts(run_id, folder, "diagnostics")
         end_run(client, run_id, "ok")
-        results.put({"index": index, "run_id": run_id, "rows": rows, "latencies": latencies,
-                     "seconds": time.perf_counter() - started})
+        results.put(
+            {
+                "index": index,
+                "run_id": run_id,
+                "rows": rows,
+                "latencies": latencies,
+                "seconds": time.perf_counter() - started,
+            }
+        )
     except BaseException as err:  # reported by the parent: a writer that died lost its run
         results.put({"index": index, "error": f"{type(err).__name__}: {err}"})
 
@@ -100,11 +115,13 @@ def count_back(uri: str, experiment_id: str, sent: list[dict[str, Any]]) -> dict
             lost["rows"] += n - len({(m.step, m.value) for m in history})
         lost["params"] += N_PARAMS - sum(k.startswith("load.param") for k in run.data.params)
         lost["tags"] += N_TAGS - sum(k.startswith("load.tag") for k in run.data.tags)
-        stored = {a.path: a.file_size for a in client.list_artifacts(run.info.run_id,
-                                                                      "diagnostics")}
+        stored = {
+            a.path: a.file_size for a in client.list_artifacts(run.info.run_id, "diagnostics")
+        }
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
-        lost["artifacts"] += sum(stored.get(f"diagnostics/{name}") != size
-                                 for name, size in ARTIFACT_SIZES.items())
+        lost["artifacts"] += sum(
+            stored.get(f"diagnostics/{name}") != size for name, size in ARTIFACT_SIZES.items()
+        )
         lost["artifacts"] += "config.yaml" not in top
     return lost
 
@@ -117,12 +134,17 @@ def percentile(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracking-uri", default=None,
-                        help="the server (default: $MLFLOW_TRACKING_URI)")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="the server (default: $MLFLOW_TRACKING_URI)"
+    )
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--rows", type=int, default=3000, help="metric rows per writer")
-    parser.add_argument("--batch", type=int, default=1000,
-                        help="rows per log_batch call (tracking.flush_every; MLflow's max 1000)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1000,
+        help="rows per log_batch call (tracking.flush_every; MLflow's max 1000)",
+    )
     parser.add_argument("--experiment", default=None, help="default: load-<random>")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -133,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     experiment_id = ensure_experiment(client, experiment, None)
     context = mp.get_context("fork")
     barrier, results = context.Barrier(args.writers), context.Queue()
-    procs = [context.Process(target=writer, args=(i, uri, experiment_id, args.rows, args.batch,
-                                                  barrier, results))
-             for i in range(args.writers)]
+    procs = [
+        context.Process(
+            target=writer, args=(i, uri, experiment_id, args.rows, args.batch, barrier, results)
+        )
+        for i in range(args.writers)
+    ]
     tick = time.perf_counter()
     for proc in procs:
         proc.start()
@@ -147,16 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     lost = count_back(uri, experiment_id, sent)
     latencies = [t for s in sent for t in s.get("latencies", [])]
     out = {
-        "uri": uri, "experiment": experiment, "writers": args.writers,
-        "rows_per_writer": args.rows, "batch": args.batch,
-        "rows_sent": sum(s.get("rows", 0) for s in sent), "writer_errors": errors,
-        "lost": lost, "wall_s": round(wall, 1),
+        "uri": uri,
+        "experiment": experiment,
+        "writers": args.writers,
+        "rows_per_writer": args.rows,
+        "batch": args.batch,
+        "rows_sent": sum(s.get("rows", 0) for s in sent),
+        "writer_errors": errors,
+        "lost": lost,
+        "wall_s": round(wall, 1),
         "log_batch_calls": len(latencies),
         "log_batch_p50_ms": round(1000 * percentile(latencies, 50), 1) if latencies else None,
         "log_batch_p99_ms": round(1000 * percentile(latencies, 99), 1) if latencies else None,
         "log_batch_max_ms": round(1000 * max(latencies), 1) if latencies else None,
-        "writer_s_median": round(statistics.median(s["seconds"] for s in sent
-                                                   if "seconds" in s), 1) if latencies else None,
+        "writer_s_median": round(statistics.median(s["seconds"] for s in sent if "seconds" in s), 1)
+        if latencies
+        else None,
     }
     for key, value in out.items():
         print(f"{key}: {value}")

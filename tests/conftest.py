@@ -48,12 +48,23 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
-def run_cli(root: Path, store: str, args: tuple[str, ...] | list[str], check: bool = False,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    root: Path,
+    store: str,
+    args: tuple[str, ...] | list[str],
+    check: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """``python train.py ARGS`` in ``root`` (its run/ and multirun/ folders) against ``store``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | (env or {})
-    cmd = [sys.executable, str(REPO / "train.py"), *args, f"tracking.uri={store}",
-           f"hydra.run.dir={root / 'run'}", f"hydra.sweep.dir={root / 'multirun'}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *args,
+        f"tracking.uri={store}",
+        f"hydra.run.dir={root / 'run'}",
+        f"hydra.sweep.dir={root / 'multirun'}",
+    ]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -105,8 +116,9 @@ def trained_sweep(tmp_path_factory: pytest.TempPathFactory) -> TrainedSweep:
     return TrainedSweep(store, root, proc.stdout, ui_env)
 
 
-def linear_net(weights: list[torch.Tensor],
-               activation: type[nn.Module] | None = None) -> nn.Sequential:
+def linear_net(
+    weights: list[torch.Tensor], activation: type[nn.Module] | None = None
+) -> nn.Sequential:
     """Bias-free Linear layers with the given weights, a fresh ``activation`` (default ReLU)
     after each hidden one (``diagnostics.measure`` keys its hooks by module, so each layer gets
     its own): networks built to sit on a chosen side of a diagnostic's threshold."""
@@ -133,11 +145,17 @@ def stacked_and_alone(store: str, shrink: list[str], k: int) -> tuple[dict, dict
     jobs alone (``alone``): each side's runs by name, for the parity tests."""
     from initsweep.training.job import run_job
 
-    run_job(compose_config([*shrink, f"seeds_per_job={k}", f"tracking.uri={store}",
-                            "experiment_name=batched"]))
+    run_job(
+        compose_config(
+            [*shrink, f"seeds_per_job={k}", f"tracking.uri={store}", "experiment_name=batched"]
+        )
+    )
     for seed in range(k):
-        run_job(compose_config([*shrink, f"seed={seed}", f"tracking.uri={store}",
-                                "experiment_name=alone"]))
+        run_job(
+            compose_config(
+                [*shrink, f"seed={seed}", f"tracking.uri={store}", "experiment_name=alone"]
+            )
+        )
     batched = {r.info.run_name: r for r in runs_of(store, "batched")}
     alone = {r.info.run_name: r for r in runs_of(store, "alone")}
     assert set(batched) == set(alone) == {f"he-x1-s{seed}" for seed in range(k)}

@@ -19,8 +19,10 @@ DEMO = "init=xavier,he,zeros seed=0,1,2"
 
 
 def test_importing_the_package_stays_light():
-    code = ("import sys, initsweep; heavy = [m for m in ('pandas', 'mlflow', 'torch', 'hydra') "
-            "if m in sys.modules]; assert not heavy, heavy; assert callable(initsweep.load_sweep)")
+    code = (
+        "import sys, initsweep; heavy = [m for m in ('pandas', 'mlflow', 'torch', 'hydra') "
+        "if m in sys.modules]; assert not heavy, heavy; assert callable(initsweep.load_sweep)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -41,9 +43,12 @@ def test_run_sweep_returns_the_demo_as_the_cli_logs_it(tmp_path, store, monkeypa
 
     # equal to what the command line logged on the parent run (report/groups.csv, runs.csv)
     client = MlflowClient(store)
-    logged = {name: client.download_artifacts(sweep.parent_run_id, f"report/{name}",
-                                              str(tmp_path / "logged"))
-              for name in ("groups.csv", "runs.csv")}
+    logged = {
+        name: client.download_artifacts(
+            sweep.parent_run_id, f"report/{name}", str(tmp_path / "logged")
+        )
+        for name in ("groups.csv", "runs.csv")
+    }
     with open(logged["groups.csv"], encoding="utf-8") as f:
         assert sweep.groups.to_csv(index=False) == f.read()
     cli_runs = pd.read_csv(logged["runs.csv"])

@@ -53,7 +53,8 @@ def client(store: str) -> MlflowClient:
 
 def _new_run(client: MlflowClient) -> str:
     experiment = client.get_experiment_by_name("t") or client.get_experiment(
-        client.create_experiment("t"))
+        client.create_experiment("t")
+    )
     return client.create_run(experiment.experiment_id).info.run_id
 
 
@@ -65,8 +66,15 @@ def test_worker_draws_while_the_run_stays_running_until_completed(client):
     runs = [_new_run(client) for _ in range(2)]
     for run_id in runs:
         callback, net = _finished_diagnostics()
-        artifacts.finish_run(client, run_id, "r", "ok", callback,
-                             callback.plot_inputs("r", net, [1.0, 0.5, 0.25]), background=True)
+        artifacts.finish_run(
+            client,
+            run_id,
+            "r",
+            "ok",
+            callback,
+            callback.plot_inputs("r", net, [1.0, 0.5, 0.25]),
+            background=True,
+        )
         assert client.get_run(run_id).info.status == "RUNNING"  # plots owed
     artifacts.complete_pending()
     for run_id in runs:
@@ -78,8 +86,15 @@ def test_worker_draws_while_the_run_stays_running_until_completed(client):
 def test_a_dead_worker_s_plots_are_drawn_here(client, capsys):
     run_id = _new_run(client)
     callback, net = _finished_diagnostics()
-    artifacts.finish_run(client, run_id, "r", "diverged", callback,
-                         callback.plot_inputs("r", net, [1.0]), background=True)
+    artifacts.finish_run(
+        client,
+        run_id,
+        "r",
+        "diverged",
+        callback,
+        callback.plot_inputs("r", net, [1.0]),
+        background=True,
+    )
     for worker in artifacts._workers:  # before it answered (it may have drawn: no matter)
         worker.process.kill()
         worker.process.wait()
@@ -95,9 +110,16 @@ def test_a_plot_that_fails_in_the_worker_fails_its_run_and_its_status(client, tm
     status_file = tmp_path / "initsweep_job.json"
     status_file.write_text(json.dumps([{"run_id": run_id, "outcome": "ok"}]))
     callback, net = _finished_diagnostics(broken=True)
-    artifacts.finish_run(client, run_id, "bad", "ok", callback,
-                         callback.plot_inputs("bad", net, [1.0]), background=True,
-                         status_file=status_file)
+    artifacts.finish_run(
+        client,
+        run_id,
+        "bad",
+        "ok",
+        callback,
+        callback.plot_inputs("bad", net, [1.0]),
+        background=True,
+        status_file=status_file,
+    )
     artifacts.complete_pending()
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed"

@@ -21,17 +21,31 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([*BENCHMARK, "--repeats", "1", "--seeds", "2", "--skip-sweep",
-                           "--json", str(out)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [*BENCHMARK, "--repeats", "1", "--seeds", "2", "--skip-sweep", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["workload"] == "digits" and len(result["rows"]) == 1
-    for key in ("plain_loop_s", "initsweep_run_s", "ratio_run_to_plain", "ratio_fit_to_plain",
-                "ratio_lightning_alone_to_plain", "ratio_run_to_lightning_alone",
-                "ratio_peer_to_plain", "ratio_run_to_peer",
-                "mlflow_share", "diagnostics_share", "artifacts_share", "diagnosis_share",
-                "diagnosis_ms"):
+    for key in (
+        "plain_loop_s",
+        "initsweep_run_s",
+        "ratio_run_to_plain",
+        "ratio_fit_to_plain",
+        "ratio_lightning_alone_to_plain",
+        "ratio_run_to_lightning_alone",
+        "ratio_peer_to_plain",
+        "ratio_run_to_peer",
+        "mlflow_share",
+        "diagnostics_share",
+        "artifacts_share",
+        "diagnosis_share",
+        "diagnosis_ms",
+    ):
         assert 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"], key
         assert key in proc.stdout
     for key in ("mlflow_share", "diagnostics_share", "artifacts_share", "diagnosis_share"):
@@ -44,8 +58,13 @@ def test_benchmark_reports_ratios_shares_and_seed_throughput(tmp_path):
 
 def test_benchmark_times_lightnings_hooks_in_a_run_and_in_lightning_alone(tmp_path):
     out = tmp_path / "hooks.json"
-    proc = subprocess.run([*BENCHMARK, "--hooks", "--threads", "1", "--json", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*BENCHMARK, "--hooks", "--threads", "1", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     hooks = json.loads(out.read_text())
     run, alone = hooks["initsweep run"], hooks["lightning alone"]
@@ -67,13 +86,19 @@ def test_benchmark_splits_the_demo_sweeps_wall_time():
     for key in ("imports_s", "job_imports_s", "store_s", "jobs_s", "sweep_end_s"):
         assert 0 < split[key] < split["wall_s"], key
     assert split["rest_s"] == pytest.approx(
-        split["wall_s"] - sum(v for k, v in split.items() if k not in ("wall_s", "rest_s")))
+        split["wall_s"] - sum(v for k, v in split.items() if k not in ("wall_s", "rest_s"))
+    )
 
 
 def test_benchmark_profiles_one_run(tmp_path):
     out = tmp_path / "run.txt"
-    proc = subprocess.run([*BENCHMARK, "--profile", str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*BENCHMARK, "--profile", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "initsweep_run" in text and "Trainer.fit" in text
@@ -81,9 +106,24 @@ def test_benchmark_profiles_one_run(tmp_path):
 
 def test_benchmark_times_a_cnn_against_its_own_plain_loop(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([*BENCHMARK, "--model", "cnn", "--repeats", "1", "--seeds", "2",
-                           "--skip-sweep", "--json", str(out)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            *BENCHMARK,
+            "--model",
+            "cnn",
+            "--repeats",
+            "1",
+            "--seeds",
+            "2",
+            "--skip-sweep",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["model"] == "cnn" and result["dataset"] == "DigitsDataModule"

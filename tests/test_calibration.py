@@ -56,8 +56,12 @@ def rng_of(*names: object) -> np.random.Generator:
 # interval of sane width (the studentized bootstrap's median width there, 2.4 accuracy units at
 # 10 seeds, is what ruled it out).
 COVERAGE_BAND = {("normal", n): (0.93, 0.97) for n in SEEDS}
-COVERAGE_BAND |= {("skewed", 3): (0.875, 0.97), ("skewed", 5): (0.89, 0.97),
-                  ("skewed", 10): (0.91, 0.97), ("skewed", 20): (0.925, 0.97)}
+COVERAGE_BAND |= {
+    ("skewed", 3): (0.875, 0.97),
+    ("skewed", 5): (0.89, 0.97),
+    ("skewed", 10): (0.91, 0.97),
+    ("skewed", 20): (0.925, 0.97),
+}
 COVERAGE_BAND |= {("collapse", n): (0.93, 1.0) for n in SEEDS}  # given >= 1 collapse seen
 COLLAPSE_WIDTH = {3: 4.0, 5: 3.0, 10: 1.0, 20: 0.5}  # median width when a collapse was seen
 
@@ -100,8 +104,14 @@ N_TEST = 360  # the "ties" kind: accuracies on 360 test images, multiples of 1/3
 VERDICT_KINDS = (*KINDS, "ties")
 
 
-def null_groups(kind: str, n_groups: int, n: int, replicates: int,
-                rng: np.random.Generator, shift: ArrayLike = 0.0) -> np.ndarray:
+def null_groups(
+    kind: str,
+    n_groups: int,
+    n: int,
+    replicates: int,
+    rng: np.random.Generator,
+    shift: ArrayLike = 0.0,
+) -> np.ndarray:
     """``replicates`` x groups x seeds, every group alike (plus ``shift`` per group); a shared
     per-seed effect makes the groups' scores on one seed correlated, as configurations run on the
     same seed are. ``ties``: normal scores with sd 0.006 (near the noise floor of 360 images)
@@ -118,8 +128,9 @@ def resolution_of(kind: str) -> float:
     return 1 / N_TEST if kind == "ties" else 0.0
 
 
-def t_verdicts(x: np.ndarray, first: np.ndarray, second: np.ndarray,
-               resolution: float = 0.0) -> np.ndarray:
+def t_verdicts(
+    x: np.ndarray, first: np.ndarray, second: np.ndarray, resolution: float = 0.0
+) -> np.ndarray:
     """The report's verdicts on pairs (first[k], second[k]) of groups (axis -2) over paired seeds
     (axis -1): paired t on the difference of means, Holm over the pairs, called at 5%."""
     diff = paired_difference(x[..., first, :], x[..., second, :], resolution)
@@ -197,8 +208,13 @@ def test_the_demo_gap_is_called_at_three_seeds_every_time():
 def test_four_seed_spreads_are_called_at_five_seeds():
     """0.98 vs 0.90, sd 0.02 (4 spreads), 5 seeds, one pair: called in >= 95% (R = 2000)."""
     rng = rng_of("four-spreads")
-    x = np.stack([0.98 + 0.02 * rng.standard_normal((2000, 5)),
-                  0.90 + 0.02 * rng.standard_normal((2000, 5))], axis=1)
+    x = np.stack(
+        [
+            0.98 + 0.02 * rng.standard_normal((2000, 5)),
+            0.90 + 0.02 * rng.standard_normal((2000, 5)),
+        ],
+        axis=1,
+    )
     assert t_verdicts(x, np.array([0]), np.array([1])).mean() >= 0.95
     welch = welch_difference(x[:, 0], x[:, 1]).p_value() <= st.ALPHA
     assert welch.mean() >= 0.95  # unpaired seeds: Welch, too
@@ -206,12 +222,13 @@ def test_four_seed_spreads_are_called_at_five_seeds():
 
 @pytest.mark.parametrize("effect", (0.5, 1.0))
 def test_seeds_that_would_settle_it_are_the_t_test_s(effect):
-    """"Seeds that would settle it" uses the verdict's test: at the seeds ``t_seeds_needed``
+    """ "Seeds that would settle it" uses the verdict's test: at the seeds ``t_seeds_needed``
     names, the simulated paired t calls a normal difference with standardized effect ``effect``
     at least 4 times in 5 (R = 4000: - 0.02 is 3 MC sd), and the power one seed fewer is below
     0.8; the report's ``seeds_needed`` from 10 observed seeds lands within a factor of 2."""
     rng = rng_of("t-needed", effect)
     from initsweep.stats.differences import t_seeds_needed
+
     need = int(t_seeds_needed(effect, st.ALPHA))
     assert float(t_power(effect, need - 1, st.ALPHA)) < 0.8
     d = effect + rng.standard_normal((4000, need))
@@ -223,12 +240,15 @@ def test_seeds_that_would_settle_it_are_the_t_test_s(effect):
     assert need / 2 <= float(np.median(estimates)) <= need * 2
 
 
-def pair_with_win_probability(p_win: float, n: int, replicates: int,
-                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def pair_with_win_probability(
+    p_win: float, n: int, replicates: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Two normal groups (sd 0.02) whose paired difference is positive with probability p_win."""
     shift = 0.02 * np.sqrt(2) * float(st.stats.norm.ppf(p_win))
-    return (0.90 + shift + 0.02 * rng.standard_normal((replicates, n)),
-            0.90 + 0.02 * rng.standard_normal((replicates, n)))
+    return (
+        0.90 + shift + 0.02 * rng.standard_normal((replicates, n)),
+        0.90 + 0.02 * rng.standard_normal((replicates, n)),
+    )
 
 
 @pytest.mark.parametrize("n", (10, 20))
@@ -253,8 +273,7 @@ def test_sign_seeds_needed_from_observed_seeds_is_roughly_right():
     rng = rng_of("needed")
     d_true = 0.6745  # Phi(0.6745) = 0.75
     truth = st.seeds_for_win_probability(0.75, 0.05)
-    estimates = [st.sign_seeds_needed(d_true + rng.standard_normal(10), 0.05)
-                 for _ in range(300)]
+    estimates = [st.sign_seeds_needed(d_true + rng.standard_normal(10), 0.05) for _ in range(300)]
     median = float(np.median(estimates))
     assert truth / 2 <= median <= truth * 2, (truth, median)
 
@@ -297,13 +316,16 @@ def test_aso_false_dominance_rate_is_what_the_docs_say():
 
 
 # ------------------------------------------------------------------------------ variance split
-def crossed_grids(true_shares: tuple[float, float, float], k: int, replicates: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def crossed_grids(
+    true_shares: tuple[float, float, float], k: int, replicates: int, rng: np.random.Generator
+) -> np.ndarray:
     """``replicates`` k x k grids (one run per cell) with the given variance shares."""
     s_init, s_data, s_rest = np.sqrt(true_shares)
-    return (s_init * rng.standard_normal((replicates, k, 1, 1))
-            + s_data * rng.standard_normal((replicates, 1, k, 1))
-            + s_rest * rng.standard_normal((replicates, k, k, 1)))
+    return (
+        s_init * rng.standard_normal((replicates, k, 1, 1))
+        + s_data * rng.standard_normal((replicates, 1, k, 1))
+        + s_rest * rng.standard_normal((replicates, k, k, 1))
+    )
 
 
 @pytest.mark.parametrize("k", (4, 8))

@@ -32,8 +32,7 @@ def test_multirun_logs_one_child_run_per_job(trained_sweep: TrainedSweep):
         artifacts = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id)}
         assert {"config.yaml", "overrides.txt"} <= artifacts
         # drawn by the plot worker while the next job trained; the last job's at the sweep's end
-        plots = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id,
-                                                                     "diagnostics")}
+        plots = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id, "diagnostics")}
         assert {f"diagnostics/{n}" for n in ("diagnostics.csv", *PLOT_FILES)} == plots
         acc = run.data.metrics["test/acc"]
         if run.data.tags["scheme"] == "zeros":
@@ -69,18 +68,37 @@ def _error_lines(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["init=nosuch"], "error: init=nosuch: must be one of constant, fixup, hadamard_identity, "
-                      "he, "),
-    (["init=zero"], "error: init=zero: renamed to hadamard_identity (ZerO; init=zeros is W = 0)"),
-    (["optim.lr=fast"], "error: optim.lr: Value 'fast' of type 'str' could not be converted to "
-                        "Float"),
-    (["optim.lrr=0.1"], "error: optim.lrr: not a key of optim; valid: fused, lr, name, "
-                        "weight_decay"),
-    (["+trainer.foo=1"], "error: trainer.foo=1: not an argument of lightning.Trainer; valid: "),
-    (["job.progress_bar=maybe"], "error: job.progress_bar: Value 'maybe' is not a valid bool"),
-], ids=["unknown-choice", "renamed-choice", "wrong-type", "unknown-key", "unknown-trainer-arg",
-        "bad-bool"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["init=nosuch"],
+            "error: init=nosuch: must be one of constant, fixup, hadamard_identity, he, ",
+        ),
+        (
+            ["init=zero"],
+            "error: init=zero: renamed to hadamard_identity (ZerO; init=zeros is W = 0)",
+        ),
+        (
+            ["optim.lr=fast"],
+            "error: optim.lr: Value 'fast' of type 'str' could not be converted to Float",
+        ),
+        (
+            ["optim.lrr=0.1"],
+            "error: optim.lrr: not a key of optim; valid: fused, lr, name, weight_decay",
+        ),
+        (["+trainer.foo=1"], "error: trainer.foo=1: not an argument of lightning.Trainer; valid: "),
+        (["job.progress_bar=maybe"], "error: job.progress_bar: Value 'maybe' is not a valid bool"),
+    ],
+    ids=[
+        "unknown-choice",
+        "renamed-choice",
+        "wrong-type",
+        "unknown-key",
+        "unknown-trainer-arg",
+        "bad-bool",
+    ],
+)
 def test_a_bad_command_line_is_one_line_exit_2_and_no_run(cli, store, args, message):
     proc = cli(*args)
     assert proc.returncode == 2, proc.stderr
@@ -94,7 +112,8 @@ def test_a_sweep_hydra_rejects_closes_its_parent_run(cli, store):
     proc = cli("-m", "optim.lr=0.1,fast", "trainer.max_epochs=1")
     assert proc.returncode == 2
     assert _error_lines(proc) == [
-        "error: optim.lr: Value 'fast' of type 'str' could not be converted to Float"]
+        "error: optim.lr: Value 'fast' of type 'str' could not be converted to Float"
+    ]
     [parent] = runs_of(store)
     assert parent.data.tags["initsweep.role"] == "sweep" and parent.info.status == "FAILED"
 
@@ -102,16 +121,22 @@ def test_a_sweep_hydra_rejects_closes_its_parent_run(cli, store):
 def test_a_bad_report_option_is_one_line_exit_2_before_the_sweep(cli, store):
     proc = cli("-m", "report={tune: optim.lr, metrc: test/loss}", "seed=0,1")
     assert proc.returncode == 2, proc.stderr
-    assert _error_lines(proc) == ["error: report.metrc: not a key of report; valid: metric, "
-                                  "tune, n_test, seed, select_metric, all_pairs"], proc.stderr
+    assert _error_lines(proc) == [
+        "error: report.metrc: not a key of report; valid: metric, "
+        "tune, n_test, seed, select_metric, all_pairs"
+    ], proc.stderr
     assert runs_of(store) == []
 
 
 def test_failures_are_isolated_and_summarised(cli, store):
     # 4 jobs: one fine; two with bad input (no run at all); one that raises inside Lightning
     # after its run started (run FAILED with the traceback). The sweep still runs all four.
-    proc = cli("-m", "trainer.max_epochs=1", "trainer.accelerator=cpu,nosuch",
-               "model.activation=relu,swish")
+    proc = cli(
+        "-m",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu,nosuch",
+        "model.activation=relu,swish",
+    )
     assert proc.returncode == 1
     assert "model.activation='swish': must be one of linear, relu, sigmoid, tanh" in proc.stderr
     assert "4 jobs (3 failed, 1 ok)" in proc.stdout

@@ -39,43 +39,64 @@ SRUN_WARNING = "command is available on your system but is not used"
 
 
 def slurm_launcher(cluster: LocalCluster) -> list[str]:
-    return ["hydra/launcher=slurm", f"hydra.launcher.partition={cluster.partition}",
-            "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-            "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10"]
+    return [
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={cluster.partition}",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=10",
+    ]
 
 
-def sweep(folder: Path, args: list[str], cluster: LocalCluster, store: str | None = None,
-          extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def sweep(
+    folder: Path,
+    args: list[str],
+    cluster: LocalCluster,
+    store: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """``python train.py -m ARGS`` in ``folder``, with the cluster's SLURM_CONF; ``store`` None:
     the tracking config decides (``tracking=server`` reads MLFLOW_TRACKING_URI)."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update({k: v for k, v in cluster.env.items() if k != "MLFLOW_TRACKING_URI"})
     env.update(extra_env or {})
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", *args,
-           f"hydra.sweep.dir={folder / 'multirun'}",
-           *([f"tracking.uri={store}"] if store else [])]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        *args,
+        f"hydra.sweep.dir={folder / 'multirun'}",
+        *([f"tracking.uri={store}"] if store else []),
+    ]
     return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
 
 
 def array_job(sweep_dir: Path) -> tuple[str, list[str]]:
     """The one SLURM array job a sweep submitted, and its task ids (submitit's folders)."""
-    tasks = sorted(d.name for d in (sweep_dir / ".submitit").iterdir()
-                   if re.fullmatch(r"\d+_\d+", d.name))
+    tasks = sorted(
+        d.name for d in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", d.name)
+    )
     arrays = {t.split("_")[0] for t in tasks}
     assert len(arrays) == 1, f"expected one array job, got {sorted(arrays)}"
     return arrays.pop(), tasks
 
 
-def sacct_states(array_id: str, env: dict[str, str], n_tasks: int,
-                 timeout_s: float = 90) -> dict[str, str]:
+def sacct_states(
+    array_id: str, env: dict[str, str], n_tasks: int, timeout_s: float = 90
+) -> dict[str, str]:
     """Each task's state in the accounting database, once none is left unfinished there
     (slurmdbd hears of a task's end a moment after the launcher read its result)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobID,State"],
-                             env={**os.environ, **env}, capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobID,State"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         states = dict(line.split("|", 1) for line in out.splitlines() if line)
         unfinished = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED"}
         if len(states) == n_tasks and not unfinished & set(states.values()):
@@ -98,8 +119,7 @@ def children_of_one_parent(uri: str, experiment: str = "initsweep") -> tuple:
 @pytest.mark.slow  # ~2 min on 2 cores: 4 SLURM tasks (2 at a time, each a fresh process), 4 basic
 def test_slurm_array_sweep_completes_with_the_basic_launchers_metrics(slurm_cluster, tmp_path):
     store = f"sqlite:///{tmp_path / 'slurm' / 'mlruns' / 'mlflow.db'}"
-    proc = sweep(tmp_path / "slurm", [*slurm_launcher(slurm_cluster), *GRID], slurm_cluster,
-                 store)
+    proc = sweep(tmp_path / "slurm", [*slurm_launcher(slurm_cluster), *GRID], slurm_cluster, store)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "4 jobs (4 ok)" in proc.stdout
     # one sbatch: an array of 4 tasks, on the partition asked for, no GPU requested
@@ -107,8 +127,12 @@ def test_slurm_array_sweep_completes_with_the_basic_launchers_metrics(slurm_clus
     array_id, tasks = array_job(sweep_dir)
     assert tasks == [f"{array_id}_{i}" for i in range(4)]
     sbatch = (sweep_dir / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
-    for line in ("--array=0-3%4", f"--partition={slurm_cluster.partition}",
-                 "--gpus-per-node=0", "--cpus-per-task=1"):
+    for line in (
+        "--array=0-3%4",
+        f"--partition={slurm_cluster.partition}",
+        "--gpus-per-node=0",
+        "--cpus-per-task=1",
+    ):
         assert f"#SBATCH {line}\n" in sbatch, line
     assert sacct_states(array_id, slurm_cluster.env, 4) == {t: "COMPLETED" for t in tasks}
     # each run was trained inside its SLURM task (its line is in that task's log)
@@ -124,8 +148,9 @@ def test_slurm_array_sweep_completes_with_the_basic_launchers_metrics(slurm_clus
     # The same sweep on Hydra's basic launcher, one torch thread like the SLURM tasks
     # (cpus_per_task=1): same bits.
     basic_store = f"sqlite:///{tmp_path / 'basic' / 'mlruns' / 'mlflow.db'}"
-    proc = sweep(tmp_path / "basic", [*GRID, "+devices.threads_per_job=1"], slurm_cluster,
-                 basic_store)
+    proc = sweep(
+        tmp_path / "basic", [*GRID, "+devices.threads_per_job=1"], slurm_cluster, basic_store
+    )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert SRUN_WARNING not in proc.stderr  # srun is installed here: jobs outside SLURM too
     _, basic = children_of_one_parent(basic_store)
@@ -139,9 +164,18 @@ def test_a_failing_task_does_not_stop_the_others(slurm_cluster, tmp_path):
     """One job of the array gets a bad value that fails inside Lightning, after its run started:
     its run is FAILED with the traceback, the other job finishes, the sweep says so (exit 1)."""
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    proc = sweep(tmp_path, [*slurm_launcher(slurm_cluster), "init=he", "trainer.max_epochs=1",
-                            "trainer.accelerator=cpu,nosuch", "diagnostics.plots=false"],
-                 slurm_cluster, store)
+    proc = sweep(
+        tmp_path,
+        [
+            *slurm_launcher(slurm_cluster),
+            "init=he",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu,nosuch",
+            "diagnostics.plots=false",
+        ],
+        slurm_cluster,
+        store,
+    )
     assert proc.returncode == 1, f"{proc.stdout}\n{proc.stderr}"
     assert "2 jobs (1 failed, 1 ok)" in proc.stdout
     assert re.search(r"failed: .*nosuch", proc.stderr), proc.stderr
@@ -157,8 +191,9 @@ def test_a_failing_task_does_not_stop_the_others(slurm_cluster, tmp_path):
 
 
 def _texts_under(folder: Path) -> str:
-    return "\n".join(p.read_bytes().decode("utf-8", "replace")
-                     for p in sorted(folder.rglob("*")) if p.is_file())
+    return "\n".join(
+        p.read_bytes().decode("utf-8", "replace") for p in sorted(folder.rglob("*")) if p.is_file()
+    )
 
 
 def _server_process_texts(pgid: int) -> str:
@@ -167,8 +202,10 @@ def _server_process_texts(pgid: int) -> str:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
-                texts += [(stat.parent / f).read_bytes().decode("utf-8", "replace")
-                          for f in ("cmdline", "environ")]
+                texts += [
+                    (stat.parent / f).read_bytes().decode("utf-8", "replace")
+                    for f in ("cmdline", "environ")
+                ]
         except (OSError, IndexError):
             continue
     assert texts, f"no process in the server's group {pgid}"
@@ -179,9 +216,12 @@ def _server_process_texts(pgid: int) -> str:
 def test_slurm_sweep_logs_to_a_postgresql_backed_server(slurm_cluster, pg_server, tmp_path):
     experiment = f"cluster-{uuid.uuid4().hex[:8]}"  # the server outlives one test
     uri = pg_server.tracking_uri
-    proc = sweep(tmp_path, [*slurm_launcher(slurm_cluster), *GRID, "tracking=server",
-                            f"experiment_name={experiment}"], slurm_cluster,
-                 extra_env={"MLFLOW_TRACKING_URI": uri})
+    proc = sweep(
+        tmp_path,
+        [*slurm_launcher(slurm_cluster), *GRID, "tracking=server", f"experiment_name={experiment}"],
+        slurm_cluster,
+        extra_env={"MLFLOW_TRACKING_URI": uri},
+    )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "4 jobs (4 ok)" in proc.stdout
     array_id, tasks = array_job(tmp_path / "multirun")
@@ -195,22 +235,34 @@ def test_slurm_sweep_logs_to_a_postgresql_backed_server(slurm_cluster, pg_server
         steps = client.get_metric_history(run.info.run_id, "train/loss")
         assert len(steps) == len({m.step for m in steps}) > 10  # every step, once
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # through the server
-        assert {"config.yaml", "overrides.txt"} <= {a.path for a in
-                                                    client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "overrides.txt"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id)
+        }
 
     # The PostgreSQL password never leaves the server side: not in a param, tag or artifact of
     # any run, not in the sweep's console or any log/file of the sweep, not in the server's log,
     # command line or environment (libpq reads it from the script's pgpass file).
     password = pg_server.secret("pg_password")
-    texts = {"console": proc.stdout + proc.stderr,
-             "sweep folder (hydra and submitit logs)": _texts_under(tmp_path / "multirun"),
-             "server and database logs": _texts_under(STATE / "logs"),
-             "server processes": _server_process_texts(int(pg_server.env["INITSWEEP_MLFLOW_PID"]))}
+    texts = {
+        "console": proc.stdout + proc.stderr,
+        "sweep folder (hydra and submitit logs)": _texts_under(tmp_path / "multirun"),
+        "server and database logs": _texts_under(STATE / "logs"),
+        "server processes": _server_process_texts(int(pg_server.env["INITSWEEP_MLFLOW_PID"])),
+    }
     for run in [parent, *children.values()]:
         texts[run.info.run_name] = "\n".join(
-            [*map(str, run.data.params.items()), *map(str, run.data.tags.items()),
-             _texts_under(Path(client.download_artifacts(run.info.run_id, "",
-                                                          str(tmp_path / run.info.run_id))))])
+            [
+                *map(str, run.data.params.items()),
+                *map(str, run.data.tags.items()),
+                _texts_under(
+                    Path(
+                        client.download_artifacts(
+                            run.info.run_id, "", str(tmp_path / run.info.run_id)
+                        )
+                    )
+                ),
+            ]
+        )
     assert [where for where, text in texts.items() if password in text] == []
 
 
@@ -218,24 +270,41 @@ def test_slurm_sweep_logs_to_a_postgresql_backed_server(slurm_cluster, pg_server
 # One job that trains for a while (10-40 s here, by the machine's load). The time-limit tests
 # need it still training when SLURM's signal comes, on slurmctld's ~30 s tick: they pause it
 # (``paused_until_slurm_signals``) rather than make it minutes long.
-LONG = ["init=he", "seed=0", "data=synthetic", "data.n_train=12000", "data.n_val=500",
-        "data.n_test=1000", "data.features=64", "data.batch_size=64", "trainer.max_epochs=45",
-        "diagnostics.enabled=false"]
+LONG = [
+    "init=he",
+    "seed=0",
+    "data=synthetic",
+    "data.n_train=12000",
+    "data.n_val=500",
+    "data.n_test=1000",
+    "data.features=64",
+    "data.batch_size=64",
+    "trainer.max_epochs=45",
+    "diagnostics.enabled=false",
+]
 FINAL = ("test/acc", "test/loss", "val/loss", "val/acc")
 
 
 @contextmanager
-def running_sweep(folder: Path, args: list[str], cluster: LocalCluster,
-                  store: str) -> Iterator[subprocess.Popen]:
+def running_sweep(
+    folder: Path, args: list[str], cluster: LocalCluster, store: str
+) -> Iterator[subprocess.Popen]:
     """``sweep`` without waiting: the test acts on the cluster while the sweep runs. However
     the test ends, the sweep and its tasks are gone afterwards."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update({k: v for k, v in cluster.env.items() if k != "MLFLOW_TRACKING_URI"})
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", *args,
-           f"hydra.sweep.dir={folder / 'multirun'}", f"tracking.uri={store}"]
-    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        *args,
+        f"hydra.sweep.dir={folder / 'multirun'}",
+        f"tracking.uri={store}",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         yield proc
     finally:
@@ -247,8 +316,9 @@ def running_sweep(folder: Path, args: list[str], cluster: LocalCluster,
                 subprocess.run(["scancel", *jobs], env=env, capture_output=True)
 
 
-def wait_until_training(proc: subprocess.Popen, checkpoints: Path, jobs: int = 1,
-                        timeout_s: float = 600) -> None:
+def wait_until_training(
+    proc: subprocess.Popen, checkpoints: Path, jobs: int = 1, timeout_s: float = 600
+) -> None:
     """Until each job's first epoch-end checkpoint exists: training, and resumable."""
     deadline = time.monotonic() + timeout_s
     while len(list(checkpoints.glob("*.ckpt"))) < jobs:
@@ -260,8 +330,9 @@ def wait_until_training(proc: subprocess.Popen, checkpoints: Path, jobs: int = 1
 
 def tasks_of(sweep_dir: Path) -> list[str]:
     """The SLURM ids of a sweep's tasks: ``N_i`` for an array, ``N`` for a one-job sweep."""
-    return sorted(d.name for d in (sweep_dir / ".submitit").iterdir()
-                  if re.fullmatch(r"\d+(_\d+)?", d.name))
+    return sorted(
+        d.name for d in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", d.name)
+    )
 
 
 def attempts(task: str, env: dict[str, str], timeout_s: float = 90) -> list[str]:
@@ -269,11 +340,14 @@ def attempts(task: str, env: dict[str, str], timeout_s: float = 90) -> list[str]
     requeued task keeps its id and gets one record per run), once the last one is final."""
     deadline = time.monotonic() + timeout_s
     while True:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "--duplicates", "-j", task,
-                              "-o", "JobID,State"], env={**os.environ, **env},
-                             capture_output=True, text=True, check=True).stdout
-        states = [line.split("|")[1] for line in out.splitlines()
-                  if line.split("|")[0] == task]
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "--duplicates", "-j", task, "-o", "JobID,State"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        states = [line.split("|")[1] for line in out.splitlines() if line.split("|")[0] == task]
         if states and states[-1] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"):
             return states
         if time.monotonic() > deadline:
@@ -297,8 +371,9 @@ def uninterrupted(slurm_cluster, tmp_path_factory) -> dict[str, float]:
     return {key: run.data.metrics[key] for key in FINAL}
 
 
-def assert_resumed_to_the_end(proc: subprocess.Popen, folder: Path, store: str,
-                              uninterrupted: dict[str, float]) -> str:
+def assert_resumed_to_the_end(
+    proc: subprocess.Popen, folder: Path, store: str, uninterrupted: dict[str, float]
+) -> str:
     """The launching process waited: one job, ok; its one run FINISHED, resumed, with the
     metrics of the uninterrupted run, bit for bit. Returns the task's log."""
     out, err = proc.communicate(timeout=1200)
@@ -317,15 +392,18 @@ def assert_resumed_to_the_end(proc: subprocess.Popen, folder: Path, store: str,
 
 
 @pytest.mark.slow  # ~2 min: ~40 s SLURM's restart delay (cred_expire=30) + 45 epochs
-def test_a_requeued_task_resumes_its_run_and_the_sweep_waits_for_it(slurm_cluster, tmp_path,
-                                                                     uninterrupted):
+def test_a_requeued_task_resumes_its_run_and_the_sweep_waits_for_it(
+    slurm_cluster, tmp_path, uninterrupted
+):
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    with running_sweep(tmp_path, [*slurm_launcher(slurm_cluster), *LONG], slurm_cluster,
-                       store) as proc:
+    with running_sweep(
+        tmp_path, [*slurm_launcher(slurm_cluster), *LONG], slurm_cluster, store
+    ) as proc:
         wait_until_training(proc, tmp_path / "mlruns" / "checkpoints")
         [task] = tasks_of(tmp_path / "multirun")
-        subprocess.run(["scontrol", "requeue", task], env={**os.environ, **slurm_cluster.env},
-                       check=True)
+        subprocess.run(
+            ["scontrol", "requeue", task], env={**os.environ, **slurm_cluster.env}, check=True
+        )
         log = assert_resumed_to_the_end(proc, tmp_path, store, uninterrupted)
     assert "he-x1-s0: preempted (SIGTERM)" in log and f"SLURM task {task} was requeued" in log
     assert attempts(task, slurm_cluster.env) == ["REQUEUED", "COMPLETED"]
@@ -359,29 +437,40 @@ def paused_until_slurm_signals(pid: int, timeout_s: float = 150) -> None:
 
 
 @pytest.mark.slow  # ~2 min: a first attempt until its limit, SLURM's restart delay, the rest
-def test_a_task_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm_cluster, tmp_path,
-                                                                     uninterrupted):
+def test_a_task_at_its_time_limit_is_requeued_by_submitit_and_resumes(
+    slurm_cluster, tmp_path, uninterrupted
+):
     """``timeout_min=2``: SLURM sends submitit's USR2 ``signal_delay_s`` before the limit (on
     its ~30 s tick); the job stops at the next step and hands over to submitit, which requeues
     it (``max_num_timeout``). Once the first requeue is in the accounting, the waiting task's
     limit is raised, so the test's length does not depend on where the later ticks fall."""
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    launcher = [*slurm_launcher(slurm_cluster), "hydra.launcher.timeout_min=2",
-                "hydra.launcher.signal_delay_s=60", "hydra.launcher.max_num_timeout=3"]
+    launcher = [
+        *slurm_launcher(slurm_cluster),
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=60",
+        "hydra.launcher.max_num_timeout=3",
+    ]
     env = {**os.environ, **slurm_cluster.env}
     with running_sweep(tmp_path, [*launcher, *LONG], slurm_cluster, store) as proc:
         wait_until_training(proc, tmp_path / "mlruns" / "checkpoints")
         [task] = tasks_of(tmp_path / "multirun")
         paused_until_slurm_signals(python_of(task, slurm_cluster.env))
         deadline = time.monotonic() + 300
-        while "REQUEUED" not in subprocess.run(
-                ["sacct", "-X", "-n", "-P", "--duplicates", "-j", task, "-o", "State"], env=env,
-                capture_output=True, text=True, check=True).stdout:
+        while (
+            "REQUEUED"
+            not in subprocess.run(
+                ["sacct", "-X", "-n", "-P", "--duplicates", "-j", task, "-o", "State"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        ):
             assert proc.poll() is None, "the job finished instead of being requeued"
             assert time.monotonic() < deadline, "no requeue at the time limit"
             time.sleep(1)
-        subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=10"], env=env,
-                       check=True)
+        subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=10"], env=env, check=True)
         log = assert_resumed_to_the_end(proc, tmp_path, store, uninterrupted)
     assert "he-x1-s0: preempted (SIGUSR2)" in log
     assert re.search(r"Requeued job \S+ \(2 remaining timeouts\)", log), log  # submitit's
@@ -393,8 +482,12 @@ def test_a_task_out_of_requeues_at_its_time_limit_ends_timeout(slurm_cluster, tm
     """``max_num_timeout=0``: submitit refuses the requeue (UncompletedJobError); the job is
     over, with outcome ``timeout``, its run resumable by a relaunch, and the sweep says so."""
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    launcher = [*slurm_launcher(slurm_cluster), "hydra.launcher.timeout_min=2",
-                "hydra.launcher.signal_delay_s=60", "hydra.launcher.max_num_timeout=0"]
+    launcher = [
+        *slurm_launcher(slurm_cluster),
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=60",
+        "hydra.launcher.max_num_timeout=0",
+    ]
     with running_sweep(tmp_path, [*launcher, *LONG], slurm_cluster, store) as proc:
         wait_until_training(proc, tmp_path / "mlruns" / "checkpoints")
         [task] = tasks_of(tmp_path / "multirun")
@@ -403,8 +496,9 @@ def test_a_task_out_of_requeues_at_its_time_limit_ends_timeout(slurm_cluster, tm
     assert proc.returncode == 1, f"{out}\n{err}"
     assert "1 jobs (1 timeout)" in out
     [task] = tasks_of(tmp_path / "multirun")
-    assert (f"timeout: he-x1-s0: SLURM task {task}: Job not requeued because: timed-out too "
-            "many times.") in err, err
+    assert (
+        f"timeout: he-x1-s0: SLURM task {task}: Job not requeued because: timed-out too many times."
+    ) in err, err
     assert attempts(task, slurm_cluster.env) == ["COMPLETED"]  # the job ended, and said why
     parent, children = children_of_one_parent(store)
     assert parent.info.status == "FAILED" and parent.data.tags["n_timeout"] == "1"
@@ -415,10 +509,16 @@ def test_a_task_out_of_requeues_at_its_time_limit_ends_timeout(slurm_cluster, tm
 def python_of(task: str, env: dict[str, str]) -> int:
     """The PID of the task's Python process (its job step, under srun)."""
     env = {**os.environ, **env}
-    job = subprocess.run(["squeue", "-h", "-j", task, "-o", "%A"], env=env, capture_output=True,
-                         text=True, check=True).stdout.strip()  # an array task's own job id
-    out = subprocess.run(["scontrol", "listpids", job], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    job = subprocess.run(
+        ["squeue", "-h", "-j", task, "-o", "%A"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()  # an array task's own job id
+    out = subprocess.run(
+        ["scontrol", "listpids", job], env=env, capture_output=True, text=True, check=True
+    ).stdout
     for line in out.splitlines()[1:]:
         pid = int(line.split()[0])
         try:
@@ -431,13 +531,18 @@ def python_of(task: str, env: dict[str, str]) -> int:
 
 
 @pytest.mark.slow  # ~1.5 min: two tasks; the killed one is collected after submitit's 15 s
-def test_a_task_killed_with_sigkill_is_a_failed_job_and_leaves_no_run_running(slurm_cluster,
-                                                                             tmp_path):
+def test_a_task_killed_with_sigkill_is_a_failed_job_and_leaves_no_run_running(
+    slurm_cluster, tmp_path
+):
     """What the OOM killer or a lost node does: no signal the job can handle, no result. The
     sweep collects the other task, says which one failed and how SLURM saw it, exits 1."""
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    args = [*slurm_launcher(slurm_cluster), "seed=0,1", "trainer.max_epochs=30",
-            *(a for a in LONG if not a.startswith(("seed=", "trainer.max_epochs=")))]
+    args = [
+        *slurm_launcher(slurm_cluster),
+        "seed=0,1",
+        "trainer.max_epochs=30",
+        *(a for a in LONG if not a.startswith(("seed=", "trainer.max_epochs="))),
+    ]
     with running_sweep(tmp_path, args, slurm_cluster, store) as proc:
         wait_until_training(proc, tmp_path / "mlruns" / "checkpoints", jobs=2)
         array_id, tasks = array_job(tmp_path / "multirun")
@@ -448,31 +553,51 @@ def test_a_task_killed_with_sigkill_is_a_failed_job_and_leaves_no_run_running(sl
     line = f"failed: he-x1-s0: SLURM task {tasks[0]} ended without a result (sacct: FAILED)"
     assert line in err, err
     assert "Traceback" not in err
-    assert sacct_states(array_id, slurm_cluster.env, 2) == {tasks[0]: "FAILED",
-                                                            tasks[1]: "COMPLETED"}
+    assert sacct_states(array_id, slurm_cluster.env, 2) == {
+        tasks[0]: "FAILED",
+        tasks[1]: "COMPLETED",
+    }
     parent, children = children_of_one_parent(store)
     assert parent.info.status == "FAILED" and parent.data.tags["n_failed"] == "1"
-    assert {n: r.info.status for n, r in children.items()} == {"he-x1-s0": "KILLED",
-                                                              "he-x1-s1": "FINISHED"}
+    assert {n: r.info.status for n, r in children.items()} == {
+        "he-x1-s0": "KILLED",
+        "he-x1-s1": "FINISHED",
+    }
     killed = children["he-x1-s0"]  # resumable: its checkpoint is there
     assert killed.data.tags["outcome"] == "preempted"
     assert killed.data.tags["error"] == line.removeprefix("failed: he-x1-s0: ")
 
 
 @pytest.mark.slow  # ~30 s: one srun
-def test_inside_a_slurm_task_lightning_uses_slurm_without_its_own_requeue(slurm_cluster,
-                                                                          tmp_path):
-    code = ("import signal; from tests.conftest import compose_config; "
-            "from initsweep.training.builders import build_trainer; "
-            "t = build_trainer(compose_config(['debug=fast']), False, []); "
-            "env = t._accelerator_connector.cluster_environment; "
-            "t._signal_connector.register_signal_handlers(); "
-            "print(type(env).__name__, env.auto_requeue, "
-            "signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL)")
+def test_inside_a_slurm_task_lightning_uses_slurm_without_its_own_requeue(slurm_cluster, tmp_path):
+    code = (
+        "import signal; from tests.conftest import compose_config; "
+        "from initsweep.training.builders import build_trainer; "
+        "t = build_trainer(compose_config(['debug=fast']), False, []); "
+        "env = t._accelerator_connector.cluster_environment; "
+        "t._signal_connector.register_signal_handlers(); "
+        "print(type(env).__name__, env.auto_requeue, "
+        "signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL)"
+    )
     env = {**os.environ, **slurm_cluster.env}
-    proc = subprocess.run(["srun", "-p", slurm_cluster.partition, "-n1", "-c1", "--mem=2G",
-                           sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            "srun",
+            "-p",
+            slurm_cluster.partition,
+            "-n1",
+            "-c1",
+            "--mem=2G",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     # Lightning's requeue handler (SIGUSR1, hpc_ckpt files) is not installed: submitit requeues
     assert proc.stdout.splitlines()[-1] == "SLURMEnvironment False True"
@@ -485,11 +610,23 @@ def test_outside_slurm_lightning_uses_the_plain_environment_and_says_nothing_of_
     if shutil.which("srun") is None:
         pytest.skip("srun is not installed here: the warning cannot appear")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLURM_"))}
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "init=he",
-                           "trainer.max_epochs=1", "diagnostics.plots=false",
-                           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                           f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            "init=he",
+            "trainer.max_epochs=1",
+            "diagnostics.plots=false",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1 jobs (1 ok)" in proc.stdout
     assert SRUN_WARNING not in proc.stderr

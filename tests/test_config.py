@@ -56,19 +56,28 @@ def test_mlp_shapes_activation_and_bias():
     assert net(torch.zeros(3, 64)).shape == (3, 10)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("optim.lr=0", "optim.lr=0.0: must be a number > 0"),
-    ("optim=sgd", None),
-    ("optim.weight_decay=-1", "optim.weight_decay=-1.0: must be >= 0"),
-    ("optim.fused=maybe", "optim.fused='maybe': must be auto, true or false"),
-    ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
-    ("model.hidden_sizes=[16,0]", "model.hidden_sizes=[16, 0]: every hidden size must be"),
-    ("trainer.max_epochs=0", "trainer.max_epochs=0: must be an integer >= 1"),
-    ("model.activation=swish", "model.activation='swish': must be one of linear, relu, sigmoid"),
-    ("seed=-1", "seed=-1: must be an integer >= 0"),
-    ("job.divergence_threshold=-1", "job.divergence_threshold=-1.0: must be null or a number > 0"),
-    ("init=normal", None),  # control: valid
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=0", "optim.lr=0.0: must be a number > 0"),
+        ("optim=sgd", None),
+        ("optim.weight_decay=-1", "optim.weight_decay=-1.0: must be >= 0"),
+        ("optim.fused=maybe", "optim.fused='maybe': must be auto, true or false"),
+        ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+        ("model.hidden_sizes=[16,0]", "model.hidden_sizes=[16, 0]: every hidden size must be"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: must be an integer >= 1"),
+        (
+            "model.activation=swish",
+            "model.activation='swish': must be one of linear, relu, sigmoid",
+        ),
+        ("seed=-1", "seed=-1: must be an integer >= 0"),
+        (
+            "job.divergence_threshold=-1",
+            "job.divergence_threshold=-1.0: must be null or a number > 0",
+        ),
+        ("init=normal", None),  # control: valid
+    ],
+)
 def test_bad_values_raise_one_line_naming_the_field(override, message):
     cfg = compose_config([override])
     if message is None:
@@ -83,15 +92,18 @@ def test_run_names_show_what_the_sweep_varies():
     cfg = compose_config(["init=he", "seed=2", "optim.lr=0.01"])
     assert run_name(cfg) == "he-x1-s2"
     overrides = ["init=he", "seed=2", "optim.lr=0.01", "trainer.max_epochs=3"]
-    swept = swept_keys(["init=he,xavier", "seed=0,1,2", "optim.lr=0.1,0.01",
-                        "trainer.max_epochs=3"], None)
+    swept = swept_keys(
+        ["init=he,xavier", "seed=0,1,2", "optim.lr=0.1,0.01", "trainer.max_epochs=3"], None
+    )
     assert swept == ["init", "seed", "optim.lr"]
     assert run_name(cfg, named_overrides(overrides, swept)) == "he-x1-s2-optim.lr=0.01"
     # a preset sweeping a group with "+" (experiment=s5_residual's "+s5"): named like any key
     swept = swept_keys(["init=he"], {"+s5": "plain,fixup", "model.depth": "20,56"})
     assert swept == ["s5", "model.depth"]
-    assert named_overrides(["+s5=plain", "model.depth=20", "init=he"], swept) == \
-        ["s5=plain", "model.depth=20"]
+    assert named_overrides(["+s5=plain", "model.depth=20", "init=he"], swept) == [
+        "s5=plain",
+        "model.depth=20",
+    ]
     crossed = compose_config(["init=he", "init_seed=1", "data_seed=3"])
     assert run_name(crossed) == "he-x1-s0-i1-d3"
 
@@ -141,6 +153,9 @@ def test_fused_true_without_a_fused_kernel_is_a_one_line_error():
     torch's error inside fit (a device type torch does not know stands in for one without it)."""
     check_fused({"name": "adam", "fused": True}, "cpu")  # this torch has it
     check_fused({"name": "adam", "fused": "auto"}, "nowhere")  # auto: never an error
-    with pytest.raises(ConfigError, match=r"^optim.fused=true: torch .* no fused adam kernel "
-                                          r"for device nowhere .*use optim.fused=auto or false$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^optim.fused=true: torch .* no fused adam kernel "
+        r"for device nowhere .*use optim.fused=auto or false$",
+    ):
         check_fused({"name": "adam", "fused": True}, "nowhere")

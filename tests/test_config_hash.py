@@ -16,13 +16,22 @@ PINNED = {
     "demo he s2": (["init=he", "seed=2"], "41fc28c6f818", "227be88075b1"),
     "demo zeros s1": (["init=zeros", "seed=1"], "a5ec97de31ea", "ff3e802f7486"),
     "defaults": ([], "988d69caf67c", "467fb78ec7b0"),
-    "S5 resnet": (["model=resnet", "model.depth=20", "init=fixup", "seed=1"],
-                  "c996000f6f91", "625ae5440465"),
-    "custom model": (["model=custom", "model._target_=my_models.small_cnn", "+model.channels=32",
-                      "init=lsuv"], "544c0cd3f0cf", "c4a67f7669c8"),
+    "S5 resnet": (
+        ["model=resnet", "model.depth=20", "init=fixup", "seed=1"],
+        "c996000f6f91",
+        "625ae5440465",
+    ),
+    "custom model": (
+        ["model=custom", "model._target_=my_models.small_cnn", "+model.channels=32", "init=lsuv"],
+        "544c0cd3f0cf",
+        "c4a67f7669c8",
+    ),
     "mnist cnn": (["data=mnist", "model=cnn", "init=he"], "c745fc26c52b", "c9ec64ef3ab2"),
-    "synthetic sgd cosine": (["data=synthetic", "optim=sgd", "lr_schedule=cosine"],
-                             "bca504e50380", "306e94703143"),
+    "synthetic sgd cosine": (
+        ["data=synthetic", "optim=sgd", "lr_schedule=cosine"],
+        "bca504e50380",
+        "306e94703143",
+    ),
 }
 
 

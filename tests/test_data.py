@@ -55,8 +55,9 @@ def test_shuffling_follows_data_seed_and_changes_each_epoch():
 
 def test_batches_are_slices_covering_every_sample_once():
     x, y = torch.arange(10.0).reshape(10, 1), torch.arange(10)
-    batches = list(TensorBatches(x, y, batch_size=4, shuffle=True,
-                                 generator=torch.Generator().manual_seed(0)))
+    batches = list(
+        TensorBatches(x, y, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    )
     assert [len(b[1]) for b in batches] == [4, 4, 2]
     assert sorted(torch.cat([b[1] for b in batches]).tolist()) == list(range(10))
     assert len(TensorBatches(x, y, batch_size=4)) == 3
@@ -67,9 +68,11 @@ def _write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -
     raw.mkdir(parents=True, exist_ok=True)
     n, rows, cols = images.shape
     (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes())
+        struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes()
+    )
     (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
+        struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes()
+    )
 
 
 def test_fashion_mnist_reads_idx_files_in_torchvision_layout(tmp_path):
@@ -93,17 +96,22 @@ def test_missing_files_name_the_folder_and_the_flag(tmp_path):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"batch_size": 0}, "data.batch_size"),
-    ({"data_seed": -1}, "data_seed"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"data_seed": -1}, "data_seed"),
+    ],
+)
 def test_bad_data_values(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         DigitsDataModule(**kwargs)
 
 
-@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared/data/MNIST/raw").exists(),
-                    reason="real MNIST files not present")
+@pytest.mark.skipif(
+    not (Path(__file__).parents[2] / "shared/data/MNIST/raw").exists(),
+    reason="real MNIST files not present",
+)
 def test_real_mnist_when_present():
     dm = MNISTDataModule(root=str(Path(__file__).parents[2] / "shared/data"))
     dm.setup()

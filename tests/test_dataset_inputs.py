@@ -19,8 +19,10 @@ SHRINK = ["debug=tiny", "diagnostics.enabled=false"]
 
 def inputs_of(run) -> dict[str, object]:
     """context -> the dataset entity of each logged input."""
-    return {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
-            for i in run.inputs.dataset_inputs}
+    return {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+        for i in run.inputs.dataset_inputs
+    }
 
 
 def test_runs_record_their_datasets_and_digits_differs_from_mnist(tmp_path, store):
@@ -32,11 +34,22 @@ def test_runs_record_their_datasets_and_digits_differs_from_mnist(tmp_path, stor
         _write_idx(raw, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
     for seed in (0, 1):
         run_job(compose_config([*SHRINK, f"seed={seed}", f"tracking.uri={store}"]))
-    run_job(compose_config([*SHRINK, "data=mnist", f"data.root={tmp_path}", "data.val_size=20",
-                            f"tracking.uri={store}"]))
+    run_job(
+        compose_config(
+            [
+                *SHRINK,
+                "data=mnist",
+                f"data.root={tmp_path}",
+                "data.val_size=20",
+                f"tracking.uri={store}",
+            ]
+        )
+    )
     client = MlflowClient(store)
-    runs = {r.data.tags["dataset"] + str(r.data.tags["seed"]): client.get_run(r.info.run_id)
-            for r in runs_of(store)}
+    runs = {
+        r.data.tags["dataset"] + str(r.data.tags["seed"]): client.get_run(r.info.run_id)
+        for r in runs_of(store)
+    }
     digits, digits_1, mnist = (inputs_of(runs[k]) for k in ("digits0", "digits1", "mnist0"))
 
     assert set(digits) == set(mnist) == {"train", "val", "test"}
@@ -58,7 +71,6 @@ def test_runs_record_their_datasets_and_digits_differs_from_mnist(tmp_path, stor
     assert run.data.tags["test/acc_rounded"] == f"{acc:.4f} = {round(acc * 360)}/360"
 
 
-
 def test_the_rounded_accuracy_reads_as_the_report_prints_it():
     from initsweep.report.views import fmt
     from initsweep.tracking.rounded import rounded, rounded_tags
@@ -67,5 +79,6 @@ def test_the_rounded_accuracy_reads_as_the_report_prints_it():
     assert rounded(0.1, 360) == "0.1000 = 36/360"
     assert rounded(0.5, None) == "0.5000" and rounded(math.nan, 360) == "nan"
     assert rounded(0.123456, 360) == "0.1235"  # no ratio of 360: the rounding alone
-    assert rounded_tags({"test/acc": 347 / 360, "test/loss": 0.12}, 360) == \
-        {"test/acc_rounded": "0.9639 = 347/360"}
+    assert rounded_tags({"test/acc": 347 / 360, "test/loss": 0.12}, 360) == {
+        "test/acc_rounded": "0.9639 = 347/360"
+    }

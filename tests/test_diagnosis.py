@@ -45,8 +45,9 @@ def test_one_distinct_unit_is_symmetric_two_are_not():
     assert [r["distinct_units"] for r in start] == [4, 1, 3]
     found = diagnose(start + _records(linear_net([first, rows, out]), x, step=20))
     assert "symmetric" in _codes(found)
-    assert found[0].sentence == ("symmetric: layer 1 has 1 distinct unit at init and still 1 at "
-                                 "the end (S0, S4)")
+    assert found[0].sentence == (
+        "symmetric: layer 1 has 1 distinct unit at init and still 1 at the end (S0, S4)"
+    )
 
     apart = rows.clone()
     apart[0] += 1e-3  # far above distinct_tol: two distinct units
@@ -62,14 +63,22 @@ def test_symmetric_at_init_says_what_training_made_of_it():
     start = _records(linear_net([zeros, out]), x)
     end = _records(linear_net([torch.randn(4, 6), out]), x, step=8)
     (finding,) = [f for f in diagnose(start + end) if f.code == "symmetric"]
-    assert finding.sentence == ("symmetric: every hidden layer has 1 distinct unit at init; 4 at "
-                                "the end; all their weights 0 at init (S0, S4)")
+    assert finding.sentence == (
+        "symmetric: every hidden layer has 1 distinct unit at init; 4 at "
+        "the end; all their weights 0 at init (S0, S4)"
+    )
 
 
 # ------------------------------------------------------------------------------- signal
-@pytest.mark.parametrize("gain, expected", [
-    (SIGNAL_GAIN * 1.05, "exploding"), (SIGNAL_GAIN * 0.95, "healthy"),
-    (1 / (SIGNAL_GAIN * 1.05), "vanishing"), (1 / (SIGNAL_GAIN * 0.95), "healthy")])
+@pytest.mark.parametrize(
+    "gain, expected",
+    [
+        (SIGNAL_GAIN * 1.05, "exploding"),
+        (SIGNAL_GAIN * 0.95, "healthy"),
+        (1 / (SIGNAL_GAIN * 1.05), "vanishing"),
+        (1 / (SIGNAL_GAIN * 0.95), "healthy"),
+    ],
+)
 def test_signal_gain_threshold_from_both_sides(gain, expected):
     """Three layers g * I with identity activations: the std is exactly g^3 times the input's
     at the output, so the total gain sits just past or just inside SIGNAL_GAIN."""
@@ -83,7 +92,8 @@ def test_signal_gain_threshold_from_both_sides(gain, expected):
     if expected == "exploding":
         assert found[0].sentence.startswith(
             f"exploding signal: activation std reaches {diagnosis.num(gain)} times the input's "
-            "in layer 2 (the output layer) at init")
+            "in layer 2 (the output layer) at init"
+        )
     if expected == "vanishing":
         assert f"x{diagnosis.num(g)} per layer" in found[0].sentence
 
@@ -110,8 +120,10 @@ def test_saturation_threshold_from_both_sides(fraction):
     found = diagnose(records, activation="tanh")
     if fraction > SATURATED_FRAC:
         assert _codes(found) == ["saturated"]
-        assert found[0].sentence == (f"saturated: {round(100 * fraction)}% of tanh activations "
-                                     "beyond |0.99| in layer 0 at init (S2)")
+        assert found[0].sentence == (
+            f"saturated: {round(100 * fraction)}% of tanh activations "
+            "beyond |0.99| in layer 0 at init (S2)"
+        )
     else:
         assert _codes(found) == ["healthy"]
 
@@ -119,8 +131,9 @@ def test_saturation_threshold_from_both_sides(fraction):
 # ------------------------------------------------------------------------------- dead ReLUs
 def _dead_net(dead: int) -> nn.Sequential:
     """10 hidden ReLU units on positive inputs, ``dead`` of them with negative weights."""
-    rows = torch.stack([(-1 if j < dead else 1) * 0.1 * (1 + 0.1 * j) * torch.ones(4)
-                        for j in range(10)])
+    rows = torch.stack(
+        [(-1 if j < dead else 1) * 0.1 * (1 + 0.1 * j) * torch.ones(4) for j in range(10)]
+    )
     return linear_net([rows, 0.1 * torch.randn(3, 10, generator=torch.Generator().manual_seed(0))])
 
 
@@ -132,8 +145,9 @@ def test_dead_relu_threshold_from_both_sides(dead):
     found = diagnose(records)
     if dead / 10 > DEAD_FRAC:
         assert _codes(found) == ["dead_relu"]
-        assert found[0].sentence == (f"dead ReLUs: {dead}0% of layer 0's units never fire on "
-                                     "the probe batch at init")
+        assert found[0].sentence == (
+            f"dead ReLUs: {dead}0% of layer 0's units never fire on the probe batch at init"
+        )
     else:
         assert _codes(found) == ["healthy"]
 
@@ -144,8 +158,9 @@ def test_units_that_die_in_training_are_found_at_the_end_with_names_from_paths()
     for record in start + end:
         record["path"] = f"net.{2 * record['layer']}"
     (found,) = diagnose(start + end)
-    assert found.sentence == ("dead ReLUs: 70% of net.0's units never fire on the probe batch "
-                              "at the end (20% at init)")
+    assert found.sentence == (
+        "dead ReLUs: 70% of net.0's units never fire on the probe batch at the end (20% at init)"
+    )
 
 
 # ------------------------------------------------------------------------------- the rest
@@ -153,11 +168,11 @@ def test_several_findings_divergence_and_words():
     torch.manual_seed(0)
     x = torch.rand(64, 6)
     ones = _records(linear_net([torch.ones(16, 6), torch.ones(16, 16), torch.ones(3, 16)]), x)
-    found = diagnose(ones, "diverged", diverged_at=1, losses=[2.3, 1.2e8],
-                     divergence_threshold=1e6)
+    found = diagnose(ones, "diverged", diverged_at=1, losses=[2.3, 1.2e8], divergence_threshold=1e6)
     assert _codes(found) == ["symmetric", "exploding", "diverged"]
-    assert found[-1].sentence == ("diverged at step 1 (loss 1.2e8, above "
-                                  "job.divergence_threshold 1e6)")
+    assert found[-1].sentence == (
+        "diverged at step 1 (loss 1.2e8, above job.divergence_threshold 1e6)"
+    )
     nan = diagnose(ones, "diverged", diverged_at=12, losses=[2.3, float("nan")])
     assert nan[-1].sentence == "diverged at step 12 (loss non-finite)"
     # a stacked seed keeps no NaN loss: its last kept loss is the step before
@@ -181,8 +196,10 @@ def test_weights_broken_by_the_last_update_are_a_divergence():
     found = diagnose(start + end, "ok", activation="tanh")
     assert _codes(found) == ["saturated", "diverged"]
     assert found[0].sentence.endswith("in layer 0 at init (S2)")  # no "0% at the end"
-    assert found[1].sentence == ("diverged in the last update: activations non-finite in layer "
-                                 "0 at the end (step 1), after the last loss checked")
+    assert found[1].sentence == (
+        "diverged in the last update: activations non-finite in layer "
+        "0 at the end (step 1), after the last loss checked"
+    )
 
 
 def test_a_healthy_he_init_is_healthy():
@@ -198,19 +215,23 @@ def test_a_healthy_he_init_is_healthy():
 # ------------------------------------------------------------------------------- real runs
 @pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_runs_carry_their_diagnosis_in_mlflow_and_on_the_console(cli, store):
-    proc = cli("-m", "debug=fast", "init=zeros,he", "diagnostics.plots=false", "report=false",
-               check=True)
+    proc = cli(
+        "-m", "debug=fast", "init=zeros,he", "diagnostics.plots=false", "report=false", check=True
+    )
     lines = [line for line in proc.stdout.splitlines() if "test/acc=" in line]
-    assert any(line.startswith("zeros-x1-s0: ") and "[ok, symmetric] " in line
-               for line in lines), lines
+    assert any(line.startswith("zeros-x1-s0: ") and "[ok, symmetric] " in line for line in lines), (
+        lines
+    )
     assert any(line.startswith("he-x1-s0: ") and "[ok, healthy] " in line for line in lines)
     runs = {r.info.run_name: r for r in runs_of(store) if "diagnosis" in r.data.tags}
     assert runs["zeros-x1-s0"].data.tags["diagnosis"] == "symmetric"
     assert runs["he-x1-s0"].data.tags["diagnosis"] == "healthy"
     note = runs["zeros-x1-s0"].data.tags["mlflow.note.content"]
     assert note.startswith(NOTE_TITLE)
-    assert sentences(note) == ["symmetric: every hidden layer has 1 distinct unit at init and "
-                               "still 1 at the end; all their weights 0 at init (S0, S4)"]
+    assert sentences(note) == [
+        "symmetric: every hidden layer has 1 distinct unit at init and "
+        "still 1 at the end; all their weights 0 at init (S0, S4)"
+    ]
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("initsweep").experiment_id
     found = client.search_runs([experiment], "tags.diagnosis LIKE '%symmetric%'")
@@ -227,13 +248,23 @@ def test_the_report_says_why_per_group_and_where_seeds_disagree(cli, store, tmp_
     """A real S2 sweep, a few steps long: zeros is symmetric on both seeds; PyTorch's default
     init on the S2 net (16-unit ReLU layers) leaves 69% of layer 3's units dead on seed 0 at
     init, 44% on seed 1: the two seeds disagree on the mechanism."""
-    proc = cli("-m", "experiment=s2_schemes", "init=zeros,torch_default",
-               "model.activation=relu", "seed=0,1", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=2", "diagnostics.plots=false", check=True)
+    proc = cli(
+        "-m",
+        "experiment=s2_schemes",
+        "init=zeros,torch_default",
+        "model.activation=relu",
+        "seed=0,1",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "diagnostics.plots=false",
+        check=True,
+    )
     assert "  zeros: symmetric 2/2  (test/acc " in proc.stdout
     assert "  torch_default: dead_relu 1/2, healthy 1/2  (test/acc " in proc.stdout
-    assert ("torch_default: the seeds disagree: dead_relu in seed 0, not in 1. The seed changes "
-            "the mechanism here") in proc.stdout
+    assert (
+        "torch_default: the seeds disagree: dead_relu in seed 0, not in 1. The seed changes "
+        "the mechanism here"
+    ) in proc.stdout
 
     md = (tmp_path / "multirun" / "report" / "report.md").read_text()
     section = md.split("## Why: what the diagnostics found, per group")[1].split("\n## ")[0]
@@ -241,15 +272,18 @@ def test_the_report_says_why_per_group_and_where_seeds_disagree(cli, store, tmp_
     assert header in section
     assert "| zeros | " in section and " | 2/2 | 2/2 | 0/2 | 0/2 | no |" in section
     assert " | 2/2 | 0/2 | 1/2 | 1/2 | dead_relu in seed 0, not in 1 |" in section
-    assert ("- **torch_default** (seed 0): dead ReLUs: 69% of layer 3's units never fire on the "
-            "probe batch at init") in section
+    assert (
+        "- **torch_default** (seed 0): dead ReLUs: 69% of layer 3's units never fire on the "
+        "probe batch at init"
+    ) in section
     assert "- **torch_default** (seed 1): healthy at init: " in section
     assert "- **zeros** (seed 0): symmetric: every hidden layer has 1 distinct unit" in section
     html = (tmp_path / "multirun" / "report" / "report.html").read_text()
     assert "<h2>Why: what the diagnostics found, per group</h2>" in html
 
-    (parent,) = [r for r in runs_of(store, "s2_schemes")
-                 if r.data.tags.get("initsweep.role") == "sweep"]
+    (parent,) = [
+        r for r in runs_of(store, "s2_schemes") if r.data.tags.get("initsweep.role") == "sweep"
+    ]
     note = parent.data.tags["mlflow.note.content"]
     assert "### Why: what the diagnostics found, per group" in note
     assert "**torch_default**: the seeds disagree: dead_relu in seed 0, not in 1." in note

@@ -60,8 +60,9 @@ def test_saturation_and_helpers():
 # fast tier keeps the stacked path's divergence (test_stacked_seeds.py); a lone run's: here only.
 @pytest.mark.slow
 def test_a_diverging_job_is_tagged_and_the_sweep_goes_on(cli, store):
-    proc = cli("-m", "init=ones,he", "optim=sgd", "optim.lr=0.5", "trainer.max_epochs=2",
-               check=True)
+    proc = cli(
+        "-m", "init=ones,he", "optim=sgd", "optim.lr=0.5", "trainer.max_epochs=2", check=True
+    )
     # a diverged run still gets its diagnosis (diagnostics.findings), the outcome not repeated
     assert "ones-x1-s0" in proc.stdout and "[diverged, symmetric, exploding]" in proc.stdout
     runs = {r.info.run_name: r for r in runs_of(store)}
@@ -74,9 +75,16 @@ def test_a_diverging_job_is_tagged_and_the_sweep_goes_on(cli, store):
     assert fine.data.tags["outcome"] == "ok" and fine.data.metrics["test/acc"] > 0.8
     client = MlflowClient(store)
     files = {a.path for a in client.list_artifacts(fine.info.run_id, "diagnostics")}
-    assert files == {f"diagnostics/{n}" for n in (
-        "diagnostics.csv", "loss.png", "depth_at_init.png", "weight_histograms.png",
-        "distinct_units.png")}
+    assert files == {
+        f"diagnostics/{n}"
+        for n in (
+            "diagnostics.csv",
+            "loss.png",
+            "depth_at_init.png",
+            "weight_histograms.png",
+            "distinct_units.png",
+        )
+    }
     for i in range(3):
         for key in ("act_std", "grad_norm", "distinct_units", "effective_rank", "dead_frac"):
             assert f"diag/L{i}/{key}" in fine.data.metrics
@@ -94,11 +102,19 @@ def _shrunk_single_job(preset: str) -> list[str]:
     picks = []
     for key, values in (cfg.hydra.sweeper.params or {}).items():
         override = parser.parse_override(f"{key}={values}")  # a,b,c or range(4) or ...
-        first = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
+        first = (
+            next(iter(override.sweep_string_iterator()))
+            if override.is_sweep_override()
             else override.value()
+        )
         picks.append(f"{key}={first}")
-    return [f"experiment={preset}", *picks, "trainer.max_epochs=1",
-            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    return [
+        f"experiment={preset}",
+        *picks,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    ]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

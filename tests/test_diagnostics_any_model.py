@@ -19,8 +19,13 @@ from initsweep.models.zoo import resnet
 def conv_net(weights: torch.Tensor, norm: bool = False) -> nn.Sequential:
     conv = nn.Conv2d(1, weights.shape[0], 3, padding=1, bias=False)
     conv.weight.data.copy_(weights)
-    layers = [conv, *([nn.BatchNorm2d(weights.shape[0])] if norm else []), nn.ReLU(),
-              nn.Flatten(), nn.Linear(weights.shape[0] * 16, 2)]
+    layers = [
+        conv,
+        *([nn.BatchNorm2d(weights.shape[0])] if norm else []),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(weights.shape[0] * 16, 2),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -54,8 +59,10 @@ def test_batchnorm_statistics_of_the_norm_after_a_layer():
     conv_row, linear_row = measure(net, *probe())
     assert conv_row["norm_weight_mean"] == 1.5
     assert conv_row["norm_running_mean"] == 0.75 and conv_row["norm_running_var"] == 3.0
-    assert all(math.isnan(linear_row[k]) for k in ("norm_weight_mean", "norm_running_mean",
-                                                   "norm_running_var"))
+    assert all(
+        math.isnan(linear_row[k])
+        for k in ("norm_weight_mean", "norm_running_mean", "norm_running_var")
+    )
     # the activation after the norm is what act_* measure: ReLU after BatchNorm
     with torch.no_grad():
         expected = torch.relu(bn(net[0](probe()[0])))
@@ -91,13 +98,19 @@ def test_plots_label_layers_by_module_path(tmp_path):
     net = resnet((1, 8, 8), 10, depth=8, width=4)
     initialize_(net, {"scheme": "he"}, 0)
     rows = measure(net.eval(), torch.rand(16, 1, 8, 8), torch.zeros(16, dtype=torch.long))
-    records = [{"step": 0, "layer": i, **row, "update_ratio": math.nan}
-               for i, row in enumerate(rows)]
+    records = [
+        {"step": 0, "layer": i, **row, "update_ratio": math.nan} for i, row in enumerate(rows)
+    ]
     assert list(records[0]) != list(RECORD_FIELDS)  # order does not matter to the plots
     weights = [m.weight.detach().numpy() for _, m in weight_layers(net)]
-    inputs = {"name": "resnet-8", "losses": [2.3, 2.1, 1.9], "records": records,
-              "weights_at_init": weights, "weights_at_end": weights,
-              "layer_paths": [p for p, _ in weight_layers(net)]}
+    inputs = {
+        "name": "resnet-8",
+        "losses": [2.3, 2.1, 1.9],
+        "records": records,
+        "weights_at_init": weights,
+        "weights_at_end": weights,
+        "layer_paths": [p for p, _ in weight_layers(net)],
+    }
     paths = draw_all(inputs, tmp_path)
     assert [p.name for p in paths] == list(PLOT_FILES) and all(p.stat().st_size > 0 for p in paths)
 

@@ -21,12 +21,12 @@ def test_paired_and_welch_are_scipy_s_tests():
     assert paired_difference(a, b).p_value() == pytest.approx(stats.ttest_rel(a, b).pvalue)
     c = rng.normal(0.88, 0.03, 5)
     assert welch_difference(a, c).p_value() == pytest.approx(
-        stats.ttest_ind(a, c, equal_var=False).pvalue)
+        stats.ttest_ind(a, c, equal_var=False).pvalue
+    )
     low, high = paired_difference(a, b).interval(0.95)
     ci = stats.ttest_rel(a, b).confidence_interval(0.95)
     assert (low, high) == pytest.approx((ci.low, ci.high))
-    assert t_interval(a, 0.9) == pytest.approx(stats.t.interval(
-        0.9, 6, a.mean(), stats.sem(a)))
+    assert t_interval(a, 0.9) == pytest.approx(stats.t.interval(0.9, 6, a.mean(), stats.sem(a)))
 
 
 def test_a_point_group_has_a_defined_interval():

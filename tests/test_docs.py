@@ -29,8 +29,11 @@ def _choices() -> list[tuple[str, str]]:
 
 def test_every_config_choice_is_documented():
     text = _docs_text()
-    missing = [f"{group}={choice}" for group, choice in _choices()
-               if f"`{choice}`" not in text and f"{group}={choice}" not in text]
+    missing = [
+        f"{group}={choice}"
+        for group, choice in _choices()
+        if f"`{choice}`" not in text and f"{group}={choice}" not in text
+    ]
     assert not missing, f"conf/ choices not mentioned in README.md or docs/: {missing}"
 
 
@@ -58,5 +61,3 @@ def test_every_subpackage_says_what_it_holds_and_is_in_the_architecture_map():
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.split()) >= 15, f"{init.parent.name}/__init__.py has no docstring"
         assert f"{init.parent.name}/" in text, f"{init.parent.name}/ missing from the map"
-
-

@@ -33,9 +33,13 @@ def schema(db: Path) -> tuple[list[tuple[str, str, list[str]]], list[tuple[str]]
     write a table's CHECK constraints in an order that changes from one store to the next)."""
     with sqlite3.connect(db) as con:
         objects = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
-        return ([(kind, name, sorted(line.strip().rstrip(",") for line in (sql or "").split("\n")))
-                 for kind, name, sql in objects.fetchall()],
-                con.execute("SELECT * FROM alembic_version").fetchall())
+        return (
+            [
+                (kind, name, sorted(line.strip().rstrip(",") for line in (sql or "").split("\n")))
+                for kind, name, sql in objects.fetchall()
+            ],
+            con.execute("SELECT * FROM alembic_version").fetchall(),
+        )
 
 
 def test_a_store_from_the_template_has_mlflows_schema_and_works(tmp_path, monkeypatch):
@@ -53,8 +57,9 @@ def test_a_store_from_the_template_has_mlflows_schema_and_works(tmp_path, monkey
 
     client = MlflowClient(f"sqlite:///{copied}")
     # the Default experiment is MLflow's, made on opening, as in a store MLflow created
-    default, theirs = (MlflowClient(f"sqlite:///{db}").get_experiment("0")
-                       for db in (copied, by_mlflow))
+    default, theirs = (
+        MlflowClient(f"sqlite:///{db}").get_experiment("0") for db in (copied, by_mlflow)
+    )
     assert default.name == theirs.name == "Default"
     assert default.artifact_location == theirs.artifact_location
     run_id = client.create_run(client.create_experiment("e")).info.run_id
@@ -66,8 +71,9 @@ def test_a_store_from_the_template_has_mlflows_schema_and_works(tmp_path, monkey
 def test_an_existing_store_is_never_replaced(tmp_path):
     db = tmp_path / "mlflow.db"
     ensure_store(f"sqlite:///{db}")
-    client, experiment_id = open_experiment({"tracking": {"uri": f"sqlite:///{db}"},
-                                             "experiment_name": "kept"})
+    client, experiment_id = open_experiment(
+        {"tracking": {"uri": f"sqlite:///{db}"}, "experiment_name": "kept"}
+    )
     run_id = client.create_run(experiment_id).info.run_id
     assert fresh_store.create_from_template(db) is False
     ensure_store(f"sqlite:///{db}")

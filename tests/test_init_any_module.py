@@ -27,22 +27,36 @@ def weights_of(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------ conv fans
-@pytest.mark.parametrize("layer", [
-    nn.Conv1d(8, 16, 5), nn.Conv2d(16, 32, 3), nn.Conv2d(16, 32, (3, 5), groups=4),
-    nn.Conv3d(4, 8, 3), nn.Linear(30, 20), nn.Embedding(100, 12),
-], ids=["conv1d", "conv2d", "conv2d-groups", "conv3d", "linear", "embedding"])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Conv1d(8, 16, 5),
+        nn.Conv2d(16, 32, 3),
+        nn.Conv2d(16, 32, (3, 5), groups=4),
+        nn.Conv3d(4, 8, 3),
+        nn.Linear(30, 20),
+        nn.Embedding(100, 12),
+    ],
+    ids=["conv1d", "conv2d", "conv2d-groups", "conv3d", "linear", "embedding"],
+)
 def test_fans_are_torchs(layer):
     assert fans(layer.weight) == nn.init._calculate_fan_in_and_fan_out(layer.weight)
 
 
-@pytest.mark.parametrize(("cfg", "activation", "std"), [
-    ({"scheme": "he"}, "relu", math.sqrt(2 / (64 * 9))),
-    ({"scheme": "he", "mode": "fan_out"}, "relu", math.sqrt(2 / (256 * 9))),
-    ({"scheme": "lecun"}, "tanh", math.sqrt(1 / (64 * 9))),
-    ({"scheme": "xavier", "distribution": "normal"}, "relu", math.sqrt(2 / ((64 + 256) * 9))),
-    ({"scheme": "xavier", "distribution": "normal", "gain": "auto"}, "tanh",
-     5 / 3 * math.sqrt(2 / ((64 + 256) * 9))),
-])
+@pytest.mark.parametrize(
+    ("cfg", "activation", "std"),
+    [
+        ({"scheme": "he"}, "relu", math.sqrt(2 / (64 * 9))),
+        ({"scheme": "he", "mode": "fan_out"}, "relu", math.sqrt(2 / (256 * 9))),
+        ({"scheme": "lecun"}, "tanh", math.sqrt(1 / (64 * 9))),
+        ({"scheme": "xavier", "distribution": "normal"}, "relu", math.sqrt(2 / ((64 + 256) * 9))),
+        (
+            {"scheme": "xavier", "distribution": "normal", "gain": "auto"},
+            "tanh",
+            5 / 3 * math.sqrt(2 / ((64 + 256) * 9)),
+        ),
+    ],
+)
 def test_conv_weights_follow_the_formula_with_the_receptive_field(cfg, activation, std):
     conv = nn.Conv2d(64, 256, 3, bias=False)  # 147,456 draws
     initialize_(conv, cfg, SEED, activation)
@@ -67,7 +81,7 @@ def test_zero_on_a_conv_kernel_is_the_matrix_at_the_centre():
     up = nn.Conv2d(8, 16, 3, bias=False)  # out > in: c * I* H I*, m = 4, c = 2^(-3/2)
     initialize_(up, {"scheme": "hadamard_identity"}, SEED)
     expected = torch.zeros(16, 8, 3, 3)
-    expected[:, :, 1, 1] = 2.0 ** -1.5 * hadamard(16)[:, :8]
+    expected[:, :, 1, 1] = 2.0**-1.5 * hadamard(16)[:, :8]
     assert torch.equal(up.weight.detach(), expected)
     same = nn.Conv2d(8, 8, 3, padding=1, bias=False)  # out == in: the identity map on channels
     initialize_(same, {"scheme": "hadamard_identity"}, SEED)
@@ -88,8 +102,9 @@ def test_orthogonal_conv_kernel_flat_and_delta():
     initialize_(delta, {"scheme": "orthogonal", "gain": 1.0, "kernel": "delta"}, SEED)
     kernel = delta.weight.detach().clone()
     centre = kernel[:, :, 1, 1].double()
-    torch.testing.assert_close(centre @ centre.T, torch.eye(8, dtype=torch.float64), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        centre @ centre.T, torch.eye(8, dtype=torch.float64), atol=1e-5, rtol=0
+    )
     kernel[:, :, 1, 1] = 0
     assert not kernel.any()
     x = torch.randn(2, 8, 6, 6)  # an isometry on every position's channel vector
@@ -105,8 +120,10 @@ def test_lsuv_gives_conv_and_linear_outputs_unit_variance():
     x = 3.0 * torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     initialize_(net, {"scheme": "lsuv", "tol": 0.05}, SEED, "relu", draw_batch=lambda n: x[:n])
     variances = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: variances.append(out.var().item()))
-             for _, m in weight_layers(net)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: variances.append(out.var().item()))
+        for _, m in weight_layers(net)
+    ]
     net(x)
     for hook in hooks:
         hook.remove()
@@ -145,8 +162,11 @@ def test_norm_rule_sets_gamma_zeroes_beta_and_resets_running_statistics():
     for m in norms:  # as if trained: initialize_ must put everything back
         m.running_mean.fill_(3.0), m.running_var.fill_(5.0), m.bias.data.fill_(0.2)
         m.num_batches_tracked.fill_(9)
-    for rule, value in (({}, 1.0), ({"weight": "zeros"}, 0.0),
-                        ({"weight": "constant", "value": 0.25}, 0.25)):
+    for rule, value in (
+        ({}, 1.0),
+        ({"weight": "zeros"}, 0.0),
+        ({"weight": "constant", "value": 0.25}, 0.25),
+    ):
         initialize_(net, {"scheme": "he", "norm": rule}, SEED)
         for m in norms:
             assert torch.equal(m.weight.detach(), torch.full_like(m.weight, value))
@@ -155,11 +175,17 @@ def test_norm_rule_sets_gamma_zeroes_beta_and_resets_running_statistics():
             assert int(m.num_batches_tracked) == 0
 
 
-@pytest.mark.parametrize(("norm", "message"), [
-    ({"weight": "half"}, r"^init\.norm\.weight='half': must be one of constant, ones, zeros$"),
-    ({"weight": "constant", "value": "x"}, r"^init\.norm\.value='x': must be a finite number$"),
-    ({"gamma": 1.0}, r"^init\.norm\.gamma=1\.0: not a key of the norm rule; valid: weight, value"),
-])
+@pytest.mark.parametrize(
+    ("norm", "message"),
+    [
+        ({"weight": "half"}, r"^init\.norm\.weight='half': must be one of constant, ones, zeros$"),
+        ({"weight": "constant", "value": "x"}, r"^init\.norm\.value='x': must be a finite number$"),
+        (
+            {"gamma": 1.0},
+            r"^init\.norm\.gamma=1\.0: not a key of the norm rule; valid: weight, value",
+        ),
+    ],
+)
 def test_bad_norm_rule_is_one_line(norm, message):
     with pytest.raises(ConfigError, match=message):
         initialize_(resnet((1, 8, 8), 10, depth=8, width=4), {"scheme": "he", "norm": norm}, 0)
@@ -175,11 +201,14 @@ def test_zero_init_residual_zeroes_each_branchs_last_gamma_and_blocks_start_as_i
     initialize_(he, {"scheme": "he"}, SEED)
     initialize_(zir, {"scheme": "zero_init_residual"}, SEED)
     # the same He weights layer by layer (one generator per layer index): only gammas differ
-    assert all(torch.equal(a, b) for a, b in zip(weights_of(he).values(), weights_of(zir).values(),
-                                                   strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(weights_of(he).values(), weights_of(zir).values(), strict=True)
+    )
     for block in blocks_of(zir):
-        assert not block.bn2.weight.any() and torch.equal(block.bn1.weight,
-                                                          torch.ones_like(block.bn1.weight))
+        assert not block.bn2.weight.any() and torch.equal(
+            block.bn1.weight, torch.ones_like(block.bn1.weight)
+        )
     zir.eval()
     x = torch.randn(4, 4, 8, 8)
     block = blocks_of(zir)[0]  # identity shortcut: the block is relu(x)
@@ -205,23 +234,35 @@ def test_fixup_scales_branches_by_l_to_the_minus_half_and_zeroes_last_layers():
     assert torch.equal(w_fixup["stem"], w_he["stem"])
     for path in w_he:
         if path.endswith("conv1"):
-            torch.testing.assert_close(w_fixup[path], w_he[path] * 6 ** -0.5, rtol=1e-6, atol=0)
+            torch.testing.assert_close(w_fixup[path], w_he[path] * 6**-0.5, rtol=1e-6, atol=0)
         elif path.endswith("conv2"):
             assert not w_fixup[path].any()
     assert not fixup.fc.weight.any() and not fixup.fc.bias.any()
     assert len(blocks_of(fixup)) == 6
 
 
-@pytest.mark.parametrize(("net", "cfg", "message"), [
-    (build_mlp(8, 3, [16]), {"scheme": "fixup"},
-     r"^init\.scheme='fixup': the model has no residual blocks"),
-    (resnet((1, 8, 8), 10, depth=8, width=4, skip=False), {"scheme": "zero_init_residual"},
-     r"^init\.scheme='zero_init_residual': the model has no residual blocks"),
-    (resnet((1, 8, 8), 10, depth=8, width=4),
-     {"scheme": "he", "layers": [{"select": "stem", "scheme": "fixup"}]},
-     r"^init\.layers\[0\]\.scheme='fixup': its rule selects no residual branch's last layer "
-     r"\(the model has 3 residual blocks\)$"),
-], ids=["mlp", "plain-resnet", "rule-without-branches"])
+@pytest.mark.parametrize(
+    ("net", "cfg", "message"),
+    [
+        (
+            build_mlp(8, 3, [16]),
+            {"scheme": "fixup"},
+            r"^init\.scheme='fixup': the model has no residual blocks",
+        ),
+        (
+            resnet((1, 8, 8), 10, depth=8, width=4, skip=False),
+            {"scheme": "zero_init_residual"},
+            r"^init\.scheme='zero_init_residual': the model has no residual blocks",
+        ),
+        (
+            resnet((1, 8, 8), 10, depth=8, width=4),
+            {"scheme": "he", "layers": [{"select": "stem", "scheme": "fixup"}]},
+            r"^init\.layers\[0\]\.scheme='fixup': its rule selects no residual branch's last layer "
+            r"\(the model has 3 residual blocks\)$",
+        ),
+    ],
+    ids=["mlp", "plain-resnet", "rule-without-branches"],
+)
 def test_residual_schemes_need_residual_branches(net, cfg, message):
     with pytest.raises(ConfigError, match=message):
         initialize_(net, cfg, SEED)
@@ -230,9 +271,14 @@ def test_residual_schemes_need_residual_branches(net, cfg, message):
 # ------------------------------------------------------------------ selecting layers: path, type
 def test_rules_select_by_module_path_glob_and_by_type():
     net = resnet((1, 8, 8), 10, depth=20, width=4)
-    cfg = {"scheme": "he", "layers": [{"select": "stages.2.*.conv2", "scheme": "zeros"},
-                                      {"type": "Linear", "scheme": "ones"},
-                                      {"select": ["stem", 1], "scale": 0.5}]}
+    cfg = {
+        "scheme": "he",
+        "layers": [
+            {"select": "stages.2.*.conv2", "scheme": "zeros"},
+            {"type": "Linear", "scheme": "ones"},
+            {"select": ["stem", 1], "scale": 0.5},
+        ],
+    }
     specs = initialize_(net, cfg, SEED)
     zeroed = [s.path for s in specs if s.scheme == "zeros"]
     assert zeroed == ["stages.2.0.conv2", "stages.2.1.conv2", "stages.2.2.conv2"]
@@ -245,28 +291,53 @@ def test_rules_select_by_module_path_glob_and_by_type():
 
 def test_type_and_select_together_intersect():
     net = cnn((1, 8, 8), 10)
-    specs = initialize_(net, {"scheme": "he", "layers": [
-        {"select": "classifier.*", "type": "Linear", "scheme": "zeros"}]}, SEED)
-    assert [s.path for s in specs if s.scheme == "zeros"] == ["classifier.fc1", "classifier.fc2",
-                                                            "classifier.out"]
+    specs = initialize_(
+        net,
+        {
+            "scheme": "he",
+            "layers": [{"select": "classifier.*", "type": "Linear", "scheme": "zeros"}],
+        },
+        SEED,
+    )
+    assert [s.path for s in specs if s.scheme == "zeros"] == [
+        "classifier.fc1",
+        "classifier.fc2",
+        "classifier.out",
+    ]
 
 
-@pytest.mark.parametrize(("layers", "message"), [
-    ([{"select": "layer3.*.conv2", "scheme": "zeros"}],
-     r"^init\.layers\[0\]\.select='layer3\.\*\.conv2': matches no weight layer's module path; "
-     r"the model's weight layers: stem, stages\.0\.0\.conv1, stages\.0\.0\.conv2, .*, fc "
-     r"\(20 in all\)$"),
-    ([{"type": "Conv3d", "scheme": "zeros"}],
-     r"^init\.layers\[0\]\.type='Conv3d': the model has no weight layer of this type; its weight "
-     r"layers are Conv2d \(19\), Linear \(1\) \(normalization layers follow init\.norm\)$"),
-    ([{"type": "BatchNorm2d", "scheme": "zeros"}], r"^init\.layers\[0\]\.type='BatchNorm2d': "),
-    ([{"select": "fc", "type": "Conv2d", "scheme": "zeros"}],
-     r"^init\.layers\[0\]='select and type': select and type together select no weight layer$"),
-    ([{"select": "stem", "norm": {"weight": "zeros"}}],
-     r"^init\.layers\[0\]\.norm=\{'weight': 'zeros'\}: a rule selects weight layers"),
-    ([{"select": "2", "scheme": "zeros"}],
-     r"^init\.layers\[0\]\.select='2': layer indices must be integers in -20\.\.19"),
-])
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (
+            [{"select": "layer3.*.conv2", "scheme": "zeros"}],
+            r"^init\.layers\[0\]\.select='layer3\.\*\.conv2': matches no weight layer's "
+            r"module path; "
+            r"the model's weight layers: stem, stages\.0\.0\.conv1, stages\.0\.0\.conv2, .*, fc "
+            r"\(20 in all\)$",
+        ),
+        (
+            [{"type": "Conv3d", "scheme": "zeros"}],
+            r"^init\.layers\[0\]\.type='Conv3d': the model has no weight layer of this "
+            r"type; its weight "
+            r"layers are Conv2d \(19\), Linear \(1\) \(normalization layers follow init\.norm\)$",
+        ),
+        ([{"type": "BatchNorm2d", "scheme": "zeros"}], r"^init\.layers\[0\]\.type='BatchNorm2d': "),
+        (
+            [{"select": "fc", "type": "Conv2d", "scheme": "zeros"}],
+            r"^init\.layers\[0\]='select and type': select and type together select no "
+            r"weight layer$",
+        ),
+        (
+            [{"select": "stem", "norm": {"weight": "zeros"}}],
+            r"^init\.layers\[0\]\.norm=\{'weight': 'zeros'\}: a rule selects weight layers",
+        ),
+        (
+            [{"select": "2", "scheme": "zeros"}],
+            r"^init\.layers\[0\]\.select='2': layer indices must be integers in -20\.\.19",
+        ),
+    ],
+)
 def test_a_rule_that_selects_nothing_is_one_line_listing_what_the_model_has(layers, message):
     net = resnet((1, 8, 8), 10, depth=20, width=4)
     with pytest.raises(ConfigError) as err:
@@ -288,8 +359,11 @@ def test_the_mlp_factory_on_images_is_the_flat_mlp_bit_for_bit():
     image_net, flat_net = mlp((1, 8, 8), 10, [32, 16]), build_mlp(64, 10, [32, 16])
     for net in (image_net, flat_net):
         initialize_(net, {"scheme": "he", "bias": {"kind": "normal"}}, SEED)
-    assert list(image_net.state_dict()) == list(flat_net.state_dict()) == [
-        "0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    assert (
+        list(image_net.state_dict())
+        == list(flat_net.state_dict())
+        == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    )
     for a, b in zip(image_net.state_dict().values(), flat_net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     x = torch.rand(5, 1, 8, 8)

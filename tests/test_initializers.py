@@ -37,8 +37,17 @@ N = OUT * IN
 SEED = 1234
 SQRT3 = math.sqrt(3.0)
 GAIN = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0)}
-RANDOM_SCHEMES = ("uniform", "normal", "truncated_normal", "xavier", "he", "lecun",
-                  "torch_default", "orthogonal", "lsuv")
+RANDOM_SCHEMES = (
+    "uniform",
+    "normal",
+    "truncated_normal",
+    "xavier",
+    "he",
+    "lecun",
+    "torch_default",
+    "orthogonal",
+    "lsuv",
+)
 # Schemes for residual networks only (an MLP has no residual branch: a one-line error); the
 # registry-wide tests run them on a small ResNet (tests/test_models_init.py tests them in depth).
 RESIDUAL_SCHEMES = ("zero_init_residual", "fixup")
@@ -46,8 +55,9 @@ MLP_SCHEMES = [s for s in list_schemes() if s not in RESIDUAL_SCHEMES]
 DETERMINISTIC_SCHEMES = ("zeros", "ones", "constant", "hadamard_identity")
 
 
-def draw(cfg: dict, activation: str = "relu", shape: tuple[int, int] = (OUT, IN),
-         seed: int = SEED) -> np.ndarray:
+def draw(
+    cfg: dict, activation: str = "relu", shape: tuple[int, int] = (OUT, IN), seed: int = SEED
+) -> np.ndarray:
     """The weights ``initialize_`` gives one bias-free Linear layer, as a flat float64 array."""
     layer = nn.Linear(shape[1], shape[0], bias=False)
     initialize_(layer, cfg, seed, activation)
@@ -81,55 +91,124 @@ def sym_uniform(std: float):
 XAVIER_STD = math.sqrt(2.0 / (IN + OUT))
 # (id, init config, model activation, target distribution from the paper's formula)
 CASES = [
-    ("uniform", {"scheme": "uniform", "low": -0.3, "high": 0.5}, "relu",
-     stats.uniform(loc=-0.3, scale=0.8)),
+    (
+        "uniform",
+        {"scheme": "uniform", "low": -0.3, "high": 0.5},
+        "relu",
+        stats.uniform(loc=-0.3, scale=0.8),
+    ),
     ("uniform-default", {"scheme": "uniform"}, "relu", stats.uniform(loc=-0.1, scale=0.2)),
     ("normal", {"scheme": "normal", "mean": 0.2, "std": 0.5}, "relu", stats.norm(0.2, 0.5)),
     ("normal-default", {"scheme": "normal"}, "relu", stats.norm(0.0, 0.01)),
-    ("truncated_normal", {"scheme": "truncated_normal", "mean": 0.1, "std": 0.2}, "relu",
-     stats.truncnorm(-2.0, 2.0, loc=0.1, scale=0.2)),
-    ("truncated_normal-cut1.5", {"scheme": "truncated_normal", "cut": 1.5}, "relu",
-     stats.truncnorm(-1.5, 1.5, loc=0.0, scale=0.1)),
+    (
+        "truncated_normal",
+        {"scheme": "truncated_normal", "mean": 0.1, "std": 0.2},
+        "relu",
+        stats.truncnorm(-2.0, 2.0, loc=0.1, scale=0.2),
+    ),
+    (
+        "truncated_normal-cut1.5",
+        {"scheme": "truncated_normal", "cut": 1.5},
+        "relu",
+        stats.truncnorm(-1.5, 1.5, loc=0.0, scale=0.1),
+    ),
     ("xavier-uniform-linear", {"scheme": "xavier"}, "linear", sym_uniform(XAVIER_STD)),
     # gain 1 whatever the activation (Glorot & Bengio, torch, Keras, JAX); gain=auto takes
     # calculate_gain of the model's activation
-    ("xavier-uniform-tanh-gain1", {"scheme": "xavier", "distribution": "uniform"}, "tanh",
-     sym_uniform(XAVIER_STD)),
-    ("xavier-normal-relu-gain1", {"scheme": "xavier", "distribution": "normal"}, "relu",
-     stats.norm(0.0, XAVIER_STD)),
-    ("xavier-uniform-tanh-auto", {"scheme": "xavier", "distribution": "uniform", "gain": "auto"},
-     "tanh", sym_uniform(5 / 3 * XAVIER_STD)),
-    ("xavier-normal-relu-auto", {"scheme": "xavier", "distribution": "normal", "gain": "auto"},
-     "relu", stats.norm(0.0, math.sqrt(2) * XAVIER_STD)),
-    ("xavier-normal-explicit-gain", {"scheme": "xavier", "distribution": "normal", "gain": 0.5},
-     "tanh", stats.norm(0.0, 0.5 * XAVIER_STD)),
+    (
+        "xavier-uniform-tanh-gain1",
+        {"scheme": "xavier", "distribution": "uniform"},
+        "tanh",
+        sym_uniform(XAVIER_STD),
+    ),
+    (
+        "xavier-normal-relu-gain1",
+        {"scheme": "xavier", "distribution": "normal"},
+        "relu",
+        stats.norm(0.0, XAVIER_STD),
+    ),
+    (
+        "xavier-uniform-tanh-auto",
+        {"scheme": "xavier", "distribution": "uniform", "gain": "auto"},
+        "tanh",
+        sym_uniform(5 / 3 * XAVIER_STD),
+    ),
+    (
+        "xavier-normal-relu-auto",
+        {"scheme": "xavier", "distribution": "normal", "gain": "auto"},
+        "relu",
+        stats.norm(0.0, math.sqrt(2) * XAVIER_STD),
+    ),
+    (
+        "xavier-normal-explicit-gain",
+        {"scheme": "xavier", "distribution": "normal", "gain": 0.5},
+        "tanh",
+        stats.norm(0.0, 0.5 * XAVIER_STD),
+    ),
     ("he-normal-relu-fan_in", {"scheme": "he"}, "relu", stats.norm(0.0, math.sqrt(2 / IN))),
-    ("he-uniform-relu-fan_in", {"scheme": "he", "distribution": "uniform"}, "relu",
-     sym_uniform(math.sqrt(2 / IN))),
-    ("he-normal-tanh-fan_out", {"scheme": "he", "mode": "fan_out"}, "tanh",
-     stats.norm(0.0, 5 / 3 / math.sqrt(OUT))),
-    ("he-uniform-relu-fan_out", {"scheme": "he", "distribution": "uniform", "mode": "fan_out"},
-     "relu", sym_uniform(math.sqrt(2 / OUT))),
-    ("he-nonlinearity-overrides-activation", {"scheme": "he", "nonlinearity": "tanh"}, "relu",
-     stats.norm(0.0, 5 / 3 / math.sqrt(IN))),
-    ("he-leaky_relu", {"scheme": "he", "nonlinearity": "leaky_relu", "negative_slope": 0.2},
-     "relu", stats.norm(0.0, math.sqrt(2 / (1 + 0.2**2)) / math.sqrt(IN))),
+    (
+        "he-uniform-relu-fan_in",
+        {"scheme": "he", "distribution": "uniform"},
+        "relu",
+        sym_uniform(math.sqrt(2 / IN)),
+    ),
+    (
+        "he-normal-tanh-fan_out",
+        {"scheme": "he", "mode": "fan_out"},
+        "tanh",
+        stats.norm(0.0, 5 / 3 / math.sqrt(OUT)),
+    ),
+    (
+        "he-uniform-relu-fan_out",
+        {"scheme": "he", "distribution": "uniform", "mode": "fan_out"},
+        "relu",
+        sym_uniform(math.sqrt(2 / OUT)),
+    ),
+    (
+        "he-nonlinearity-overrides-activation",
+        {"scheme": "he", "nonlinearity": "tanh"},
+        "relu",
+        stats.norm(0.0, 5 / 3 / math.sqrt(IN)),
+    ),
+    (
+        "he-leaky_relu",
+        {"scheme": "he", "nonlinearity": "leaky_relu", "negative_slope": 0.2},
+        "relu",
+        stats.norm(0.0, math.sqrt(2 / (1 + 0.2**2)) / math.sqrt(IN)),
+    ),
     ("lecun-normal", {"scheme": "lecun"}, "relu", stats.norm(0.0, 1 / math.sqrt(IN))),
-    ("lecun-uniform", {"scheme": "lecun", "distribution": "uniform"}, "tanh",
-     sym_uniform(1 / math.sqrt(IN))),
-    ("torch_default", {"scheme": "torch_default"}, "relu",
-     stats.uniform(loc=-1 / math.sqrt(IN), scale=2 / math.sqrt(IN))),
+    (
+        "lecun-uniform",
+        {"scheme": "lecun", "distribution": "uniform"},
+        "tanh",
+        sym_uniform(1 / math.sqrt(IN)),
+    ),
+    (
+        "torch_default",
+        {"scheme": "torch_default"},
+        "relu",
+        stats.uniform(loc=-1 / math.sqrt(IN), scale=2 / math.sqrt(IN)),
+    ),
     # A row of a Haar-random semi-orthogonal matrix is uniform on the unit sphere of R^IN; one
     # coordinate x of it has (x + 1) / 2 ~ Beta((IN - 1) / 2, (IN - 1) / 2): var 1 / IN.
-    ("orthogonal-tanh-gain", {"scheme": "orthogonal"}, "tanh",
-     stats.beta((IN - 1) / 2, (IN - 1) / 2, loc=-5 / 3, scale=10 / 3)),
-    ("orthogonal-explicit-gain", {"scheme": "orthogonal", "gain": 2.0}, "relu",
-     stats.beta((IN - 1) / 2, (IN - 1) / 2, loc=-2.0, scale=4.0)),
+    (
+        "orthogonal-tanh-gain",
+        {"scheme": "orthogonal"},
+        "tanh",
+        stats.beta((IN - 1) / 2, (IN - 1) / 2, loc=-5 / 3, scale=10 / 3),
+    ),
+    (
+        "orthogonal-explicit-gain",
+        {"scheme": "orthogonal", "gain": 2.0},
+        "relu",
+        stats.beta((IN - 1) / 2, (IN - 1) / 2, loc=-2.0, scale=4.0),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("cfg", "activation", "target"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("cfg", "activation", "target"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_mean_variance_and_distribution_match_the_formula(cfg, activation, target):
     w = draw(cfg, activation)
     mean, var = float(target.mean()), float(target.var())
@@ -149,15 +228,18 @@ def test_the_random_draws_are_not_degenerate():
     assert np.abs(rows[~np.eye(64, dtype=bool)]).max() < 6 / math.sqrt(1024)
 
 
-@pytest.mark.parametrize(("mean", "std", "cut"),
-                         [(0.0, 0.1, 2.0), (0.3, 1.5, 1.0), (-1.0, 0.01, 3.0)])
+@pytest.mark.parametrize(
+    ("mean", "std", "cut"), [(0.0, 0.1, 2.0), (0.3, 1.5, 1.0), (-1.0, 0.01, 3.0)]
+)
 def test_truncated_normal_respects_its_bounds_exactly(mean, std, cut):
     cfg = {"scheme": "truncated_normal", "mean": mean, "std": std, "cut": cut}
     layer = nn.Linear(IN, OUT, bias=False)
     initialize_(layer, cfg, SEED, "relu")
     w = layer.weight.detach()
-    low, high = (torch.tensor(mean - cut * std, dtype=torch.float32),
-                 torch.tensor(mean + cut * std, dtype=torch.float32))
+    low, high = (
+        torch.tensor(mean - cut * std, dtype=torch.float32),
+        torch.tensor(mean + cut * std, dtype=torch.float32),
+    )
     assert w.min() >= low and w.max() <= high
     # ... and reaches close to them: it is cut, not shrunk.
     assert w.min() < low + 0.01 * std and w.max() > high - 0.01 * std
@@ -171,8 +253,10 @@ def test_torch_default_is_what_nn_linear_does():
     bound = 1 / math.sqrt(IN)
     for ours, theirs in ((layer.weight, reference.weight), (layer.bias, reference.bias)):
         assert ours.abs().max() <= bound
-        assert stats.ks_2samp(ours.detach().numpy().ravel(),
-                              theirs.detach().numpy().ravel()).pvalue > 1e-3
+        assert (
+            stats.ks_2samp(ours.detach().numpy().ravel(), theirs.detach().numpy().ravel()).pvalue
+            > 1e-3
+        )
 
 
 def test_fans_of_linear_and_conv_weights():
@@ -183,13 +267,16 @@ def test_fans_of_linear_and_conv_weights():
 
 
 # ------------------------------------------------------------------------------------ orthogonal
-@pytest.mark.parametrize(("shape", "activation", "cfg", "gain"), [
-    ((64, 128), "relu", {"scheme": "orthogonal"}, math.sqrt(2)),
-    ((100, 100), "linear", {"scheme": "orthogonal"}, 1.0),
-    ((128, 64), "tanh", {"scheme": "orthogonal"}, 5 / 3),
-    ((48, 96), "relu", {"scheme": "orthogonal", "gain": 0.5}, 0.5),
-    ((96, 48), "relu", {"scheme": "orthogonal", "gain": 3.0}, 3.0),
-])
+@pytest.mark.parametrize(
+    ("shape", "activation", "cfg", "gain"),
+    [
+        ((64, 128), "relu", {"scheme": "orthogonal"}, math.sqrt(2)),
+        ((100, 100), "linear", {"scheme": "orthogonal"}, 1.0),
+        ((128, 64), "tanh", {"scheme": "orthogonal"}, 5 / 3),
+        ((48, 96), "relu", {"scheme": "orthogonal", "gain": 0.5}, 0.5),
+        ((96, 48), "relu", {"scheme": "orthogonal", "gain": 3.0}, 3.0),
+    ],
+)
 def test_orthogonal_rows_or_columns_are_orthonormal_times_gain(shape, activation, cfg, gain):
     layer = nn.Linear(shape[1], shape[0], bias=False)
     initialize_(layer, cfg, SEED, activation)
@@ -216,8 +303,7 @@ def test_zero_is_bit_identical_across_seeds():
     for seed, net in zip((0, 1, 987654), nets, strict=True):
         initialize_(net, {"scheme": "hadamard_identity"}, seed, "relu")
     for other in nets[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(weights(nets[0]), weights(other),
-                                                      strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(weights(nets[0]), weights(other), strict=True))
 
 
 def test_zero_is_identity_partial_identity_or_hadamard():
@@ -237,15 +323,19 @@ def test_zero_is_identity_partial_identity_or_hadamard():
 def test_zero_hadamard_for_a_size_that_is_not_a_power_of_two():
     layer = nn.Linear(20, 100, bias=False)  # m = ceil(log2 100) = 7
     initialize_(layer, {"scheme": "hadamard_identity"}, 0)
-    assert torch.equal(layer.weight.detach(), 2.0 ** -3 * hadamard(128)[:100, :20])
+    assert torch.equal(layer.weight.detach(), 2.0**-3 * hadamard(128)[:100, :20])
 
 
 def digits_accuracy(net: nn.Module, steps: int = 300) -> float:
     """Train ``net`` on sklearn's digits with Adam; return the held-out accuracy."""
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
-        torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y), test_size=0.3,
-        random_state=0, stratify=y)
+        torch.tensor(x / 16.0, dtype=torch.float32),
+        torch.tensor(y),
+        test_size=0.3,
+        random_state=0,
+        stratify=y,
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -290,19 +380,24 @@ def reference_lsuv(net: nn.Module, x: torch.Tensor, tol: float, max_iter: int) -
 
 def layer_output_variances(net: nn.Module, x: torch.Tensor) -> list[float]:
     out: list[float] = []
-    handles = [layer.register_forward_hook(lambda _m, _i, o: out.append(o.var().item()))
-               for layer in linear_layers(net)]
+    handles = [
+        layer.register_forward_hook(lambda _m, _i, o: out.append(o.var().item()))
+        for layer in linear_layers(net)
+    ]
     net(x)
     for handle in handles:
         handle.remove()
     return out
 
 
-@pytest.mark.parametrize(("activation", "bias", "tol"), [
-    ("tanh", {"kind": "zeros"}, 0.1),
-    ("relu", {"kind": "zeros"}, 0.05),
-    ("relu", {"kind": "normal", "std": 0.3}, 0.02),
-])
+@pytest.mark.parametrize(
+    ("activation", "bias", "tol"),
+    [
+        ("tanh", {"kind": "zeros"}, 0.1),
+        ("relu", {"kind": "zeros"}, 0.05),
+        ("relu", {"kind": "normal", "std": 0.3}, 0.02),
+    ],
+)
 @torch.no_grad()
 def test_lsuv_gives_every_layer_unit_output_variance_on_the_batch(activation, bias, tol):
     x = 3.0 * batch_of(32, 256) + 1.0  # far from unit variance on purpose
@@ -349,9 +444,17 @@ def test_lsuv_without_a_data_batch_is_a_config_error():
 
 
 # ------------------------------------------------------------------------------- scale and bias
-@pytest.mark.parametrize("cfg", [{"scheme": "normal", "std": 0.3}, {"scheme": "xavier"},
-                                 {"scheme": "orthogonal"}, {"scheme": "hadamard_identity"},
-                                 {"scheme": "constant", "value": 0.7}, {"scheme": "he"}])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"scheme": "normal", "std": 0.3},
+        {"scheme": "xavier"},
+        {"scheme": "orthogonal"},
+        {"scheme": "hadamard_identity"},
+        {"scheme": "constant", "value": 0.7},
+        {"scheme": "he"},
+    ],
+)
 @pytest.mark.parametrize("scale", [0.001, 0.1, 10.0])
 def test_scale_multiplies_the_drawn_weights_exactly(cfg, scale):
     base, scaled = small_net(), small_net()
@@ -392,15 +495,15 @@ def test_bias_rule_default_std_is_the_yaml_default():
     layer, other = nn.Linear(8, 1000), nn.Linear(8, 1000)
     initialize_(layer, {"scheme": "zeros", "bias": {"kind": "normal"}}, SEED)
     common = OmegaConf.load(CONF / "shared" / "init_common.yaml")
-    initialize_(other, {"scheme": "zeros", "bias": {"kind": "normal", "std": common.bias.std}},
-                SEED)
+    initialize_(
+        other, {"scheme": "zeros", "bias": {"kind": "normal", "std": common.bias.std}}, SEED
+    )
     assert torch.equal(layer.bias, other.bias) and common.bias.std == 0.1
 
 
 def test_bias_rule_torch_default_uses_fan_in_not_scale():
     layer = nn.Linear(400, 20_000)
-    initialize_(layer, {"scheme": "normal", "scale": 10.0, "bias": {"kind": "torch_default"}},
-                SEED)
+    initialize_(layer, {"scheme": "normal", "scale": 10.0, "bias": {"kind": "torch_default"}}, SEED)
     b = layer.bias.detach().double().numpy()
     bound = 1 / math.sqrt(400)
     assert np.abs(b).max() <= bound
@@ -426,11 +529,23 @@ def test_layer_rule_with_a_slice_gives_the_first_layers_another_scheme():
     assert not w[2].any() and not w[3].any()
 
 
-@pytest.mark.parametrize(("select", "chosen"), [
-    (0, [0]), (3, [3]), (-1, [3]), (-4, [0]), ([0, 3], [0, 3]), ([-1, 1], [1, 3]),
-    ("1:3", [1, 2]), ("-2:", [2, 3]), (":1", [0]), ("::2", [0, 2]), ("0:4", [0, 1, 2, 3]),
-    ("-4:-3", [0]),
-])
+@pytest.mark.parametrize(
+    ("select", "chosen"),
+    [
+        (0, [0]),
+        (3, [3]),
+        (-1, [3]),
+        (-4, [0]),
+        ([0, 3], [0, 3]),
+        ([-1, 1], [1, 3]),
+        ("1:3", [1, 2]),
+        ("-2:", [2, 3]),
+        (":1", [0]),
+        ("::2", [0, 2]),
+        ("0:4", [0, 1, 2, 3]),
+        ("-4:-3", [0]),
+    ],
+)
 def test_layer_rule_selectors(select, chosen):
     specs = layer_specs({"scheme": "zeros", "layers": [{"select": select, "scheme": "ones"}]}, 4)
     assert [i for i, s in enumerate(specs) if s.scheme == "ones"] == chosen
@@ -442,11 +557,18 @@ def test_layer_rule_selectors_from_hydra_containers():
 
 
 def test_layer_rules_apply_in_order_and_inherit_or_reset_parameters():
-    cfg = {"scheme": "normal", "mean": 0.5, "std": 0.01, "scale": 2.0,
-           "bias": {"kind": "constant", "value": 0.1},
-           "layers": [{"select": "0:3", "std": 0.2},                      # same scheme: inherits
-                      {"select": 1, "scheme": "uniform", "high": 0.5},     # new scheme: defaults
-                      {"select": -1, "scale": 3.0, "bias": {"value": 0.4}}]}
+    cfg = {
+        "scheme": "normal",
+        "mean": 0.5,
+        "std": 0.01,
+        "scale": 2.0,
+        "bias": {"kind": "constant", "value": 0.1},
+        "layers": [
+            {"select": "0:3", "std": 0.2},  # same scheme: inherits
+            {"select": 1, "scheme": "uniform", "high": 0.5},  # new scheme: defaults
+            {"select": -1, "scale": 3.0, "bias": {"value": 0.4}},
+        ],
+    }
     specs = layer_specs(cfg, 4)
     assert [(s.scheme, s.params, s.scale) for s in specs] == [
         ("normal", {"mean": 0.5, "std": 0.2}, 2.0),
@@ -465,8 +587,13 @@ def test_a_layer_does_not_depend_on_other_layers_or_on_earlier_draws():
     configs = [
         {"scheme": "normal", "std": 1.0},
         {"scheme": "zeros", "layers": [{"select": 2, "scheme": "normal", "std": 1.0}]},
-        {"scheme": "orthogonal", "layers": [{"select": 2, "scheme": "normal", "std": 1.0},
-                                            {"select": 0, "scheme": "truncated_normal"}]},
+        {
+            "scheme": "orthogonal",
+            "layers": [
+                {"select": 2, "scheme": "normal", "std": 1.0},
+                {"select": 0, "scheme": "truncated_normal"},
+            ],
+        },
     ]
     layer2 = []
     for k, cfg in enumerate(configs):
@@ -489,8 +616,13 @@ def test_initializing_leaves_the_global_rng_alone(scheme):
 def init_weights(scheme: str, seed: int, dtype: torch.dtype = torch.float32):
     x = batch_of(8)
     net = small_net().to(dtype)
-    initialize_(net, {"scheme": scheme, "bias": {"kind": "normal"}}, seed, "relu",
-                draw_batch=lambda n: x[:n].to(dtype))
+    initialize_(
+        net,
+        {"scheme": scheme, "bias": {"kind": "normal"}},
+        seed,
+        "relu",
+        draw_batch=lambda n: x[:n].to(dtype),
+    )
     return weights(net) + biases(net)
 
 
@@ -509,14 +641,17 @@ def test_deterministic_schemes_ignore_the_seed(scheme):
 
 @pytest.mark.parametrize("scheme", [s for s in MLP_SCHEMES if s != "lsuv"])
 def test_same_weights_in_any_dtype(scheme):
-    for x, y in zip(init_weights(scheme, 5), init_weights(scheme, 5, torch.float64),
-                    strict=True):
+    for x, y in zip(init_weights(scheme, 5), init_weights(scheme, 5, torch.float64), strict=True):
         assert torch.equal(x.double(), y)
 
 
 def test_layer_generators_are_distinct_per_seed_layer_and_stream():
-    draws = {(s, i, k): torch.rand(4, generator=layer_generator(s, i, k)).tolist()
-             for s in (0, 1) for i in (0, 1) for k in (0, 1)}
+    draws = {
+        (s, i, k): torch.rand(4, generator=layer_generator(s, i, k)).tolist()
+        for s in (0, 1)
+        for i in (0, 1)
+        for k in (0, 1)
+    }
     assert len({tuple(v) for v in draws.values()}) == len(draws)
 
 
@@ -530,72 +665,119 @@ ERRORS = [
     ({"scheme": "uniform", "low": 1, "high": -1}, r"init\.low=1: must be < high \(-1\)"),
     ({"scheme": "uniform", "high": None}, r"init\.high=None: must be a finite number"),
     ({"scheme": "constant", "value": "x"}, r"init\.value='x': must be a finite number"),
-    ({"scheme": "xavier", "distribution": "cauchy"},
-     r"init\.distribution='cauchy': must be one of normal, uniform"),
+    (
+        {"scheme": "xavier", "distribution": "cauchy"},
+        r"init\.distribution='cauchy': must be one of normal, uniform",
+    ),
     ({"scheme": "he", "distribution": "laplace"}, r"init\.distribution='laplace': must be one of"),
     ({"scheme": "lecun", "distribution": "Normal"}, r"init\.distribution='Normal': must be one"),
     ({"scheme": "he", "mode": "fan_avg"}, r"init\.mode='fan_avg': must be one of fan_in, fan_out"),
-    ({"scheme": "he", "nonlinearity": "swish"},
-     r"init\.nonlinearity='swish': must be one of leaky_relu, linear, relu, selu, sigmoid, tanh"),
+    (
+        {"scheme": "he", "nonlinearity": "swish"},
+        r"init\.nonlinearity='swish': must be one of leaky_relu, linear, relu, selu, sigmoid, tanh",
+    ),
     ({"scheme": "he", "negative_slope": -0.1}, r"init\.negative_slope=-0\.1: must be a number"),
     ({"scheme": "xavier", "gain": 0}, r"init\.gain=0: must be a number > 0"),
     ({"scheme": "orthogonal", "gain": -1.0}, r"init\.gain=-1\.0: must be a number > 0"),
     ({"scheme": "lecun", "gain": 0.0}, r"init\.gain=0\.0: must be a number > 0"),
     ({"scheme": "normal", "scale": 0}, r"init\.scale=0: must be a number > 0"),
     ({"scheme": "normal", "scale": -1.0}, r"init\.scale=-1\.0: must be a number > 0"),
-    ({"scheme": "normal", "layers": [{"select": 1, "scale": 0.0}]},
-     r"init\.layers\[0\]\.scale=0\.0: must be a number > 0"),
-    ({"scheme": "glorot"}, r"init\.scheme='glorot': must be one of constant, fixup, "
-                           r"hadamard_identity, he, lecun, lsuv, normal, ones, orthogonal, "
-                           r"torch_default, truncated_normal, uniform, xavier, zero_init_residual, "
-                           r"zeros$"),
-    ({"scheme": "normal", "layers": [{"select": 0, "scheme": "kaiming"}]},
-     r"init\.layers\[0\]\.scheme='kaiming': must be one of constant, fixup, hadamard_identity"),
-    ({"scheme": "normal", "gain": 2.0},
-     r"init\.gain=2\.0: not a parameter of scheme 'normal'; valid: mean, std, scheme, scale, "
-     r"bias, layers, norm$"),
-    ({"scheme": "normal", "layers": [{"select": 0, "scheme": "uniform", "std": 1}]},
-     r"init\.layers\[0\]\.std=1: not a parameter of scheme 'uniform'; valid: low, high,"),
+    (
+        {"scheme": "normal", "layers": [{"select": 1, "scale": 0.0}]},
+        r"init\.layers\[0\]\.scale=0\.0: must be a number > 0",
+    ),
+    (
+        {"scheme": "glorot"},
+        r"init\.scheme='glorot': must be one of constant, fixup, "
+        r"hadamard_identity, he, lecun, lsuv, normal, ones, orthogonal, "
+        r"torch_default, truncated_normal, uniform, xavier, zero_init_residual, "
+        r"zeros$",
+    ),
+    (
+        {"scheme": "normal", "layers": [{"select": 0, "scheme": "kaiming"}]},
+        r"init\.layers\[0\]\.scheme='kaiming': must be one of constant, fixup, hadamard_identity",
+    ),
+    (
+        {"scheme": "normal", "gain": 2.0},
+        r"init\.gain=2\.0: not a parameter of scheme 'normal'; valid: mean, std, scheme, scale, "
+        r"bias, layers, norm$",
+    ),
+    (
+        {"scheme": "normal", "layers": [{"select": 0, "scheme": "uniform", "std": 1}]},
+        r"init\.layers\[0\]\.std=1: not a parameter of scheme 'uniform'; valid: low, high,",
+    ),
     ({"scheme": "zeros", "tol": 0.1}, r"init\.tol=0\.1: not a parameter of scheme 'zeros'"),
-    ({"scheme": "normal", "layers": [{"select": 4, "std": 1}]},
-     r"init\.layers\[0\]\.select=4: layer indices must be integers in -4\.\.3 "
-     r"\(the network has 4 weight layers\)"),
+    (
+        {"scheme": "normal", "layers": [{"select": 4, "std": 1}]},
+        r"init\.layers\[0\]\.select=4: layer indices must be integers in -4\.\.3 "
+        r"\(the network has 4 weight layers\)",
+    ),
     ({"scheme": "normal", "layers": [{"select": -5}]}, r"init\.layers\[0\]\.select=-5: layer"),
-    ({"scheme": "normal", "layers": [{"select": 0}, {"select": [1, 9]}]},
-     r"init\.layers\[1\]\.select=\[1, 9\]: layer indices must be integers in -4\.\.3"),
+    (
+        {"scheme": "normal", "layers": [{"select": 0}, {"select": [1, 9]}]},
+        r"init\.layers\[1\]\.select=\[1, 9\]: layer indices must be integers in -4\.\.3",
+    ),
     ({"scheme": "normal", "layers": [{"select": "2"}]}, r"init\.layers\[0\]\.select='2': layer"),
     ({"scheme": "normal", "layers": [{"select": True}]}, r"init\.layers\[0\]\.select=True"),
-    ({"scheme": "normal", "layers": [{"select": "4:6"}]},
-     r"init\.layers\[0\]\.select='4:6': slice bounds must be in -4\.\.4 "
-     r"\(the network has weight layers 0\.\.3\)"),
-    ({"scheme": "normal", "layers": [{"select": "0:9"}]},
-     r"init\.layers\[0\]\.select='0:9': slice bounds must be in -4\.\.4"),
-    ({"scheme": "normal", "layers": [{"select": "2:1"}]},
-     r"init\.layers\[0\]\.select='2:1': selects no layer; the network has weight layers 0\.\.3"),
+    (
+        {"scheme": "normal", "layers": [{"select": "4:6"}]},
+        r"init\.layers\[0\]\.select='4:6': slice bounds must be in -4\.\.4 "
+        r"\(the network has weight layers 0\.\.3\)",
+    ),
+    (
+        {"scheme": "normal", "layers": [{"select": "0:9"}]},
+        r"init\.layers\[0\]\.select='0:9': slice bounds must be in -4\.\.4",
+    ),
+    (
+        {"scheme": "normal", "layers": [{"select": "2:1"}]},
+        r"init\.layers\[0\]\.select='2:1': selects no layer; the network has weight layers 0\.\.3",
+    ),
     ({"scheme": "normal", "layers": [{"select": []}]}, r"init\.layers\[0\]\.select=\[\]: selects"),
-    ({"scheme": "normal", "layers": [{"select": "a:b"}]},
-     r"init\.layers\[0\]\.select='a:b': not a slice like '0:2'"),
-    ({"scheme": "normal", "layers": [{"scheme": "ones"}]},
-     r"init\.layers\[0\]=\{'scheme': 'ones'\}: a rule needs a 'select' key"),
-    ({"scheme": "normal", "bias": {"kind": "uniform"}},
-     r"init\.bias\.kind='uniform': must be one of constant, normal, torch_default, zeros$"),
-    ({"scheme": "normal", "bias": {"kind": "normal", "std": -1}},
-     r"init\.bias\.std=-1: must be a number >= 0"),
-    ({"scheme": "normal", "bias": {"kind": "constant", "value": None}},
-     r"init\.bias\.value=None: must be a finite number"),
-    ({"scheme": "normal", "bias": {"kind": "normal", "mean": 1.0}},
-     r"init\.bias\.mean=1\.0: not a key of the bias rule; valid: kind, value, std"),
-    ({"scheme": "normal", "layers": [{"select": 0, "bias": {"kind": "laplace"}}]},
-     r"init\.layers\[0\]\.bias\.kind='laplace': must be one of"),
+    (
+        {"scheme": "normal", "layers": [{"select": "a:b"}]},
+        r"init\.layers\[0\]\.select='a:b': not a slice like '0:2'",
+    ),
+    (
+        {"scheme": "normal", "layers": [{"scheme": "ones"}]},
+        r"init\.layers\[0\]=\{'scheme': 'ones'\}: a rule needs a 'select' key",
+    ),
+    (
+        {"scheme": "normal", "bias": {"kind": "uniform"}},
+        r"init\.bias\.kind='uniform': must be one of constant, normal, torch_default, zeros$",
+    ),
+    (
+        {"scheme": "normal", "bias": {"kind": "normal", "std": -1}},
+        r"init\.bias\.std=-1: must be a number >= 0",
+    ),
+    (
+        {"scheme": "normal", "bias": {"kind": "constant", "value": None}},
+        r"init\.bias\.value=None: must be a finite number",
+    ),
+    (
+        {"scheme": "normal", "bias": {"kind": "normal", "mean": 1.0}},
+        r"init\.bias\.mean=1\.0: not a key of the bias rule; valid: kind, value, std",
+    ),
+    (
+        {"scheme": "normal", "layers": [{"select": 0, "bias": {"kind": "laplace"}}]},
+        r"init\.layers\[0\]\.bias\.kind='laplace': must be one of",
+    ),
     # a value set by a rule is reported at that rule, one set at the top at the top
-    ({"scheme": "normal", "layers": [{"select": 1, "scheme": "uniform", "low": 1, "high": 0}]},
-     r"init\.layers\[0\]\.low=1: must be < high \(0\)"),
-    ({"scheme": "uniform", "low": 1, "high": 0, "layers": [{"select": 0, "scheme": "normal"}]},
-     r"init\.low=1: must be < high \(0\)"),
-    ({"scheme": "normal", "layers": [{"select": "1:", "bias": {"kind": "normal", "std": -2}}]},
-     r"init\.layers\[0\]\.bias\.std=-2: must be a number >= 0"),
-    ({"scheme": "he", "layers": [{"select": 0, "mode": "fan_avg"}]},
-     r"init\.layers\[0\]\.mode='fan_avg': must be one of fan_in, fan_out"),
+    (
+        {"scheme": "normal", "layers": [{"select": 1, "scheme": "uniform", "low": 1, "high": 0}]},
+        r"init\.layers\[0\]\.low=1: must be < high \(0\)",
+    ),
+    (
+        {"scheme": "uniform", "low": 1, "high": 0, "layers": [{"select": 0, "scheme": "normal"}]},
+        r"init\.low=1: must be < high \(0\)",
+    ),
+    (
+        {"scheme": "normal", "layers": [{"select": "1:", "bias": {"kind": "normal", "std": -2}}]},
+        r"init\.layers\[0\]\.bias\.std=-2: must be a number >= 0",
+    ),
+    (
+        {"scheme": "he", "layers": [{"select": 0, "mode": "fan_avg"}]},
+        r"init\.layers\[0\]\.mode='fan_avg': must be one of fan_in, fan_out",
+    ),
     ({"scheme": "lsuv", "tol": 0}, r"init\.tol=0: must be a number > 0"),
     ({"scheme": "lsuv", "max_iter": 0}, r"init\.max_iter=0: must be an integer >= 1"),
     ({"scheme": "lsuv", "batch_size": 1}, r"init\.batch_size=1: must be an integer >= 2"),
@@ -645,8 +827,12 @@ def test_every_scheme_initializes_a_100_layer_256_wide_mlp(deep_net, scheme):
 def scheme_defaults(name: str) -> dict:
     scheme = get_scheme(name)
     fns = [scheme.fill_] + ([scheme.network_pass] if scheme.network_pass else [])
-    return {p.name: p.default for fn in fns for p in inspect.signature(fn).parameters.values()
-            if p.name in scheme.params}
+    return {
+        p.name: p.default
+        for fn in fns
+        for p in inspect.signature(fn).parameters.values()
+        if p.name in scheme.params
+    }
 
 
 def test_every_scheme_has_a_yaml_whose_keys_are_its_parameters():
@@ -655,8 +841,9 @@ def test_every_scheme_has_a_yaml_whose_keys_are_its_parameters():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in list_schemes():
             scheme = get_scheme(name)
-            init = OmegaConf.to_container(compose("config", overrides=[f"init={name}"]).init,
-                                          resolve=True)
+            init = OmegaConf.to_container(
+                compose("config", overrides=[f"init={name}"]).init, resolve=True
+            )
             assert init["scheme"] == name
             assert set(init) == set(scheme.params) | set(COMMON_KEYS), name
             # ... with the function's defaults, and the common keys' defaults
@@ -670,12 +857,15 @@ def test_every_scheme_has_a_yaml_whose_keys_are_its_parameters():
 
 def test_every_study_preset_in_conf_init_is_a_valid_init():
     """The presets in sub-folders (``init=s4/zeros``, ...) compose and initialize S4's net."""
-    presets = sorted(p.relative_to(CONF / "init").with_suffix("").as_posix()
-                     for p in (CONF / "init").glob("*/*.yaml"))
+    presets = sorted(
+        p.relative_to(CONF / "init").with_suffix("").as_posix()
+        for p in (CONF / "init").glob("*/*.yaml")
+    )
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for preset in presets:
-            init = OmegaConf.to_container(compose("config", overrides=[f"init={preset}"]).init,
-                                          resolve=True)
+            init = OmegaConf.to_container(
+                compose("config", overrides=[f"init={preset}"]).init, resolve=True
+            )
             assert init["scheme"] in list_schemes(), preset
             assert set(init) <= set(get_scheme(init["scheme"]).params) | set(COMMON_KEYS), preset
             net = build_mlp(5, 2, [4, 3, 2], "sigmoid")
@@ -698,8 +888,10 @@ def test_the_bias_and_norm_defaults_are_read_from_the_common_yaml():
 
 def test_a_per_layer_rule_from_the_command_line():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "init=zeros", "init.layers=[{select: '0:2', scheme: normal, std: 1.0}]"])
+        cfg = compose(
+            "config",
+            overrides=["init=zeros", "init.layers=[{select: '0:2', scheme: normal, std: 1.0}]"],
+        )
     init = OmegaConf.to_container(cfg.init, resolve=True)
     specs = layer_specs(init, 4)
     assert [s.scheme for s in specs] == ["normal", "normal", "zeros", "zeros"]
@@ -713,8 +905,10 @@ def test_register_refuses_a_name_that_is_taken():
 @pytest.mark.parametrize("module", ["initsweep.init.registry", "initsweep.init.apply"])
 def test_the_registry_is_full_whichever_module_is_imported_first(module):
     """The package's ``__init__`` registers the built-in schemes: no import-order surprise."""
-    code = (f"import {module}; from initsweep.init.registry import list_schemes; "
-            "print(' '.join(list_schemes()))")
+    code = (
+        f"import {module}; from initsweep.init.registry import list_schemes; "
+        "print(' '.join(list_schemes()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert set(out.stdout.split()) == {p.stem for p in (CONF / "init").glob("*.yaml")}
 

@@ -25,12 +25,25 @@ from tests.conftest import compose_config, runs_of
 
 BASE = ["init=he", "debug=tiny", "diagnostics.every_n_steps=1"]  # states and lines, not accuracy
 # Long enough that a SIGTERM sent once the first epoch's checkpoint exists lands mid-training.
-LONG = ["data=synthetic", "data.n_train=1024", "data.n_val=200", "data.n_test=200",
-        "data.features=32", "data.batch_size=32", "trainer.max_epochs=10", "init=he",
-        "diagnostics.enabled=false"]
+LONG = [
+    "data=synthetic",
+    "data.n_train=1024",
+    "data.n_val=200",
+    "data.n_test=200",
+    "data.features=32",
+    "data.batch_size=32",
+    "trainer.max_epochs=10",
+    "init=he",
+    "diagnostics.enabled=false",
+]
 # set by MLflow, by the path, or by which process ran it and when (tracking.ownership)
-SYSTEM_TAGS = ("mlflow.", "trained_together", "checkpoint", "initsweep.owner.",
-               "initsweep.heartbeat")
+SYSTEM_TAGS = (
+    "mlflow.",
+    "trained_together",
+    "checkpoint",
+    "initsweep.owner.",
+    "initsweep.heartbeat",
+)
 
 
 def _jobs(store: str, experiment: str, extra: list[str], stacked: bool) -> list[dict]:
@@ -51,11 +64,14 @@ def _normalised(text: str) -> list[str]:
 def _state(store: str, experiment: str) -> dict[str, tuple]:
     """Per run name: MLflow status, tags (system ones aside), artifact names."""
     client = MlflowClient(store)
-    return {r.info.run_name: (r.info.status,
-                              {k: v for k, v in r.data.tags.items()
-                               if not k.startswith(SYSTEM_TAGS)},
-                              sorted(a.path for a in client.list_artifacts(r.info.run_id)))
-            for r in runs_of(store, experiment)}
+    return {
+        r.info.run_name: (
+            r.info.status,
+            {k: v for k, v in r.data.tags.items() if not k.startswith(SYSTEM_TAGS)},
+            sorted(a.path for a in client.list_artifacts(r.info.run_id)),
+        )
+        for r in runs_of(store, experiment)
+    }
 
 
 def _both(store: str, capsys, extra: list[str], experiment: str = "case"):
@@ -70,8 +86,10 @@ def _both(store: str, capsys, extra: list[str], experiment: str = "case"):
 
 
 def _status_view(statuses: list[dict]) -> list[dict]:
-    return [{k: v for k, v in s.items() if k not in ("run_id", "parent_run_id", "timing")}
-            for s in statuses]
+    return [
+        {k: v for k, v in s.items() if k not in ("run_id", "parent_run_id", "timing")}
+        for s in statuses
+    ]
 
 
 def test_success_and_skip_end_the_same_way(store, capsys):
@@ -88,16 +106,23 @@ def test_success_and_skip_end_the_same_way(store, capsys):
     assert all("checkpoint" not in r.data.tags for r in runs_of(store, "case-stacked"))
 
     again = _both(store, capsys, BASE)
-    assert again[0][1] == again[1][1] == [
-        "he-x1-s0: skipped, finished as run <run> (force=true reruns it)",
-        "he-x1-s1: skipped, finished as run <run> (force=true reruns it)"]
+    assert (
+        again[0][1]
+        == again[1][1]
+        == [
+            "he-x1-s0: skipped, finished as run <run> (force=true reruns it)",
+            "he-x1-s1: skipped, finished as run <run> (force=true reruns it)",
+        ]
+    )
     # a skipped run's status carries its stored val/* and test/* metrics; a stacked fit's are
     # the single fit's to float rounding (docs/scaling.md: rel 1e-4)
-    for single_status, stacked_status in zip(_status_view(again[0][0]), _status_view(again[1][0]),
-                                             strict=True):
+    for single_status, stacked_status in zip(
+        _status_view(again[0][0]), _status_view(again[1][0]), strict=True
+    ):
         numbers = {k for k, v in single_status.items() if isinstance(v, float)}
         assert {k: v for k, v in single_status.items() if k not in numbers} == {
-            k: v for k, v in stacked_status.items() if k not in numbers}
+            k: v for k, v in stacked_status.items() if k not in numbers
+        }
         for key in numbers:
             assert single_status[key] == pytest.approx(stacked_status[key], rel=1e-5), key
         assert {"val/acc", "val/loss", "test/acc", "test/loss"} <= single_status.keys()
@@ -115,7 +140,8 @@ def test_a_failure_inside_fit_ends_the_same_way(store, capsys):
     # outside a multirun the single path stops at its first job: [single s0, stacked s0, s1]
     assert len(lines) == 3 and lines[0] == lines[1] == lines[2].replace("he-x1-s1", "he-x1-s0")
     assert lines[0].startswith("he-x1-s0: FAILED (") and lines[0].endswith(
-        "run <run> marked FAILED")
+        "run <run> marked FAILED"
+    )
     single, stacked = _state(store, "failed-single"), _state(store, "failed-stacked")
     assert single["he-x1-s0"] == stacked["he-x1-s0"]
     status, tags, artifacts = single["he-x1-s0"]
@@ -132,7 +158,9 @@ def _sigterm_once_checkpointed(folder: Path) -> threading.Thread:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if set(folder.glob("*.ckpt")) - before and signal.getsignal(signal.SIGTERM) not in (
-                    signal.SIG_DFL, None):
+                signal.SIG_DFL,
+                None,
+            ):
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             time.sleep(0.01)
@@ -148,8 +176,11 @@ def test_preemption_and_resume_end_the_same_way(store, tmp_path, capsys):
     for stacked in (False, True):
         experiment = f"preempted-{'stacked' if stacked else 'single'}"
         common = [*LONG, f"tracking.uri={store}", f"experiment_name={experiment}"]
-        configs = ([compose_config([*common, "seed=0", "seeds_per_job=2"])] if stacked else
-                   [compose_config([*common, f"seed={seed}"]) for seed in (0, 1)])
+        configs = (
+            [compose_config([*common, "seed=0", "seeds_per_job=2"])]
+            if stacked
+            else [compose_config([*common, f"seed={seed}"]) for seed in (0, 1)]
+        )
         for cfg in configs:
             watcher = _sigterm_once_checkpointed(checkpoints)
             with pytest.raises(SystemExit) as stopped:
@@ -160,17 +191,23 @@ def test_preemption_and_resume_end_the_same_way(store, tmp_path, capsys):
         preempted_lines = _normalised(capsys.readouterr().err)
         for cfg in configs:
             run_job(cfg)  # the next launch resumes
-        resumed_lines = [line for line in _normalised(capsys.readouterr().out)
-                         if "resuming" in line]
+        resumed_lines = [
+            line for line in _normalised(capsys.readouterr().out) if "resuming" in line
+        ]
         seen.append((killed, preempted_lines, resumed_lines, _state(store, experiment)))
     single, stacked = seen
-    assert [line for line in single[1] if "preempted" in line] == \
-        [line for line in stacked[1] if "preempted" in line] == [
-        f"he-x1-s{k}: preempted (SIGTERM); run <run> KILLED, the next launch resumes it "
-        "from <ckpt>"
-        for k in (0, 1)]
-    assert single[2] == stacked[2] == [f"he-x1-s{k}: resuming run <run> from <ckpt>"
-                                       for k in (0, 1)]
+    assert (
+        [line for line in single[1] if "preempted" in line]
+        == [line for line in stacked[1] if "preempted" in line]
+        == [
+            f"he-x1-s{k}: preempted (SIGTERM); run <run> KILLED, the next launch resumes it "
+            "from <ckpt>"
+            for k in (0, 1)
+        ]
+    )
+    assert (
+        single[2] == stacked[2] == [f"he-x1-s{k}: resuming run <run> from <ckpt>" for k in (0, 1)]
+    )
     for name in ("he-x1-s0", "he-x1-s1"):
         assert single[0][name][:2] == stacked[0][name][:2]
         assert single[0][name][0] == "KILLED" and single[0][name][1]["outcome"] == "preempted"
@@ -180,18 +217,22 @@ def test_preemption_and_resume_end_the_same_way(store, tmp_path, capsys):
 
 
 def test_the_sweep_callback_and_the_report_import_no_torch():
-    code = ("import sys, initsweep.launch.sweep, initsweep.report.render, initsweep.cli; "
-            "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        "import sys, initsweep.launch.sweep, initsweep.report.render, initsweep.cli; "
+        "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_importing_the_package_sets_no_environment_variable():
     # the libraries first (MLflow sets its own telemetry session variable on import): what
     # changes after that is initsweep's doing
-    code = ("import os, mlflow, lightning, hydra, torch; before = dict(os.environ); "
-            "import initsweep, initsweep.training.job, initsweep.launch.sweep, "
-            "initsweep.report.render; "
-            "assert dict(os.environ) == before, set(os.environ) ^ set(before)")
+    code = (
+        "import os, mlflow, lightning, hydra, torch; before = dict(os.environ); "
+        "import initsweep, initsweep.training.job, initsweep.launch.sweep, "
+        "initsweep.report.render; "
+        "assert dict(os.environ) == before, set(os.environ) ^ set(before)"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

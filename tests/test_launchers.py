@@ -52,8 +52,9 @@ def test_a_failing_nvml_check_is_dropped_and_the_cuda_answer_stays(monkeypatch):
 
 # ----------------------------------------------------------------------------------- the plan
 def test_plan_one_job_per_gpu_and_cores_split_between_them():
-    assert plan(visible=["0", "1", "2", "3"], cores=16) == plan(None, 4, visible=list("0123"),
-                                                                cores=16)
+    assert plan(visible=["0", "1", "2", "3"], cores=16) == plan(
+        None, 4, visible=list("0123"), cores=16
+    )
     p = plan(visible=["0", "1", "2", "3"], cores=16)
     assert (p.gpu_ids, p.n_jobs, p.threads_per_job) == (("0", "1", "2", "3"), 4, 4)
     p = plan(gpus=2, visible=["4", "7", "9"], cores=16)  # a configured count: the first two
@@ -69,9 +70,15 @@ def test_plan_on_cpu_runs_cores_over_threads_jobs():
         plan(gpus=-1, visible=[])
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ("2,3", ["2", "3"]), ("", []), ("0,-1,1", ["0"]), ("GPU-abc, GPU-def", ["GPU-abc", "GPU-def"]),
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ("2,3", ["2", "3"]),
+        ("", []),
+        ("0,-1,1", ["0"]),
+        ("GPU-abc, GPU-def", ["GPU-abc", "GPU-def"]),
+    ],
+)
 def test_visible_gpus_reads_cuda_visible_devices(monkeypatch, env, expected):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
     assert visible_gpus() == expected
@@ -110,15 +117,19 @@ def _hold_slot(slot_dir: str, n_slots: int, hold_s: float, out: str) -> None:
     slot, _fd = acquire_slot(Path(slot_dir), n_slots, timeout_s=60, poll_s=0.01)
     start = time.time()
     time.sleep(hold_s)
-    Path(out).write_text(json.dumps({"slot": slot, "start": start, "end": time.time(),
-                                     "pid": os.getpid()}))
+    Path(out).write_text(
+        json.dumps({"slot": slot, "start": start, "end": time.time(), "pid": os.getpid()})
+    )
 
 
 def test_slots_exclude_processes_and_free_on_exit(tmp_path):
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_hold_slot,
-                         args=(str(tmp_path / "slots"), 2, 0.2, str(tmp_path / f"{n}.json")))
-             for n in range(6)]
+    procs = [
+        ctx.Process(
+            target=_hold_slot, args=(str(tmp_path / "slots"), 2, 0.2, str(tmp_path / f"{n}.json"))
+        )
+        for n in range(6)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -184,15 +195,24 @@ def test_basic_launcher_binds_nothing(monkeypatch):
 
 
 # ------------------------------------------------------------------------------ real launches
-def _sweep(tmp_path: Path, *args: str, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess:
+def _sweep(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", *args, "trainer.max_epochs=1",
-           "diagnostics.plots=false", f"tracking.uri={store}",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env={**base, **(env or {})}, capture_output=True,
-                          text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        *args,
+        "trainer.max_epochs=1",
+        "diagnostics.plots=false",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env={**base, **(env or {})}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -213,8 +233,14 @@ def _children_of_one_parent(store: str, n: int) -> list:
 @pytest.mark.slow  # 37-52 s on 2 shared cores: 3 jobs, 2 loky workers importing torch + Lightning
 def test_gpus_launcher_binds_each_worker_to_its_own_gpu(tmp_path):
     """Two pretend GPUs on a CPU machine: 3 jobs, 2 workers, each worker on its own GPU id."""
-    proc = _sweep(tmp_path, "hydra/launcher=gpus", "init=he,zeros,xavier", "seed=0",
-                  "trainer.accelerator=cpu", env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    proc = _sweep(
+        tmp_path,
+        "hydra/launcher=gpus",
+        "init=he,zeros,xavier",
+        "seed=0",
+        "trainer.accelerator=cpu",
+        env={"CUDA_VISIBLE_DEVICES": "0,1"},
+    )
     out = proc.stdout + proc.stderr
     assert "Joblib.Parallel(n_jobs=2,backend=loky" in out
     bound = re.findall(r"job bound to GPU (\d) \(slot \d of 2, pid (\d+)", out)
@@ -230,8 +256,9 @@ def test_gpus_launcher_binds_each_worker_to_its_own_gpu(tmp_path):
 
 @pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_gpus_launcher_on_cpu_runs_cores_jobs_at_once(tmp_path):
-    proc = _sweep(tmp_path, "hydra/launcher=gpus", "init=he,zeros", "seed=0",
-                  env={"CUDA_VISIBLE_DEVICES": ""})
+    proc = _sweep(
+        tmp_path, "hydra/launcher=gpus", "init=he,zeros", "seed=0", env={"CUDA_VISIBLE_DEVICES": ""}
+    )
     out = proc.stdout + proc.stderr
     assert f"Joblib.Parallel(n_jobs={devices.available_cores()},backend=loky" in out
     assert "1 torch thread(s) per job" in out
@@ -240,8 +267,14 @@ def test_gpus_launcher_on_cpu_runs_cores_jobs_at_once(tmp_path):
 
 @pytest.mark.slow  # 22-35 s on 2 shared cores: each submitit job is a fresh process
 def test_submitit_local_sweep(tmp_path):
-    proc = _sweep(tmp_path, "hydra/launcher=submitit_local", "init=he,zeros", "seed=0",
-                  "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10")
+    proc = _sweep(
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "init=he,zeros",
+        "seed=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=10",
+    )
     assert "2 jobs (2 ok)" in proc.stdout
     children = _children_of_one_parent(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", 2)
     assert sorted(r.info.run_name for r in children) == ["he-x1-s0", "zeros-x1-s0"]
@@ -261,30 +294,50 @@ def test_slurm_config_makes_a_one_gpu_sbatch(tmp_path, monkeypatch):
     (fake_bin / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                           f"hydra.sweep.dir={tmp_path}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                f"hydra.sweep.dir={tmp_path}",
+            ],
+            return_hydra_config=True,
+        )
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     params.pop("_target_")
     params["name"] = "train"
     folder = str(tmp_path / ".submitit" / "%j")
     params.pop("submitit_folder")
     # the plugin's own mapping (hydra_submitit_launcher.submitit_launcher.launch)
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
-                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor = submitit.AutoExecutor(
+        folder=folder, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     sbatch = executor._executor._make_submission_file_text("python -c pass", "uid")
-    for line in ("--gpus-per-node=1", "--cpus-per-task=4", "--ntasks-per-node=1",
-                 "--time=60", "--partition=gpu", "--mem=16GB", "--signal=USR2@120"):
+    for line in (
+        "--gpus-per-node=1",
+        "--cpus-per-task=4",
+        "--ntasks-per-node=1",
+        "--time=60",
+        "--partition=gpu",
+        "--mem=16GB",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {line}" in sbatch, line
 
 
 @pytest.mark.slow  # 4 fresh processes importing torch + Lightning at once on 2 cores
 def test_four_parallel_writers_to_one_sqlite_store_lose_nothing(tmp_path):
     """submitit_local starts all 4 jobs at once: 4 processes write one sqlite store together."""
-    _sweep(tmp_path, "hydra/launcher=submitit_local", "init=he,zeros,xavier,lecun", "seed=0",
-           "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10")
+    _sweep(
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "init=he,zeros,xavier,lecun",
+        "seed=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=10",
+    )
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     children = _children_of_one_parent(store, 4)
     client = MlflowClient(store)
@@ -295,4 +348,7 @@ def test_four_parallel_writers_to_one_sqlite_store_lose_nothing(tmp_path):
         for key in ("val/loss", "val/acc", "test/loss", "test/acc", "diag/L0/act_std"):
             assert key in run.data.metrics, (run.info.run_name, key)
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
-            "config.yaml", "overrides.txt", "diagnostics"}
+            "config.yaml",
+            "overrides.txt",
+            "diagnostics",
+        }

@@ -14,18 +14,58 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Higher may import lower or equal, never higher. diagnostics' torch-free modules (the findings
 # in words, the plots, the pending ends of runs) sit with the report that reads them.
-RANKS = {"training": 5, "diagnostics": 4, "init": 4, "models": 4, "report": 3, "race": 3,
-         **dict.fromkeys(["diagnostics.findings", "diagnostics.plots", "diagnostics.plot_worker",
-                          "diagnostics.pending"], 3),
-         "stats": 2, "tracking": 1, "vocab": 0, "naming": 0, "errors": 0, "": 0}
+RANKS = {
+    "training": 5,
+    "diagnostics": 4,
+    "init": 4,
+    "models": 4,
+    "report": 3,
+    "race": 3,
+    **dict.fromkeys(
+        [
+            "diagnostics.findings",
+            "diagnostics.plots",
+            "diagnostics.plot_worker",
+            "diagnostics.pending",
+        ],
+        3,
+    ),
+    "stats": 2,
+    "tracking": 1,
+    "vocab": 0,
+    "naming": 0,
+    "errors": 0,
+    "": 0,
+}
 # The entry points are outside the ranks: anyone may use launch's console and status files, but
 # launch (and cli) import only these, never training, models or init.
 ENTRIES = ("launch", "cli", "api")  # api: the Python API, cli's counterpart
-ENTRY_MAY_IMPORT = ("launch", "tracking", "report", "race", "stats", "vocab", "naming", "errors",
-                    "diagnostics.findings", "diagnostics.plots", "diagnostics.plot_worker",
-                    "diagnostics.pending")
-TORCH_FREE = ("launch", "tracking", "report", "race", "stats", "vocab", "naming", "errors", "cli",
-              "api")
+ENTRY_MAY_IMPORT = (
+    "launch",
+    "tracking",
+    "report",
+    "race",
+    "stats",
+    "vocab",
+    "naming",
+    "errors",
+    "diagnostics.findings",
+    "diagnostics.plots",
+    "diagnostics.plot_worker",
+    "diagnostics.pending",
+)
+TORCH_FREE = (
+    "launch",
+    "tracking",
+    "report",
+    "race",
+    "stats",
+    "vocab",
+    "naming",
+    "errors",
+    "cli",
+    "api",
+)
 TORCH = {"torch", "torchvision", "lightning", "pytorch_lightning"}
 
 
@@ -68,7 +108,7 @@ def _imports(name: str) -> list[tuple[str, bool]]:
                 base = child.module or ""
                 if child.level:
                     anchor = ("initsweep." + package).rstrip(".").split(".")
-                    base = ".".join(anchor[:len(anchor) - child.level + 1] + [base]).rstrip(".")
+                    base = ".".join(anchor[: len(anchor) - child.level + 1] + [base]).rstrip(".")
                 for alias in child.names:
                     add(f"{base}.{alias.name}", top)
             walk(child, top and not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
@@ -102,7 +142,7 @@ def test_no_import_cycle():
         path.append(node)
         for nxt in sorted(graph[node]):
             if state[nxt] == 1:
-                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
             elif state[nxt] == 0:
                 visit(nxt, path)
         path.pop()

@@ -27,7 +27,7 @@ def _example_code() -> str:
 
 
 # An extra factory next to the documented one: vmap cannot run it (.item() in forward).
-GATED = '''
+GATED = """
 
 class Gated(nn.Module):
     def __init__(self, n_in, n_out):
@@ -42,7 +42,7 @@ class Gated(nn.Module):
 def gated_net(input_shape, num_classes):
     import math
     return Gated(math.prod(input_shape), num_classes)
-'''
+"""
 
 
 @pytest.fixture
@@ -53,13 +53,25 @@ def user_folder(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------- the built-ins
-@pytest.mark.parametrize(("overrides", "n_layers", "kind"), [
-    (["model=mlp"], 3, "MLP"),
-    (["model=cnn"], 5, "ConvNet"),
-    (["model=resnet", "model.depth=8", "model.width=4"], 8, "ResNet"),
-    (["model=resnet", "model.depth=8", "model.width=4", "data=mnist",
-      f"data.root={REPO.parent / 'shared' / 'data'}"], 8, "ResNet"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "n_layers", "kind"),
+    [
+        (["model=mlp"], 3, "MLP"),
+        (["model=cnn"], 5, "ConvNet"),
+        (["model=resnet", "model.depth=8", "model.width=4"], 8, "ResNet"),
+        (
+            [
+                "model=resnet",
+                "model.depth=8",
+                "model.width=4",
+                "data=mnist",
+                f"data.root={REPO.parent / 'shared' / 'data'}",
+            ],
+            8,
+            "ResNet",
+        ),
+    ],
+)
 def test_each_built_in_model_fits_its_data(overrides, n_layers, kind):
     if "data=mnist" in overrides and not (REPO.parent / "shared/data/MNIST/raw").exists():
         pytest.skip("real MNIST files not present")
@@ -73,8 +85,7 @@ def test_resnet_depth_norm_and_plain_variant():
     for depth in (8, 14, 20, 56):
         net = resnet((1, 28, 28), 10, depth=depth, width=4)
         assert len(weight_layers(net)) == depth
-    with_bn, without = resnet((1, 8, 8), 10, depth=14), resnet((1, 8, 8), 10, depth=14,
-                                                                norm="none")
+    with_bn, without = resnet((1, 8, 8), 10, depth=14), resnet((1, 8, 8), 10, depth=14, norm="none")
     assert len(norm_layers(with_bn)) == 13 and norm_layers(without) == []
     # the plain net has the same layers (option A shortcuts have no weights): same weights
     residual, plain = (resnet((1, 8, 8), 10, depth=14, width=4, skip=skip) for skip in (1, 0))
@@ -88,9 +99,16 @@ def test_resnet_depth_norm_and_plain_variant():
 # --------------------------------------------------------------------------- a user's own model
 @pytest.mark.slow  # a whole sweep end to end; the fast tier keeps a smaller check of it
 def test_a_model_from_a_file_in_the_users_folder_runs_end_to_end(cli, store, user_folder):
-    proc = cli("model=custom", "model._target_=my_models.small_cnn", "+model.channels=8",
-               "init=he", "optim.lr=0.01", "trainer.max_epochs=3",
-               "diagnostics.every_n_steps=10", check=True)
+    proc = cli(
+        "model=custom",
+        "model._target_=my_models.small_cnn",
+        "+model.channels=8",
+        "init=he",
+        "optim.lr=0.01",
+        "trainer.max_epochs=3",
+        "diagnostics.every_n_steps=10",
+        check=True,
+    )
     (run,) = runs_of(store)
     assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "ok", proc.stderr
     assert run.data.params["model._target_"] == "my_models.small_cnn"
@@ -99,8 +117,9 @@ def test_a_model_from_a_file_in_the_users_folder_runs_end_to_end(cli, store, use
     for i in range(2):
         assert f"diag/L{i}/act_std" in run.data.metrics
     client = MlflowClient(store)
-    csv_text = Path(client.download_artifacts(run.info.run_id, "diagnostics/diagnostics.csv")
-                    ).read_text()
+    csv_text = Path(
+        client.download_artifacts(run.info.run_id, "diagnostics/diagnostics.csv")
+    ).read_text()
     header, first, *_ = csv_text.splitlines()
     assert header.endswith(",path,type") and first.endswith(",0,Conv2d")
 
@@ -109,48 +128,92 @@ def _error_lines(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["model._target_=my_modles.small_cnn"],
-     "error: model._target_='my_modles.small_cnn': cannot import my_modles (ModuleNotFoundError"),
-    (["model._target_=my_models.small_cnn", "+model.chanels=32"],
-     "error: model.chanels=32: not an argument of my_models.small_cnn; valid: channels"),
-    (["model._target_=my_models.small_cnn", "init.layers=[{select: 'conv*', scheme: zeros}]"],
-     "error: init.layers[0].select='conv*': matches no weight layer's module path; the model's "
-     "weight layers: 0, 4"),
-    (["model._target_=my_models.gated_net", "seeds_per_job=2"],
-     "error: seeds_per_job=2: model my_models.gated_net cannot be trained stacked (torch.func.vmap"
-     ": RuntimeError: vmap: It looks like you're calling .item() on a Tensor."),
-], ids=["not-importable", "unknown-key", "selects-nothing", "not-stackable"])
-def test_a_model_that_cannot_work_is_one_line_exit_2_and_no_run(cli, store, user_folder, args,
-                                                                 message):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["model._target_=my_modles.small_cnn"],
+            "error: model._target_='my_modles.small_cnn': cannot import my_modles "
+            "(ModuleNotFoundError",
+        ),
+        (
+            ["model._target_=my_models.small_cnn", "+model.chanels=32"],
+            "error: model.chanels=32: not an argument of my_models.small_cnn; valid: channels",
+        ),
+        (
+            [
+                "model._target_=my_models.small_cnn",
+                "init.layers=[{select: 'conv*', scheme: zeros}]",
+            ],
+            "error: init.layers[0].select='conv*': matches no weight layer's module path; "
+            "the model's "
+            "weight layers: 0, 4",
+        ),
+        (
+            ["model._target_=my_models.gated_net", "seeds_per_job=2"],
+            "error: seeds_per_job=2: model my_models.gated_net cannot be trained stacked "
+            "(torch.func.vmap"
+            ": RuntimeError: vmap: It looks like you're calling .item() on a Tensor.",
+        ),
+    ],
+    ids=["not-importable", "unknown-key", "selects-nothing", "not-stackable"],
+)
+def test_a_model_that_cannot_work_is_one_line_exit_2_and_no_run(
+    cli, store, user_folder, args, message
+):
     proc = cli("model=custom", *args)
     assert proc.returncode == 2, proc.stderr
     assert len(_error_lines(proc)) == 1 and _error_lines(proc)[0].startswith(message), proc.stderr
     assert runs_of(store) == []
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["model=cnn", "data=synthetic", "data.n_train=100"],
-     "model=cnn: needs image inputs (C, H, W); the data's inputs have shape (784,)"),
-    (["model=cnn", "+model.widht=3"], "model.widht=3: not an argument of initsweep.models.zoo.cnn; "
-                                      "valid: channels, kernel_size, pool, hidden_sizes, "),
-    (["model=cnn", "model.channels=[4,4,4,4]"], "model.channels=[4, 4, 4, 4]: 4 pooling blocks "
-                                                "shrink the 8x8 input to 0x0"),
-    (["model=resnet", "model.depth=10"], "model.depth=10: must be 6n+2 with n >= 1"),
-    (["model=resnet", "model.norm=layer"], "model.norm='layer': must be one of batch, none"),
-    (["model=custom"], "model._target_: not set; model=custom needs your factory"),
-    (["model=custom", "model._target_=torch.nn.Linear"],
-     "model._target_='torch.nn.Linear': a model factory is called as f(input_shape=(C, H, W), "
-     "num_classes=N, ...); torch.nn.Linear has no argument 'input_shape'"),
-    (["model=custom", "model._target_=torch.nn.Identity"],
-     "model._target_='torch.nn.Identity': must map inputs (B, 1, 8, 8) to logits (B, 10); gave "
-     "(2, 1, 8, 8) for B=2"),
-    (["model=resnet", "model.skip=false", "init=fixup"],
-     "init.scheme='fixup': the model has no residual blocks"),
-    (["model=resnet", "model.depth=8", "init=he", "init.layers=[{type: Conv3d, scheme: zeros}]"],
-     "init.layers[0].type='Conv3d': the model has no weight layer of this type; its weight "
-     "layers are Conv2d (7), Linear (1)"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model=cnn", "data=synthetic", "data.n_train=100"],
+            "model=cnn: needs image inputs (C, H, W); the data's inputs have shape (784,)",
+        ),
+        (
+            ["model=cnn", "+model.widht=3"],
+            "model.widht=3: not an argument of initsweep.models.zoo.cnn; "
+            "valid: channels, kernel_size, pool, hidden_sizes, ",
+        ),
+        (
+            ["model=cnn", "model.channels=[4,4,4,4]"],
+            "model.channels=[4, 4, 4, 4]: 4 pooling blocks shrink the 8x8 input to 0x0",
+        ),
+        (["model=resnet", "model.depth=10"], "model.depth=10: must be 6n+2 with n >= 1"),
+        (["model=resnet", "model.norm=layer"], "model.norm='layer': must be one of batch, none"),
+        (["model=custom"], "model._target_: not set; model=custom needs your factory"),
+        (
+            ["model=custom", "model._target_=torch.nn.Linear"],
+            "model._target_='torch.nn.Linear': a model factory is called as "
+            "f(input_shape=(C, H, W), "
+            "num_classes=N, ...); torch.nn.Linear has no argument 'input_shape'",
+        ),
+        (
+            ["model=custom", "model._target_=torch.nn.Identity"],
+            "model._target_='torch.nn.Identity': must map inputs (B, 1, 8, 8) to logits "
+            "(B, 10); gave "
+            "(2, 1, 8, 8) for B=2",
+        ),
+        (
+            ["model=resnet", "model.skip=false", "init=fixup"],
+            "init.scheme='fixup': the model has no residual blocks",
+        ),
+        (
+            [
+                "model=resnet",
+                "model.depth=8",
+                "init=he",
+                "init.layers=[{type: Conv3d, scheme: zeros}]",
+            ],
+            "init.layers[0].type='Conv3d': the model has no weight layer of this type; its weight "
+            "layers are Conv2d (7), Linear (1)",
+        ),
+    ],
+)
 def test_bad_model_input_is_one_line_exit_2_and_no_run(store, capsys, overrides, message):
     with pytest.raises(SystemExit) as exit_:
         run_job(compose_config([*overrides, f"tracking.uri={store}"]))
@@ -170,25 +233,40 @@ def test_stacked_resnet_with_batchnorm_logs_the_runs_sequential_jobs_would(store
     """seeds_per_job=2 on a ResNet-8 with BatchNorm (vmap over functional_call, each seed's own
     running statistics): the metrics of two runs alone, to float tolerance (as
     tests/test_stacked_seeds.py for the MLP)."""
-    shrink = ["model=resnet", "model.depth=8", "model.width=4", "init=he",
-              "trainer.max_epochs=2", "diagnostics.every_n_steps=9", "diagnostics.plots=false"]
+    shrink = [
+        "model=resnet",
+        "model.depth=8",
+        "model.width=4",
+        "init=he",
+        "trainer.max_epochs=2",
+        "diagnostics.every_n_steps=9",
+        "diagnostics.plots=false",
+    ]
     batched, alone = stacked_and_alone(store, shrink, 2)
     client = MlflowClient(store)
     for name, run in batched.items():
         twin = alone[name]
         assert run.data.tags["trained_together"] == "2"
         assert set(run.data.metrics) == set(twin.data.metrics)
-        assert run.data.metrics["test/loss"] == pytest.approx(twin.data.metrics["test/loss"],
-                                                              rel=1e-4)
+        assert run.data.metrics["test/loss"] == pytest.approx(
+            twin.data.metrics["test/loss"], rel=1e-4
+        )
         n_test = int(run.data.tags["n_test"])
-        for key in ("val/loss", "val/acc", "diag/L0/grad_norm", "diag/L3/update_ratio",
-                    "diag/L2/norm_running_mean", "diag/L2/norm_running_var",
-                    "diag/L5/effective_rank"):
+        for key in (
+            "val/loss",
+            "val/acc",
+            "diag/L0/grad_norm",
+            "diag/L3/update_ratio",
+            "diag/L2/norm_running_mean",
+            "diag/L2/norm_running_var",
+            "diag/L5/effective_rank",
+        ):
             mine = client.get_metric_history(run.info.run_id, key)
             theirs = client.get_metric_history(twin.info.run_id, key)
             assert [m.step for m in mine] == [m.step for m in theirs], key
-            assert [m.value for m in mine] == pytest.approx([m.value for m in theirs],
-                                                            rel=1e-4, abs=2 / n_test), key
+            assert [m.value for m in mine] == pytest.approx(
+                [m.value for m in theirs], rel=1e-4, abs=2 / n_test
+            ), key
 
 
 def test_stacked_cnn_starts_from_each_seeds_own_weights_and_buffers():
@@ -200,8 +278,9 @@ def test_stacked_cnn_starts_from_each_seeds_own_weights_and_buffers():
     stacked = StackedModule(modules, dict(cfg.optim), loggers=[])
     for k, module in enumerate(modules):
         net = stacked.net_for(k)
-        for (name, a), b in zip(net.state_dict().items(), module.net.state_dict().values(),
-                                strict=True):
+        for (name, a), b in zip(
+            net.state_dict().items(), module.net.state_dict().values(), strict=True
+        ):
             assert torch.equal(a, b), name
     x = torch.rand(4, 1, 8, 8)
     stacked.eval()

@@ -85,7 +85,11 @@ def test_e_holm_is_the_closed_procedure_of_mean_e_values():
         e = rng.exponential(3, int(rng.integers(1, 6)))
         shortcut = e_holm(e)
         for k in range(len(e)):
-            closure = min(np.mean(e[list(s)]) for r in range(1, len(e) + 1)
-                          for s in combinations(range(len(e)), r) if k in s)
+            closure = min(
+                np.mean(e[list(s)])
+                for r in range(1, len(e) + 1)
+                for s in combinations(range(len(e)), r)
+                if k in s
+            )
             assert shortcut[k] == pytest.approx(closure)
     assert e_holm([30.0, 0.0])[0] == pytest.approx(15.0)  # the partner's 0 halves it

@@ -43,20 +43,32 @@ class Launch:
     """``python train.py ARGS`` in its own session (as a terminal's foreground job), SIGINT at
     its default disposition (a background job of a non-interactive shell ignores it)."""
 
-    def __init__(self, tmp_path: Path, store: str, *args: str, pause: str | None = None,
-                 name: str = "launch") -> None:
+    def __init__(
+        self, tmp_path: Path, store: str, *args: str, pause: str | None = None, name: str = "launch"
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         self.marker = tmp_path / f"{name}.paused"
         if pause:
             env.update(INITSWEEP_PAUSE_AT=pause, INITSWEEP_PAUSE_FILE=str(self.marker))
         self.log = tmp_path / f"{name}.log"
-        cmd = [sys.executable, str(REPO / "train.py"), *args, f"tracking.uri={store}",
-               f"hydra.run.dir={tmp_path / name}", f"hydra.sweep.dir={tmp_path / name}"]
+        cmd = [
+            sys.executable,
+            str(REPO / "train.py"),
+            *args,
+            f"tracking.uri={store}",
+            f"hydra.run.dir={tmp_path / name}",
+            f"hydra.sweep.dir={tmp_path / name}",
+        ]
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=tmp_path,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
 
     def paused(self, timeout: float = 300) -> None:
         """Wait until the process holds at its pause point."""
@@ -88,8 +100,12 @@ def finish(tmp_path: Path, store: str, *args: str, name: str) -> str:
 
 
 def initsweep_doctor(store: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "initsweep.cli", "doctor", "--tracking-uri",
-                           store, *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "initsweep.cli", "doctor", "--tracking-uri", store, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -121,8 +137,10 @@ def test_a_sweep_killed_outright_is_adopted_by_the_relaunch(tmp_path, store):
     first.signal_group(signal.SIGKILL)
     assert first.wait() == -signal.SIGKILL
     left = {r.info.run_name: r for r in runs_of(store)}
-    assert {n: r.info.status for n, r in left.items() if not n.startswith("sweep-")} == \
-        {"xavier-x1-s0": "RUNNING", "he-x1-s0": "RUNNING"}
+    assert {n: r.info.status for n, r in left.items() if not n.startswith("sweep-")} == {
+        "xavier-x1-s0": "RUNNING",
+        "he-x1-s0": "RUNNING",
+    }
     assert left["xavier-x1-s0"].data.tags[PENDING_TAG].startswith("plots:")
     assert left["xavier-x1-s0"].data.tags["outcome"] == "ok"  # its result line said so
 
@@ -142,21 +160,32 @@ def test_a_sweep_killed_outright_is_adopted_by_the_relaunch(tmp_path, store):
     third = finish(tmp_path, store, *SWEEP, name="third")
     assert third.count("skipped, finished as run") == 2
     runs = assert_no_ghosts(store)
-    assert {n: r.info.run_id for n, r in runs.items()} == \
-        {n: left[n].info.run_id for n in ("xavier-x1-s0", "he-x1-s0")}  # the same runs
+    assert {n: r.info.run_id for n, r in runs.items()} == {
+        n: left[n].info.run_id for n in ("xavier-x1-s0", "he-x1-s0")
+    }  # the same runs
     parents = [r for r in runs_of(store) if r.data.tags.get(ROLE_TAG) == "sweep"]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED", "KILLED"]
-    assert all("adopted by sweep" in p.data.tags[NOTE_TAG] for p in parents
-               if p.info.status == "KILLED")
+    assert all(
+        "adopted by sweep" in p.data.tags[NOTE_TAG] for p in parents if p.info.status == "KILLED"
+    )
     client = MlflowClient(store)
     xavier = runs["xavier-x1-s0"]
     assert PENDING_TAG not in xavier.data.tags
-    assert {a.path for a in client.list_artifacts(xavier.info.run_id, "diagnostics")} >= \
-        {"diagnostics/diagnostics.csv", "diagnostics/loss.png"}
+    assert {a.path for a in client.list_artifacts(xavier.info.run_id, "diagnostics")} >= {
+        "diagnostics/diagnostics.csv",
+        "diagnostics/loss.png",
+    }
 
     # the resumed run: a continuous history, bit for bit an uninterrupted run's
-    finish(tmp_path, store, "init=he", "seed=0", "trainer.max_epochs=3",
-           "experiment_name=uninterrupted", name="reference")
+    finish(
+        tmp_path,
+        store,
+        "init=he",
+        "seed=0",
+        "trainer.max_epochs=3",
+        "experiment_name=uninterrupted",
+        name="reference",
+    )
     reference = runs_of(store, "uninterrupted")[0]
     resumed = histories(client, runs["he-x1-s0"].info.run_id)
     for key, rows in resumed.items():
@@ -168,17 +197,36 @@ def test_a_sweep_killed_outright_is_adopted_by_the_relaunch(tmp_path, store):
 
 @pytest.mark.slow
 def test_only_the_dead_sweeps_runs_are_adopted_in_a_shared_store(tmp_path, store):
-    live = Launch(tmp_path, store, "-m", "init=zeros", "seed=0", "trainer.max_epochs=2",
-                  pause="checkpoint:1", name="live")
-    dead = Launch(tmp_path, store, "-m", "init=xavier", "seed=0", "trainer.max_epochs=2",
-                  pause="checkpoint:1", name="dead")
+    live = Launch(
+        tmp_path,
+        store,
+        "-m",
+        "init=zeros",
+        "seed=0",
+        "trainer.max_epochs=2",
+        pause="checkpoint:1",
+        name="live",
+    )
+    dead = Launch(
+        tmp_path,
+        store,
+        "-m",
+        "init=xavier",
+        "seed=0",
+        "trainer.max_epochs=2",
+        pause="checkpoint:1",
+        name="dead",
+    )
     live.paused()
     dead.paused()
     dead.signal_group(signal.SIGKILL)
     dead.wait()
     before = {r.info.run_name: r for r in runs_of(store)}
-    live_ids = {r.info.run_id for r in before.values()
-                if r.data.tags.get(OWNER_PID_TAG) == str(live.proc.pid)}
+    live_ids = {
+        r.info.run_id
+        for r in before.values()
+        if r.data.tags.get(OWNER_PID_TAG) == str(live.proc.pid)
+    }
     assert len(live_ids) == 2  # its parent and its job's run, both RUNNING
 
     # the doctor, told that any silence is stale, still judges this host's runs by their PID
@@ -188,8 +236,9 @@ def test_only_the_dead_sweeps_runs_are_adopted_in_a_shared_store(tmp_path, store
     assert not any(run_id in listed for run_id in live_ids)
     assert "would mark it preempted" in listed and "would close it KILLED (a dead sweep's" in listed
 
-    relaunch = finish(tmp_path, store, "-m", "init=xavier", "seed=0", "trainer.max_epochs=2",
-                      name="relaunch")
+    relaunch = finish(
+        tmp_path, store, "-m", "init=xavier", "seed=0", "trainer.max_epochs=2", name="relaunch"
+    )
     client = MlflowClient(store)
     assert f"xavier-x1-s0: resuming run {before['xavier-x1-s0'].info.run_id}" in relaunch
     for run_id in live_ids:  # untouched while it lives
@@ -220,8 +269,10 @@ def test_ctrl_c_ends_the_sweep_cleanly_and_the_relaunch_resumes(tmp_path, store)
     assert [n for n, r in runs.items() if r.info.status == "RUNNING"] == []
     assert runs["xavier-x1-s0"].info.status == "FINISHED"  # its queued plots were drawn
     assert PENDING_TAG not in runs["xavier-x1-s0"].data.tags
-    assert (runs["he-x1-s0"].info.status, runs["he-x1-s0"].data.tags["outcome"]) == \
-        ("KILLED", "preempted")
+    assert (runs["he-x1-s0"].info.status, runs["he-x1-s0"].data.tags["outcome"]) == (
+        "KILLED",
+        "preempted",
+    )
     assert [r.info.status for n, r in runs.items() if n.startswith("sweep-")] == ["KILLED"]
 
     # the relaunch resumes it; Ctrl-C twice while it is held: it stops at once, nothing RUNNING
@@ -256,8 +307,12 @@ def test_an_owner_is_checked_by_pid_here_and_by_heartbeat_elsewhere(store):
     mine = _run_with(client, exp, owner_tags())
     assert owner_alive(mine, stale_after=0).alive  # this process: alive whatever the window
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead = _run_with(client, exp, {**owner_tags(), OWNER_PID_TAG: gone.stdout.strip()})
     verdict = owner_alive(dead, stale_after=1e9)  # no waiting on this host
     assert not verdict.alive and "is gone" in verdict.why

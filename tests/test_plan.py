@@ -13,8 +13,16 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, compose_config, runs_of
 
-TABLES = ("experiments", "runs", "tags", "params", "metrics", "latest_metrics",
-          "experiment_tags", "inputs")
+TABLES = (
+    "experiments",
+    "runs",
+    "tags",
+    "params",
+    "metrics",
+    "latest_metrics",
+    "experiment_tags",
+    "inputs",
+)
 
 
 def row_counts(db: Path) -> dict[str, int]:
@@ -39,9 +47,16 @@ def preempt(store: str, tmp_path: Path, overrides: list[str]) -> tuple[str, Path
     checkpoint.write_bytes(b"not read by the plan")
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("initsweep")
-    run = client.create_run(exp.experiment_id, run_name="he-x1-s1", tags={
-        "config_hash": config_hash(cfg), "group_hash": group_hash(cfg), "outcome": "running",
-        CHECKPOINT_TAG: str(checkpoint)})
+    run = client.create_run(
+        exp.experiment_id,
+        run_name="he-x1-s1",
+        tags={
+            "config_hash": config_hash(cfg),
+            "group_hash": group_hash(cfg),
+            "outcome": "running",
+            CHECKPOINT_TAG: str(checkpoint),
+        },
+    )
     mark_preempted(client, run.info.run_id)
     return run.info.run_id, checkpoint
 
@@ -49,8 +64,11 @@ def preempt(store: str, tmp_path: Path, overrides: list[str]) -> tuple[str, Path
 def test_dry_run_of_a_half_finished_sweep_creates_nothing(cli, store, tmp_path):
     shrink = ["debug=tiny", "diagnostics.enabled=false"]
     cli("-m", "init=he,zeros", "seed=0", *shrink, check=True)  # 2 of the 6 runs FINISHED
-    finished = {r.info.run_name: r.info.run_id for r in runs_of(store)
-                if r.data.tags.get("initsweep.role") != "sweep"}
+    finished = {
+        r.info.run_name: r.info.run_id
+        for r in runs_of(store)
+        if r.data.tags.get("initsweep.role") != "sweep"
+    }
     (tmp_path / "mlruns" / "checkpoints").mkdir(parents=True, exist_ok=True)
     preempted, checkpoint = preempt(store, tmp_path, ["init=he", "seed=1", *shrink])
     db = Path(store.removeprefix("sqlite:///"))
@@ -76,8 +94,20 @@ def test_initsweep_plan_stacks_seeds_and_names_the_launcher(tmp_path, monkeypatc
 
     monkeypatch.chdir(tmp_path)
     store = f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}"
-    assert main(["plan", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "init=he,xavier",
-                 "seed=0,3", "seeds_per_job=3", f"tracking.uri={store}"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "init=he,xavier",
+                "seed=0,3",
+                "seeds_per_job=3",
+                f"tracking.uri={store}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "plan: 12 runs in 4 jobs" in out and "start     12" in out
     assert "one SLURM array task each (--array=0-3%32), partition gpu" in out
@@ -90,19 +120,26 @@ def test_plan_sweep_returns_the_runs_as_a_frame(tmp_path, monkeypatch):
     import initsweep
 
     monkeypatch.chdir(tmp_path)
-    plan = initsweep.plan_sweep("init=he,zeros seed=0,1",
-                                tracking_uri=f"sqlite:///{tmp_path / 'none.db'}")
+    plan = initsweep.plan_sweep(
+        "init=he,zeros seed=0,1", tracking_uri=f"sqlite:///{tmp_path / 'none.db'}"
+    )
     assert plan.counts == {"skip": 0, "resume": 0, "start": 4}
     assert list(plan.table["name"]) == ["he-x1-s0", "he-x1-s1", "zeros-x1-s0", "zeros-x1-s1"]
 
 
 def test_a_bad_override_is_one_line_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "optim.lrr=1",
-                           "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "optim.lrr=1", "--dry-run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: optim.lrr: not a key of optim; valid: fused, lr, name, "
-                                   "weight_decay")
+    assert proc.stderr.strip() == (
+        "error: optim.lrr: not a key of optim; valid: fused, lr, name, weight_decay"
+    )
 
 
 def test_a_store_that_does_not_answer_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
@@ -110,5 +147,7 @@ def test_a_store_that_does_not_answer_is_one_line_exit_2(tmp_path, monkeypatch, 
 
     monkeypatch.chdir(tmp_path)
     assert main(["plan", "init=he", "tracking.uri=http://127.0.0.1:9"]) == 2
-    assert capsys.readouterr().err.strip() == \
-        "error: tracking.uri=http://127.0.0.1:9: connection refused"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: tracking.uri=http://127.0.0.1:9: connection refused"
+    )

@@ -58,12 +58,26 @@ def test_the_sweep_size_is_the_basic_sweepers():
 
 def test_a_sweep_on_a_terminal_shows_the_bar_and_the_same_lines(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "init=he,zeros", "seed=0",
-           "debug=tiny", "diagnostics.enabled=false", "report=false",
-           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    shown = subprocess.run(cmd, cwd=tmp_path, env={**env, "INITSWEEP_PROGRESS": "1"},
-                           capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "init=he,zeros",
+        "seed=0",
+        "debug=tiny",
+        "diagnostics.enabled=false",
+        "report=false",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+    shown = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env={**env, "INITSWEEP_PROGRESS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "2/2" in shown.stderr  # the bar reached the end
     lines = [line for line in shown.stdout.splitlines() if line.startswith(("he-", "zeros-"))]

@@ -28,9 +28,18 @@ from initsweep.race.rule import judge, mean_and_t_interval
 from initsweep.stats.confidence_sequences import betting_e_values
 from initsweep.stats.multiple_testing import e_holm
 
-KEYS = {"seeds": "range(10)", "seeds_first": 3, "seeds_per_round": 1, "metric": "val/acc",
-        "direction": None, "confidence": 0.95, "margin": 0.0, "budget": None,
-        "context": ["init"], "params": None}
+KEYS = {
+    "seeds": "range(10)",
+    "seeds_first": 3,
+    "seeds_per_round": 1,
+    "metric": "val/acc",
+    "direction": None,
+    "confidence": 0.95,
+    "margin": 0.0,
+    "budget": None,
+    "context": ["init"],
+    "params": None,
+}
 
 
 def candidates(contexts: dict[str, list[float]]) -> tuple[list[Candidate], dict[int, float]]:
@@ -44,8 +53,9 @@ def candidates(contexts: dict[str, list[float]]) -> tuple[list[Candidate], dict[
     return out, means
 
 
-def synthetic(means: dict[int, float], seed_sd: float, noise_sd: float, n_seeds: int = 20,
-              rng_seed: int = 0):
+def synthetic(
+    means: dict[int, float], seed_sd: float, noise_sd: float, n_seeds: int = 20, rng_seed: int = 0
+):
     """value(candidate, seed) = true mean + a seed effect shared by every candidate + noise."""
     rng = np.random.default_rng(rng_seed)
     shared = rng.normal(0, seed_sd, n_seeds)
@@ -81,9 +91,13 @@ def test_the_e_process_keeps_its_level_however_often_it_is_looked_at(margin):
 def test_judge_drops_a_collapsed_config_and_keeps_a_near_tie():
     rng = np.random.default_rng(2)
     shared = 0.02 * rng.standard_normal(10)
-    scores = np.array([0.10 + 0.003 * rng.standard_normal(10),   # collapsed to chance
-                       0.90 + shared + 0.003 * rng.standard_normal(10),  # near tie with leader
-                       0.901 + shared + 0.003 * rng.standard_normal(10)])  # leader
+    scores = np.array(
+        [
+            0.10 + 0.003 * rng.standard_normal(10),  # collapsed to chance
+            0.90 + shared + 0.003 * rng.standard_normal(10),  # near tie with leader
+            0.901 + shared + 0.003 * rng.standard_normal(10),
+        ]
+    )  # leader
     verdict = judge(scores, maximize=True, confidence=0.9)
     assert verdict.leader == 2
     assert verdict.dropped.tolist() == [True, False, False]
@@ -146,8 +160,11 @@ def test_a_context_that_is_decided_stops_getting_seeds_while_others_race_on():
 
 def test_budget_ends_the_race_before_a_round_it_cannot_pay_for():
     cands, means = candidates({"": [0.90, 0.9001, 0.9002]})
-    race = replay(cands, RaceSettings(tuple(range(10)), seeds_first=3, budget=14),
-                  synthetic(means, 0.02, 0.01))
+    race = replay(
+        cands,
+        RaceSettings(tuple(range(10)), seeds_first=3, budget=14),
+        synthetic(means, 0.02, 0.01),
+    )
     assert race.spent == 12  # 9 in round 1, 3 in round 2; round 3 would need 15 > 14
     assert race.ended == {"": BUDGET}
     assert race.winners()[""].n_seeds == 4
@@ -162,8 +179,10 @@ def test_a_failed_run_drops_its_configuration_with_the_reason():
     values[(2, 0)] = float("nan")
     race.record(values, problems={(1, 1): "RuntimeError: boom"})
     failed = {s.label: s.reason for s in race.rounds[0] if s.status == "failed"}
-    assert failed == {"optim.lr=0.91": "seed 1: RuntimeError: boom",
-                      "optim.lr=0.92": "seed 0: metric is nan"}
+    assert failed == {
+        "optim.lr=0.91": "seed 1: RuntimeError: boom",
+        "optim.lr=0.92": "seed 0: metric is nan",
+    }
     assert race.ended == {"": CONFIDENT}  # one left
     everyone = Race(cands, RaceSettings(tuple(range(4)), seeds_first=2))
     plan = everyone.next_round()
@@ -230,7 +249,11 @@ def test_the_race_defaults_have_one_source():
     conf = RaceSweeperConf()
     settings = RaceSettings((0, 1))
     assert (conf.seeds_first, conf.seeds_per_round, conf.confidence, conf.margin) == (
-        settings.seeds_first, settings.seeds_per_round, settings.confidence, settings.margin)
+        settings.seeds_first,
+        settings.seeds_per_round,
+        settings.confidence,
+        settings.margin,
+    )
 
 
 def test_round_table_markdown_and_metrics_name_every_round_and_the_winner():
@@ -246,13 +269,17 @@ def test_round_table_markdown_and_metrics_name_every_round_and_the_winner():
 
 # ----------------------------------------------------------------------------------- the plan
 def test_plan_builds_the_grid_contexts_and_settings():
-    plan = make_plan({**KEYS, "params": {"init": "he,xavier"}}, ["optim.lr=0.1,0.5",
-                                                                  "debug=fast"])
+    plan = make_plan({**KEYS, "params": {"init": "he,xavier"}}, ["optim.lr=0.1,0.5", "debug=fast"])
     assert [c.overrides for c in plan.candidates] == [
-        ("init=he", "optim.lr=0.1"), ("init=he", "optim.lr=0.5"),
-        ("init=xavier", "optim.lr=0.1"), ("init=xavier", "optim.lr=0.5")]
+        ("init=he", "optim.lr=0.1"),
+        ("init=he", "optim.lr=0.5"),
+        ("init=xavier", "optim.lr=0.1"),
+        ("init=xavier", "optim.lr=0.5"),
+    ]
     assert [(c.context, c.label) for c in plan.candidates][:2] == [
-        ("init=he", "optim.lr=0.1"), ("init=he", "optim.lr=0.5")]
+        ("init=he", "optim.lr=0.1"),
+        ("init=he", "optim.lr=0.5"),
+    ]
     assert plan.fixed == ("debug=fast",)
     assert plan.settings.seeds == tuple(range(10)) and plan.settings.maximize
     assert (plan.metric, plan.score_metric) == ("val/acc", "test/acc")
@@ -263,29 +290,50 @@ def test_command_line_replaces_params_as_the_basic_sweeper_does():
     assert [c.label for c in plan.candidates] == ["optim.lr=0.5", "optim.lr=1.0"]
 
 
-@pytest.mark.parametrize(("seeds", "expected"), [
-    ("range(4)", (0, 1, 2, 3)), ("3,1,2", (3, 1, 2)), ([5, 6], (5, 6)), ("range(2,8,3)", (2, 5)),
-])
+@pytest.mark.parametrize(
+    ("seeds", "expected"),
+    [
+        ("range(4)", (0, 1, 2, 3)),
+        ("3,1,2", (3, 1, 2)),
+        ([5, 6], (5, 6)),
+        ("range(2,8,3)", (2, 5)),
+    ],
+)
 def test_seeds_are_parsed_in_the_order_given(seeds, expected):
     assert parse_seeds(seeds) == expected
 
 
-@pytest.mark.parametrize(("keys", "arguments", "message"), [
-    ({}, ["optim.lr=0.1"], "at least 2 configurations per context, found 1"),
-    ({}, ["init=he,xavier"], "at least 2 configurations per context, found 1 in context init=he"),
-    ({"seeds": []}, ["optim.lr=0.1,0.5"], "no seeds left to race on (0)"),
-    ({"seeds": "range(3)", "seeds_first": 4}, ["optim.lr=0.1,0.5"], "must be 2..3"),
-    ({"seeds": "0,0,1"}, ["optim.lr=0.1,0.5"], "a seed appears twice"),
-    ({"metric": "val/f1"}, ["optim.lr=0.1,0.5"], "unknown selection metric; choose from val/acc"),
-    ({"metric": "test/acc"}, ["optim.lr=0.1,0.5"], "selects on a validation metric"),
-    ({"metric": "val/loss", "direction": "max"}, ["optim.lr=0.1,0.5"], "minimised"),
-    ({"budget": 5}, ["optim.lr=0.1,0.5"], "cannot pay for the first round (2 configurations x 3"),
-    ({"confidence": 1.0}, ["optim.lr=0.1,0.5"], "must be in [0.5, 1)"),
-    ({"margin": -0.01}, ["optim.lr=0.1,0.5"], "must be >= 0"),
-    ({}, ["optim.lr=0.1,0.5", "seed=0,1"], "a seed key is not a configuration"),
-    ({}, ["optim.lr=0.1,0.5", "seed=3"], "the race gives the seeds"),
-    ({}, ["optim.lr=interval(0.1,0.5)"], "lists and range() only"),
-])
+@pytest.mark.parametrize(
+    ("keys", "arguments", "message"),
+    [
+        ({}, ["optim.lr=0.1"], "at least 2 configurations per context, found 1"),
+        (
+            {},
+            ["init=he,xavier"],
+            "at least 2 configurations per context, found 1 in context init=he",
+        ),
+        ({"seeds": []}, ["optim.lr=0.1,0.5"], "no seeds left to race on (0)"),
+        ({"seeds": "range(3)", "seeds_first": 4}, ["optim.lr=0.1,0.5"], "must be 2..3"),
+        ({"seeds": "0,0,1"}, ["optim.lr=0.1,0.5"], "a seed appears twice"),
+        (
+            {"metric": "val/f1"},
+            ["optim.lr=0.1,0.5"],
+            "unknown selection metric; choose from val/acc",
+        ),
+        ({"metric": "test/acc"}, ["optim.lr=0.1,0.5"], "selects on a validation metric"),
+        ({"metric": "val/loss", "direction": "max"}, ["optim.lr=0.1,0.5"], "minimised"),
+        (
+            {"budget": 5},
+            ["optim.lr=0.1,0.5"],
+            "cannot pay for the first round (2 configurations x 3",
+        ),
+        ({"confidence": 1.0}, ["optim.lr=0.1,0.5"], "must be in [0.5, 1)"),
+        ({"margin": -0.01}, ["optim.lr=0.1,0.5"], "must be >= 0"),
+        ({}, ["optim.lr=0.1,0.5", "seed=0,1"], "a seed key is not a configuration"),
+        ({}, ["optim.lr=0.1,0.5", "seed=3"], "the race gives the seeds"),
+        ({}, ["optim.lr=interval(0.1,0.5)"], "lists and range() only"),
+    ],
+)
 def test_bad_input_is_one_line_naming_the_field(keys, arguments, message):
     with pytest.raises(ConfigError) as err:
         make_plan({**KEYS, **keys}, arguments)
@@ -332,9 +380,11 @@ def test_the_race_imports_no_torch_in_the_launching_process():
     import subprocess
     import sys
 
-    code = ("import sys, hydra_plugins.initsweep_race.race_sweeper, initsweep.race.plan, "
-            "initsweep.race.engine, initsweep.race.publish, initsweep.race.collect, "
-            "initsweep.tracking.store; "
-            "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        "import sys, hydra_plugins.initsweep_race.race_sweeper, initsweep.race.plan, "
+        "initsweep.race.engine, initsweep.race.publish, initsweep.race.collect, "
+        "initsweep.tracking.store; "
+        "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

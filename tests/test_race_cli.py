@@ -16,9 +16,19 @@ from tests.conftest import runs_of
 # lr 0.01 barely moves in 2 epochs (val/acc ~0.45), lr 0.5 learns (~0.89): a gap of ~0.45 a
 # seed. The anytime-valid rule (docs/race.md) needs several seeds for it: at confidence 0.5 the
 # race drops 0.01 after round 4 (5 seeds), 10 runs of the grid's 12.
-RACE = ["-m", "hydra/sweeper=race", "optim=sgd", "optim.lr=0.01,0.5", "init=he", "debug=fast",
-        "trainer.max_epochs=2", "diagnostics.plots=false", "hydra.sweeper.seeds=[0,1,2,3,4,5]",
-        "hydra.sweeper.seeds_first=2", "hydra.sweeper.confidence=0.5"]
+RACE = [
+    "-m",
+    "hydra/sweeper=race",
+    "optim=sgd",
+    "optim.lr=0.01,0.5",
+    "init=he",
+    "debug=fast",
+    "trainer.max_epochs=2",
+    "diagnostics.plots=false",
+    "hydra.sweeper.seeds=[0,1,2,3,4,5]",
+    "hydra.sweeper.seeds_first=2",
+    "hydra.sweeper.confidence=0.5",
+]
 
 
 def parent_and_children(store: str) -> tuple[list, list]:
@@ -40,14 +50,18 @@ def test_a_real_race_drops_the_worse_config_logs_the_race_and_resumes(cli, store
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     # round 1: 2 jobs of 2 stacked seeds (seeds_per_job=2); then one seed a round, seeds 0..4
     assert sorted((r.data.params["optim.lr"], r.data.tags["seed"]) for r in children) == [
-        (lr, str(s)) for lr in ("0.01", "0.5") for s in range(5)]
+        (lr, str(s)) for lr in ("0.01", "0.5") for s in range(5)
+    ]
     assert {r.info.status for r in children} == {"FINISHED"}
-    assert {r.data.tags.get("trained_together") for r in children
-            if r.data.tags["seed"] in ("0", "1")} == {"2"}
+    assert {
+        r.data.tags.get("trained_together") for r in children if r.data.tags["seed"] in ("0", "1")
+    } == {"2"}
 
     # the winner is the best mean of val/acc as MLflow has it; test/acc is its score
-    val = {lr: [r.data.metrics["val/acc"] for r in children if r.data.params["optim.lr"] == lr]
-           for lr in ("0.01", "0.5")}
+    val = {
+        lr: [r.data.metrics["val/acc"] for r in children if r.data.params["optim.lr"] == lr]
+        for lr in ("0.01", "0.5")
+    }
     assert np.mean(val["0.5"]) > np.mean(val["0.01"])
     parent = parents[0].data
     assert parent.tags["race.winner.all"] == "optim.lr=0.5"
@@ -64,9 +78,13 @@ def test_a_real_race_drops_the_worse_config_logs_the_race_and_resumes(cli, store
     with (tmp_path / "multirun" / "race" / "rounds.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [(r["round"], r["configuration"], r["status"]) for r in table] == [
-        (str(k), lr, status) for k in range(1, 5)
-        for lr, status in (("optim.lr=0.01", "alive" if k < 4 else "dropped"),
-                           ("optim.lr=0.5", "leader"))]
+        (str(k), lr, status)
+        for k in range(1, 5)
+        for lr, status in (
+            ("optim.lr=0.01", "alive" if k < 4 else "dropped"),
+            ("optim.lr=0.5", "leader"),
+        )
+    ]
     assert "worse than optim.lr=0.5" in table[-2]["reason"]
     statuses = json.loads((tmp_path / "multirun" / "0" / "initsweep_job.json").read_text())
     assert [s["seed"] for s in statuses] == [0, 1] and "val/acc" in statuses[0]
@@ -81,18 +99,29 @@ def test_a_real_race_drops_the_worse_config_logs_the_race_and_resumes(cli, store
     assert parents[1].data.metrics["race/all/val/acc"] == pytest.approx(np.mean(val["0.5"]))
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["optim.lr=0.1"], "error: hydra.sweeper: a race needs at least 2 configurations per "
-                       "context, found 1"),
-    (["optim.lr=0.1,0.5", "hydra.sweeper.metric=val/f1"],
-     "error: hydra.sweeper.metric='val/f1': unknown selection metric; choose from val/acc, "
-     "val/loss"),
-    (["optim.lr=0.1,0.5", "hydra.sweeper.seeds=[]"],
-     "error: hydra.sweeper.seeds=[]: no seeds left to race on (0)"),
-    (["optim.lr=0.1,0.5", "hydra.sweeper.budget=3"],
-     "error: hydra.sweeper.budget=3: cannot pay for the first round"),
-    (["optim.lr=0.1,0.5", "hydra.sweeper.budget=lots"], "error: hydra.sweeper.budget:"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["optim.lr=0.1"],
+            "error: hydra.sweeper: a race needs at least 2 configurations per context, found 1",
+        ),
+        (
+            ["optim.lr=0.1,0.5", "hydra.sweeper.metric=val/f1"],
+            "error: hydra.sweeper.metric='val/f1': unknown selection metric; choose from val/acc, "
+            "val/loss",
+        ),
+        (
+            ["optim.lr=0.1,0.5", "hydra.sweeper.seeds=[]"],
+            "error: hydra.sweeper.seeds=[]: no seeds left to race on (0)",
+        ),
+        (
+            ["optim.lr=0.1,0.5", "hydra.sweeper.budget=3"],
+            "error: hydra.sweeper.budget=3: cannot pay for the first round",
+        ),
+        (["optim.lr=0.1,0.5", "hydra.sweeper.budget=lots"], "error: hydra.sweeper.budget:"),
+    ],
+)
 def test_bad_race_input_is_one_line_exit_2_and_no_run_left_running(cli, store, args, message):
     proc = cli("-m", "hydra/sweeper=race", "debug=fast", *args)
     assert proc.returncode == 2, proc.stderr

@@ -28,9 +28,15 @@ from initsweep.report.select import select
 from tests.conftest import TrainedSweep
 
 REPO = Path(__file__).resolve().parents[1]
-BASE_PARAMS = {"data.batch_size": "64", "model.activation": "relu", "optim.name": "adam",
-               "optim.lr": "0.001", "init.scheme": "he", "trainer.max_epochs": "2",
-               "experiment_name": "x"}
+BASE_PARAMS = {
+    "data.batch_size": "64",
+    "model.activation": "relu",
+    "optim.name": "adam",
+    "optim.lr": "0.001",
+    "init.scheme": "he",
+    "trainer.max_epochs": "2",
+    "experiment_name": "x",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,32 +56,48 @@ def make_sweep(synth, jobs: list[dict], experiment: str | None = None) -> tuple[
     """
     _, client, root = synth
     experiment = experiment or f"exp-{uuid.uuid4().hex[:8]}"
-    exp_id = client.create_experiment(experiment, artifact_location=(root / "artifacts" /
-                                                                     experiment).as_uri())
+    exp_id = client.create_experiment(
+        experiment, artifact_location=(root / "artifacts" / experiment).as_uri()
+    )
     sweep_id = f"sweep-{uuid.uuid4().hex[:6]}"
-    parent = client.create_run(exp_id, run_name=f"sweep-{sweep_id}",
-                               tags={"sweep_id": sweep_id, "initsweep.role": "sweep"})
+    parent = client.create_run(
+        exp_id, run_name=f"sweep-{sweep_id}", tags={"sweep_id": sweep_id, "initsweep.role": "sweep"}
+    )
     parent_id = parent.info.run_id
     for job in jobs:
         seed = job.get("seed", 0)
-        seeds = {"seed": seed, "init_seed": job.get("init_seed", seed),
-                 "data_seed": job.get("data_seed", seed)}
+        seeds = {
+            "seed": seed,
+            "init_seed": job.get("init_seed", seed),
+            "data_seed": job.get("data_seed", seed),
+        }
         params = {**BASE_PARAMS, **job.get("params", {}), **{k: str(v) for k, v in seeds.items()}}
         outcome = job.get("outcome", "ok")
-        tags = {"mlflow.parentRunId": parent_id, "sweep_id": sweep_id, "outcome": outcome,
-                "scheme": params["init.scheme"], "scale": "1.0", "dataset": "digits",
-                "group_hash": "g", "config_hash": "c", **{k: str(v) for k, v in seeds.items()}}
+        tags = {
+            "mlflow.parentRunId": parent_id,
+            "sweep_id": sweep_id,
+            "outcome": outcome,
+            "scheme": params["init.scheme"],
+            "scale": "1.0",
+            "dataset": "digits",
+            "group_hash": "g",
+            "config_hash": "c",
+            **{k: str(v) for k, v in seeds.items()},
+        }
         if job.get("n_test"):
             tags["n_test"] = str(job["n_test"])
         run = client.create_run(exp_id, run_name=f"{params['init.scheme']}-s{seed}", tags=tags)
         metrics = []
         if job.get("value") is not None:
-            metrics = [Metric("test/acc", float(job["value"]), 0, 0),
-                       Metric("test/loss", 1.0 - float(job["value"]), 0, 0)]
+            metrics = [
+                Metric("test/acc", float(job["value"]), 0, 0),
+                Metric("test/loss", 1.0 - float(job["value"]), 0, 0),
+            ]
         if job.get("val") is not None:
             metrics.append(Metric("val/acc", float(job["val"]), 0, 0))
-        client.log_batch(run.info.run_id, metrics=metrics,
-                         params=[Param(k, v) for k, v in params.items()])
+        client.log_batch(
+            run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()]
+        )
         status = RunStatus.FAILED if outcome == "failed" else RunStatus.FINISHED
         client.set_terminated(run.info.run_id, RunStatus.to_string(status))
     client.set_terminated(parent_id, "FINISHED")
@@ -90,8 +112,11 @@ def report_of(synth, experiment: str, parent: str, **options):
 def test_group_statistics_and_ci_covers_the_true_mean(synth):
     rng = np.random.default_rng(1)
     values = {"he": rng.normal(0.90, 0.02, 30), "xavier": rng.normal(0.80, 0.02, 30)}
-    jobs = [{"params": {"init.scheme": s}, "seed": i, "value": v, "n_test": 360}
-            for s, vs in values.items() for i, v in enumerate(vs)]
+    jobs = [
+        {"params": {"init.scheme": s}, "seed": i, "value": v, "n_test": 360}
+        for s, vs in values.items()
+        for i, v in enumerate(vs)
+    ]
     exp, parent = make_sweep(synth, jobs)
     report = report_of(synth, exp, parent)
     summary = report.summary.set_index("group")
@@ -117,10 +142,12 @@ def test_p_a_beats_b_is_one_when_separated_and_half_when_identical(synth):
     same = rng.normal(0.7, 0.01, 8)
     jobs = []
     for i in range(8):
-        jobs += [{"params": {"init.scheme": "good"}, "seed": i, "value": 0.9 + rng.normal(0, .01)},
-                 {"params": {"init.scheme": "bad"}, "seed": i, "value": 0.5 + rng.normal(0, .01)},
-                 {"params": {"init.scheme": "twin1"}, "seed": i, "value": same[i]},
-                 {"params": {"init.scheme": "twin2"}, "seed": i, "value": same[i]}]
+        jobs += [
+            {"params": {"init.scheme": "good"}, "seed": i, "value": 0.9 + rng.normal(0, 0.01)},
+            {"params": {"init.scheme": "bad"}, "seed": i, "value": 0.5 + rng.normal(0, 0.01)},
+            {"params": {"init.scheme": "twin1"}, "seed": i, "value": same[i]},
+            {"params": {"init.scheme": "twin2"}, "seed": i, "value": same[i]},
+        ]
     exp, parent = make_sweep(synth, jobs)
     pairs = report_of(synth, exp, parent).pairs
     pair = {frozenset((r["a"], r["b"])): r for _, r in pairs.iterrows()}
@@ -134,14 +161,17 @@ def test_p_a_beats_b_is_one_when_separated_and_half_when_identical(synth):
     assert separated["sign_holm_p"] == pytest.approx(6 * 2 / 256)
     # the verdict: the paired t-test on the difference of means, Holm-adjusted, its interval at
     # the pair's Holm level (the first of 6 hypotheses: 0.05 / 6)
-    g = {s: np.array([j["value"] for j in jobs if j["params"]["init.scheme"] == s])
-         for s in ("good", "bad")}
+    g = {
+        s: np.array([j["value"] for j in jobs if j["params"]["init.scheme"] == s])
+        for s in ("good", "bad")
+    }
     assert separated["test"] == "paired t" and separated["called"]
     assert separated["test_p"] == pytest.approx(stats.ttest_rel(g["good"], g["bad"]).pvalue)
     assert separated["mean_diff"] == pytest.approx(np.mean(g["good"] - g["bad"]))
     assert separated["diff_low"] > 0.35 and separated["diff_high"] < 0.45
     assert separated["verdict"].startswith(
-        f"good > bad: good − bad = +{separated['mean_diff']:.3f} [+0.40")
+        f"good > bad: good − bad = +{separated['mean_diff']:.3f} [+0.40"
+    )
     assert "8 seeds (Holm p<0.001); P(A>B)=1.00" in separated["verdict"]
     assert separated["aso_eps_min"] == 0.0  # every good seed above every bad one
     identical = pair[frozenset(("twin1", "twin2"))]
@@ -155,20 +185,29 @@ def test_design_pairs_by_default_every_pair_on_request(synth, tmp_path):
     """Default: groups that differ in one key, and only neighbouring values of a numeric key;
     ``all_pairs`` (``--all-pairs``, ``+report={all_pairs: true}``) compares every pair."""
     rng = np.random.default_rng(5)
-    jobs = [{"params": {"init.scheme": scheme, "optim.lr": lr}, "seed": i,
-             "value": 0.8 + 0.05 * k + rng.normal(0, 0.01)}
-            for scheme in ("he", "xavier") for k, lr in enumerate(("0.01", "0.1", "1.0"))
-            for i in range(6)]
+    jobs = [
+        {
+            "params": {"init.scheme": scheme, "optim.lr": lr},
+            "seed": i,
+            "value": 0.8 + 0.05 * k + rng.normal(0, 0.01),
+        }
+        for scheme in ("he", "xavier")
+        for k, lr in enumerate(("0.01", "0.1", "1.0"))
+        for i in range(6)
+    ]
     exp, parent = make_sweep(synth, jobs)
     pairs = report_of(synth, exp, parent).pairs
     got = {frozenset((r["a"], r["b"])) for _, r in pairs.iterrows()}
-    lr_steps = {frozenset((f"{s} optim.lr={a}", f"{s} optim.lr={b}")) for s in ("he", "xavier")
-                for a, b in (("0.01", "0.1"), ("0.1", "1.0"))}
-    schemes = {frozenset((f"he optim.lr={lr}", f"xavier optim.lr={lr}"))
-               for lr in ("0.01", "0.1", "1.0")}
+    lr_steps = {
+        frozenset((f"{s} optim.lr={a}", f"{s} optim.lr={b}"))
+        for s in ("he", "xavier")
+        for a, b in (("0.01", "0.1"), ("0.1", "1.0"))
+    }
+    schemes = {
+        frozenset((f"he optim.lr={lr}", f"xavier optim.lr={lr}")) for lr in ("0.01", "0.1", "1.0")
+    }
     assert got == lr_steps | schemes  # 7 pairs, not 0.01 vs 1.0
-    text = report_for_sweep(synth[0], exp, parent, tmp_path / "all",
-                            {"all_pairs": True, "seed": 1})
+    text = report_for_sweep(synth[0], exp, parent, tmp_path / "all", {"all_pairs": True, "seed": 1})
     assert "15 comparisons (every pair)" in text and "Holm-adjusted" in text
     assert len((tmp_path / "all" / "pairs.csv").read_text().splitlines()) == 1 + 15
     md = (tmp_path / "all" / "report.md").read_text()
@@ -180,8 +219,11 @@ def test_the_demo_gap_is_called_at_three_seeds_against_a_point(synth, tmp_path):
     called, with the difference and its interval; the verdicts lead the block, the method is one
     line after them; two points that differ by one test image are not called."""
     he = (0.9639, 0.9556, 0.9694)
-    jobs = [{"params": {"init.scheme": s}, "seed": i, "value": v, "n_test": 360}
-            for i in range(3) for s, v in (("he", he[i]), ("zeros", 0.1), ("ones", 0.1 + 1 / 360))]
+    jobs = [
+        {"params": {"init.scheme": s}, "seed": i, "value": v, "n_test": 360}
+        for i in range(3)
+        for s, v in (("he", he[i]), ("zeros", 0.1), ("ones", 0.1 + 1 / 360))
+    ]
     exp, parent = make_sweep(synth, jobs)
     pairs = report_of(synth, exp, parent).pairs.set_index(["a", "b"])
     verdict = pairs.loc[("he", "zeros"), "verdict"]
@@ -190,7 +232,7 @@ def test_the_demo_gap_is_called_at_three_seeds_against_a_point(synth, tmp_path):
     assert pairs.loc[("he", "zeros"), "diff_low"] > 0.8
     assert not pairs.loc[("ones", "zeros"), "called"]  # 1/360 on 3 seeds: the resolution floor
     text = report_for_sweep(synth[0], exp, parent, tmp_path / "demo", {"seed": 0})
-    block = text[text.index("verdicts:"):].splitlines()
+    block = text[text.index("verdicts:") :].splitlines()
     assert block[1].strip().startswith("he > ") and "docs/report.md" in block[4]
 
 
@@ -202,8 +244,11 @@ GRID = {"0.001": (0.90, 0.80, 0.90), "0.01": (0.80, 0.85, 0.82), "0.1": (0.70, 0
 
 
 def test_tuning_trap_matches_hand_computed_values(synth):
-    jobs = [{"params": {"optim.lr": lr}, "seed": s, "value": v}
-            for lr, vs in GRID.items() for s, v in enumerate(vs)]
+    jobs = [
+        {"params": {"optim.lr": lr}, "seed": s, "value": v}
+        for lr, vs in GRID.items()
+        for s, v in enumerate(vs)
+    ]
     exp, parent = make_sweep(synth, jobs)
     report = report_of(synth, exp, parent, tune="optim.lr")
     (result,) = report.tuning
@@ -233,8 +278,16 @@ def test_tuning_trap_chooses_on_validation_and_scores_on_test(synth, tmp_path):
     flip at all."""
     val = {"a": (0.70, 0.95, 0.95), "b": (0.90, 0.80, 0.80)}  # means: a .867, b .833
     test = {"a": (0.90, 0.90, 0.90), "b": (0.80, 0.80, 0.80)}
-    jobs = [{"params": {"optim.lr": {"a": "0.1", "b": "0.2"}[v]}, "seed": s,
-             "value": test[v][s], "val": val[v][s]} for v in ("a", "b") for s in range(3)]
+    jobs = [
+        {
+            "params": {"optim.lr": {"a": "0.1", "b": "0.2"}[v]},
+            "seed": s,
+            "value": test[v][s],
+            "val": val[v][s],
+        }
+        for v in ("a", "b")
+        for s in range(3)
+    ]
     exp, parent = make_sweep(synth, jobs)
     (result,) = report_of(synth, exp, parent, tune="optim.lr").tuning
     assert (result.select_metric, result.score_metric) == ("val/acc", "test/acc")
@@ -247,14 +300,34 @@ def test_tuning_trap_chooses_on_validation_and_scores_on_test(synth, tmp_path):
     on_test = report_of(synth, exp, parent, tune="optim.lr", select_metric="test/acc").tuning[0]
     assert on_test.flip_rate == 0 and on_test.select_metric == "test/acc"
     out = tmp_path / "rep"
-    assert cli.main(["report", "--tracking-uri", synth[0], "--experiment", exp, "--sweep",
-                     parent, "--out", str(out), "--no-log", "--tune", "optim.lr"]) == 0
+    assert (
+        cli.main(
+            [
+                "report",
+                "--tracking-uri",
+                synth[0],
+                "--experiment",
+                exp,
+                "--sweep",
+                parent,
+                "--out",
+                str(out),
+                "--no-log",
+                "--tune",
+                "optim.lr",
+            ]
+        )
+        == 0
+    )
     assert "**Chosen on `val/acc`, scored on `test/acc`**" in (out / "report.md").read_text()
 
 
 def test_tuning_trap_without_a_validation_metric_says_so(synth):
-    jobs = [{"params": {"optim.lr": lr}, "seed": s, "value": v}
-            for lr, vs in GRID.items() for s, v in enumerate(vs)]
+    jobs = [
+        {"params": {"optim.lr": lr}, "seed": s, "value": v}
+        for lr, vs in GRID.items()
+        for s, v in enumerate(vs)
+    ]
     exp, parent = make_sweep(synth, jobs)
     report = report_of(synth, exp, parent, tune="optim.lr")
     assert report.tuning[0].select_metric == "test/acc"
@@ -269,8 +342,15 @@ def test_grouping_ignores_only_the_seed_keys(synth):
                 params = {"optim.lr": lr, "data.batch_size": batch}
                 if batch == "64":
                     params["init.mode"] = "fan_in"  # a key only some runs have
-                jobs.append({"params": params, "seed": seed, "init_seed": init_seed,
-                             "data_seed": data_seed, "value": 0.5 + 0.01 * i})
+                jobs.append(
+                    {
+                        "params": params,
+                        "seed": seed,
+                        "init_seed": init_seed,
+                        "data_seed": data_seed,
+                        "value": 0.5 + 0.01 * i,
+                    }
+                )
     exp, parent = make_sweep(synth, jobs)
     report = report_of(synth, exp, parent)
     table = report.table
@@ -290,10 +370,22 @@ def test_variance_split_finds_the_seed_that_matters(synth):
     for i in range(4):
         for d in range(4):
             noise = rng.normal(0, 0.0005)
-            jobs.append({"params": {"init.scheme": "initonly"}, "init_seed": i, "data_seed": d,
-                         "value": 0.9 + init_effect[i] + noise})
-            jobs.append({"params": {"init.scheme": "dataonly"}, "init_seed": i, "data_seed": d,
-                         "value": 0.9 + data_effect[d] + noise})
+            jobs.append(
+                {
+                    "params": {"init.scheme": "initonly"},
+                    "init_seed": i,
+                    "data_seed": d,
+                    "value": 0.9 + init_effect[i] + noise,
+                }
+            )
+            jobs.append(
+                {
+                    "params": {"init.scheme": "dataonly"},
+                    "init_seed": i,
+                    "data_seed": d,
+                    "value": 0.9 + data_effect[d] + noise,
+                }
+            )
     exp, parent = make_sweep(synth, jobs)
     split = report_of(synth, exp, parent).variance.set_index("group")
     assert split.loc["initonly", "init_share"] > 0.95
@@ -320,15 +412,41 @@ def test_variance_split_warns_when_the_grid_cannot_tell_init_from_data(synth, tm
     jobs = []
     for i in range(4):
         for d in range(4):
-            jobs.append({"params": {"init.scheme": "even"}, "init_seed": i, "data_seed": d,
-                         "value": 0.9 + effects[i] + effects[(d + 1) % 4] + 0.002 * (i == d)})
-            jobs.append({"params": {"init.scheme": "lopsided"}, "init_seed": i, "data_seed": d,
-                         "value": 0.9 + effects[i] + 0.5 * effects[(d + 2) % 4]
-                         + 0.004 * ((i + d) % 2)})
+            jobs.append(
+                {
+                    "params": {"init.scheme": "even"},
+                    "init_seed": i,
+                    "data_seed": d,
+                    "value": 0.9 + effects[i] + effects[(d + 1) % 4] + 0.002 * (i == d),
+                }
+            )
+            jobs.append(
+                {
+                    "params": {"init.scheme": "lopsided"},
+                    "init_seed": i,
+                    "data_seed": d,
+                    "value": 0.9 + effects[i] + 0.5 * effects[(d + 2) % 4] + 0.004 * ((i + d) % 2),
+                }
+            )
     exp, parent = make_sweep(synth, jobs)
     out = tmp_path / "rep"
-    assert cli.main(["report", "--tracking-uri", synth[0], "--experiment", exp, "--sweep",
-                     parent, "--out", str(out), "--no-log"]) == 0
+    assert (
+        cli.main(
+            [
+                "report",
+                "--tracking-uri",
+                synth[0],
+                "--experiment",
+                exp,
+                "--sweep",
+                parent,
+                "--out",
+                str(out),
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     split = report_of(synth, exp, parent).variance.set_index("group")
     even = split.loc["even"]
@@ -345,17 +463,31 @@ def test_variance_split_warns_when_the_grid_cannot_tell_init_from_data(synth, tm
 
 
 def test_failed_and_diverged_runs_are_counted_not_dropped(synth, tmp_path, capsys):
-    jobs = [{"params": {"init.scheme": "he"}, "seed": i, "value": 0.9 + 0.01 * i}
-            for i in range(5)]
-    jobs += [{"params": {"init.scheme": "he"}, "seed": 5, "value": None, "outcome": "failed"},
-             {"params": {"init.scheme": "he"}, "seed": 6, "value": 0.1, "outcome": "diverged"},
-             {"params": {"init.scheme": "ones"}, "seed": 0, "value": 0.1, "outcome": "diverged"},
-             {"params": {"init.scheme": "ones"}, "seed": 1, "value": 0.1, "outcome": "diverged"}]
+    jobs = [{"params": {"init.scheme": "he"}, "seed": i, "value": 0.9 + 0.01 * i} for i in range(5)]
+    jobs += [
+        {"params": {"init.scheme": "he"}, "seed": 5, "value": None, "outcome": "failed"},
+        {"params": {"init.scheme": "he"}, "seed": 6, "value": 0.1, "outcome": "diverged"},
+        {"params": {"init.scheme": "ones"}, "seed": 0, "value": 0.1, "outcome": "diverged"},
+        {"params": {"init.scheme": "ones"}, "seed": 1, "value": 0.1, "outcome": "diverged"},
+    ]
     exp, parent = make_sweep(synth, jobs)
     uri = synth[0]
     out = tmp_path / "rep"
-    code = cli.main(["report", "--tracking-uri", uri, "--experiment", exp, "--sweep", parent,
-                     "--out", str(out), "--n-test", "360"])
+    code = cli.main(
+        [
+            "report",
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            exp,
+            "--sweep",
+            parent,
+            "--out",
+            str(out),
+            "--n-test",
+            "360",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "9 runs, 5 usable (3 diverged, 1 failed excluded)" in printed
@@ -371,19 +503,25 @@ def test_failed_and_diverged_runs_are_counted_not_dropped(synth, tmp_path, capsy
     assert len(runs_csv) == 1 + 9
 
 
-@pytest.mark.parametrize(("args", "flag", "listed"), [
-    (["--metric", "nosuch"], "--metric", "test/acc"),
-    (["--tune", "nosuch"], "--tune", "init.scheme"),
-    (["--tune", "seed"], "--tune", "init.scheme"),
-    (["--experiment", "nosuch"], "--experiment", "exp-"),
-    (["--sweep", "nosuch"], "--sweep", "sweep-"),
-    (["--filter", "params.x === 1"], "--filter", ""),
-    (["--n-test", "0"], "--n-test", ">= 1"),
-    (["--select-metric", "val/nosuch"], "--select-metric", "test/acc"),
-])
+@pytest.mark.parametrize(
+    ("args", "flag", "listed"),
+    [
+        (["--metric", "nosuch"], "--metric", "test/acc"),
+        (["--tune", "nosuch"], "--tune", "init.scheme"),
+        (["--tune", "seed"], "--tune", "init.scheme"),
+        (["--experiment", "nosuch"], "--experiment", "exp-"),
+        (["--sweep", "nosuch"], "--sweep", "sweep-"),
+        (["--filter", "params.x === 1"], "--filter", ""),
+        (["--n-test", "0"], "--n-test", ">= 1"),
+        (["--select-metric", "val/nosuch"], "--select-metric", "test/acc"),
+    ],
+)
 def test_bad_input_is_one_line_naming_the_flag(synth, capsys, args, flag, listed):
-    jobs = [{"params": {"init.scheme": s}, "seed": i, "value": 0.5} for s in ("he", "zeros")
-            for i in range(2)]
+    jobs = [
+        {"params": {"init.scheme": s}, "seed": i, "value": 0.5}
+        for s in ("he", "zeros")
+        for i in range(2)
+    ]
     exp, _ = make_sweep(synth, jobs)
     argv = ["report", "--tracking-uri", synth[0], "--no-log", "--out", str(synth[2] / "bad")]
     if "--experiment" not in args:
@@ -415,16 +553,44 @@ def test_sweep_then_report_end_to_end(trained_sweep: TrainedSweep, tmp_path):
     env |= trained_sweep.ui_env
     script = Path(sys.executable).parent / "initsweep"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "initsweep.cli"]
-    proc = subprocess.run([*command, "report", "--tracking-uri", store, "--latest",
-                           "--tune", "init.scheme", "--out", str(out), "--n-test", "360"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *command,
+            "report",
+            "--tracking-uri",
+            store,
+            "--latest",
+            "--tune",
+            "init.scheme",
+            "--out",
+            str(out),
+            "--n-test",
+            "360",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "he > zeros" in proc.stdout or "he vs zeros" in proc.stdout
     assert "6 runs, 6 usable" in proc.stdout
-    expected = {"report.md", "report.html", "runs.csv", "groups.csv", "pairs.csv",
-                "tuning.csv", "tuning_seeds.csv", "regret_curve.csv", "plots/groups.png",
-                "plots/tuning_curve.png", "plots/rank_heatmap.png", "plots/kendall_tau.png",
-                "plots/regret_vs_seeds.png"}
+    expected = {
+        "report.md",
+        "report.html",
+        "runs.csv",
+        "groups.csv",
+        "pairs.csv",
+        "tuning.csv",
+        "tuning_seeds.csv",
+        "regret_curve.csv",
+        "plots/groups.png",
+        "plots/tuning_curve.png",
+        "plots/rank_heatmap.png",
+        "plots/kendall_tau.png",
+        "plots/regret_vs_seeds.png",
+    }
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert written == expected
     for name in expected:
@@ -436,13 +602,14 @@ def test_sweep_then_report_end_to_end(trained_sweep: TrainedSweep, tmp_path):
     assert html.count("data:image/png;base64,") == 5 and "<table" in html
 
     client = MlflowClient(store)
-    parent = client.search_runs([client.get_experiment_by_name("initsweep").experiment_id],
-                                "tags.`initsweep.role` = 'sweep'")[0]
+    parent = client.search_runs(
+        [client.get_experiment_by_name("initsweep").experiment_id],
+        "tags.`initsweep.role` = 'sweep'",
+    )[0]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     logged |= {a.path for a in client.list_artifacts(parent.info.run_id, "report/plots")}
     assert {f"report/{name}" for name in expected} <= logged
     assert parent.data.tags["report"] == "report/report.html"
-
 
 
 def test_the_verdict_says_when_the_sign_test_disagrees():
@@ -450,15 +617,53 @@ def test_the_verdict_says_when_the_sign_test_disagrees():
     test calls a pair the t-test does not (collapsing seeds): both are said in the verdict."""
     from initsweep.report.stats import Comparison
 
-    mean_only = Comparison("a", "b", 10, 0.3, 0.07, 0.65, 0.05, diff_low=0.01, diff_high=0.09,
-                           test_p=0.001, holm_p=0.001, sign_p=0.34, sign_holm_p=0.34,
-                           sign_for_a=False)
-    assert mean_only.called and "the sign test disagrees: b wins on most seeds" in \
-        mean_only.verdict
-    seeds_only = Comparison("a", "b", 20, 0.9, 0.68, 0.99, 0.02, diff_low=-0.01, diff_high=0.05,
-                            test_p=0.2, holm_p=0.4, sign_p=0.001, sign_holm_p=0.002)
+    mean_only = Comparison(
+        "a",
+        "b",
+        10,
+        0.3,
+        0.07,
+        0.65,
+        0.05,
+        diff_low=0.01,
+        diff_high=0.09,
+        test_p=0.001,
+        holm_p=0.001,
+        sign_p=0.34,
+        sign_holm_p=0.34,
+        sign_for_a=False,
+    )
+    assert mean_only.called and "the sign test disagrees: b wins on most seeds" in mean_only.verdict
+    seeds_only = Comparison(
+        "a",
+        "b",
+        20,
+        0.9,
+        0.68,
+        0.99,
+        0.02,
+        diff_low=-0.01,
+        diff_high=0.05,
+        test_p=0.2,
+        holm_p=0.4,
+        sign_p=0.001,
+        sign_holm_p=0.002,
+    )
     assert not seeds_only.called
     assert "the sign test disagrees: a wins on most seeds (P(a>b)=0.90" in seeds_only.verdict
-    agree = Comparison("a", "b", 20, 0.9, 0.68, 0.99, 0.05, diff_low=0.01, diff_high=0.09,
-                       test_p=0.001, holm_p=0.002, sign_p=0.001, sign_holm_p=0.002)
+    agree = Comparison(
+        "a",
+        "b",
+        20,
+        0.9,
+        0.68,
+        0.99,
+        0.05,
+        diff_low=0.01,
+        diff_high=0.09,
+        test_p=0.001,
+        holm_p=0.002,
+        sign_p=0.001,
+        sign_holm_p=0.002,
+    )
     assert "disagrees" not in agree.verdict

@@ -28,30 +28,46 @@ def test_schedule_factors():
     assert lr_factor({"name": "none"}, 100, 10)(57) == 1.0
 
 
-@pytest.mark.parametrize(("overrides", "cls", "expected"), [
-    (["optim=adamw"], torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.01}),
-    (["optim=nesterov"], torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
-    (["optim=sgd", "optim.momentum=0.5", "optim.nesterov=true"], torch.optim.SGD,
-     {"momentum": 0.5, "nesterov": True}),
-])
+@pytest.mark.parametrize(
+    ("overrides", "cls", "expected"),
+    [
+        (["optim=adamw"], torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.01}),
+        (["optim=nesterov"], torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        (
+            ["optim=sgd", "optim.momentum=0.5", "optim.nesterov=true"],
+            torch.optim.SGD,
+            {"momentum": 0.5, "nesterov": True},
+        ),
+    ],
+)
 def test_optimizer_configs_build_torchs_optimizers(overrides, cls, expected):
     optim = OmegaConf.to_container(compose_config(overrides).optim)
     for fused in ("auto", False):
-        optimizer = make_optimizer([torch.nn.Parameter(torch.randn(4, 3))],
-                                   {**optim, "fused": fused})
+        optimizer = make_optimizer(
+            [torch.nn.Parameter(torch.randn(4, 3))], {**optim, "fused": fused}
+        )
         assert type(optimizer) is cls
         assert {k: optimizer.defaults[k] for k in expected} == expected
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["optim=sgd", "optim.nesterov=true"],
-     "optim.nesterov=True: needs optim.momentum > 0 (it is 0.0)"),
-    (["lr_schedule=step", "lr_schedule.gamma=0"], "lr_schedule.gamma=0.0: must be > 0"),
-    (["lr_schedule=cosine", "lr_schedule.min_factor=2"],
-     "lr_schedule.min_factor=2.0: must be in [0, 1]"),
-    (["lr_schedule=warmup", "lr_schedule.warmup_steps=0"],
-     "lr_schedule.warmup_steps=0: must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["optim=sgd", "optim.nesterov=true"],
+            "optim.nesterov=True: needs optim.momentum > 0 (it is 0.0)",
+        ),
+        (["lr_schedule=step", "lr_schedule.gamma=0"], "lr_schedule.gamma=0.0: must be > 0"),
+        (
+            ["lr_schedule=cosine", "lr_schedule.min_factor=2"],
+            "lr_schedule.min_factor=2.0: must be in [0, 1]",
+        ),
+        (
+            ["lr_schedule=warmup", "lr_schedule.warmup_steps=0"],
+            "lr_schedule.warmup_steps=0: must be an integer >= 1",
+        ),
+    ],
+)
 def test_bad_optimizer_or_schedule_values_are_one_line(overrides, message):
     with pytest.raises(ConfigError) as err:
         build(compose_config(overrides))
@@ -80,15 +96,20 @@ class StopAfter(PreemptionCheckpoint):
             raise Interrupt
 
 
-@pytest.mark.parametrize("schedule", [["lr_schedule=step", "lr_schedule.step_size=1",
-                                       "lr_schedule.gamma=0.5"],
-                                      ["lr_schedule=cosine", "lr_schedule.min_factor=0.1"]],
-                         ids=["step", "cosine"])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ["lr_schedule=step", "lr_schedule.step_size=1", "lr_schedule.gamma=0.5"],
+        ["lr_schedule=cosine", "lr_schedule.min_factor=0.1"],
+    ],
+    ids=["step", "cosine"],
+)
 def test_a_resumed_run_restores_its_scheduler(tmp_path, schedule):
     """Two epochs, a checkpoint, a new process's worth of objects resuming from it: the same
     learning rate and weights, bit for bit, as four epochs straight."""
-    cfg = compose_config(["optim=sgd", *schedule, "trainer.max_epochs=4",
-                          "diagnostics.enabled=false"])
+    cfg = compose_config(
+        ["optim=sgd", *schedule, "trainer.max_epochs=4", "diagnostics.enabled=false"]
+    )
 
     def fit(callbacks, ckpt_path=None):
         datamodule, module = build(cfg)
@@ -115,8 +136,15 @@ def test_a_resumed_run_restores_its_scheduler(tmp_path, schedule):
 
 
 def test_stacked_seeds_follow_the_schedule_of_runs_alone(store):
-    common = ["init=he", "optim=nesterov", "lr_schedule=warmup", "lr_schedule.warmup_steps=20",
-              "trainer.max_epochs=2", "diagnostics.enabled=false", f"tracking.uri={store}"]
+    common = [
+        "init=he",
+        "optim=nesterov",
+        "lr_schedule=warmup",
+        "lr_schedule.warmup_steps=20",
+        "trainer.max_epochs=2",
+        "diagnostics.enabled=false",
+        f"tracking.uri={store}",
+    ]
     run_job(compose_config([*common, "seeds_per_job=2", "experiment_name=batched"]))
     for seed in range(2):
         run_job(compose_config([*common, f"seed={seed}", "experiment_name=alone"]))
@@ -124,5 +152,6 @@ def test_stacked_seeds_follow_the_schedule_of_runs_alone(store):
     for run in runs_of(store, "batched"):
         twin = alone[run.info.run_name]
         assert run.data.params["lr_schedule.name"] == "warmup"
-        assert run.data.metrics["test/loss"] == pytest.approx(twin.data.metrics["test/loss"],
-                                                              rel=1e-4)
+        assert run.data.metrics["test/loss"] == pytest.approx(
+            twin.data.metrics["test/loss"], rel=1e-4
+        )

@@ -32,33 +32,51 @@ SECRETS = (ENV_PASSWORD, "s3cr3t-in-uri", "pw-in-notes", "tok-123-user-tag")
 
 
 def test_redact_config_masks_secret_keys_and_uri_credentials():
-    config = {"tracking": {"uri": "http://alice:pw@host:5000", "password": "x", "token": None,
-                           "flush_every": 1000},
-              "data": {"root": "s3://key:secret@bucket/data", "tokenizer": "bpe"},
-              "tags": {"api_token": "t", "list": ["postgresql://u:p@db/x"]}}
+    config = {
+        "tracking": {
+            "uri": "http://alice:pw@host:5000",
+            "password": "x",
+            "token": None,
+            "flush_every": 1000,
+        },
+        "data": {"root": "s3://key:secret@bucket/data", "tokenizer": "bpe"},
+        "tags": {"api_token": "t", "list": ["postgresql://u:p@db/x"]},
+    }
     assert redact_config(config) == {
-        "tracking": {"uri": "http://***@host:5000", "password": "***", "token": None,
-                     "flush_every": 1000},
+        "tracking": {
+            "uri": "http://***@host:5000",
+            "password": "***",
+            "token": None,
+            "flush_every": 1000,
+        },
         "data": {"root": "s3://***@bucket/data", "tokenizer": "bpe"},
-        "tags": {"api_token": "***", "list": ["postgresql://***@db/x"]}}
+        "tags": {"api_token": "***", "list": ["postgresql://***@db/x"]},
+    }
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("tracking.uri=http://u:p@h:5000", "tracking.uri=http://***@h:5000"),
-    ("+tracking.password=abc", "+tracking.password=***"),
-    ("++tags.MY_TOKEN=abc", "++tags.MY_TOKEN=***"),
-    ("init=he", "init=he"),
-    ("data.tokenizer=bpe", "data.tokenizer=bpe"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("tracking.uri=http://u:p@h:5000", "tracking.uri=http://***@h:5000"),
+        ("+tracking.password=abc", "+tracking.password=***"),
+        ("++tags.MY_TOKEN=abc", "++tags.MY_TOKEN=***"),
+        ("init=he", "init=he"),
+        ("data.tokenizer=bpe", "data.tokenizer=bpe"),
+    ],
+)
 def test_redact_override(override, expected):
     assert redact_override(override) == expected
 
 
 def test_redact_line_as_hydra_logs_a_jobs_overrides():
-    line = (r"#0 : init=he tracking.uri=postgresql\://mlflow\:pw1@127.0.0.1\:5432/mlflow "
-            "+tracking.password=pw2 tags.note='x=1' seed=0")
-    assert redact_line(line) == (r"#0 : init=he tracking.uri=postgresql\://***@127.0.0.1\:5432"
-                                 "/mlflow +tracking.password=*** tags.note='x=1' seed=0")
+    line = (
+        r"#0 : init=he tracking.uri=postgresql\://mlflow\:pw1@127.0.0.1\:5432/mlflow "
+        "+tracking.password=pw2 tags.note='x=1' seed=0"
+    )
+    assert redact_line(line) == (
+        r"#0 : init=he tracking.uri=postgresql\://***@127.0.0.1\:5432"
+        "/mlflow +tracking.password=*** tags.note='x=1' seed=0"
+    )
 
 
 def test_log_records_are_redacted_whatever_handler_writes_them(caplog):
@@ -74,8 +92,20 @@ def test_log_records_are_redacted_whatever_handler_writes_them(caplog):
 
 
 def test_secret_key_names():
-    assert all(map(is_secret_key, ("password", "tracking.passwd", "aws_secret_access_key",
-                                   "secret", "user.api_token", "apikey", "credentials")))
+    assert all(
+        map(
+            is_secret_key,
+            (
+                "password",
+                "tracking.passwd",
+                "aws_secret_access_key",
+                "secret",
+                "user.api_token",
+                "apikey",
+                "credentials",
+            ),
+        )
+    )
     assert not any(map(is_secret_key, ("tokenizer", "init.scheme", "passes", "config_hash")))
 
 
@@ -86,8 +116,9 @@ def _leaked(text: str) -> list[str]:
 def _artifact_text(client: MlflowClient, run_id: str, dest: Path) -> str:
     """Every artifact of the run, downloaded and read as text (binary files included)."""
     folder = Path(client.download_artifacts(run_id, "", str(dest)))
-    return "\n".join(p.read_bytes().decode("utf-8", "replace")
-                     for p in sorted(folder.rglob("*")) if p.is_file())
+    return "\n".join(
+        p.read_bytes().decode("utf-8", "replace") for p in sorted(folder.rglob("*")) if p.is_file()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +128,23 @@ def leaky_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     store = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD=ENV_PASSWORD)
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "init=zeros", "seed=0",
-           "trainer.max_epochs=1", "diagnostics.plots=false", f"tracking.uri={store}",
-           # a tracking key filled from the environment, as a server login would be
-           "+tracking.password=${oc.env:MLFLOW_TRACKING_PASSWORD}",
-           "+tracking.registry_uri='http://alice:s3cr3t-in-uri@registry.example:5000'",
-           # a URI with credentials outside the tracking section: becomes a param
-           "+notes.mirror='https://bob:pw-in-notes@mirror.example/digits'",
-           "+tags.api_token=tok-123-user-tag",
-           f"hydra.sweep.dir={tmp / 'multirun'}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "init=zeros",
+        "seed=0",
+        "trainer.max_epochs=1",
+        "diagnostics.plots=false",
+        f"tracking.uri={store}",
+        # a tracking key filled from the environment, as a server login would be
+        "+tracking.password=${oc.env:MLFLOW_TRACKING_PASSWORD}",
+        "+tracking.registry_uri='http://alice:s3cr3t-in-uri@registry.example:5000'",
+        # a URI with credentials outside the tracking section: becomes a param
+        "+notes.mirror='https://bob:pw-in-notes@mirror.example/digits'",
+        "+tags.api_token=tok-123-user-tag",
+        f"hydra.sweep.dir={tmp / 'multirun'}",
+    ]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     (tmp / "console.txt").write_text(proc.stdout + proc.stderr)
@@ -161,11 +200,19 @@ def test_no_postgresql_password_from_a_store_uri_in_any_run_or_log(pg_server, tm
     uri = pg_server.env["INITSWEEP_PG_URI"].replace("://mlflow@", f"://mlflow:{password}@")
     experiment = f"secrets-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "init=zeros", "seed=0",
-           "trainer.max_epochs=1", "diagnostics.plots=false", f"tracking.uri={uri}",
-           f"experiment_name={experiment}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "init=zeros",
+        "seed=0",
+        "trainer.max_epochs=1",
+        "diagnostics.plots=false",
+        f"tracking.uri={uri}",
+        f"experiment_name={experiment}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     client = MlflowClient(uri)
     runs = runs_of(uri, experiment)
@@ -173,7 +220,11 @@ def test_no_postgresql_password_from_a_store_uri_in_any_run_or_log(pg_server, tm
     texts = {"console": proc.stdout + proc.stderr, "logs": _log_files(tmp_path / "multirun")}
     for run in runs:
         texts[run.info.run_name] = "\n".join(
-            [*map(str, run.data.params.items()), *map(str, run.data.tags.items()),
-             _artifact_text(client, run.info.run_id, tmp_path / run.info.run_id)])
+            [
+                *map(str, run.data.params.items()),
+                *map(str, run.data.tags.items()),
+                _artifact_text(client, run.info.run_id, tmp_path / run.info.run_id),
+            ]
+        )
     assert [where for where, text in texts.items() if password in text] == []
     assert "postgresql://***@127.0.0.1" in proc.stdout  # the sweep says where, redacted

@@ -89,10 +89,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     proc = subprocess.run(
-        ["bash", str(SCRIPT), "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--log", str(root / "server.log")],
-        cwd=root, env=env, capture_output=True, text=True, timeout=60, check=True)
+        [
+            "bash",
+            str(SCRIPT),
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--log",
+            str(root / "server.log"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     pid = int(proc.stdout.strip())
     try:
         assert os.getpgid(pid) == pid, "the server must lead its own process group"
@@ -112,8 +127,9 @@ def store(server: Server) -> str:
 
 @pytest.mark.slow  # 21-38 s on 2 shared cores: a cold server start (7-16 s), a 2-job sweep
 def test_multirun_logs_every_run_and_artifact_to_a_server(cli, server):
-    proc = cli("-m", "tracking=server", "init=he,zeros", "seed=0", "trainer.max_epochs=1",
-               check=True)
+    proc = cli(
+        "-m", "tracking=server", "init=he,zeros", "seed=0", "trainer.max_epochs=1", check=True
+    )
     assert "2 jobs (2 ok)" in proc.stdout
     client = MlflowClient(tracking_uri=server.uri)
     runs = runs_of(server.uri)
@@ -124,8 +140,14 @@ def test_multirun_logs_every_run_and_artifact_to_a_server(cli, server):
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        for metric in ("train/loss", "val/loss", "val/acc", "test/loss", "test/acc",
-                       "diag/L0/weight_norm"):
+        for metric in (
+            "train/loss",
+            "val/loss",
+            "val/acc",
+            "test/loss",
+            "test/acc",
+            "diag/L0/weight_norm",
+        ):
             assert metric in run.data.metrics, metric
         # every train step arrived through the batched logger, not only the last value
         steps = client.get_metric_history(run.info.run_id, "train/loss")
@@ -134,12 +156,17 @@ def test_multirun_logs_every_run_and_artifact_to_a_server(cli, server):
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "overrides.txt", "diagnostics"} <= top
-        diagnostics = {Path(a.path).name
-                       for a in client.list_artifacts(run.info.run_id, "diagnostics")}
+        diagnostics = {
+            Path(a.path).name for a in client.list_artifacts(run.info.run_id, "diagnostics")
+        }
         assert {"diagnostics.csv", "loss.png", "depth_at_init.png"} <= diagnostics
-        config = yaml.safe_load(Path(client.download_artifacts(
-            run.info.run_id, "config.yaml", str(server.artifacts.parent / run.info.run_id)))
-            .read_text())
+        config = yaml.safe_load(
+            Path(
+                client.download_artifacts(
+                    run.info.run_id, "config.yaml", str(server.artifacts.parent / run.info.run_id)
+                )
+            ).read_text()
+        )
         assert config["tracking"]["uri"] == server.uri
         assert config["init"]["scheme"] == run.data.tags["scheme"]
     on_disk = {p.name for p in server.artifacts.rglob("*") if p.is_file()}
@@ -147,7 +174,12 @@ def test_multirun_logs_every_run_and_artifact_to_a_server(cli, server):
 
 
 def test_script_refuses_a_file_store(tmp_path):
-    proc = subprocess.run(["bash", str(SCRIPT), "--backend-store-uri", str(tmp_path / "mlruns")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--backend-store-uri", str(tmp_path / "mlruns")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "must be a SQL store" in proc.stderr

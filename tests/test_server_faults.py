@@ -39,10 +39,21 @@ OUTAGE_S = 20  # how long the server stays dead before the restart begins (issue
 EPOCHS = 30
 # ~20-40 s of training on 2 shared cores (one torch thread: steady under load), long enough to
 # train through the outage; a write every ~200 rows (about an epoch), so some fall in it.
-JOB = ["init=he", "data=synthetic", "data.n_train=12000", "data.n_val=500", "data.n_test=1000",
-       "data.features=64", "data.batch_size=64", f"trainer.max_epochs={EPOCHS}",
-       "diagnostics.enabled=false", "+devices.threads_per_job=1", "tracking=server",
-       "tracking.flush_every=200", "tracking.retry_backoff_max_s=4"]
+JOB = [
+    "init=he",
+    "data=synthetic",
+    "data.n_train=12000",
+    "data.n_val=500",
+    "data.n_test=1000",
+    "data.features=64",
+    "data.batch_size=64",
+    f"trainer.max_epochs={EPOCHS}",
+    "diagnostics.enabled=false",
+    "+devices.threads_per_job=1",
+    "tracking=server",
+    "tracking.flush_every=200",
+    "tracking.retry_backoff_max_s=4",
+]
 STEPS = EPOCHS * math.ceil(12000 / 64)
 
 
@@ -77,13 +88,20 @@ def crash(pg_server: LocalCluster) -> Iterator[LocalCluster]:
 def train(folder: Path, args: list[str], uri: str, wait: bool = True):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = uri
-    cmd = [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={folder / 'run'}",
-           f"hydra.sweep.dir={folder / 'multirun'}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *args,
+        f"hydra.run.dir={folder / 'run'}",
+        f"hydra.sweep.dir={folder / 'multirun'}",
+    ]
     if wait:
-        return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True,
-                              timeout=1200)
-    return subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+        return subprocess.run(
+            cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=1200
+        )
+    return subprocess.Popen(
+        cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, checkpoints: Path, timeout_s: float = 600) -> None:
@@ -106,15 +124,35 @@ def assert_every_row_once(client: MlflowClient, run_id: str) -> list:
 @pytest.mark.slow  # ~3 min: 16 processes writing at once, then everything counted back
 def test_sixteen_concurrent_writers_lose_nothing(pg_server, tmp_path):
     out = tmp_path / "load.json"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "server_load.py"),
-                           "--tracking-uri", pg_server.tracking_uri, "--writers", "16",
-                           "--rows", "2100", "--json", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "server_load.py"),
+            "--tracking-uri",
+            pg_server.tracking_uri,
+            "--writers",
+            "16",
+            "--rows",
+            "2100",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     result = json.loads(out.read_text())
     assert result["writer_errors"] == []
-    assert result["lost"] == {"runs": 0, "rows": 0, "params": 0, "tags": 0, "artifacts": 0,
-                              "not_finished": 0}
+    assert result["lost"] == {
+        "runs": 0,
+        "rows": 0,
+        "params": 0,
+        "tags": 0,
+        "artifacts": 0,
+        "not_finished": 0,
+    }
     assert result["rows_sent"] == 16 * 2100
     assert len(runs_of(pg_server.tracking_uri, result["experiment"])) == 16
 
@@ -122,8 +160,12 @@ def test_sixteen_concurrent_writers_lose_nothing(pg_server, tmp_path):
 @pytest.mark.slow  # ~3 min: a 2-job sweep across a ~45 s outage (20 s dead + the restart)
 def test_a_sweep_outlives_a_server_crash_and_loses_nothing(crash, tmp_path):
     experiment = f"crash-{uuid.uuid4().hex[:8]}"
-    proc = train(tmp_path, ["-m", *JOB, "seed=0,1", f"experiment_name={experiment}"],
-                 crash.tracking_uri, wait=False)
+    proc = train(
+        tmp_path,
+        ["-m", *JOB, "seed=0,1", f"experiment_name={experiment}"],
+        crash.tracking_uri,
+        wait=False,
+    )
     try:
         wait_for_checkpoint(proc, tmp_path / "mlruns" / "checkpoints")
         down = kill_server(crash)
@@ -140,7 +182,9 @@ def test_a_sweep_outlives_a_server_crash_and_loses_nothing(crash, tmp_path):
     client = MlflowClient(crash.tracking_uri)
     runs = {r.info.run_name: r for r in runs_of(crash.tracking_uri, experiment)}
     assert {n: r.info.status for n, r in runs.items() if n.startswith("he-")} == {
-        "he-x1-s0": "FINISHED", "he-x1-s1": "FINISHED"}
+        "he-x1-s0": "FINISHED",
+        "he-x1-s1": "FINISHED",
+    }
     assert [r.info.status for n, r in runs.items() if n.startswith("sweep-")] == ["FINISHED"]
     history = assert_every_row_once(client, runs["he-x1-s0"].info.run_id)
     assert_every_row_once(client, runs["he-x1-s1"].info.run_id)
@@ -150,8 +194,9 @@ def test_a_sweep_outlives_a_server_crash_and_loses_nothing(crash, tmp_path):
 
 
 @pytest.mark.slow  # ~3 min: a job that gives up, the restart, its relaunch, a reference run
-def test_a_job_that_cannot_wait_longer_fails_in_one_line_and_the_relaunch_resumes_it(crash,
-                                                                                   tmp_path):
+def test_a_job_that_cannot_wait_longer_fails_in_one_line_and_the_relaunch_resumes_it(
+    crash, tmp_path
+):
     experiment = f"gave-up-{uuid.uuid4().hex[:8]}"
     args = [*JOB, "tracking.retry_budget_s=5", f"experiment_name={experiment}"]
     proc = train(tmp_path, args, crash.tracking_uri, wait=False)
@@ -170,7 +215,8 @@ def test_a_job_that_cannot_wait_longer_fails_in_one_line_and_the_relaunch_resume
         rf"he-x1-s0: FAILED \(tracking store {uri} unreachable \(connection refused\); gave up "
         r"after waiting \d+ s \(tracking\.retry_budget_s=5\)\); run (\w{32}) left RUNNING "
         r"\(rows kept in (\S+\.unsent\.json)\); the next launch resumes it from \S+\.ckpt",
-        failed), failed
+        failed,
+    ), failed
     run_id, unsent = re.search(r"run (\w{32}) .*rows kept in (\S+)\)", failed).groups()
     kept = json.loads(Path(unsent).read_text())["runs"][run_id]
     assert kept  # the rows logged while the server was dead

@@ -40,26 +40,38 @@ def test_batched_seeds_log_the_runs_sequential_jobs_would(store):
         assert run.info.status == "FINISHED" and run.data.tags["trained_together"] == "3"
         for tag in ("config_hash", "group_hash", "seed", "init_seed", "data_seed", "outcome"):
             assert run.data.tags[tag] == twin.data.tags[tag], tag
-        assert {k: v for k, v in run.data.params.items() if k != "experiment_name"} == \
-            {k: v for k, v in twin.data.params.items() if k != "experiment_name"}
-        assert run.data.metrics["test/loss"] == pytest.approx(twin.data.metrics["test/loss"],
-                                                              rel=1e-4)
+        assert {k: v for k, v in run.data.params.items() if k != "experiment_name"} == {
+            k: v for k, v in twin.data.params.items() if k != "experiment_name"
+        }
+        assert run.data.metrics["test/loss"] == pytest.approx(
+            twin.data.metrics["test/loss"], rel=1e-4
+        )
         n_test = int(run.data.tags["n_test"])
         assert abs(run.data.metrics["test/acc"] - twin.data.metrics["test/acc"]) <= 2 / n_test
         assert set(run.data.metrics) == set(twin.data.metrics)
         assert any(key.startswith("diag/L2/") for key in run.data.metrics)
-        for key in ("train/loss", "val/loss", "val/acc", "diag/L0/grad_norm",
-                    "diag/L1/update_ratio", "diag/L2/effective_rank"):
+        for key in (
+            "train/loss",
+            "val/loss",
+            "val/acc",
+            "diag/L0/grad_norm",
+            "diag/L1/update_ratio",
+            "diag/L2/effective_rank",
+        ):
             mine = client.get_metric_history(run.info.run_id, key)
             theirs = client.get_metric_history(twin.info.run_id, key)
             assert [m.step for m in mine] == [m.step for m in theirs], key
-            assert [m.value for m in mine] == pytest.approx([m.value for m in theirs],
-                                                            rel=1e-4, abs=2 / n_test), key
-        artifacts = [[f.path for f in client.list_artifacts(r.info.run_id, "diagnostics")]
-                     for r in (run, twin)]
+            assert [m.value for m in mine] == pytest.approx(
+                [m.value for m in theirs], rel=1e-4, abs=2 / n_test
+            ), key
+        artifacts = [
+            [f.path for f in client.list_artifacts(r.info.run_id, "diagnostics")]
+            for r in (run, twin)
+        ]
         assert artifacts[0] == artifacts[1] and "diagnostics/loss.png" in artifacts[0]
-        assert [f.path for f in client.list_artifacts(run.info.run_id)] == \
-            [f.path for f in client.list_artifacts(twin.info.run_id)]
+        assert [f.path for f in client.list_artifacts(run.info.run_id)] == [
+            f.path for f in client.list_artifacts(twin.info.run_id)
+        ]
 
 
 def test_finished_seeds_are_skipped_and_the_rest_trained_together(store):
@@ -74,6 +86,7 @@ def test_finished_seeds_are_skipped_and_the_rest_trained_together(store):
     assert "trained_together" not in runs["he-x1-s2"].data.tags
     run_job(compose_config([*common, "seed=2", "experiment_name=alone"]))
     (alone,) = runs_of(store, "alone")
+
     def trained(run):  # what training measured (time/* is the wall clock's)
         return {k: v for k, v in run.data.metrics.items() if not k.startswith("time/")}
 
@@ -86,15 +99,25 @@ def test_finished_seeds_are_skipped_and_the_rest_trained_together(store):
 def test_a_seed_alone_gets_the_overrides_it_would_have_had():
     cfg = compose_config(["seed=4", "seeds_per_job=2"])
     one = seed_configs(cfg, 2)[1]
-    assert seed_overrides(["seed=4", "seeds_per_job=2", "init=he"], one, 4) == \
-        ["seed=5", "init=he"]
-    assert seed_overrides(["init=he"], seed_configs(compose_config(["seeds_per_job=2"]), 2)[1],
-                          0) == ["init=he", "seed=1"]
+    assert seed_overrides(["seed=4", "seeds_per_job=2", "init=he"], one, 4) == ["seed=5", "init=he"]
+    assert seed_overrides(
+        ["init=he"], seed_configs(compose_config(["seeds_per_job=2"]), 2)[1], 0
+    ) == ["init=he", "seed=1"]
 
 
 def test_diverging_seeds_are_frozen_and_tagged(store):
-    status = run_job(compose_config(["init=ones", "optim=sgd", "optim.lr=0.5", "seeds_per_job=2",
-                                   "trainer.max_epochs=2", f"tracking.uri={store}"]))
+    status = run_job(
+        compose_config(
+            [
+                "init=ones",
+                "optim=sgd",
+                "optim.lr=0.5",
+                "seeds_per_job=2",
+                "trainer.max_epochs=2",
+                f"tracking.uri={store}",
+            ]
+        )
+    )
     assert [s["outcome"] for s in status["seeds"]] == ["diverged", "diverged"]
     for run in runs_of(store):
         assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "diverged"
@@ -109,8 +132,12 @@ def test_bad_seeds_per_job_is_a_one_line_error(store, capsys):
 
 
 def test_log_every_n_steps_thins_train_loss_rows_alone_and_batched(store):
-    common = [*SHRINK, "trainer.max_epochs=1", "trainer.log_every_n_steps=5",
-              f"tracking.uri={store}"]
+    common = [
+        *SHRINK,
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=5",
+        f"tracking.uri={store}",
+    ]
     run_job(compose_config([*common, "experiment_name=alone"]))
     run_job(compose_config([*common, "seeds_per_job=2", "experiment_name=batched"]))
     client = MlflowClient(store)

@@ -33,14 +33,24 @@ from tests.test_server import free_port
 HANG_S = 300
 
 
-def _train(tmp_path: Path, *args: str, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess:
+def _train(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args,
-                           f"hydra.run.dir={tmp_path / 'run'}",
-                           f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-                          cwd=tmp_path, env={**clean, **(env or {})}, capture_output=True,
-                          text=True, timeout=HANG_S)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            *args,
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        cwd=tmp_path,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -63,31 +73,41 @@ def test_a_server_that_is_not_running_is_one_line_and_exit_2_before_any_run(tmp_
 
 def test_an_unsupported_scheme_lists_the_supported_ones(tmp_path):
     line = _one_error_line(_train(tmp_path, "init=he", "tracking.uri=bogus://x"))
-    assert line.startswith("error: tracking.uri=bogus://x: unsupported scheme 'bogus'; "
-                           "supported: ")
-    assert {"http", "https", "postgresql", "sqlite"} <= set(line.split("supported: ")[1]
-                                                           .split(", "))
+    assert line.startswith("error: tracking.uri=bogus://x: unsupported scheme 'bogus'; supported: ")
+    assert {"http", "https", "postgresql", "sqlite"} <= set(
+        line.split("supported: ")[1].split(", ")
+    )
 
 
 @pytest.mark.parametrize("scheme", ["http", "postgresql"])
 def test_the_error_line_names_the_uri_without_its_password(tmp_path, scheme):
     port = free_port()
-    line = _one_error_line(_train(tmp_path, "-m", "init=he",
-                                  f"tracking.uri={scheme}://alice:s3cr3t@127.0.0.1:{port}/db"))
-    assert line == (f"error: tracking.uri={scheme}://***@127.0.0.1:{port}/db: "
-                    "connection refused")
+    line = _one_error_line(
+        _train(
+            tmp_path, "-m", "init=he", f"tracking.uri={scheme}://alice:s3cr3t@127.0.0.1:{port}/db"
+        )
+    )
+    assert line == (f"error: tracking.uri={scheme}://***@127.0.0.1:{port}/db: connection refused")
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("http://127.0.0.1:{port}", "http://127.0.0.1:{port}: connection refused"),
-    ("bogus://x", "bogus://x: unsupported scheme 'bogus'; supported: "),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("http://127.0.0.1:{port}", "http://127.0.0.1:{port}: connection refused"),
+        ("bogus://x", "bogus://x: unsupported scheme 'bogus'; supported: "),
+    ],
+)
 def test_the_report_fails_fast_the_same_way(tmp_path, uri, message):
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, "-m", "initsweep.cli", "report", "--tracking-uri",
-                           uri.format(port=port)], cwd=tmp_path, env=clean, capture_output=True,
-                          text=True, timeout=HANG_S)
+    proc = subprocess.run(
+        [sys.executable, "-m", "initsweep.cli", "report", "--tracking-uri", uri.format(port=port)],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
     line = _one_error_line(proc)
     assert line.startswith(f"error: --tracking-uri {message.format(port=port)}"), line
 
@@ -99,8 +119,9 @@ def test_a_sqlite_store_in_a_folder_that_cannot_be_made_says_why(tmp_path):
 
 
 def test_what_is_retried():
-    assert transient(MlflowException("API request to http://x failed with exception "
-                                     "Connection refused"))  # INTERNAL_ERROR: 500
+    assert transient(
+        MlflowException("API request to http://x failed with exception Connection refused")
+    )  # INTERNAL_ERROR: 500
     assert transient(MlflowException("db down", error_code=TEMPORARILY_UNAVAILABLE))
     assert transient(ConnectionRefusedError())
     assert not transient(MlflowException("bad value", error_code=INVALID_PARAMETER_VALUE))
@@ -109,8 +130,7 @@ def test_what_is_retried():
     assert not transient(StoreUnavailable("http://x", 1.0, "connection refused", 1.0))
 
 
-def test_a_blocking_call_waits_the_budget_then_gives_up_once_and_fast_after(capfd,
-                                                                             monkeypatch):
+def test_a_blocking_call_waits_the_budget_then_gives_up_once_and_fast_after(capfd, monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as store.open_client sets it
     client = RetryingClient(uri, RetryPolicy(budget_s=1.5, backoff_s=0.2, backoff_max_s=0.4))
@@ -118,9 +138,11 @@ def test_a_blocking_call_waits_the_budget_then_gives_up_once_and_fast_after(capf
     with pytest.raises(StoreUnavailable) as gave_up:
         client.get_experiment_by_name("x")
     waited = time.monotonic() - tick
-    assert re.fullmatch(rf"tracking store {uri} unreachable \(connection refused\); gave up "
-                        r"after waiting \d+ s \(tracking\.retry_budget_s=1\.5\)",
-                        str(gave_up.value)), str(gave_up.value)
+    assert re.fullmatch(
+        rf"tracking store {uri} unreachable \(connection refused\); gave up "
+        r"after waiting \d+ s \(tracking\.retry_budget_s=1\.5\)",
+        str(gave_up.value),
+    ), str(gave_up.value)
     assert waited >= 1.5  # it did wait: the budget is a floor here, not a speed
     # given up: the next blocking call makes one attempt and raises (no second budget)
     tick = time.monotonic()

@@ -40,11 +40,19 @@ X = torch.randn(8, 5, generator=_g)  # the fixed input batch
 TARGETS = {"random": torch.rand(8, 2, generator=_g), "ones": torch.ones(8, 2)}  # "ones": S4's y
 
 
-def s4_net(scheme: str = "zeros", layers: tuple = (), activation: str = "sigmoid",
-           study_biases: bool = True, **init) -> nn.Sequential:
+def s4_net(
+    scheme: str = "zeros",
+    layers: tuple = (),
+    activation: str = "sigmoid",
+    study_biases: bool = True,
+    **init,
+) -> nn.Sequential:
     net = build_mlp(5, 2, [4, 3, 2], activation)
-    bias_rules = [{"select": i, "bias": {"kind": "constant", "value": b}}
-                  for i, b in enumerate(BIASES)] if study_biases else []
+    bias_rules = (
+        [{"select": i, "bias": {"kind": "constant", "value": b}} for i, b in enumerate(BIASES)]
+        if study_biases
+        else []
+    )
     initialize_(net, {"scheme": scheme, **init, "layers": [*bias_rules, *layers]}, 0, activation)
     return net
 
@@ -93,7 +101,7 @@ def hidden_outputs(net: nn.Module) -> list[torch.Tensor]:
 
 
 def units_identical(net: nn.Module, h: int) -> bool:
-    same = (rows_equal(W(net, h - 1)) and constant(b(net, h - 1)) and rows_equal(W(net, h).T))
+    same = rows_equal(W(net, h - 1)) and constant(b(net, h - 1)) and rows_equal(W(net, h).T)
     return same and rows_equal(hidden_outputs(net)[h - 1].T)  # one unit, on every input
 
 
@@ -106,9 +114,9 @@ def assert_symmetric_state(net: nn.Module, target: str = "random") -> None:
     """The state of claims 1 and 2: every hidden layer acts as one unit."""
     assert all(units_identical(net, h) for h in HIDDEN)
     assert rows_equal(W(net, 0)) and not constant(W(net, 0))  # row-equal, columns differ
-    assert constant(W(net, 1)) and constant(W(net, 2))         # internally equal
-    assert rows_equal(W(net, 3).T)                             # each output row constant ...
-    assert constant(W(net, 3)) == (target == "ones")           # ... rows equal iff outputs are
+    assert constant(W(net, 1)) and constant(W(net, 2))  # internally equal
+    assert rows_equal(W(net, 3).T)  # each output row constant ...
+    assert constant(W(net, 3)) == (target == "ones")  # ... rows equal iff outputs are
 
 
 @pytest.mark.parametrize("target", ["random", "ones"])
@@ -136,8 +144,9 @@ def test_claim2_constant_weights_reach_the_symmetric_state_after_one_step(value)
     assert_symmetric_state(net)
 
 
-@pytest.mark.parametrize("rest", [{"scheme": "zeros"}, {"scheme": "constant", "value": 0.5}],
-                         ids=["zeros", "constant"])
+@pytest.mark.parametrize(
+    "rest", [{"scheme": "zeros"}, {"scheme": "constant", "value": 0.5}], ids=["zeros", "constant"]
+)
 @pytest.mark.parametrize(("m", "target"), [(1, "random"), (2, "random"), (3, "ones")])
 def test_claim3_random_first_m_layers_move_the_symmetry_to_layer_m(m, target, rest):
     """(M = 3 makes W_3, the output layer, the row-equal one: its rows can only be equal when

@@ -36,9 +36,15 @@ from tests.conftest import TrainedSweep, free_port
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("INITSWEEP_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # False until the sweep callback calls ui.finish_sweep_ui and prints the link, and the jobs
 # log exact end-of-run metrics at step 0 without a stale checkpoint tag (issue 13 integration).
 # Then True: the test takes the link from the sweep's output and checks the child runs too.
@@ -68,10 +74,26 @@ def start_ui(store: str, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                store,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -100,8 +122,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 def numbers_before(text: str, marker: str) -> list[float]:
     """Every number printed just before ``marker``, e.g. the table's "0.92 (average)"."""
-    return [float(m) for m in re.findall(rf"(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*{re.escape(marker)}",
-                                         text)]
+    return [
+        float(m) for m in re.findall(rf"(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*{re.escape(marker)}", text)
+    ]
 
 
 def dismiss_panels(page) -> None:
@@ -126,12 +149,25 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep,
         assert printed, trained_sweep.stdout
         link = printed[-1]
     else:  # what the sweep callback will do after the report (which logged the summary)
-        link = ui.finish_sweep_ui(client, experiment_id, parent_id, selection.sweep_id,
-                                         base_url=base)
+        link = ui.finish_sweep_ui(
+            client, experiment_id, parent_id, selection.sweep_id, base_url=base
+        )
     # `make ui` prints the same link
-    ui_link = subprocess.run([sys.executable, "-m", "initsweep.cli", "ui-link", "--tracking-uri",
-                              store, "--base-url", base], capture_output=True, text=True,
-                             timeout=120)
+    ui_link = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "initsweep.cli",
+            "ui-link",
+            "--tracking-uri",
+            store,
+            "--base-url",
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ui_link.returncode == 0, ui_link.stderr
     assert ui_link.stdout.strip() == link
     assert link.startswith(f"{base}/#/experiments/{experiment_id}/runs?")
@@ -140,8 +176,10 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep,
     children = views.sweep_runs(client, experiment_id, parent_id)
     assert len(children) == 6  # conftest.TRAINED_SWEEP: 3 inits x 2 seeds
     values = {r.info.run_name: r.data.metrics["test/acc"] for r in children}
-    means = {init: sum(v for n, v in values.items() if n.startswith(init)) / 2
-             for init in ("xavier", "he", "zeros")}
+    means = {
+        init: sum(v for n, v in values.items() if n.startswith(init)) / 2
+        for init in ("xavier", "he", "zeros")
+    }
     if INTEGRATED:  # exact values at step 0 (bars by default), no stale checkpoint tag
         for run in children:
             n_test = int(run.data.tags["n_test"])
@@ -155,8 +193,7 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep,
     server = start_ui(store, port, tmp_path / "mlflow-ui.log")
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
                 page.set_default_timeout(PAGE_TIMEOUT_MS)
@@ -164,16 +201,19 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep,
                 # 1. The printed link: charts, one test/acc bar per run, diag/* folded away.
                 page.goto(link)
                 card = page.locator("[data-testid=experiment-view-compare-runs-card]").filter(
-                    has=page.get_by_text("test/acc", exact=True))
+                    has=page.get_by_text("test/acc", exact=True)
+                )
                 card.first.locator("g.trace.bars g.point").first.wait_for()
                 dismiss_panels(page)
                 bars = card.first.locator("g.trace.bars g.point")
                 assert bars.count() == len(children)
-                labels = sorted(float(t) for t in card.first.locator("text.bartext")
-                                .all_text_contents())
+                labels = sorted(
+                    float(t) for t in card.first.locator("text.bartext").all_text_contents()
+                )
                 assert labels == sorted(round(v, 2) for v in values.values())
-                titles = page.locator("[data-testid=experiment-view-compare-runs-card]")\
-                    .all_inner_texts()
+                titles = page.locator(
+                    "[data-testid=experiment-view-compare-runs-card]"
+                ).all_inner_texts()
                 assert not [t for t in titles if t.startswith("diag/")]
                 assert page.get_by_text("diag/L0", exact=False).count() >= 1  # folded section
                 shown = page.get_by_test_id("saved-views-trigger").inner_text()
@@ -183,21 +223,27 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep,
                 page.screenshot(path=str(shots / "charts.png"))
 
                 # 2. The table: chosen columns, groups by init with their mean over seeds.
-                page.goto(links.runs_page_link(base, experiment_id,
-                                                   views.sweep_view_key(selection.sweep_id),
-                                                   mode="TABLE"))
+                page.goto(
+                    links.runs_page_link(
+                        base, experiment_id, views.sweep_view_key(selection.sweep_id), mode="TABLE"
+                    )
+                )
                 page.get_by_text("Group: he").first.wait_for()
                 dismiss_panels(page)
                 columns = page.eval_on_selector_all(
-                    ".ag-header-cell", "els => els.map(e => e.getAttribute('col-id'))")
+                    ".ag-header-cell", "els => els.map(e => e.getAttribute('col-id'))"
+                )
                 for column in ("metrics.`test/acc`", "tags.`init`", "tags.`seed`"):
                     assert column in columns, columns
                 body = page.inner_text("body")
                 assert "Group: zeros" in body
                 averages = numbers_before(body, "(average)")
                 for init, mean in means.items():
-                    assert any(math.isclose(a, mean, abs_tol=1e-12) for a in averages), \
-                        (init, mean, averages)
+                    assert any(math.isclose(a, mean, abs_tol=1e-12) for a in averages), (
+                        init,
+                        mean,
+                        averages,
+                    )
                 for name in values:
                     assert name in body
                 page.screenshot(path=str(shots / "runs_table.png"))
@@ -216,19 +262,26 @@ def test_a_sweep_opens_on_its_answer_in_the_browser(trained_sweep: TrainedSweep,
                 page.screenshot(path=str(shots / "parent_run.png"))
 
                 # 4. report.md in the artifact viewer: its images load.
-                page.goto(f"{base}/#/experiments/{experiment_id}/runs/{parent_id}/artifacts/"
-                          "report/report.md?workflowType=machine_learning")
+                page.goto(
+                    f"{base}/#/experiments/{experiment_id}/runs/{parent_id}/artifacts/"
+                    "report/report.md?workflowType=machine_learning"
+                )
                 image = page.locator("img[src*='get-artifact']").first
                 image.wait_for()
-                page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                                       arg=image.element_handle())
+                page.wait_for_function(
+                    "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+                )
                 page.screenshot(path=str(shots / "report_md.png"))
             finally:
                 browser.close()
     finally:
         stop(server)
-    assert {p.name for p in shots.iterdir()} == {"charts.png", "runs_table.png",
-                                                 "parent_run.png", "report_md.png"}
+    assert {p.name for p in shots.iterdir()} == {
+        "charts.png",
+        "runs_table.png",
+        "parent_run.png",
+        "report_md.png",
+    }
 
 
 MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the clone (CI too)
@@ -250,13 +303,16 @@ def test_every_way_into_a_sweep_shows_its_runs_and_datasets(cli, store, tmp_path
     cli("-m", *tiny, "data=mnist", f"data.root={MNIST_ROOT}", check=True)
     client = MlflowClient(store)
     experiment_id = client.get_experiment_by_name("initsweep").experiment_id
-    parents = {p.data.tags["sweep_id"]: p for p in client.search_runs(
-        [experiment_id], "tags.`initsweep.role` = 'sweep'")}
+    parents = {
+        p.data.tags["sweep_id"]: p
+        for p in client.search_runs([experiment_id], "tags.`initsweep.role` = 'sweep'")
+    }
     datasets = {}  # sweep id -> "name (digest)" of its child's training split
     for sweep_id, parent in parents.items():
         (child,) = views.sweep_runs(client, experiment_id, parent.info.run_id)
-        (train,) = [d.dataset for d in child.inputs.dataset_inputs
-                    if [t.value for t in d.tags] == ["train"]]
+        (train,) = [
+            d.dataset for d in child.inputs.dataset_inputs if [t.value for t in d.tags] == ["train"]
+        ]
         datasets[sweep_id] = f"{train.name} ({train.digest})"
     assert sorted(d.split()[0] for d in datasets.values()) == ["digits", "mnist"]
     port = free_port()
@@ -264,16 +320,18 @@ def test_every_way_into_a_sweep_shows_its_runs_and_datasets(cli, store, tmp_path
     server = start_ui(store, port, tmp_path / "mlflow-ui.log")
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 2000, "height": 1000})
                 page.set_default_timeout(PAGE_TIMEOUT_MS)
 
                 # 1. Each sweep's saved view: its run, with the dataset it trained on.
                 for sweep_id, dataset in datasets.items():
-                    page.goto(links.runs_page_link(base, experiment_id,
-                                                   views.sweep_view_key(sweep_id), mode="TABLE"))
+                    page.goto(
+                        links.runs_page_link(
+                            base, experiment_id, views.sweep_view_key(sweep_id), mode="TABLE"
+                        )
+                    )
                     page.get_by_text("he-x1-s0").first.wait_for()
                     dismiss_panels(page)  # the grid renders only the columns in sight
                     digest = dataset.split()[1].strip("()")
@@ -284,8 +342,9 @@ def test_every_way_into_a_sweep_shows_its_runs_and_datasets(cli, store, tmp_path
                     assert other.split()[1].strip("()") not in body
 
                 # 2. A child run's page, opened directly (a colleague's link): its metrics.
-                child = views.sweep_runs(client, experiment_id,
-                                         next(iter(parents.values())).info.run_id)[0]
+                child = views.sweep_runs(
+                    client, experiment_id, next(iter(parents.values())).info.run_id
+                )[0]
                 page.goto(f"{base}/#/experiments/{experiment_id}/runs/{child.info.run_id}")
                 page.get_by_text("test/acc").first.wait_for()
             finally:

@@ -43,8 +43,9 @@ def test_the_lowest_constraints_pin_every_lower_bound():
 
 def test_what_is_installed_here_is_in_the_declared_ranges():
     for name, req in declared().items():
-        assert req.specifier.contains(version(name), prereleases=True), \
+        assert req.specifier.contains(version(name), prereleases=True), (
             f"{name} {version(name)} installed, declared {req.specifier}"
+        )
 
 
 def test_the_ui_formats_need_the_mlflow_they_were_written_for():
@@ -62,6 +63,7 @@ def test_the_slurm_launcher_refuses_a_plugin_it_was_not_copied_from():
         check_plugin_version("1.3.0")
     assert str(err.value) == (
         "hydra/launcher=slurm: hydra-submitit-launcher 1.3.0 is installed; initsweep's SLURM "
-        "launcher copies its launch from 1.2.0: pip install 'hydra-submitit-launcher==1.2.0'")
+        "launcher copies its launch from 1.2.0: pip install 'hydra-submitit-launcher==1.2.0'"
+    )
     spec = declared()["hydra-submitit-launcher"].specifier
     assert all(Version(v) in spec for v in COPIED_FROM) and Version("1.3.0") not in spec

@@ -19,6 +19,8 @@ def test_mlflow_tag_names_are_mlflows_constants():
 
 
 def test_the_vocabulary_and_the_entry_point_import_no_mlflow():
-    code = ("import sys, initsweep.vocab, initsweep.launch.entry, initsweep.launch.console, "
-            "initsweep.diagnostics.findings; assert 'mlflow' not in sys.modules")
+    code = (
+        "import sys, initsweep.vocab, initsweep.launch.entry, initsweep.launch.console, "
+        "initsweep.diagnostics.findings; assert 'mlflow' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -85,8 +85,10 @@ class Sweep:
         return terminal(self.report)
 
     def __repr__(self) -> str:
-        return (f"Sweep({self.sweep_id or self.parent_run_id}: {len(self.runs)} runs in "
-                f"{len(self.groups)} groups, experiment {self.experiment_name!r})")
+        return (
+            f"Sweep({self.sweep_id or self.parent_run_id}: {len(self.runs)} runs in "
+            f"{len(self.groups)} groups, experiment {self.experiment_name!r})"
+        )
 
 
 def as_overrides(overrides: Sequence[str] | str) -> list[str]:
@@ -101,10 +103,17 @@ def default_train_py() -> Path:
     return Path(__file__).resolve().parents[2] / "train.py"
 
 
-def run_sweep(overrides: Sequence[str] | str = (), *, tracking_uri: str | None = None,
-              metric: str = "test/acc", tune: str | None = None, echo: bool = True,
-              cwd: str | Path | None = None, train_py: str | Path | None = None,
-              env: Mapping[str, str] | None = None) -> Sweep:
+def run_sweep(
+    overrides: Sequence[str] | str = (),
+    *,
+    tracking_uri: str | None = None,
+    metric: str = "test/acc",
+    tune: str | None = None,
+    echo: bool = True,
+    cwd: str | Path | None = None,
+    train_py: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Sweep:
     """Run ``python train.py -m <overrides>`` and return the sweep (``load_sweep``'s frames).
 
     ``overrides``: the command line's, as a list or one string (``"init=he,xavier seed=0,1,2"``).
@@ -124,8 +133,15 @@ def run_sweep(overrides: Sequence[str] | str = (), *, tracking_uri: str | None =
     cmd = [sys.executable, str(train_py or default_train_py()), "-m", *args]
     full_env = {**os.environ, **(env or {})}
     lines: list[str] = []
-    with subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+    with subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
@@ -135,9 +151,11 @@ def run_sweep(overrides: Sequence[str] | str = (), *, tracking_uri: str | None =
     found = next((m for m in map(SWEEP_LINE.match, lines) if m), None)
     if found is None:
         errors = [line.strip() for line in lines if line.startswith("error:")]
-        raise SweepError(errors[-1] if errors else
-                         f"the sweep made no parent run (exit code {proc.returncode})",
-                         proc.returncode, output)
+        raise SweepError(
+            errors[-1] if errors else f"the sweep made no parent run (exit code {proc.returncode})",
+            proc.returncode,
+            output,
+        )
     sweep_id, parent_run_id, printed_uri = found.groups()
     uri = tracking_uri or (printed_uri if "***" not in printed_uri else None)
     try:
@@ -148,9 +166,16 @@ def run_sweep(overrides: Sequence[str] | str = (), *, tracking_uri: str | None =
     return sweep
 
 
-def load_sweep(sweep: str = "latest", *, tracking_uri: str | None = None,
-               experiment: str | None = None, metric: str = "test/acc", tune: str | None = None,
-               seed: int = 0, all_pairs: bool = False) -> Sweep:
+def load_sweep(
+    sweep: str = "latest",
+    *,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    metric: str = "test/acc",
+    tune: str | None = None,
+    seed: int = 0,
+    all_pairs: bool = False,
+) -> Sweep:
     """Read a sweep from the store: ``sweep`` is a sweep id (``20261129-094149-813b10``), its
     parent run's id, or ``"latest"`` (the newest sweep, of ``experiment`` if given).
 
@@ -167,13 +192,25 @@ def load_sweep(sweep: str = "latest", *, tracking_uri: str | None = None,
     latest = sweep == "latest"
     selection = select(client, experiment, sweep=None if latest else sweep, latest=latest)
     report = build(client, selection, metric, tune, seed=seed, all_pairs=all_pairs)
-    return Sweep(selection.sweep_id, selection.parent_run_id, selection.experiment_name,
-                 client.tracking_uri, runs_csv(report.table), report.summary, report.pairs,
-                 report.variance, report)
+    return Sweep(
+        selection.sweep_id,
+        selection.parent_run_id,
+        selection.experiment_name,
+        client.tracking_uri,
+        runs_csv(report.table),
+        report.summary,
+        report.pairs,
+        report.variance,
+        report,
+    )
 
 
-def plan_sweep(overrides: Sequence[str] | str = (), *, tracking_uri: str | None = None,
-               config_dir: str | Path | None = None) -> Plan:
+def plan_sweep(
+    overrides: Sequence[str] | str = (),
+    *,
+    tracking_uri: str | None = None,
+    config_dir: str | Path | None = None,
+) -> Plan:
     """What ``run_sweep(overrides)`` would do, creating nothing: ``Plan.runs`` has one row per
     run with its job and action (skip, resume, start); ``print(plan)`` shows the summary
     (``initsweep plan``)."""

@@ -47,74 +47,129 @@ non_negative_int = int_at_least(0)
 def parser() -> argparse.ArgumentParser:
     """The command line: sub-commands ``report`` and ``ui-link``."""
     top = OneLineParser(prog="initsweep", description="initsweep tools.")
-    commands = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
-                                  metavar="{report,ui-link,plan,doctor}")
+    commands = top.add_subparsers(
+        dest="command",
+        required=True,
+        parser_class=OneLineParser,
+        metavar="{report,ui-link,plan,doctor}",
+    )
     rep = commands.add_parser(
-        "report", help="seed-sensitivity report of a sweep",
+        "report",
+        help="seed-sensitivity report of a sweep",
         description="Read a sweep back from MLflow; per-group statistics over seeds, paired "
-                    "P(A>B) verdicts, the init/data seed variance split and the tuning trap; "
-                    "writes report.md, report.html, CSVs and plots, and logs them on the "
-                    "sweep's parent run.")
-    rep.add_argument("--experiment", help="experiment name (default: the sweep's own with "
-                                          "--sweep / --latest, else initsweep)")
+        "P(A>B) verdicts, the init/data seed variance split and the tuning trap; "
+        "writes report.md, report.html, CSVs and plots, and logs them on the "
+        "sweep's parent run.",
+    )
+    rep.add_argument(
+        "--experiment",
+        help="experiment name (default: the sweep's own with --sweep / --latest, else initsweep)",
+    )
     which = rep.add_mutually_exclusive_group()
     which.add_argument("--sweep", metavar="ID", help="sweep id (tag sweep_id) or parent run id")
     which.add_argument("--latest", action="store_true", help="the newest sweep of the experiment")
-    rep.add_argument("--filter", metavar="FILTER",
-                     help="MLflow filter string, e.g. \"params.`optim.name` = 'sgd'\"")
-    rep.add_argument("--metric", default=PRIMARY_METRIC,
-                     help=f"metric to compare ({PRIMARY_METRIC})")
+    rep.add_argument(
+        "--filter",
+        metavar="FILTER",
+        help="MLflow filter string, e.g. \"params.`optim.name` = 'sgd'\"",
+    )
+    rep.add_argument(
+        "--metric", default=PRIMARY_METRIC, help=f"metric to compare ({PRIMARY_METRIC})"
+    )
     rep.add_argument("--tune", metavar="KEY", help="param to analyse as tuned, e.g. optim.lr")
-    rep.add_argument("--select-metric", metavar="METRIC",
-                     help="metric the tuning trap chooses on (default: the val/ counterpart of "
-                          "--metric, e.g. val/acc; --metric itself when the runs have none)")
-    rep.add_argument("--all-pairs", action="store_true",
-                     help="compare every pair of groups (default: groups that differ in one "
-                          "key, neighbouring values of numeric keys)")
-    rep.add_argument("--out", metavar="DIR", type=Path,
-                     help="output folder (default: <sweep dir>/report, else outputs/report-<id>)")
+    rep.add_argument(
+        "--select-metric",
+        metavar="METRIC",
+        help="metric the tuning trap chooses on (default: the val/ counterpart of "
+        "--metric, e.g. val/acc; --metric itself when the runs have none)",
+    )
+    rep.add_argument(
+        "--all-pairs",
+        action="store_true",
+        help="compare every pair of groups (default: groups that differ in one "
+        "key, neighbouring values of numeric keys)",
+    )
+    rep.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help="output folder (default: <sweep dir>/report, else outputs/report-<id>)",
+    )
     add_tracking_uri(rep)
-    rep.add_argument("--n-test", type=positive_int, metavar="N",
-                     help="test-set size for the noise floor when runs did not log n_test")
-    rep.add_argument("--seed", type=non_negative_int, default=0,
-                     help="seed of the bootstrap and subset draws (0)")
-    rep.add_argument("--no-log", action="store_true",
-                     help="write the files but do not log them on the parent run")
+    rep.add_argument(
+        "--n-test",
+        type=positive_int,
+        metavar="N",
+        help="test-set size for the noise floor when runs did not log n_test",
+    )
+    rep.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the bootstrap and subset draws (0)",
+    )
+    rep.add_argument(
+        "--no-log",
+        action="store_true",
+        help="write the files but do not log them on the parent run",
+    )
     link = commands.add_parser(
-        "ui-link", help="print the MLflow UI link of a sweep (its saved view)",
+        "ui-link",
+        help="print the MLflow UI link of a sweep (its saved view)",
         description="Print the link that opens a sweep in the MLflow UI: the runs page in the "
-                    "model-training view, on the sweep's saved view (grouped by init config, "
-                    "test/acc per run as bars). Writes the view first if the sweep has none.")
+        "model-training view, on the sweep's saved view (grouped by init config, "
+        "test/acc per run as bars). Writes the view first if the sweep has none.",
+    )
     link.add_argument("--experiment", help="experiment name (default: any experiment)")
-    link.add_argument("--sweep", metavar="ID",
-                      help="sweep id or parent run id (default: the newest sweep)")
+    link.add_argument(
+        "--sweep", metavar="ID", help="sweep id or parent run id (default: the newest sweep)"
+    )
     add_tracking_uri(link)
-    link.add_argument("--base-url", metavar="URL",
-                      help="where the UI is served (default: $INITSWEEP_UI_URL, else the "
-                           "tracking server, else http://127.0.0.1:5000)")
+    link.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="where the UI is served (default: $INITSWEEP_UI_URL, else the "
+        "tracking server, else http://127.0.0.1:5000)",
+    )
     plan = commands.add_parser(
-        "plan", help="what a sweep would do, creating nothing (train.py -m ... --dry-run)",
+        "plan",
+        help="what a sweep would do, creating nothing (train.py -m ... --dry-run)",
         description="Compose the sweep as `python train.py -m OVERRIDES` would and print how "
-                    "many runs it makes, which are FINISHED (skipped), which resume from a "
-                    "checkpoint, which start, and how its jobs are placed. Creates nothing.")
+        "many runs it makes, which are FINISHED (skipped), which resume from a "
+        "checkpoint, which start, and how its jobs are placed. Creates nothing.",
+    )
     plan.add_argument("--list", action="store_true", help="one line per run")
-    plan.add_argument("--config-dir", metavar="DIR", type=Path,
-                      help="the conf/ folder (default: the repository's, beside train.py)")
-    plan.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDES",
-                      help="the sweep's overrides, as on train.py's command line")
+    plan.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        type=Path,
+        help="the conf/ folder (default: the repository's, beside train.py)",
+    )
+    plan.add_argument(
+        "overrides",
+        nargs=argparse.REMAINDER,
+        metavar="OVERRIDES",
+        help="the sweep's overrides, as on train.py's command line",
+    )
     doctor = commands.add_parser(
-        "doctor", help="list runs left open by a process that is gone (--fix: adopt them)",
+        "doctor",
+        help="list runs left open by a process that is gone (--fix: adopt them)",
         description="List the orphans of a store: runs left RUNNING by a process that died "
-                    "(checked by PID on this host, by heartbeat elsewhere), and runs an "
-                    "interrupted sweep handed over. --fix applies the rules a launch applies: "
-                    "complete a run whose training finished, mark one with a checkpoint "
-                    "resumable, close the rest and dead sweeps' parents KILLED.")
+        "(checked by PID on this host, by heartbeat elsewhere), and runs an "
+        "interrupted sweep handed over. --fix applies the rules a launch applies: "
+        "complete a run whose training finished, mark one with a checkpoint "
+        "resumable, close the rest and dead sweeps' parents KILLED.",
+    )
     doctor.add_argument("--experiment", help="experiment name (default: every experiment)")
     add_tracking_uri(doctor)
     doctor.add_argument("--fix", action="store_true", help="adopt the orphans (no launch)")
-    doctor.add_argument("--stale-after", type=float, metavar="S",
-                        help="seconds without a heartbeat after which a run of another host "
-                             "counts as orphaned (default: $INITSWEEP_STALE_AFTER_S, else 600)")
+    doctor.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="S",
+        help="seconds without a heartbeat after which a run of another host "
+        "counts as orphaned (default: $INITSWEEP_STALE_AFTER_S, else 600)",
+    )
     return top
 
 
@@ -141,9 +196,11 @@ def doctor_command(args: argparse.Namespace) -> int:
 
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     """The store option every command that reads runs has."""
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                             "sqlite:///<cwd>/mlruns/mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db)",
+    )
 
 
 def ui_link_command(args: argparse.Namespace) -> int:
@@ -181,13 +238,22 @@ def report_command(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = args.tracking_uri or default_tracking_uri()
     client = open_existing_store(uri)
-    selection = select(client, args.experiment, sweep=args.sweep, latest=args.latest,
-                       filter_string=args.filter)
+    selection = select(
+        client, args.experiment, sweep=args.sweep, latest=args.latest, filter_string=args.filter
+    )
     with spinner("report: reading the runs and computing"):  # on a terminal only
         report, files, folder, logged = make_report(
-            client, selection, args.out, metric=args.metric, tune=args.tune, n_test=args.n_test,
-            seed=args.seed, log=not args.no_log, select_metric=args.select_metric,
-            all_pairs=args.all_pairs)
+            client,
+            selection,
+            args.out,
+            metric=args.metric,
+            tune=args.tune,
+            n_test=args.n_test,
+            seed=args.seed,
+            log=not args.no_log,
+            select_metric=args.select_metric,
+            all_pairs=args.all_pairs,
+        )
     print(terminal(report))
     print(f"\nwrote {len(files)} files to {folder}: report.md, report.html, runs.csv, ...")
     if logged:
@@ -204,15 +270,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "plan":  # train.py's flags (-m) pass through with the overrides
         from initsweep.launch.plan import main as plan
 
-        return plan([*unknown, *args.overrides, *(["--list"] if args.list else [])],
-                    args.config_dir)
+        return plan(
+            [*unknown, *args.overrides, *(["--list"] if args.list else [])], args.config_dir
+        )
     if unknown:
         top.error(f"unrecognized arguments: {' '.join(unknown)}")
     from initsweep.report.select import ReportInputError  # pandas, MLflow: after parsing (above)
 
     try:
-        command = {"ui-link": ui_link_command, "doctor": doctor_command}.get(args.command,
-                                                                             report_command)
+        command = {"ui-link": ui_link_command, "doctor": doctor_command}.get(
+            args.command, report_command
+        )
         return command(args)
     except ReportInputError as err:
         print(f"error: {err.flag} {err}", file=sys.stderr)

@@ -55,7 +55,7 @@ def hashed_target(target: str) -> str:
     """``target`` as the config hash spells it: built-in modules under their first names."""
     for prefix, legacy in HASHED_TARGET_PREFIXES.items():
         if target.startswith(prefix):
-            return legacy + target[len(prefix):]
+            return legacy + target[len(prefix) :]
     return target
 
 
@@ -93,8 +93,9 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: value[:MAX_PARAM_LENGTH]}
 
 
-def run_name(cfg: Mapping[str, Any], extra_overrides: Sequence[str] = (),
-             init_choice: str | None = None) -> str:
+def run_name(
+    cfg: Mapping[str, Any], extra_overrides: Sequence[str] = (), init_choice: str | None = None
+) -> str:
     """Readable run name: ``<init>-x<scale>-s<seed>``, plus seeds that differ and other overrides.
 
     ``<init>`` is the ``init`` config chosen (``s4/zeros`` -> ``s4.zeros``), else the scheme.
@@ -113,8 +114,9 @@ def run_name(cfg: Mapping[str, Any], extra_overrides: Sequence[str] = (),
     return name
 
 
-def swept_keys(task_overrides: Sequence[str],
-               sweeper_params: Mapping[str, Any] | None) -> list[str]:
+def swept_keys(
+    task_overrides: Sequence[str], sweeper_params: Mapping[str, Any] | None
+) -> list[str]:
     """Keys a multirun varies: sweep overrides on the command line and ``hydra.sweeper.params``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -132,8 +134,11 @@ def override_key(override: str) -> str:
 
 def named_overrides(task_overrides: Sequence[str], swept: Sequence[str]) -> list[str]:
     """This job's ``key=value`` for swept keys that the run name does not already show."""
-    return [override.lstrip("+~") for override in task_overrides
-            if override_key(override) in swept and override_key(override) not in NAMED_KEYS]
+    return [
+        override.lstrip("+~")
+        for override in task_overrides
+        if override_key(override) in swept and override_key(override) not in NAMED_KEYS
+    ]
 
 
 def seed_configs(cfg: DictConfig, k: int) -> list[DictConfig]:

@@ -29,8 +29,10 @@ SCRIPT = REPO / "scripts" / "local_cluster.sh"
 STATE = Path(os.environ.get("INITSWEEP_CLUSTER_DIR", "/tmp/initsweep-cluster"))
 # From nothing: apt-get install (~25 s here) + daemons (~10 s) + a cold mlflow server (~25 s).
 START_TIMEOUT_S = 900
-DAEMONS = {"slurm": ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd"),
-           "server": ("postgres", "mlflow")}
+DAEMONS = {
+    "slurm": ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd"),
+    "server": ("postgres", "mlflow"),
+}
 
 
 @dataclass
@@ -61,8 +63,9 @@ def _unavailable(reason: str) -> None:
 
 def _script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "VENV": sys.prefix}
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def part_running(part: str) -> bool:
@@ -73,30 +76,41 @@ def part_running(part: str) -> bool:
 
 
 def parse_exports(text: str) -> dict[str, str]:
-    return dict(line.removeprefix("export ").split("=", 1) for line in text.splitlines()
-                if line.startswith("export "))
+    return dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in text.splitlines()
+        if line.startswith("export ")
+    )
 
 
 def _start(part: str) -> tuple[LocalCluster, bool]:
     """Start ``part`` (slurm or server); returns (cluster, whether this session started it)."""
     if shutil.which("bash") is None or sys.platform != "linux":
-        _unavailable(f"the local cluster needs Linux and bash (scripts/local_cluster.sh), "
-                     f"not {sys.platform}")
+        _unavailable(
+            f"the local cluster needs Linux and bash (scripts/local_cluster.sh), not {sys.platform}"
+        )
     was_running = part_running(part)
     if not was_running:
         if os.geteuid() != 0:
-            _unavailable(f"the local {part} needs root to install and start "
-                         f"(sudo scripts/local_cluster.sh start {part}), and none runs")
+            _unavailable(
+                f"the local {part} needs root to install and start "
+                f"(sudo scripts/local_cluster.sh start {part}), and none runs"
+            )
         if shutil.which("apt-get") is None:
             _unavailable("the local cluster installs Debian packages: no apt-get here")
     tick = time.monotonic()
     proc = _script("start", part, timeout=START_TIMEOUT_S)
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.fail(f"scripts/local_cluster.sh start {part} failed: {reason}\n"
-                    f"{proc.stderr[-3000:]}", pytrace=False)
-    print(f"\nlocal {part}: {'already running' if was_running else 'started'} in "
-          f"{time.monotonic() - tick:.0f}s", file=sys.stderr)
+        pytest.fail(
+            f"scripts/local_cluster.sh start {part} failed: {reason}\n{proc.stderr[-3000:]}",
+            pytrace=False,
+        )
+    print(
+        f"\nlocal {part}: {'already running' if was_running else 'started'} in "
+        f"{time.monotonic() - tick:.0f}s",
+        file=sys.stderr,
+    )
     return LocalCluster(parse_exports(proc.stdout)), not was_running
 
 

@@ -50,21 +50,26 @@ def check_plugin_version(installed: str | None = None) -> None:
 
     installed = installed or version("hydra-submitit-launcher")
     if installed not in COPIED_FROM:
-        raise ConfigError(f"hydra/launcher=slurm: hydra-submitit-launcher {installed} is "
-                          f"installed; initsweep's SLURM launcher copies its launch from "
-                          f"{', '.join(COPIED_FROM)}: pip install 'hydra-submitit-launcher=="
-                          f"{COPIED_FROM[-1]}'")
+        raise ConfigError(
+            f"hydra/launcher=slurm: hydra-submitit-launcher {installed} is "
+            f"installed; initsweep's SLURM launcher copies its launch from "
+            f"{', '.join(COPIED_FROM)}: pip install 'hydra-submitit-launcher=="
+            f"{COPIED_FROM[-1]}'"
+        )
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
     """``hydra_submitit_launcher``'s SLURM launcher; ``launch`` collects each job on its own."""
 
-    def launch(self, job_overrides: Sequence[Sequence[str]],
-               initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         check_plugin_version()
         jobs = self._submit(job_overrides, initial_job_idx)
-        return [self._collect(job, list(overrides), initial_job_idx + offset)
-                for offset, (job, overrides) in enumerate(zip(jobs, job_overrides, strict=True))]
+        return [
+            self._collect(job, list(overrides), initial_job_idx + offset)
+            for offset, (job, overrides) in enumerate(zip(jobs, job_overrides, strict=True))
+        ]
 
     def _submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
         """Submit one array job: hydra_submitit_launcher 1.2's ``launch`` up to its collection."""
@@ -74,13 +79,21 @@ class SlurmLauncher(SubmititSlurmLauncher):
         assert len(job_overrides) > 0
         init_params = {"folder": self.params["submitit_folder"]}
         specific_init_keys = {"max_num_timeout"}
-        init_params.update(**{f"{self._EXECUTOR}_{x}": y for x, y in self.params.items()
-                              if x in specific_init_keys})
+        init_params.update(
+            **{
+                f"{self._EXECUTOR}_{x}": y
+                for x, y in self.params.items()
+                if x in specific_init_keys
+            }
+        )
         init_keys = specific_init_keys | {"submitit_folder"}
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
         baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
-        params = {x if x in baseparams else f"{self._EXECUTOR}_{x}": y
-                  for x, y in self.params.items() if x not in init_keys}
+        params = {
+            x if x in baseparams else f"{self._EXECUTOR}_{x}": y
+            for x, y in self.params.items()
+            if x not in init_keys
+        }
         executor.update_parameters(**params)
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {self.config.hydra.sweep.dir}")
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -90,8 +103,15 @@ class SlurmLauncher(SubmititSlurmLauncher):
         job_params: list[Any] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
-                               Singleton.get_state()))
+            job_params.append(
+                (
+                    list(overrides),
+                    "hydra.sweep.dir",
+                    idx,
+                    f"job_id_for_{idx}",
+                    Singleton.get_state(),
+                )
+            )
         return list(executor.map_array(self, *zip(*job_params, strict=True)))
 
     def _collect(self, job: Any, overrides: list[str], idx: int) -> JobReturn:
@@ -111,8 +131,12 @@ class SlurmLauncher(SubmititSlurmLauncher):
         for status in statuses:
             if status.get("error") == error:
                 print(f"{status.get('name')}: FAILED ({error})", file=sys.stderr, flush=True)
-        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED,
-                        working_dir=str(output_dir), task_name=str(self.config.hydra.job.name))
+        ret = JobReturn(
+            overrides=overrides,
+            status=JobStatus.COMPLETED,
+            working_dir=str(output_dir),
+            task_name=str(self.config.hydra.job.name),
+        )
         ret.return_value = {**statuses[0], "seeds": statuses}
         return ret
 
@@ -132,6 +156,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
 def _last_trace_line(err: BaseException) -> str:
     """The exception line of the traceback submitit puts in a FailedJobError's message."""
-    lines = [line for line in str(err).split("-" * 22)[1].splitlines() if line.strip()] \
-        if "-" * 22 in str(err) else str(err).splitlines()
+    lines = (
+        [line for line in str(err).split("-" * 22)[1].splitlines() if line.strip()]
+        if "-" * 22 in str(err)
+        else str(err).splitlines()
+    )
     return lines[-1].strip() if lines else type(err).__name__

@@ -38,5 +38,6 @@ class RaceSweeperConf:
     context: list[str] = field(default_factory=lambda: ["init"])
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="race", node=RaceSweeperConf,
-                             provider="initsweep")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="race", node=RaceSweeperConf, provider="initsweep"
+)

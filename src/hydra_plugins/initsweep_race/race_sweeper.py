@@ -40,12 +40,14 @@ class RaceSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> Any:
         # Hydra's plugin scan imports this module in every process: the race (numpy, Hydra's
@@ -78,10 +80,13 @@ class RaceDriver:
         from initsweep.race.publish import round_line
 
         returns = []
-        print(f"race: {len(self.plan.candidates)} configurations in "
-              f"{len(self.race.contexts)} context(s), up to {len(self.plan.settings.seeds)} "
-              f"seeds each (full grid {self.race.full_grid} runs); selecting on "
-              f"{self.plan.metric}", flush=True)
+        print(
+            f"race: {len(self.plan.candidates)} configurations in "
+            f"{len(self.race.contexts)} context(s), up to {len(self.plan.settings.seeds)} "
+            f"seeds each (full grid {self.race.full_grid} runs); selecting on "
+            f"{self.plan.metric}",
+            flush=True,
+        )
         while round_plan := self.race.next_round():
             jobs = job_overrides(self.plan, round_plan)
             batch = [overrides for _, _, overrides in jobs]
@@ -89,31 +94,41 @@ class RaceDriver:
             results = self.sweeper.launcher.launch(batch, initial_job_idx=self.job_idx)
             self.job_idx += len(batch)
             returns.append(results)
-            read = collect([(index, seeds, ret) for (index, seeds, _), ret
-                            in zip(jobs, results, strict=True)],
-                           self.plan.metric, self.plan.score_metric)
+            read = collect(
+                [(index, seeds, ret) for (index, seeds, _), ret in zip(jobs, results, strict=True)],
+                self.plan.metric,
+                self.plan.score_metric,
+            )
             self.run_ids.update(read.run_ids)
             table = self.race.record(read.values, read.scores, read.problems)
-            print(f"race round {len(self.race.rounds)} ({self.race.spent} runs): "
-                  f"{round_line(table)}", flush=True)
+            print(
+                f"race round {len(self.race.rounds)} ({self.race.spent} runs): {round_line(table)}",
+                flush=True,
+            )
             self.publish(final=False)
         self.publish(final=True)
         for context, w in self.race.winners().items():
-            print(f"race winner{' ' + context if context else ''}: {w.candidate.label} "
-                  f"({w.ended}, {w.n_seeds} seeds) {self.plan.metric}={w.mean:.4f} "
-                  f"[{w.low:.4f}, {w.high:.4f}], {self.plan.score_metric}={w.score_mean:.4f}",
-                  flush=True)
-        print(f"race: {self.race.spent} runs of the full grid's {self.race.full_grid} "
-              f"({self.race.spent / self.race.full_grid:.0%}); table in "
-              f"{self.sweep_dir / 'race'}", flush=True)
+            print(
+                f"race winner{' ' + context if context else ''}: {w.candidate.label} "
+                f"({w.ended}, {w.n_seeds} seeds) {self.plan.metric}={w.mean:.4f} "
+                f"[{w.low:.4f}, {w.high:.4f}], {self.plan.score_metric}={w.score_mean:.4f}",
+                flush=True,
+            )
+        print(
+            f"race: {self.race.spent} runs of the full grid's {self.race.full_grid} "
+            f"({self.race.spent / self.race.full_grid:.0%}); table in "
+            f"{self.sweep_dir / 'race'}",
+            flush=True,
+        )
         return returns
 
     def publish(self, final: bool) -> None:
         """Files in <sweep dir>/race and, when a parent run is open, its artifacts and tags."""
         from initsweep.race.publish import log_to_parent, write_files  # at run time (see sweep)
 
-        files = write_files(self.race, self.plan.metric, self.plan.score_metric,
-                            self.sweep_dir / "race")
+        files = write_files(
+            self.race, self.plan.metric, self.plan.score_metric, self.sweep_dir / "race"
+        )
         parent = os.environ.get(PARENT_RUN_ENV)
         if not parent:
             return
@@ -122,5 +137,6 @@ class RaceDriver:
         config = self.sweeper.config
         assert config is not None
         client = open_client(tracking_uri(config.get("tracking")))
-        log_to_parent(client, parent, self.race, files, self.plan.metric,
-                      self.plan.score_metric, final)
+        log_to_parent(
+            client, parent, self.race, files, self.plan.metric, self.plan.score_metric, final
+        )

@@ -46,8 +46,10 @@ class Members(Protocol):
 
 def members(pl_module: L.LightningModule) -> Members:
     if not isinstance(pl_module, Members):
-        raise TypeError(f"DiagnosticsCallback needs a module with net_for, logger_for and "
-                        f"stopped_at; got {type(pl_module).__name__}")
+        raise TypeError(
+            f"DiagnosticsCallback needs a module with net_for, logger_for and "
+            f"stopped_at; got {type(pl_module).__name__}"
+        )
     return pl_module
 
 
@@ -63,9 +65,14 @@ class DiagnosticsCallback(L.Callback):
     have stopped.
     """
 
-    def __init__(self, probe: tuple[Tensor, Tensor], every_n_steps: int = 50,
-                 saturation_eps: float = 0.01, distinct_tol: float = 1e-6,
-                 member: int = 0) -> None:
+    def __init__(
+        self,
+        probe: tuple[Tensor, Tensor],
+        every_n_steps: int = 50,
+        saturation_eps: float = 0.01,
+        distinct_tol: float = 1e-6,
+        member: int = 0,
+    ) -> None:
         self.probe = probe
         self.every_n_steps = every_n_steps
         self.saturation_eps, self.distinct_tol = saturation_eps, distinct_tol
@@ -100,8 +107,13 @@ class DiagnosticsCallback(L.Callback):
     def _stopped_at(self, pl_module: L.LightningModule) -> int | None:
         return self._members(pl_module).stopped_at(self.member)
 
-    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
-                update_ratios: list[float] | None = None) -> None:
+    def _record(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        step: int,
+        update_ratios: list[float] | None = None,
+    ) -> None:
         tick = self._tick()
         x, y = (t.to(pl_module.device) for t in self.probe)
         net = self._net(pl_module)
@@ -110,10 +122,12 @@ class DiagnosticsCallback(L.Callback):
         metrics = {}
         for i, row in enumerate(rows):
             row["update_ratio"] = update_ratios[i] if update_ratios else math.nan
-            self.records.append({field: ({"step": step, "layer": i} | row)[field]
-                                 for field in RECORD_FIELDS})
-            metrics.update({f"diag/L{i}/{k}": row[k] for k in LAYER_METRICS
-                            if not math.isnan(row[k])})
+            self.records.append(
+                {field: ({"step": step, "layer": i} | row)[field] for field in RECORD_FIELDS}
+            )
+            metrics.update(
+                {f"diag/L{i}/{k}": row[k] for k in LAYER_METRICS if not math.isnan(row[k])}
+            )
         # Timed before the rows go to the logger: a write of the logger's full buffer that these
         # rows trigger is MLflow's time, not the measurements' (docs/performance.md).
         self._tock(tick)
@@ -122,31 +136,45 @@ class DiagnosticsCallback(L.Callback):
             logger.log_metrics(metrics, step=step)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.weights_at_init = [weight_of(w).detach().cpu().clone()
-                                for _, w in weight_layers(self._net(pl_module))]
+        self.weights_at_init = [
+            weight_of(w).detach().cpu().clone() for _, w in weight_layers(self._net(pl_module))
+        ]
         self._record(trainer, pl_module, step=trainer.global_step)  # > 0 when resumed
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         # the step about to run is global_step + 1; keep its starting weights if it is measured
         if self._due(trainer.global_step + 1) and self._stopped_at(pl_module) is None:
             tick = self._tick()
-            self._before_step = [weight_of(w).detach().clone()
-                                 for _, w in weight_layers(self._net(pl_module))]
+            self._before_step = [
+                weight_of(w).detach().clone() for _, w in weight_layers(self._net(pl_module))
+            ]
             self._tock(tick)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (self._before_step is None or not self._due(trainer.global_step)
-                or self._stopped_at(pl_module) is not None):
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if (
+            self._before_step is None
+            or not self._due(trainer.global_step)
+            or self._stopped_at(pl_module) is not None
+        ):
             return
         tick = self._tick()
         ratios = []
-        for before, (_, layer) in zip(self._before_step, weight_layers(self._net(pl_module)),
-                                      strict=True):
+        for before, (_, layer) in zip(
+            self._before_step, weight_layers(self._net(pl_module)), strict=True
+        ):
             norm = float(before.norm())
-            ratios.append(float((weight_of(layer).detach() - before).norm()) / norm
-                          if norm > 0 else math.nan)
+            ratios.append(
+                float((weight_of(layer).detach() - before).norm()) / norm if norm > 0 else math.nan
+            )
         self._before_step = None
         self._tock(tick)
         self._record(trainer, pl_module, trainer.global_step, ratios)
@@ -163,10 +191,14 @@ class DiagnosticsCallback(L.Callback):
         ``net`` is the trained network (its weights are the histograms' "end"), ``losses`` every
         training step's loss, in order."""
         named = weight_layers(net)
-        return {"name": name, "losses": list(losses), "records": list(self.records),
-                "weights_at_init": [w.numpy() for w in self.weights_at_init],
-                "weights_at_end": [weight_of(layer).detach().cpu().numpy() for _, layer in named],
-                "layer_paths": [path for path, _ in named]}
+        return {
+            "name": name,
+            "losses": list(losses),
+            "records": list(self.records),
+            "weights_at_init": [w.numpy() for w in self.weights_at_init],
+            "weights_at_end": [weight_of(layer).detach().cpu().numpy() for _, layer in named],
+            "layer_paths": [path for path, _ in named],
+        }
 
     def write_csv(self, path: Path) -> Path:
         """``diagnostics.csv``: one row per step and weight layer, columns ``RECORD_FIELDS``."""

@@ -39,8 +39,15 @@ if TYPE_CHECKING:  # mlflow only where a diagnosis is logged
 
 TAG = DIAGNOSIS_TAG  # run tag: the codes, e.g. "symmetric, diverged" (tags.diagnosis LIKE ...)
 SEPARATOR = ", "
-CODES = ("symmetric", "exploding", "vanishing", "saturated", "dead_relu",
-         "healthy", "diverged")  # the order findings are listed in: causes first
+CODES = (
+    "symmetric",
+    "exploding",
+    "vanishing",
+    "saturated",
+    "dead_relu",
+    "healthy",
+    "diverged",
+)  # the order findings are listed in: causes first
 
 # --- thresholds: one reason each; the measurements behind them in docs/diagnostics.md ("Findings")
 # All rows of W equal: every unit computes the same function and gets the same update (S0, S4).
@@ -56,8 +63,7 @@ SATURATED_FRAC = 0.5
 # forward: past half of a layer, it has lost most of its width (Lu et al. 2019, "Dying ReLU").
 DEAD_FRAC = 0.5
 
-STUDIES = {"symmetric": "S0, S4", "exploding": "S3",
-           "vanishing": "S3", "saturated": "S2"}
+STUDIES = {"symmetric": "S0, S4", "exploding": "S3", "vanishing": "S3", "saturated": "S2"}
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,9 @@ def _when(step: int) -> str:
 
 
 # ------------------------------------------------------------------------------- findings
-def _symmetry(start: list[Mapping[str, Any]], end: list[Mapping[str, Any]], start_step: int,
-              same_step: bool) -> Finding | None:
+def _symmetry(
+    start: list[Mapping[str, Any]], end: list[Mapping[str, Any]], start_step: int, same_step: bool
+) -> Finding | None:
     """Hidden layers (all but the last) with one distinct unit at init, and what became of them.
 
     A symmetric init is the finding even when training moved the rows apart later: float
@@ -137,8 +144,11 @@ def _symmetry(start: list[Mapping[str, Any]], end: list[Mapping[str, Any]], star
     if not stuck:
         return None
     when = _when(start_step)
-    subject = ("every hidden layer has" if len(stuck) == hidden else
-               f"{_list_names([first[i] for i in stuck])} {'has' if len(stuck) == 1 else 'have'}")
+    subject = (
+        "every hidden layer has"
+        if len(stuck) == hidden
+        else f"{_list_names([first[i] for i in stuck])} {'has' if len(stuck) == 1 else 'have'}"
+    )
     at_end = [int(_value(last[i], "distinct_units")) for i in stuck]
     if same_step:
         later = " (no later measurement)"
@@ -148,8 +158,10 @@ def _symmetry(start: list[Mapping[str, Any]], end: list[Mapping[str, Any]], star
         later = f"; {', '.join(map(str, at_end))} at the end"
     zero = all(_value(first[i], "weight_norm") == 0 for i in stuck)
     weights = f"; all their weights 0 {when}" if zero else ""
-    return Finding("symmetric", f"symmetric: {subject} 1 distinct unit {when}{later}{weights} "
-                                f"({STUDIES['symmetric']})")
+    return Finding(
+        "symmetric",
+        f"symmetric: {subject} 1 distinct unit {when}{later}{weights} ({STUDIES['symmetric']})",
+    )
 
 
 def signal_scales(layers: list[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], float]]:
@@ -180,8 +192,7 @@ def _peak_loss(losses: Sequence[float], first_step: int) -> str:
     return f"; peak training loss {num(value)} at step {first_step + index}"
 
 
-def _signal(layers: list[Mapping[str, Any]], step: int, losses: Sequence[float]
-            ) -> list[Finding]:
+def _signal(layers: list[Mapping[str, Any]], step: int, losses: Sequence[float]) -> list[Finding]:
     scales = signal_scales(layers)
     when = _when(step)
     loss = _peak_loss(losses, step)
@@ -189,28 +200,42 @@ def _signal(layers: list[Mapping[str, Any]], step: int, losses: Sequence[float]
     overflow = next((r for r, s in scales if not math.isfinite(s)), None)
     finite = [(r, s) for r, s in scales if math.isfinite(s)]
     if overflow is not None:
-        before = (f" ({num(finite[-1][1])} times the input's std in the layer before)"
-                  if finite else "")
-        findings.append(Finding("exploding", f"exploding signal: activations overflow to "
-                                             f"inf/nan in {layer_name(overflow)} {when}{before}"
-                                             f"{loss} ({STUDIES['exploding']})"))
+        before = (
+            f" ({num(finite[-1][1])} times the input's std in the layer before)" if finite else ""
+        )
+        findings.append(
+            Finding(
+                "exploding",
+                f"exploding signal: activations overflow to "
+                f"inf/nan in {layer_name(overflow)} {when}{before}"
+                f"{loss} ({STUDIES['exploding']})",
+            )
+        )
     elif finite:
         top, gain = max(finite, key=lambda rs: rs[1])
         output = " (the output layer)" if top is layers[-1] else ""
         if gain > SIGNAL_GAIN:
-            findings.append(Finding(
-                "exploding", f"exploding signal: activation std reaches {num(gain)} times "
-                             f"the input's in {layer_name(top)}{output} {when} (pre-activation std "
-                             f"{num(_value(top, 'preact_std'))}){loss} ({STUDIES['exploding']})"))
+            findings.append(
+                Finding(
+                    "exploding",
+                    f"exploding signal: activation std reaches {num(gain)} times "
+                    f"the input's in {layer_name(top)}{output} {when} (pre-activation std "
+                    f"{num(_value(top, 'preact_std'))}){loss} ({STUDIES['exploding']})",
+                )
+            )
     if finite:
         low, gain = min(finite, key=lambda rs: rs[1])
         if gain < 1 / SIGNAL_GAIN:
             depth = next(k for k, (r, _) in enumerate(finite) if r is low) + 1
             per_layer = f"x{num(gain ** (1 / depth))} per layer; " if depth > 1 else ""
-            findings.append(Finding(
-                "vanishing", f"vanishing signal: activation std falls to {num(gain)} times "
-                             f"the input's in {layer_name(low)} {when} "
-                             f"({per_layer}{STUDIES['vanishing']})"))
+            findings.append(
+                Finding(
+                    "vanishing",
+                    f"vanishing signal: activation std falls to {num(gain)} times "
+                    f"the input's in {layer_name(low)} {when} "
+                    f"({per_layer}{STUDIES['vanishing']})",
+                )
+            )
     return findings
 
 
@@ -222,15 +247,26 @@ def _finite_signal(record: Mapping[str, Any]) -> bool:
 
 def _worst(layers: list[Mapping[str, Any]], key: str) -> tuple[Mapping[str, Any], float] | None:
     """The hidden layer (weights not all 0) with the largest ``key``."""
-    candidates = [(r, _value(r, key)) for r in layers[:-1]
-                  if _value(r, "weight_norm") != 0 and _finite_signal(r)]
+    candidates = [
+        (r, _value(r, key))
+        for r in layers[:-1]
+        if _value(r, "weight_norm") != 0 and _finite_signal(r)
+    ]
     candidates = [(r, v) for r, v in candidates if math.isfinite(v)]
     return max(candidates, key=lambda rv: rv[1]) if candidates else None
 
 
-def _units_finding(code: str, key: str, threshold: float, start: list[Mapping[str, Any]],
-                   end: list[Mapping[str, Any]], start_step: int, same_step: bool,
-                   describe: str, study: str = "") -> Finding | None:
+def _units_finding(
+    code: str,
+    key: str,
+    threshold: float,
+    start: list[Mapping[str, Any]],
+    end: list[Mapping[str, Any]],
+    start_step: int,
+    same_step: bool,
+    describe: str,
+    study: str = "",
+) -> Finding | None:
     """A per-layer fraction (dead or saturated) over ``threshold`` at the start or the end;
     the sentence gives the same layer's fraction at the other moment, then ``study``."""
     moments = [(start, end if not same_step else [], _when(start_step), "at the end")]
@@ -241,13 +277,15 @@ def _units_finding(code: str, key: str, threshold: float, start: list[Mapping[st
         if worst is None or worst[1] <= threshold:
             continue
         record, value = worst
-        twin = next((r for r in other if r.get("layer") == record.get("layer")
-                     and _finite_signal(r)), None)
+        twin = next(
+            (r for r in other if r.get("layer") == record.get("layer") and _finite_signal(r)), None
+        )
         notes = [f"{pct(_value(twin, key))} {other_when}"] if twin is not None else []
         notes += [study] if study else []
         also = f" ({'; '.join(notes)})" if notes else ""
-        return Finding(code, describe.format(pct=pct(value), name=layer_name(record),
-                                             when=when) + also)
+        return Finding(
+            code, describe.format(pct=pct(value), name=layer_name(record), when=when) + also
+        )
     return None
 
 
@@ -265,9 +303,12 @@ def _broke_at_the_end(end: list[Mapping[str, Any]], end_step: int) -> Finding | 
     broken = next((r for r in end if not _finite_signal(r)), None)
     if broken is None:
         return None
-    return Finding("diverged", f"diverged in the last update: activations non-finite in "
-                               f"{layer_name(broken)} at the end (step {end_step}), after the "
-                               "last loss checked")
+    return Finding(
+        "diverged",
+        f"diverged in the last update: activations non-finite in "
+        f"{layer_name(broken)} at the end (step {end_step}), after the "
+        "last loss checked",
+    )
 
 
 def _diverged(at: int | None, losses: Sequence[float], threshold: float | None) -> Finding:
@@ -282,10 +323,15 @@ def _diverged(at: int | None, losses: Sequence[float], threshold: float | None) 
     return Finding("diverged", f"diverged{where} ({why})")
 
 
-def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = Outcome.OK,
-             diverged_at: int | None = None, losses: Sequence[float] = (),
-             activation: str | None = None, saturation_eps: float = 0.01,
-             divergence_threshold: float | None = None) -> list[Finding]:
+def diagnose(
+    records: Sequence[Mapping[str, Any]],
+    outcome: str = Outcome.OK,
+    diverged_at: int | None = None,
+    losses: Sequence[float] = (),
+    activation: str | None = None,
+    saturation_eps: float = 0.01,
+    divergence_threshold: float | None = None,
+) -> list[Finding]:
     """The findings of one run, in ``CODES`` order; ``[]`` without records (diagnostics off).
 
     ``records``: ``DiagnosticsCallback.records``; the first step measured is "init" (a resumed
@@ -307,12 +353,27 @@ def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = Outcome.OK,
     findings += _signal(start, start_step, [float(v) for v in losses])
     activation = next((str(r["activation"]) for r in start if r.get("activation")), activation)
     saturated = _units_finding(
-        "saturated", "saturated_frac", SATURATED_FRAC, start, end, start_step, same,
+        "saturated",
+        "saturated_frac",
+        SATURATED_FRAC,
+        start,
+        end,
+        start_step,
+        same,
         "saturated: {pct} of " + _saturation_words(activation, saturation_eps) + " in {name} "
-        "{when}", STUDIES["saturated"])
+        "{when}",
+        STUDIES["saturated"],
+    )
     dead = _units_finding(
-        "dead_relu", "dead_frac", DEAD_FRAC, start, end, start_step, same,
-        "dead ReLUs: {pct} of {name}'s units never fire on the probe batch {when}")
+        "dead_relu",
+        "dead_frac",
+        DEAD_FRAC,
+        start,
+        end,
+        start_step,
+        same,
+        "dead ReLUs: {pct} of {name}'s units never fire on the probe batch {when}",
+    )
     findings += [f for f in (saturated, dead) if f is not None]
     if not findings:
         findings.append(_healthy(start, start_step))
@@ -326,10 +387,17 @@ def diagnose(records: Sequence[Mapping[str, Any]], outcome: str = Outcome.OK,
 
 def _healthy(layers: list[Mapping[str, Any]], step: int) -> Finding:
     scales = [s for _, s in signal_scales(layers)]
-    band = (f"signal {num(min(scales))} to {num(max(scales))} times the input's std across "
-            f"{len(scales)} layers, " if scales else "")
-    return Finding("healthy", f"healthy {_when(step)}: {band}all hidden units distinct, no "
-                              "layer mostly dead or saturated")
+    band = (
+        f"signal {num(min(scales))} to {num(max(scales))} times the input's std across "
+        f"{len(scales)} layers, "
+        if scales
+        else ""
+    )
+    return Finding(
+        "healthy",
+        f"healthy {_when(step)}: {band}all hidden units distinct, no "
+        "layer mostly dead or saturated",
+    )
 
 
 # ------------------------------------------------------------------------------- words out
@@ -352,7 +420,7 @@ def note(findings: Iterable[Finding]) -> str:
     from. ``sentences`` reads them back."""
     lines = [f"{NOTE_TITLE} (initsweep, from this run's `diag/L<i>/*` metrics):", ""]
     lines += [f"- {f.sentence}" for f in findings]
-    lines += ["", "Thresholds and what each finding means: docs/diagnostics.md (\"Findings\")."]
+    lines += ["", 'Thresholds and what each finding means: docs/diagnostics.md ("Findings").']
     return "\n".join(lines)
 
 

@@ -63,9 +63,16 @@ _workers: list[PlotWorker] = []
 _shutdown_registered = False
 
 
-def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
-               callback: DiagnosticsCallback | None, inputs: PlotInputs | None,
-               background: bool = False, status_file: Path | None = None) -> None:
+def finish_run(
+    client: MlflowClient,
+    run_id: str,
+    name: str,
+    outcome: str,
+    callback: DiagnosticsCallback | None,
+    inputs: PlotInputs | None,
+    background: bool = False,
+    status_file: Path | None = None,
+) -> None:
     """Log the run's ``diagnostics/`` artifacts and end it with ``outcome``.
 
     ``callback``: the run's diagnostics (its CSV), None when they are off; ``inputs``: what the
@@ -78,8 +85,9 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
         return
     # Beside the job's status file when there is one: a folder a relaunch can still find if this
     # process dies before the plots are logged (``launch.adoption`` completes the run from it).
-    folder = tempfile.TemporaryDirectory(prefix="initsweep-diagnostics-",
-                                         dir=status_file.parent if status_file else None)
+    folder = tempfile.TemporaryDirectory(
+        prefix="initsweep-diagnostics-", dir=status_file.parent if status_file else None
+    )
     callback.write_csv(Path(folder.name) / "diagnostics.csv")
     if inputs is not None:
         worker = _pick_worker() if background else None
@@ -89,11 +97,19 @@ def finish_run(client: MlflowClient, run_id: str, name: str, outcome: str,
             except PlotWorkerDied:  # drawn below, as without a worker
                 (Path(folder.name) / INPUTS_FILE).unlink(missing_ok=True)  # not an artifact
             else:
-                _pending.append(PendingRun(client, run_id, name, outcome, inputs, folder, worker,
-                                           ticket, status_file))
+                _pending.append(
+                    PendingRun(
+                        client, run_id, name, outcome, inputs, folder, worker, ticket, status_file
+                    )
+                )
                 # trained, not ended: the outcome is known now, and what the end waits for
-                client.log_batch(run_id, tags=[RunTag(OUTCOME_TAG, str(outcome)),
-                                               RunTag(PENDING_TAG, f"plots:{folder.name}")])
+                client.log_batch(
+                    run_id,
+                    tags=[
+                        RunTag(OUTCOME_TAG, str(outcome)),
+                        RunTag(PENDING_TAG, f"plots:{folder.name}"),
+                    ],
+                )
                 return
         _draw_here(inputs, Path(folder.name))
     _log_and_end(client, run_id, outcome, folder)
@@ -123,8 +139,11 @@ def complete_pending() -> None:
             _forget_pending(run.client, run.run_id)
             run.folder.cleanup()
             mark_failed(run.status_file, run.run_id, f"plots: {last_line}")
-        print(f"{run.name}: FAILED (plots: {last_line}); run {run.run_id} marked FAILED",
-              file=sys.stderr, flush=True)
+        print(
+            f"{run.name}: FAILED (plots: {last_line}); run {run.run_id} marked FAILED",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _forget_pending(client: MlflowClient, run_id: str) -> None:
@@ -159,8 +178,11 @@ def _answer(run: PendingRun) -> str | None:
         try:
             return run.worker.answer(run.ticket)
         except PlotWorkerDied as err:
-            print(f"warning: {err}; drawing {run.name}'s plots in this process",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: {err}; drawing {run.name}'s plots in this process",
+                file=sys.stderr,
+                flush=True,
+            )
     (Path(run.folder.name) / INPUTS_FILE).unlink(missing_ok=True)  # not an artifact
     try:
         _draw_here(run.inputs, Path(run.folder.name))
@@ -184,8 +206,11 @@ def _pick_worker() -> PlotWorker | None:
         try:
             _workers.append(PlotWorker())
         except OSError as err:
-            print(f"warning: no plot worker ({err}); plots are drawn inline",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: no plot worker ({err}); plots are drawn inline",
+                file=sys.stderr,
+                flush=True,
+            )
         else:
             if not _shutdown_registered:
                 atexit.register(shutdown)
@@ -211,8 +236,9 @@ def _draw_here(inputs: PlotInputs, folder: Path) -> None:
     run_plots.draw_all(inputs, folder)
 
 
-def _log_and_end(client: MlflowClient, run_id: str, outcome: str,
-                 folder: tempfile.TemporaryDirectory) -> None:
+def _log_and_end(
+    client: MlflowClient, run_id: str, outcome: str, folder: tempfile.TemporaryDirectory
+) -> None:
     try:
         client.log_artifacts(run_id, folder.name, ARTIFACT_DIR)
     finally:

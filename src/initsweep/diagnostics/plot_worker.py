@@ -59,11 +59,20 @@ class PlotWorker:
 
     def __init__(self) -> None:
         package_root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, (package_root,
-                                                           os.environ.get("PYTHONPATH"))))}
-        self.process = subprocess.Popen([sys.executable, "-m", "initsweep.diagnostics.plot_worker"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        env = {
+            **os.environ,
+            "MPLBACKEND": "Agg",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, (package_root, os.environ.get("PYTHONPATH")))
+            ),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "initsweep.diagnostics.plot_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         assert self.process.stdin is not None and self.process.stdout is not None  # both PIPEs
         self.requests: IO[bytes] = self.process.stdin
         self.answers: IO[bytes] = self.process.stdout
@@ -91,13 +100,15 @@ class PlotWorker:
     def answer(self, ticket: int) -> str | None:
         """Wait for job ``ticket``: None when its PNGs are written, else the worker's traceback."""
         if ticket != self.answered:
-            raise ValueError(f"answers come in order: expected ticket {self.answered}, "
-                             f"got {ticket}")
+            raise ValueError(
+                f"answers come in order: expected ticket {self.answered}, got {ticket}"
+            )
         try:
             answer = pickle.load(self.answers)
         except (EOFError, OSError, pickle.UnpicklingError) as err:
-            raise PlotWorkerDied(f"plot worker gone (exit code {self.process.poll()}): "
-                                 f"{type(err).__name__}") from None
+            raise PlotWorkerDied(
+                f"plot worker gone (exit code {self.process.poll()}): {type(err).__name__}"
+            ) from None
         self.answered += 1
         return answer
 

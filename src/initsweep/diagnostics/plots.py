@@ -25,23 +25,30 @@ PLOT_FILES = ("loss.png", "depth_at_init.png", "weight_histograms.png", "distinc
 class PlotInputs(TypedDict):
     """Everything the four plots of a run are drawn from (picklable, torch-free)."""
 
-    name: str                        # the run name, each figure's title
-    losses: list[float]              # every training step's loss, in order
-    records: list[dict[str, Any]]    # the diagnostics rows (step, layer, metrics, path, type)
-    weights_at_init: list[Any]       # one array per weight layer
+    name: str  # the run name, each figure's title
+    losses: list[float]  # every training step's loss, in order
+    records: list[dict[str, Any]]  # the diagnostics rows (step, layer, metrics, path, type)
+    weights_at_init: list[Any]  # one array per weight layer
     weights_at_end: list[Any]
-    layer_paths: list[str]           # each weight layer's module path (the plots' labels)
+    layer_paths: list[str]  # each weight layer's module path (the plots' labels)
 
 
 def draw_all(inputs: PlotInputs, folder: Path) -> list[Path]:
     """The four PNGs of a run into ``folder`` (``PLOT_FILES``)."""
     loss, depth, weights, units = (folder / name for name in PLOT_FILES)
     paths = inputs.get("layer_paths") or None
-    return [loss_curves(inputs["losses"], loss, inputs["name"]),
-            depth_profile(inputs["records"], depth, inputs["name"]),
-            weight_histograms(inputs["weights_at_init"], inputs["weights_at_end"], weights,
-                              inputs["name"], paths=paths),
-            distinct_units(inputs["records"], units, inputs["name"])]
+    return [
+        loss_curves(inputs["losses"], loss, inputs["name"]),
+        depth_profile(inputs["records"], depth, inputs["name"]),
+        weight_histograms(
+            inputs["weights_at_init"],
+            inputs["weights_at_end"],
+            weights,
+            inputs["name"],
+            paths=paths,
+        ),
+        distinct_units(inputs["records"], units, inputs["name"]),
+    ]
 
 
 def layer_label(index: int, path: str | None) -> str:
@@ -81,8 +88,10 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
     # module paths under the axis while they fit (a CNN, a small ResNet); indices for deep nets
     tall = named and len(layers) <= 24
     fig, (acts, grads) = plt.subplots(1, 2, figsize=(10, 3.5 + (1.2 if tall else 0)))
-    for axis, key, label in ((acts, "act_std", "activation std"),
-                             (grads, "grad_norm", "weight gradient norm")):
+    for axis, key, label in (
+        (acts, "act_std", "activation std"),
+        (grads, "grad_norm", "weight gradient norm"),
+    ):
         values = _finite([r[key] for r in at_init])
         axis.plot(layers, values, marker="o", ms=3)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
@@ -96,9 +105,14 @@ def depth_profile(records: Sequence[dict], path: Path, title: str) -> Path:
     return _save(fig, path, bottom=0.3 if tall else 0.14)
 
 
-def weight_histograms(before: Sequence[Any], after: Sequence[Any], path: Path,
-                      title: str, max_layers: int = 12,
-                      paths: Sequence[str] | None = None) -> Path:
+def weight_histograms(
+    before: Sequence[Any],
+    after: Sequence[Any],
+    path: Path,
+    title: str,
+    max_layers: int = 12,
+    paths: Sequence[str] | None = None,
+) -> Path:
     """One panel per layer (first ``max_layers``): weights at init and at the end, titled by
     the layer's module path when ``paths`` are given."""
     shown = list(range(len(before)))
@@ -120,7 +134,7 @@ def weight_histograms(before: Sequence[Any], after: Sequence[Any], path: Path,
                 axis.stairs(counts, edges, fill=True, alpha=0.6, label=label)
         label = layer_label(i, paths[i] if paths else None)
         axis.set_title(f"{label} {tuple(before[i].shape)}", fontsize=9 if len(label) < 24 else 7)
-    for axis in list(axes.flat)[len(shown):]:
+    for axis in list(axes.flat)[len(shown) :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title)
@@ -132,10 +146,13 @@ def distinct_units(records: Sequence[dict], path: Path, title: str) -> Path:
     fig, axis = plt.subplots(figsize=(6, 3.5))
     for layer in sorted({r["layer"] for r in records}):
         mine = [r for r in records if r["layer"] == layer]
-        axis.plot([r["step"] for r in mine], [r["distinct_units"] for r in mine],
-                  marker=".", label=layer_label(layer, mine[0].get("path")))
-    axis.set(title="distinct units per layer", xlabel="step",
-             ylabel="distinct rows of W (filters)")
+        axis.plot(
+            [r["step"] for r in mine],
+            [r["distinct_units"] for r in mine],
+            marker=".",
+            label=layer_label(layer, mine[0].get("path")),
+        )
+    axis.set(title="distinct units per layer", xlabel="step", ylabel="distinct rows of W (filters)")
     axis.set_yscale("log")
     if len({r["layer"] for r in records}) <= 10:
         axis.legend(fontsize=8)
@@ -160,8 +177,14 @@ def _save(fig: plt.Figure, path: Path, bottom: float = 0.14) -> Path:
                 # "0.3", "1e-05": shorter than 3x10^-1, so the axis label keeps its margin
                 ticks.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     # fixed margins instead of tight_layout: the layout pass cost as much as the drawing
-    fig.subplots_adjust(left=0.8 / fig.get_figwidth(),  # 0.8 in: room for the y label
-                        right=0.98, bottom=bottom, top=0.82, wspace=0.3, hspace=0.5)
+    fig.subplots_adjust(
+        left=0.8 / fig.get_figwidth(),  # 0.8 in: room for the y label
+        right=0.98,
+        bottom=bottom,
+        top=0.82,
+        wspace=0.3,
+        hspace=0.5,
+    )
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

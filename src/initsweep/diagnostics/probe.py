@@ -54,18 +54,50 @@ from torch import Tensor, nn
 
 from initsweep.models.layers import NORM_LAYER_TYPES, WEIGHT_LAYER_TYPES, weight_layers, weight_of
 
-LAYER_METRICS = ("weight_norm", "preact_mean", "preact_std", "act_mean", "act_std", "std_ratio",
-                 "grad_norm", "update_ratio", "dead_frac", "saturated_frac", "distinct_units",
-                 "effective_rank", "norm_weight_mean", "norm_running_mean", "norm_running_var")
+LAYER_METRICS = (
+    "weight_norm",
+    "preact_mean",
+    "preact_std",
+    "act_mean",
+    "act_std",
+    "std_ratio",
+    "grad_norm",
+    "update_ratio",
+    "dead_frac",
+    "saturated_frac",
+    "distinct_units",
+    "effective_rank",
+    "norm_weight_mean",
+    "norm_running_mean",
+    "norm_running_var",
+)
 # What names the layer of a record: its module path in the network and its class.
 LAYER_FIELDS = ("path", "type")
 # The columns of diagnostics.csv and the keys of every record, in this order.
 RECORD_FIELDS = ("step", "layer", *LAYER_METRICS, *LAYER_FIELDS)
 # Modules whose output counts as "the activation" of the weight layer before them.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid)
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+)
 _RELU_TYPES = (nn.ReLU, nn.ReLU6)
 
 
@@ -107,12 +139,16 @@ def _units(layer: nn.Module, out: Tensor) -> Tensor:
 
 def _leaves(net: nn.Module) -> list[nn.Module]:
     """The modules a forward pass is traced through: leaves, and weight layers in any case."""
-    return [m for m in net.modules()
-            if isinstance(m, WEIGHT_LAYER_TYPES) or next(m.children(), None) is None]
+    return [
+        m
+        for m in net.modules()
+        if isinstance(m, WEIGHT_LAYER_TYPES) or next(m.children(), None) is None
+    ]
 
 
-def measure(net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01,
-            distinct_tol: float = 1e-6) -> list[dict[str, Any]]:
+def measure(
+    net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01, distinct_tol: float = 1e-6
+) -> list[dict[str, Any]]:
     """Forward/backward statistics of every weight layer on the probe batch ``(x, y)``.
 
     One forward pass, traced by hooks on the leaf modules in the order they run: each weight
@@ -134,9 +170,11 @@ def measure(net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01,
             logits = net(x)
             loss = F.cross_entropy(logits, y)
             finite = bool(torch.isfinite(loss))
-            grads: Sequence[Tensor | None] = torch.autograd.grad(
-                loss, [weight_of(layer) for layer in layers], allow_unused=True
-            ) if finite else [None] * len(layers)
+            grads: Sequence[Tensor | None] = (
+                torch.autograd.grad(loss, [weight_of(layer) for layer in layers], allow_unused=True)
+                if finite
+                else [None] * len(layers)
+            )
     finally:
         for hook in hooks:
             hook.remove()
@@ -148,15 +186,20 @@ def measure(net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01,
         position = first_call.get(id(layer))
         weight = weight_of(layer)
         if position is None:  # a layer the forward pass never reached: nothing to measure
-            rows.append({**dict.fromkeys(LAYER_METRICS, math.nan),
-                         "weight_norm": float(weight.detach().norm()),
-                         "distinct_units": float(distinct_rows(weight, distinct_tol)),
-                         "path": path, "type": type(layer).__name__})
+            rows.append(
+                {
+                    **dict.fromkeys(LAYER_METRICS, math.nan),
+                    "weight_norm": float(weight.detach().norm()),
+                    "distinct_units": float(distinct_rows(weight, distinct_tol)),
+                    "path": path,
+                    "type": type(layer).__name__,
+                }
+            )
             continue
         _, inputs, pre = calls[position]
         pre = pre.detach()
         activation, act, norm = None, pre, None
-        for module, _, out in calls[position + 1:]:
+        for module, _, out in calls[position + 1 :]:
             if id(module) in weight_ids:
                 break
             if norm is None and isinstance(module, NORM_LAYER_TYPES):
@@ -170,17 +213,21 @@ def measure(net: nn.Module, x: Tensor, y: Tensor, saturation_eps: float = 0.01,
         grad = grads[i]
         row: dict[str, Any] = {
             "weight_norm": float(weight.detach().norm()),
-            "preact_mean": float(pre.mean()), "preact_std": float(pre.std()),
-            "act_mean": float(act.mean()), "act_std": act_std,
+            "preact_mean": float(pre.mean()),
+            "preact_std": float(pre.std()),
+            "act_mean": float(act.mean()),
+            "act_std": act_std,
             "std_ratio": act_std / input_std if input_std > 0 else math.nan,
             "grad_norm": float(grad.norm()) if grad is not None else math.nan,
             "dead_frac": float((units <= 0).all(dim=0).float().mean())
-            if isinstance(activation, _RELU_TYPES) else 0.0,
+            if isinstance(activation, _RELU_TYPES)
+            else 0.0,
             "saturated_frac": _saturated_frac(activation, act, saturation_eps),
             "distinct_units": float(distinct_rows(weight, distinct_tol)),
             "effective_rank": effective_rank(units),
             **_norm_stats(norm),
-            "path": path, "type": type(layer).__name__,
+            "path": path,
+            "type": type(layer).__name__,
         }
         rows.append(row)
     return rows
@@ -195,8 +242,7 @@ def probe_mode(net: nn.Module) -> Iterator[None]:
     draw that would move the training's random stream)."""
     modes = {m: m.training for m in net.modules()}
     batch_norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [{name: b.clone() for name, b in m.named_buffers(recurse=False)}
-             for m in batch_norms]
+    saved = [{name: b.clone() for name, b in m.named_buffers(recurse=False)} for m in batch_norms]
     net.eval()
     for m in batch_norms:
         m.train()
@@ -216,9 +262,11 @@ def _norm_stats(norm: nn.Module | None) -> dict[str, float]:
     weight = getattr(norm, "weight", None)
     mean = getattr(norm, "running_mean", None)
     var = getattr(norm, "running_var", None)
-    return {"norm_weight_mean": float(weight.detach().mean()) if weight is not None else math.nan,
-            "norm_running_mean": float(mean.abs().mean()) if mean is not None else math.nan,
-            "norm_running_var": float(var.mean()) if var is not None else math.nan}
+    return {
+        "norm_weight_mean": float(weight.detach().mean()) if weight is not None else math.nan,
+        "norm_running_mean": float(mean.abs().mean()) if mean is not None else math.nan,
+        "norm_running_var": float(var.mean()) if var is not None else math.nan,
+    }
 
 
 def _saturated_frac(activation: nn.Module | None, act: Tensor, eps: float) -> float:

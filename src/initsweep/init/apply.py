@@ -37,8 +37,9 @@ from initsweep.init.rules import (
 from initsweep.models.layers import bias_of, norm_layers, weight_layers, weight_of
 
 
-def layer_specs(init_cfg: Mapping[str, Any],
-                layers: int | Sequence[tuple[str, nn.Module]]) -> list[LayerSpec]:
+def layer_specs(
+    init_cfg: Mapping[str, Any], layers: int | Sequence[tuple[str, nn.Module]]
+) -> list[LayerSpec]:
     """Resolve an ``init`` config into one spec per weight layer, validating every field.
 
     ``layers`` is the network's ``weight_layers`` (or just their number). ``init.layers`` is a
@@ -57,25 +58,49 @@ def layer_specs(init_cfg: Mapping[str, Any],
     base_params = {k: v for k, v in top.items() if k not in COMMON_KEYS}
     top_bias = complete_bias_rule(bias_rule(top.get("bias") or {}, "init.bias"))
     norm_rule(top.get("norm"))
-    require(is_number(top.get("scale", 1.0)) and top.get("scale", 1.0) > 0, "init.scale",
-            top.get("scale"), "must be a number > 0")
-    specs = [LayerSpec(top.get("scheme", "torch_default"), dict(base_params),
-                       top.get("scale", 1.0), dict(top_bias),
-                       path=paths[i] if paths else "", type=types[i][0] if types else "")
-             for i in range(n_layers)]
+    require(
+        is_number(top.get("scale", 1.0)) and top.get("scale", 1.0) > 0,
+        "init.scale",
+        top.get("scale"),
+        "must be a number > 0",
+    )
+    specs = [
+        LayerSpec(
+            top.get("scheme", "torch_default"),
+            dict(base_params),
+            top.get("scale", 1.0),
+            dict(top_bias),
+            path=paths[i] if paths else "",
+            type=types[i][0] if types else "",
+        )
+        for i in range(n_layers)
+    ]
     for r, rule in enumerate(top.get("layers") or []):
         where = f"init.layers[{r}]"
-        require(isinstance(rule, Mapping), where, rule,
-                "a rule is a mapping {select: ..., <init keys>}")
+        require(
+            isinstance(rule, Mapping), where, rule, "a rule is a mapping {select: ..., <init keys>}"
+        )
         rule = dict(rule)
-        require("select" in rule or "type" in rule, where, rule,
-                "a rule needs a 'select' key (layer indices, a slice '0:2' or a module path "
-                "glob) or a 'type' key (a layer class such as Conv2d)")
-        require("norm" not in rule, f"{where}.norm", rule.get("norm"),
-                "a rule selects weight layers; init.norm applies to every normalization layer")
+        require(
+            "select" in rule or "type" in rule,
+            where,
+            rule,
+            "a rule needs a 'select' key (layer indices, a slice '0:2' or a module path "
+            "glob) or a 'type' key (a layer class such as Conv2d)",
+        )
+        require(
+            "norm" not in rule,
+            f"{where}.norm",
+            rule.get("norm"),
+            "a rule selects weight layers; init.norm applies to every normalization layer",
+        )
         if "scale" in rule:
-            require(is_number(rule["scale"]) and rule["scale"] > 0, f"{where}.scale",
-                    rule["scale"], "must be a number > 0")
+            require(
+                is_number(rule["scale"]) and rule["scale"] > 0,
+                f"{where}.scale",
+                rule["scale"],
+                "must be a number > 0",
+            )
         rule_bias = bias_rule(rule.get("bias") or {}, f"{where}.bias")
         chosen = list(range(n_layers))
         if "select" in rule:
@@ -83,8 +108,12 @@ def layer_specs(init_cfg: Mapping[str, Any],
         if "type" in rule:
             of_type = set(select_types(rule.pop("type"), types, f"{where}.type"))
             chosen = [i for i in chosen if i in of_type]
-            require(len(chosen) > 0, where, "select and type",
-                    "select and type together select no weight layer")
+            require(
+                len(chosen) > 0,
+                where,
+                "select and type",
+                "select and type together select no weight layer",
+            )
         for i in chosen:
             spec = specs[i]
             if "scheme" in rule and rule["scheme"] != spec.scheme:
@@ -100,9 +129,11 @@ def layer_specs(init_cfg: Mapping[str, Any],
     for spec in specs:
         scheme = get_scheme(spec.scheme)
         for key in sorted(set(spec.params) - set(scheme.params)):
-            raise ConfigError(f"{spec.sources.get(key, 'init')}.{key}={spec.params[key]!r}: not "
-                              f"a parameter of scheme '{spec.scheme}'; valid: "
-                              f"{', '.join(scheme.params + COMMON_KEYS)}")
+            raise ConfigError(
+                f"{spec.sources.get(key, 'init')}.{key}={spec.params[key]!r}: not "
+                f"a parameter of scheme '{spec.scheme}'; valid: "
+                f"{', '.join(scheme.params + COMMON_KEYS)}"
+            )
         require_choice(spec.field_of("bias.kind"), spec.bias["kind"], BIAS_KINDS)
     return specs
 
@@ -114,9 +145,13 @@ def layer_generator(init_seed: int, layer_index: int, stream: int = 0) -> torch.
 
 
 @torch.no_grad()
-def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
-                activation: str = "relu", draw_batch: Callable[[int], Tensor] | None = None,
-                ) -> list[LayerSpec]:
+def initialize_(
+    net: nn.Module,
+    init_cfg: Mapping[str, Any],
+    init_seed: int,
+    activation: str = "relu",
+    draw_batch: Callable[[int], Tensor] | None = None,
+) -> list[LayerSpec]:
     """Initialize every weight and normalization layer of ``net`` from ``init_cfg``; return the
     per-weight-layer specs.
 
@@ -143,15 +178,20 @@ def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
         >>> [spec.scheme for spec in specs]
         ['he', 'he']
     """
-    require(isinstance(init_seed, int) and init_seed >= 0, "init_seed", init_seed,
-            "must be an integer >= 0")
+    require(
+        isinstance(init_seed, int) and init_seed >= 0,
+        "init_seed",
+        init_seed,
+        "must be an integer >= 0",
+    )
     named = weight_layers(net)
     layers = [layer for _, layer in named]
     specs = layer_specs(init_cfg, named)
     for i, (layer, spec) in enumerate(zip(layers, specs, strict=True)):
         scheme = get_scheme(spec.scheme)
-        fill_params = {k: v for k, v in spec.params.items()
-                       if k in inspect.signature(scheme.fill_).parameters}
+        fill_params = {
+            k: v for k, v in spec.params.items() if k in inspect.signature(scheme.fill_).parameters
+        }
         if scheme.wants_activation:
             fill_params["activation"] = activation
         if scheme.wants_layer:
@@ -167,8 +207,14 @@ def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
             target_bias = bias_of(layer)
             if target_bias is not None:
                 bias = torch.empty(target_bias.shape, dtype=torch.float32)
-                fill_bias_(bias, weight, spec.bias["kind"], spec.bias["value"], spec.bias["std"],
-                           layer_generator(init_seed, i, stream=1))
+                fill_bias_(
+                    bias,
+                    weight,
+                    spec.bias["kind"],
+                    spec.bias["value"],
+                    spec.bias["std"],
+                    layer_generator(init_seed, i, stream=1),
+                )
                 target_bias.copy_(bias)
     rule = norm_rule(dict(init_cfg).get("norm"))
     for _, norm in norm_layers(net):
@@ -180,10 +226,15 @@ def initialize_(net: nn.Module, init_cfg: Mapping[str, Any], init_seed: int,
         chosen = [layer for layer, s in zip(layers, specs, strict=True) if s.scheme == scheme_name]
         first = specs[layers.index(chosen[0])]
         if scheme.needs_data and draw_batch is None:
-            raise ConfigError(f"{first.field_of('scheme')}={scheme_name!r}: needs a data batch "
-                              "(data-dependent scheme) but none was given")
-        pass_params = {k: v for k, v in first.params.items()
-                       if k in inspect.signature(scheme.network_pass).parameters}
+            raise ConfigError(
+                f"{first.field_of('scheme')}={scheme_name!r}: needs a data batch "
+                "(data-dependent scheme) but none was given"
+            )
+        pass_params = {
+            k: v
+            for k, v in first.params.items()
+            if k in inspect.signature(scheme.network_pass).parameters
+        }
         with _reported_at(first):
             scheme.network_pass(net, chosen, draw_batch, **pass_params)
     return specs

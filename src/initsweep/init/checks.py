@@ -42,8 +42,7 @@ def check_choice(param: str, value: Any, choices: Sequence[str]) -> None:
 
 def is_number(value: Any) -> bool:
     """A finite int or float (not a bool): what every numeric parameter must be."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_number(param: str, value: Any) -> None:
@@ -55,5 +54,9 @@ def check_positive(param: str, value: Any) -> None:
 
 
 def check_count(param: str, value: Any, minimum: int) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, param,
-          value, f"must be an integer >= {minimum}")
+    check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        param,
+        value,
+        f"must be an integer >= {minimum}",
+    )

@@ -35,13 +35,26 @@ def layer_output(layer: nn.Module, x: Tensor) -> Tensor:
     if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         return layer._conv_forward(x, layer.weight, layer.bias)
     if isinstance(layer, nn.Embedding):
-        return F.embedding(x, layer.weight, layer.padding_idx, layer.max_norm, layer.norm_type,
-                           layer.scale_grad_by_freq, layer.sparse)
+        return F.embedding(
+            x,
+            layer.weight,
+            layer.padding_idx,
+            layer.max_norm,
+            layer.norm_type,
+            layer.scale_grad_by_freq,
+            layer.sparse,
+        )
     raise TypeError(f"no output rule for {type(layer).__name__}")
 
 
-def lsuv_pass(net: nn.Module, layers: Sequence[nn.Module], draw_batch: Callable[[int], Tensor],
-              tol: float = 0.1, max_iter: int = 10, batch_size: int = 256) -> None:
+def lsuv_pass(
+    net: nn.Module,
+    layers: Sequence[nn.Module],
+    draw_batch: Callable[[int], Tensor],
+    tol: float = 0.1,
+    max_iter: int = 10,
+    batch_size: int = 256,
+) -> None:
     """LSUV's second step (Mishkin & Matas 2016, "All you need is a good init"): layer by layer,
     from the input, divide W by sqrt(Var(layer output on the batch)) until |Var - 1| < tol or
     ``max_iter`` rescalings. A conv layer's output variance is over the whole output blob
@@ -110,15 +123,20 @@ def lsuv_(weight: Tensor, generator: torch.Generator, activation: str = "linear"
 
 
 # ------------------------------------------------------------------------ residual networks
-def _residual_branches(net: nn.Module, layers: Sequence[nn.Module], scheme: str
-                       ) -> list[tuple[list[nn.Module], list[nn.Module]]]:
+def _residual_branches(
+    net: nn.Module, layers: Sequence[nn.Module], scheme: str
+) -> list[tuple[list[nn.Module], list[nn.Module]]]:
     """(weight layers, norm layers) of each residual branch whose last weight layer was given
     ``scheme``; an ``InvalidInitParameter`` on ``scheme`` when there is none."""
     blocks = residual_blocks(net)
     if not blocks:
-        raise NoResidualBlocks("scheme", scheme, "the model has no residual blocks (modules "
-                               "with a residual_branch(); model=resnet with model.skip=true "
-                               "has them; docs/extending.md)")
+        raise NoResidualBlocks(
+            "scheme",
+            scheme,
+            "the model has no residual blocks (modules "
+            "with a residual_branch(); model=resnet with model.skip=true "
+            "has them; docs/extending.md)",
+        )
     chosen = {id(layer) for layer in layers}
     branches = []
     for _, branch in blocks:
@@ -126,8 +144,12 @@ def _residual_branches(net: nn.Module, layers: Sequence[nn.Module], scheme: str
         if weights and id(weights[-1]) in chosen:
             branches.append((weights, [m for m in branch if m not in weights]))
     if not branches:
-        raise NoResidualBlocks("scheme", scheme, f"its rule selects no residual branch's last "
-                               f"layer (the model has {len(blocks)} residual blocks)")
+        raise NoResidualBlocks(
+            "scheme",
+            scheme,
+            f"its rule selects no residual branch's last "
+            f"layer (the model has {len(blocks)} residual blocks)",
+        )
     return branches
 
 
@@ -138,8 +160,9 @@ def _zero_(module: nn.Module) -> None:
         bias.zero_()
 
 
-def zero_init_residual_pass(net: nn.Module, layers: Sequence[nn.Module],
-                            draw_batch: Callable[[int], Tensor] | None) -> None:
+def zero_init_residual_pass(
+    net: nn.Module, layers: Sequence[nn.Module], draw_batch: Callable[[int], Tensor] | None
+) -> None:
     """Goyal et al. 2017 ("Accurate, Large Minibatch SGD", section 5.1): the last BatchNorm of
     each residual branch starts with gamma = 0, so every block starts as the identity. A branch
     without a norm layer gets its last weight layer zeroed instead (its bias too).
@@ -151,16 +174,18 @@ def zero_init_residual_pass(net: nn.Module, layers: Sequence[nn.Module],
         draw_batch: unused (the pass reads the network's structure only).
     """
     for weights, norms in _residual_branches(net, layers, "zero_init_residual"):
-        last_norm = next((m for m in reversed(norms) if getattr(m, "weight", None) is not None),
-                         None)
+        last_norm = next(
+            (m for m in reversed(norms) if getattr(m, "weight", None) is not None), None
+        )
         if last_norm is not None:
             weight_of(last_norm).zero_()
         else:
             _zero_(weights[-1])
 
 
-def fixup_pass(net: nn.Module, layers: Sequence[nn.Module],
-               draw_batch: Callable[[int], Tensor] | None) -> None:
+def fixup_pass(
+    net: nn.Module, layers: Sequence[nn.Module], draw_batch: Callable[[int], Tensor] | None
+) -> None:
     """Fixup's rules 1 and 2 (Zhang, Dauphin & Ma 2019): the classification layer (the
     network's last weight layer) and the last weight layer of each residual branch start at 0;
     the other weight layers of a branch of m weight layers are scaled by L^(-1/(2m-2)), L the
@@ -191,9 +216,15 @@ def fixup_pass(net: nn.Module, layers: Sequence[nn.Module],
 
 
 @register("zero_init_residual", network_pass=zero_init_residual_pass)
-def zero_init_residual_(weight: Tensor, generator: torch.Generator, distribution: str = "normal",
-                        mode: str = "fan_in", nonlinearity: str | None = None,
-                        negative_slope: float = 0.01, activation: str = "relu") -> None:
+def zero_init_residual_(
+    weight: Tensor,
+    generator: torch.Generator,
+    distribution: str = "normal",
+    mode: str = "fan_in",
+    nonlinearity: str | None = None,
+    negative_slope: float = 0.01,
+    activation: str = "relu",
+) -> None:
     """He initialization, then the last BatchNorm gamma of each residual branch = 0, so every
     block starts as the identity (``zero_init_residual_pass``).
 
@@ -218,9 +249,15 @@ def zero_init_residual_(weight: Tensor, generator: torch.Generator, distribution
 
 
 @register("fixup", network_pass=fixup_pass)
-def fixup_(weight: Tensor, generator: torch.Generator, distribution: str = "normal",
-           mode: str = "fan_in", nonlinearity: str | None = None, negative_slope: float = 0.01,
-           activation: str = "relu") -> None:
+def fixup_(
+    weight: Tensor,
+    generator: torch.Generator,
+    distribution: str = "normal",
+    mode: str = "fan_in",
+    nonlinearity: str | None = None,
+    negative_slope: float = 0.01,
+    activation: str = "relu",
+) -> None:
     """Fixup: He initialization, then each residual branch's layers rescaled and its last layer
     and the classifier zeroed, so a deep residual net trains without normalization
     (``fixup_pass``).

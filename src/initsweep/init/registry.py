@@ -43,8 +43,9 @@ class Scheme:
 _SCHEMES: dict[str, Scheme] = {}
 
 
-def register(name: str, *, network_pass: Callable[..., None] | None = None,
-             needs_data: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def register(
+    name: str, *, network_pass: Callable[..., None] | None = None, needs_data: bool = False
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``fill_(weight, generator, **params)`` under ``name`` (a decorator).
 
     ``network_pass(net, layers, draw_batch, **params)`` runs after every layer is filled, on the
@@ -58,19 +59,23 @@ def register(name: str, *, network_pass: Callable[..., None] | None = None,
     """
     if name in _SCHEMES:
         taken = _SCHEMES[name].fill_
-        raise ValueError(f"init scheme {name!r} is already registered "
-                         f"(by {taken.__module__}.{taken.__name__})")
+        raise ValueError(
+            f"init scheme {name!r} is already registered (by {taken.__module__}.{taken.__name__})"
+        )
     if needs_data and network_pass is None:
-        raise ValueError(f"init scheme {name!r}: needs_data=True means its network_pass draws "
-                         "a data batch, and it has no network_pass")
+        raise ValueError(
+            f"init scheme {name!r}: needs_data=True means its network_pass draws "
+            "a data batch, and it has no network_pass"
+        )
 
     def decorator(fill_: Callable[..., None]) -> Callable[..., None]:
         names = list(inspect.signature(fill_).parameters)[2:]  # skip weight, generator
         params = tuple(n for n in names if n not in CONTEXT_PARAMS)
         if network_pass is not None:
             params += tuple(list(inspect.signature(network_pass).parameters)[3:])
-        _SCHEMES[name] = Scheme(name, fill_, params, "activation" in names, "layer" in names,
-                                network_pass, needs_data)
+        _SCHEMES[name] = Scheme(
+            name, fill_, params, "activation" in names, "layer" in names, network_pass, needs_data
+        )
         return fill_
 
     return decorator

@@ -42,8 +42,10 @@ NORM_WEIGHTS = ("ones", "zeros", "constant")
 def common_defaults() -> dict[str, Any]:
     """``conf/shared/init_common.yaml``: the values of the keys every init config has."""
     if not COMMON_YAML.is_file():
-        raise ConfigError(f"init: the bias and norm rules' defaults are read from {COMMON_YAML}, "
-                          "which is missing; give every key of init.bias and init.norm")
+        raise ConfigError(
+            f"init: the bias and norm rules' defaults are read from {COMMON_YAML}, "
+            "which is missing; give every key of init.bias and init.norm"
+        )
     container = OmegaConf.to_container(OmegaConf.load(COMMON_YAML), resolve=True)
     assert isinstance(container, dict)
     return {str(k): v for k, v in container.items()}
@@ -61,11 +63,19 @@ def _completed(given: Mapping[str, Any], rule: str, keys: Sequence[str]) -> dict
 # --------------------------------------------------------------------------------------- biases
 def bias_rule(bias: Any, field_name: str) -> dict[str, Any]:
     """A ``bias`` mapping checked for unknown keys (a typo would otherwise be ignored)."""
-    require(isinstance(bias, Mapping), field_name, bias,
-            f"must be a mapping with keys {', '.join(BIAS_KEYS)}")
+    require(
+        isinstance(bias, Mapping),
+        field_name,
+        bias,
+        f"must be a mapping with keys {', '.join(BIAS_KEYS)}",
+    )
     for key in bias:
-        require(key in BIAS_KEYS, f"{field_name}.{key}", bias[key],
-                f"not a key of the bias rule; valid: {', '.join(BIAS_KEYS)}")
+        require(
+            key in BIAS_KEYS,
+            f"{field_name}.{key}",
+            bias[key],
+            f"not a key of the bias rule; valid: {', '.join(BIAS_KEYS)}",
+        )
     return dict(bias)
 
 
@@ -74,8 +84,9 @@ def complete_bias_rule(bias: Mapping[str, Any]) -> dict[str, Any]:
     return _completed(bias, "bias", BIAS_KEYS)
 
 
-def fill_bias_(bias: Tensor, weight: Tensor, kind: str, value: float, std: float,
-               generator: torch.Generator) -> None:
+def fill_bias_(
+    bias: Tensor, weight: Tensor, kind: str, value: float, std: float, generator: torch.Generator
+) -> None:
     """The bias rule: zeros, constant(value), normal(0, std) or torch_default
     U(+-1/sqrt(fan_in)). A random bias alone breaks the symmetry of zero weights."""
     check_choice("bias.kind", kind, BIAS_KINDS)
@@ -96,15 +107,24 @@ def fill_bias_(bias: Tensor, weight: Tensor, kind: str, value: float, std: float
 def norm_rule(norm: Any, field_name: str = "init.norm") -> dict[str, Any]:
     """The ``norm`` mapping, checked: ``weight: ones | zeros | constant`` (``value``)."""
     norm = {} if norm is None else norm
-    require(isinstance(norm, Mapping), field_name, norm,
-            f"must be a mapping with keys {', '.join(NORM_KEYS)}")
+    require(
+        isinstance(norm, Mapping),
+        field_name,
+        norm,
+        f"must be a mapping with keys {', '.join(NORM_KEYS)}",
+    )
     for key in norm:
-        require(key in NORM_KEYS, f"{field_name}.{key}", norm[key],
-                f"not a key of the norm rule; valid: {', '.join(NORM_KEYS)}")
+        require(
+            key in NORM_KEYS,
+            f"{field_name}.{key}",
+            norm[key],
+            f"not a key of the norm rule; valid: {', '.join(NORM_KEYS)}",
+        )
     rule = _completed(norm, "norm", NORM_KEYS)
     require_choice(f"{field_name}.weight", rule["weight"], NORM_WEIGHTS)
-    require(is_number(rule["value"]), f"{field_name}.value", rule["value"],
-            "must be a finite number")
+    require(
+        is_number(rule["value"]), f"{field_name}.value", rule["value"], "must be a finite number"
+    )
     return rule
 
 
@@ -161,14 +181,19 @@ def _listing(items: Sequence[str], limit: int = 16) -> str:
 
 def _select_paths(pattern: str, paths: Sequence[str], field_name: str, selector: Any) -> list[int]:
     chosen = [i for i, path in enumerate(paths) if fnmatch.fnmatchcase(path, pattern)]
-    require(len(chosen) > 0, field_name, selector,
-            f"matches no weight layer's module path; the model's weight layers: "
-            f"{_listing(list(paths))}")
+    require(
+        len(chosen) > 0,
+        field_name,
+        selector,
+        f"matches no weight layer's module path; the model's weight layers: "
+        f"{_listing(list(paths))}",
+    )
     return chosen
 
 
-def select(selector: Any, n_layers: int, field_name: str,
-           paths: Sequence[str] | None = None) -> list[int]:
+def select(
+    selector: Any, n_layers: int, field_name: str, paths: Sequence[str] | None = None
+) -> list[int]:
     """Layer indices for a rule's ``select``: an int, a list of ints, a slice "start:stop", or a
     glob over the weight layers' module paths (``"stages.2.*.conv2"``), or a list of those."""
     if isinstance(selector, str) and ":" in selector:
@@ -176,20 +201,36 @@ def select(selector: Any, n_layers: int, field_name: str,
             parts = [int(p) if p.strip() else None for p in selector.split(":")]
             indices = list(range(n_layers))[slice(*parts)]
         except (ValueError, TypeError) as err:
-            raise ConfigError(f"{field_name}={selector!r}: not a slice like '0:2' ({err})"
-                              ) from None
+            raise ConfigError(
+                f"{field_name}={selector!r}: not a slice like '0:2' ({err})"
+            ) from None
         # Python would clip "0:9" to the layers that exist; a rule naming layers that do not
         # exist is a mistake (a config written for another network), so it is an error.
-        require(all(p is None or -n_layers <= p <= n_layers for p in parts[:2]), field_name,
-                selector, f"slice bounds must be in {-n_layers}..{n_layers} "
-                f"(the network has weight layers 0..{n_layers - 1})")
-        require(len(indices) > 0, field_name, selector,
-                f"selects no layer; the network has weight layers 0..{n_layers - 1}")
+        require(
+            all(p is None or -n_layers <= p <= n_layers for p in parts[:2]),
+            field_name,
+            selector,
+            f"slice bounds must be in {-n_layers}..{n_layers} "
+            f"(the network has weight layers 0..{n_layers - 1})",
+        )
+        require(
+            len(indices) > 0,
+            field_name,
+            selector,
+            f"selects no layer; the network has weight layers 0..{n_layers - 1}",
+        )
         return indices
-    items = list(selector) if isinstance(selector, Sequence) and not isinstance(selector, str) \
+    items = (
+        list(selector)
+        if isinstance(selector, Sequence) and not isinstance(selector, str)
         else [selector]
-    require(len(items) > 0, field_name, selector,
-            f"selects no layer; the network has weight layers 0..{n_layers - 1}")
+    )
+    require(
+        len(items) > 0,
+        field_name,
+        selector,
+        f"selects no layer; the network has weight layers 0..{n_layers - 1}",
+    )
     out: list[int] = []
     for item in items:
         # A string is a module path glob; one that reads as a number is a quoted index (an
@@ -197,27 +238,36 @@ def select(selector: Any, n_layers: int, field_name: str,
         if isinstance(item, str) and paths is not None and not _is_index_text(item):
             out.extend(_select_paths(item, paths, field_name, selector))
             continue
-        require(isinstance(item, int) and not isinstance(item, bool)
-                and -n_layers <= item < n_layers, field_name, selector,
-                f"layer indices must be integers in {-n_layers}..{n_layers - 1} "
-                f"(the network has {n_layers} weight layers)")
+        require(
+            isinstance(item, int) and not isinstance(item, bool) and -n_layers <= item < n_layers,
+            field_name,
+            selector,
+            f"layer indices must be integers in {-n_layers}..{n_layers - 1} "
+            f"(the network has {n_layers} weight layers)",
+        )
         out.append(item % n_layers)
     return list(dict.fromkeys(out))
 
 
-def select_types(selector: Any, types: Sequence[tuple[str, ...]] | None, field_name: str
-                 ) -> list[int]:
+def select_types(
+    selector: Any, types: Sequence[tuple[str, ...]] | None, field_name: str
+) -> list[int]:
     """Layer indices whose class (or a base class) has the name ``selector`` (or one of a list)."""
     names = [selector] if isinstance(selector, str) else selector
-    require(isinstance(names, Sequence) and len(names) > 0
-            and all(isinstance(n, str) for n in names), field_name, selector,
-            "must be a layer class name such as Conv2d, or a list of them")
+    require(
+        isinstance(names, Sequence) and len(names) > 0 and all(isinstance(n, str) for n in names),
+        field_name,
+        selector,
+        "must be a layer class name such as Conv2d, or a list of them",
+    )
     require(types is not None, field_name, selector, "needs the model's layers")
     assert types is not None
     chosen = [i for i, mro in enumerate(types) if any(n in mro for n in names)]
     if not chosen:
         counts = ", ".join(f"{t} ({n})" for t, n in Counter(mro[0] for mro in types).items())
-        raise ConfigError(f"{field_name}={selector!r}: the model has no weight layer of this "
-                          f"type; its weight layers are {counts} (normalization layers follow "
-                          "init.norm)")
+        raise ConfigError(
+            f"{field_name}={selector!r}: the model has no weight layer of this "
+            f"type; its weight layers are {counts} (normalization layers follow "
+            "init.norm)"
+        )
     return chosen

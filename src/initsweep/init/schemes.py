@@ -68,8 +68,12 @@ def _gain(gain: Any, activation: str) -> float:
     """A number > 0, or ``auto``: ``calculate_gain`` of the model's activation."""
     if gain == "auto":
         return gain_for(activation)
-    check(is_number(gain) and gain > 0, "gain", gain,
-          "must be a number > 0 or auto (calculate_gain of model.activation)")
+    check(
+        is_number(gain) and gain > 0,
+        "gain",
+        gain,
+        "must be a number > 0 or auto (calculate_gain of model.activation)",
+    )
     return float(gain)
 
 
@@ -151,8 +155,9 @@ def constant_(weight: Tensor, generator: torch.Generator, value: float = 0.5) ->
 
 
 @register("uniform")
-def uniform_(weight: Tensor, generator: torch.Generator, low: float = -0.1,
-             high: float = 0.1) -> None:
+def uniform_(
+    weight: Tensor, generator: torch.Generator, low: float = -0.1, high: float = 0.1
+) -> None:
     """Fill ``weight`` from a uniform distribution: W ~ U[low, high).
 
     Args:
@@ -172,8 +177,9 @@ def uniform_(weight: Tensor, generator: torch.Generator, low: float = -0.1,
 
 
 @register("normal")
-def normal_(weight: Tensor, generator: torch.Generator, mean: float = 0.0,
-            std: float = 0.01) -> None:
+def normal_(
+    weight: Tensor, generator: torch.Generator, mean: float = 0.0, std: float = 0.01
+) -> None:
     """Fill ``weight`` from a normal distribution: W ~ N(mean, std^2).
 
     Args:
@@ -192,8 +198,13 @@ def normal_(weight: Tensor, generator: torch.Generator, mean: float = 0.0,
 
 
 @register("truncated_normal")
-def truncated_normal_(weight: Tensor, generator: torch.Generator, mean: float = 0.0,
-                      std: float = 0.1, cut: float = 2.0) -> None:
+def truncated_normal_(
+    weight: Tensor,
+    generator: torch.Generator,
+    mean: float = 0.0,
+    std: float = 0.1,
+    cut: float = 2.0,
+) -> None:
     """Fill ``weight`` from a truncated normal: W ~ N(mean, std^2) cut to
     [mean - cut * std, mean + cut * std], TensorFlow's ``truncated_normal`` rule.
 
@@ -215,13 +226,19 @@ def truncated_normal_(weight: Tensor, generator: torch.Generator, mean: float = 
     check_number("mean", mean)
     check_positive("std", std)
     check_positive("cut", cut)
-    nn.init.trunc_normal_(weight, mean, std, a=mean - cut * std, b=mean + cut * std,
-                          generator=generator)
+    nn.init.trunc_normal_(
+        weight, mean, std, a=mean - cut * std, b=mean + cut * std, generator=generator
+    )
 
 
 @register("xavier")
-def xavier_(weight: Tensor, generator: torch.Generator, distribution: str = "uniform",
-            gain: float | str = 1.0, activation: str = "linear") -> None:
+def xavier_(
+    weight: Tensor,
+    generator: torch.Generator,
+    distribution: str = "uniform",
+    gain: float | str = 1.0,
+    activation: str = "linear",
+) -> None:
     """Xavier (Glorot) initialization: Var(W) = gain^2 * 2 / (fan_in + fan_out).
 
     From Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural
@@ -246,9 +263,15 @@ def xavier_(weight: Tensor, generator: torch.Generator, distribution: str = "uni
 
 
 @register("he")
-def he_(weight: Tensor, generator: torch.Generator, distribution: str = "normal",
-        mode: str = "fan_in", nonlinearity: str | None = None, negative_slope: float = 0.01,
-        activation: str = "relu") -> None:
+def he_(
+    weight: Tensor,
+    generator: torch.Generator,
+    distribution: str = "normal",
+    mode: str = "fan_in",
+    nonlinearity: str | None = None,
+    negative_slope: float = 0.01,
+    activation: str = "relu",
+) -> None:
     """He (Kaiming) initialization: Var(W) = gain^2 / fan, gain = calculate_gain(nonlinearity).
 
     From He et al. 2015, "Delving Deep into Rectifiers". For ReLU, Var(W) = 2 / fan_in keeps the
@@ -269,18 +292,24 @@ def he_(weight: Tensor, generator: torch.Generator, distribution: str = "normal"
         >>> he_(w, torch.Generator().manual_seed(0), mode="fan_out", nonlinearity="relu")
     """
     check_choice("mode", mode, ("fan_in", "fan_out"))
-    check(is_number(negative_slope) and negative_slope >= 0, "negative_slope", negative_slope,
-          "must be a number >= 0")
-    gain = gain_for(nonlinearity or activation, "nonlinearity" if nonlinearity else "activation",
-                    negative_slope)
+    check(
+        is_number(negative_slope) and negative_slope >= 0,
+        "negative_slope",
+        negative_slope,
+        "must be a number >= 0",
+    )
+    gain = gain_for(
+        nonlinearity or activation, "nonlinearity" if nonlinearity else "activation", negative_slope
+    )
     fan_in, fan_out = fans(weight)
     fan = fan_in if mode == "fan_in" else fan_out
     _fill_std_(weight, generator, gain / math.sqrt(fan), distribution)
 
 
 @register("lecun")
-def lecun_(weight: Tensor, generator: torch.Generator, distribution: str = "normal",
-           gain: float = 1.0) -> None:
+def lecun_(
+    weight: Tensor, generator: torch.Generator, distribution: str = "normal", gain: float = 1.0
+) -> None:
     """LeCun initialization: Var(W) = gain^2 / fan_in, gain 1 by definition.
 
     From LeCun et al. 1998, "Efficient BackProp".
@@ -301,8 +330,9 @@ def lecun_(weight: Tensor, generator: torch.Generator, distribution: str = "norm
 
 
 @register("torch_default")
-def torch_default_(weight: Tensor, generator: torch.Generator,
-                   layer: nn.Module | None = None) -> None:
+def torch_default_(
+    weight: Tensor, generator: torch.Generator, layer: nn.Module | None = None
+) -> None:
     """What torch's layer constructors draw: W ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for Linear
     and conv layers (``kaiming_uniform_`` with a = sqrt(5) reduces to this bound), W ~ N(0, 1)
     for an Embedding.
@@ -325,8 +355,13 @@ def torch_default_(weight: Tensor, generator: torch.Generator,
 
 
 @register("orthogonal")
-def orthogonal_(weight: Tensor, generator: torch.Generator, gain: float | None = None,
-                kernel: str = "flat", activation: str = "linear") -> None:
+def orthogonal_(
+    weight: Tensor,
+    generator: torch.Generator,
+    gain: float | None = None,
+    kernel: str = "flat",
+    activation: str = "linear",
+) -> None:
     """Orthogonal initialization: W = gain * Q, Q a random (semi-)orthogonal matrix (the QR of
     a Gaussian matrix), so W W^T = gain^2 I when out <= in.
 
@@ -391,5 +426,6 @@ def hadamard_identity_(weight: Tensor, generator: torch.Generator) -> None:
         m = math.ceil(math.log2(out_features))
         h = hadamard(2**m, dtype=weight.dtype)
         flat = h[:out_features, :in_features] * 2.0 ** (-(m - 1) / 2)
-    weight.copy_(flat.reshape(weight.shape) if weight.dim() == 2 else
-                 _center_kernel(flat, weight.shape))
+    weight.copy_(
+        flat.reshape(weight.shape) if weight.dim() == 2 else _center_kernel(flat, weight.shape)
+    )

@@ -70,17 +70,26 @@ def adopt(client: MlflowClient, orphan: Orphan, by: str) -> str:
         return f"resumes from {checkpoint}"
     if orphan.action == "close-parent":
         pid = orphan.run.data.tags.get(OWNER_PID_TAG, "?")
-        note = (f"This sweep's process (pid {pid}) died without ending it ({orphan.why}); its "
-                f"runs were adopted by {by}: resumed from their checkpoints, completed, or "
-                f"trained again there.")
-        client.log_batch(run_id, tags=[RunTag(NOTE_TAG, note),
-                                       RunTag(ERROR_TAG, f"orphaned ({orphan.why})")])
+        note = (
+            f"This sweep's process (pid {pid}) died without ending it ({orphan.why}); its "
+            f"runs were adopted by {by}: resumed from their checkpoints, completed, or "
+            f"trained again there."
+        )
+        client.log_batch(
+            run_id, tags=[RunTag(NOTE_TAG, note), RunTag(ERROR_TAG, f"orphaned ({orphan.why})")]
+        )
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         return "closed KILLED"
-    client.log_batch(run_id, tags=[
-        RunTag(OUTCOME_TAG, Outcome.ORPHANED.value),
-        RunTag(ERROR_TAG, f"orphaned ({orphan.why}) before its first checkpoint; "
-                          f"trained again by {by}")])
+    client.log_batch(
+        run_id,
+        tags=[
+            RunTag(OUTCOME_TAG, Outcome.ORPHANED.value),
+            RunTag(
+                ERROR_TAG,
+                f"orphaned ({orphan.why}) before its first checkpoint; trained again by {by}",
+            ),
+        ],
+    )
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
     return "closed KILLED (no checkpoint to resume)"
 
@@ -103,8 +112,12 @@ def _complete(client: MlflowClient, run: Run) -> str:
         shutil.rmtree(folder, ignore_errors=True)
         how = "its plots logged"
     else:
-        client.set_tag(run_id, NOTE_TAG, "Its plots were lost with the process that was "
-                                         "drawing them; everything else was logged.")
+        client.set_tag(
+            run_id,
+            NOTE_TAG,
+            "Its plots were lost with the process that was "
+            "drawing them; everything else was logged.",
+        )
         how = "its plots lost with its process"
     _delete_tag(client, run_id, PENDING_TAG)
     end_run(client, run_id, outcome)
@@ -112,12 +125,10 @@ def _complete(client: MlflowClient, run: Run) -> str:
 
 
 def _say(orphan: Orphan, how: str) -> None:
-    print(f"{orphan.name}: adopted run {orphan.run.info.run_id} ({orphan.why}): {how}",
-          flush=True)
+    print(f"{orphan.name}: adopted run {orphan.run.info.run_id} ({orphan.why}): {how}", flush=True)
 
 
-def adopt_previous(client: MlflowClient, previous: dict[str, list[Run]]
-                   ) -> dict[str, list[Run]]:
+def adopt_previous(client: MlflowClient, previous: dict[str, list[Run]]) -> dict[str, list[Run]]:
     """Adopt the orphans among each config's runs (and their orphaned parents) before a job
     decides what to skip, resume or start; returns the runs as they are now."""
     by, parents = adopter(), set()
@@ -140,8 +151,11 @@ def adopt_previous(client: MlflowClient, previous: dict[str, list[Run]]
 def adopt_parents(client: MlflowClient, experiment_id: str, overrides: str, by: str) -> None:
     """At a sweep's start: close the orphaned parent runs of earlier sweeps of the same command
     (a sweep killed after its last job, e.g. in its report, leaves nothing else to adopt)."""
-    for run in search(client, [experiment_id], f"attributes.status = 'RUNNING' and "
-                                                f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'"):
+    for run in search(
+        client,
+        [experiment_id],
+        f"attributes.status = 'RUNNING' and tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
+    ):
         if run.data.tags.get("overrides", "") != overrides:
             continue
         orphan = classify(run)
@@ -149,14 +163,17 @@ def adopt_parents(client: MlflowClient, experiment_id: str, overrides: str, by: 
             _say(orphan, adopt(client, orphan, by))
 
 
-WOULD = {"complete": "complete it (training finished, its plots were pending)",
-         "resume": "mark it preempted: the next launch of its config resumes it",
-         "close": "close it KILLED (outcome orphaned: no checkpoint)",
-         "close-parent": "close it KILLED (a dead sweep's parent run)"}
+WOULD = {
+    "complete": "complete it (training finished, its plots were pending)",
+    "resume": "mark it preempted: the next launch of its config resumes it",
+    "close": "close it KILLED (outcome orphaned: no checkpoint)",
+    "close-parent": "close it KILLED (a dead sweep's parent run)",
+}
 
 
-def doctor(client: MlflowClient, experiment_ids: list[str], fix: bool,
-           stale_after: float | None = None) -> list[str]:
+def doctor(
+    client: MlflowClient, experiment_ids: list[str], fix: bool, stale_after: float | None = None
+) -> list[str]:
     """``initsweep doctor``: one line per orphan, what would be (``fix``: what was) done."""
     lines = []
     for orphan in find_orphans(client, experiment_ids, stale_after):

@@ -43,9 +43,11 @@ def quiet_third_parties() -> None:
 def result_line(status: Mapping[str, Any], seconds: float) -> str:
     """``he-x1-s0: test/acc=0.9722 test/loss=0.1181 [ok, healthy] 1.2s``: a job's run that
     ended, with its diagnosis's codes when it has one (``initsweep.diagnostics.findings``)."""
-    return (f"{status['name']}: {TEST_ACC}={status[TEST_ACC]:.4f} "
-            f"{TEST_LOSS}={status[TEST_LOSS]:.4f} "
-            f"[{console_codes(status['outcome'], status.get('diagnosis'))}] {seconds:.1f}s")
+    return (
+        f"{status['name']}: {TEST_ACC}={status[TEST_ACC]:.4f} "
+        f"{TEST_LOSS}={status[TEST_LOSS]:.4f} "
+        f"[{console_codes(status['outcome'], status.get('diagnosis'))}] {seconds:.1f}s"
+    )
 
 
 def print_error(message: str) -> None:

@@ -80,8 +80,13 @@ class Plan:
     threads_per_job: int
 
 
-def plan(gpus: int | None = None, threads_per_job: int | None = None, *,
-         cores: int | None = None, visible: Sequence[str] | None = None) -> Plan:
+def plan(
+    gpus: int | None = None,
+    threads_per_job: int | None = None,
+    *,
+    cores: int | None = None,
+    visible: Sequence[str] | None = None,
+) -> Plan:
     """Jobs at once and torch threads per job.
 
     ``gpus``: how many of the visible GPUs to use (None: all, 0: CPU only). With GPUs, one job
@@ -91,10 +96,12 @@ def plan(gpus: int | None = None, threads_per_job: int | None = None, *,
     """
     if gpus is not None and (not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0):
         raise ValueError(f"devices.gpus={gpus!r}: must be null or an integer >= 0")
-    if threads_per_job is not None and (not isinstance(threads_per_job, int)
-                                        or threads_per_job < 1):
-        raise ValueError(f"devices.threads_per_job={threads_per_job!r}: must be null or an "
-                         "integer >= 1")
+    if threads_per_job is not None and (
+        not isinstance(threads_per_job, int) or threads_per_job < 1
+    ):
+        raise ValueError(
+            f"devices.threads_per_job={threads_per_job!r}: must be null or an integer >= 1"
+        )
     cores = cores or available_cores()
     ids = list(visible_gpus() if visible is None else visible)
     if gpus is not None:
@@ -131,8 +138,12 @@ class DevicesCallback(Callback):
         os.environ[SLOT_DIR_ENV] = str(Path(slot_dir).resolve())
         os.environ[SLOT_TIMEOUT_ENV] = str(devices.get("slot_timeout_s", 3600))
         where = f"GPUs {','.join(p.gpu_ids)}" if p.gpu_ids else f"CPU ({available_cores()} cores)"
-        log.info("gpus launcher: %d jobs at once on %s, %d torch thread(s) per job",
-                 p.n_jobs, where, p.threads_per_job)
+        log.info(
+            "gpus launcher: %d jobs at once on %s, %d torch thread(s) per job",
+            p.n_jobs,
+            where,
+            p.threads_per_job,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         for name in (GPU_IDS_ENV, THREADS_ENV, SLOT_DIR_ENV, SLOT_TIMEOUT_ENV):
@@ -158,8 +169,9 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
-def acquire_slot(slot_dir: Path, n_slots: int, timeout_s: float = 3600.0,
-                 poll_s: float = 0.1) -> tuple[int, int]:
+def acquire_slot(
+    slot_dir: Path, n_slots: int, timeout_s: float = 3600.0, poll_s: float = 0.1
+) -> tuple[int, int]:
     """``(slot, fd)``: the first free slot of ``0..n_slots-1``, waiting up to ``timeout_s``.
 
     Waiting (rather than failing) covers the moment a replaced worker starts before the old one
@@ -175,8 +187,9 @@ def acquire_slot(slot_dir: Path, n_slots: int, timeout_s: float = 3600.0,
             if fd is not None:
                 return slot, fd
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"no free GPU slot in {slot_dir} after {timeout_s:g}s "
-                               f"({n_slots} slots, all held)")
+            raise TimeoutError(
+                f"no free GPU slot in {slot_dir} after {timeout_s:g}s ({n_slots} slots, all held)"
+            )
         time.sleep(poll_s)
 
 
@@ -220,7 +233,8 @@ def _bind_gpu(gpu_ids: Sequence[str], slot_dir: Path, timeout_s: float) -> Bindi
         raise RuntimeError(
             "initsweep.launch.devices: CUDA was initialized in this process before it was bound "
             "to a GPU, so CUDA_VISIBLE_DEVICES can no longer take effect and this job would share "
-            "a GPU with another. Bind first (bind_job at the start of run_job).")
+            "a GPU with another. Bind first (bind_job at the start of run_job)."
+        )
     if _BOUND is not None and _BOUND.fd is not None:  # a slot of another sweep: give it back
         release_slot(_BOUND.fd)
     slot, fd = acquire_slot(slot_dir, len(gpu_ids), timeout_s)
@@ -284,8 +298,7 @@ def bind_job(cfg: Mapping[str, Any] | None = None) -> Binding | None:
 
     drop_failing_nvml_check()
     devices = (cfg or {}).get("devices") or {}
-    threads = (os.environ.get(THREADS_ENV) or devices.get("threads_per_job")
-               or launcher_threads())
+    threads = os.environ.get(THREADS_ENV) or devices.get("threads_per_job") or launcher_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
     gpu_env = os.environ.get(GPU_IDS_ENV)
@@ -302,8 +315,14 @@ def bind_job(cfg: Mapping[str, Any] | None = None) -> Binding | None:
     slot_dir = Path(os.environ.get(SLOT_DIR_ENV) or ".gpu_slots")
     bound = _bind_gpu(gpu_ids, slot_dir, float(os.environ.get(SLOT_TIMEOUT_ENV, 3600)))
     bound.threads = int(threads) if threads is not None else None
-    log.info("job bound to GPU %s (slot %d of %d, pid %d, %s torch threads)", bound.gpu,
-             bound.slot, len(gpu_ids), os.getpid(), bound.threads)
+    log.info(
+        "job bound to GPU %s (slot %d of %d, pid %d, %s torch threads)",
+        bound.gpu,
+        bound.slot,
+        len(gpu_ids),
+        os.getpid(),
+        bound.threads,
+    )
     return bound
 
 

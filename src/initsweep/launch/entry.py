@@ -21,9 +21,11 @@ from initsweep.errors import ConfigError
 from initsweep.launch.console import print_error
 
 # Choices renamed since an earlier release: the one-line error says where they went.
-RENAMED_CHOICES = {("init", "zero"): "hadamard_identity (ZerO; init=zeros is W = 0)",
-                   ("init", "s3/xavier_gain1"): "xavier (gain 1 is xavier's default now; "
-                                                "s3/xavier_gain_auto takes the activation's)"}
+RENAMED_CHOICES = {
+    ("init", "zero"): "hadamard_identity (ZerO; init=zeros is W = 0)",
+    ("init", "s3/xavier_gain1"): "xavier (gain 1 is xavier's default now; "
+    "s3/xavier_gain_auto takes the activation's)",
+}
 
 
 def _group_choices(conf_dir: Path, group: str) -> list[str]:

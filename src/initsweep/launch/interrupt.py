@@ -42,8 +42,11 @@ def interrupted(names: Sequence[str], step: int | None, checkpoint: Path) -> NoR
     """One line for the runs a Ctrl-C stopped, then ``KeyboardInterrupt`` to stop the sweep."""
     global _said
     runs = ", ".join(names) or "the job"
-    where = (f"saved at step {step}; relaunch to resume" if step is not None and
-             checkpoint.exists() else "before its first checkpoint; relaunch to start it again")
+    where = (
+        f"saved at step {step}; relaunch to resume"
+        if step is not None and checkpoint.exists()
+        else "before its first checkpoint; relaunch to start it again"
+    )
     print(f"interrupted: {runs} {where}", file=sys.stderr, flush=True)
     _said = True
     if _main_thread():
@@ -55,8 +58,11 @@ def stop_if_interrupted(signalled: signal.Signals | None) -> None:
     """A Ctrl-C that came after a job's training: the job ended its runs; the sweep stops now."""
     global _said
     if signalled == signal.SIGINT:
-        print("interrupted: after the job's training ended (its runs are ended); relaunch to go "
-              "on", file=sys.stderr, flush=True)
+        print(
+            "interrupted: after the job's training ended (its runs are ended); relaunch to go on",
+            file=sys.stderr,
+            flush=True,
+        )
         _said = True
         raise KeyboardInterrupt
 
@@ -78,8 +84,11 @@ def on_interrupt() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a few store calls: nothing left to wait on
     handed = hand_over()
     if handed:
-        print(f"interrupted: plots of {', '.join(handed)} handed to the next launch",
-              file=sys.stderr, flush=True)
+        print(
+            f"interrupted: plots of {', '.join(handed)} handed to the next launch",
+            file=sys.stderr,
+            flush=True,
+        )
     abort_sweep("interrupted (Ctrl-C); relaunch the same command to resume", status="KILLED")
     return INTERRUPTED_EXIT
 

@@ -23,9 +23,11 @@ def job_overrides(cfg: DictConfig, arguments: Sequence[str], config_loader: Any)
     params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     if "seeds" in sweeper:  # the race sweeper: it gives each configuration up to these seeds
         seeds = sweeper.seeds
-        params.append("seed=" + (seeds if isinstance(seeds, str)
-                                 else ",".join(str(s) for s in seeds)))
+        params.append(
+            "seed=" + (seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
+        )
     parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(
-        [*params, *arguments])
+        [*params, *arguments]
+    )
     batches = BasicSweeper.split_arguments(parsed, None)
     return [list(job) for batch in batches for job in batch]

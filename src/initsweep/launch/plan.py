@@ -86,23 +86,29 @@ class Plan:
     def render(self, every_run: bool = False) -> str:
         """What ``initsweep plan`` prints (``every_run``: one line per run)."""
         counts = self.counts
-        lines = [f"plan: {plural(len(self.runs), 'run')} in {plural(self.n_jobs, 'job')}, "
-                 f"experiment "
-                 f"{self.experiment!r} in {redact(self.tracking_uri)}"]
-        what = {SKIP: "FINISHED already", RESUME: "preempted, from their checkpoint",
-                START: "new"}
+        lines = [
+            f"plan: {plural(len(self.runs), 'run')} in {plural(self.n_jobs, 'job')}, "
+            f"experiment "
+            f"{self.experiment!r} in {redact(self.tracking_uri)}"
+        ]
+        what = {SKIP: "FINISHED already", RESUME: "preempted, from their checkpoint", START: "new"}
         for action in (SKIP, RESUME, START):
             names = [run.name for run in self.runs if run.action == action]
-            shown = ", ".join(names[:SHOWN]) + (f", +{len(names) - SHOWN} more"
-                                               if len(names) > SHOWN else "")
-            lines.append(f"  {action:<6} {counts[action]:>5}  {what[action]}"
-                         + (f": {shown}" if names else ""))
+            shown = ", ".join(names[:SHOWN]) + (
+                f", +{len(names) - SHOWN} more" if len(names) > SHOWN else ""
+            )
+            lines.append(
+                f"  {action:<6} {counts[action]:>5}  {what[action]}"
+                + (f": {shown}" if names else "")
+            )
         lines.append(f"jobs: {self.placement}")
         lines += [f"note: {note}" for note in self.notes]
         if every_run:
             for run in self.runs:
-                detail = {SKIP: f"run {run.run_id}",
-                          RESUME: f"run {run.run_id} from {run.checkpoint}"}.get(run.action, "")
+                detail = {
+                    SKIP: f"run {run.run_id}",
+                    RESUME: f"run {run.run_id} from {run.checkpoint}",
+                }.get(run.action, "")
                 lines.append(f"  job {run.job:>4}  {run.action:<6} {run.name}  {detail}".rstrip())
         lines.append("nothing was created (dry run)")
         return "\n".join(lines)
@@ -133,10 +139,12 @@ def placement(cfg: DictConfig, n_jobs: int) -> str:
             parallel = "in parallel"
         return where + f"{parallel} in joblib workers, each on its own GPU slot (or CPU threads)"
     if "slurm" in target.lower():
-        return where + (f"one SLURM array task each (--array=0-{n_jobs - 1}"
-                        f"%{launcher.get('array_parallelism')}), partition "
-                        f"{launcher.get('partition')}, {launcher.get('gpus_per_node')} GPU(s), "
-                        f"{launcher.get('cpus_per_task')} CPUs, {launcher.get('timeout_min')} min")
+        return where + (
+            f"one SLURM array task each (--array=0-{n_jobs - 1}"
+            f"%{launcher.get('array_parallelism')}), partition "
+            f"{launcher.get('partition')}, {launcher.get('gpus_per_node')} GPU(s), "
+            f"{launcher.get('cpus_per_task')} CPUs, {launcher.get('timeout_min')} min"
+        )
     if "submitit" in target.lower():
         return where + "one local submitit process each"
     if "race" in str(cfg.hydra.sweeper.get("_target_", "")):
@@ -160,8 +168,13 @@ def _store_runs(uri: str, experiment: str) -> tuple[dict[str, list[Any]], str | 
     by_hash: dict[str, list[Any]] = {}
     token = None
     while True:
-        page = client.search_runs([exp.experiment_id], "", max_results=1000,
-                                  order_by=["attributes.start_time DESC"], page_token=token)
+        page = client.search_runs(
+            [exp.experiment_id],
+            "",
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
         for run in page:
             if run.data.tags.get(ROLE_TAG) != SWEEP_ROLE:  # as a job's search: parents out
                 by_hash.setdefault(run.data.tags.get("config_hash", ""), []).append(run)
@@ -171,8 +184,9 @@ def _store_runs(uri: str, experiment: str) -> tuple[dict[str, list[Any]], str | 
     return by_hash, None
 
 
-def make_plan(overrides: Sequence[str], config_dir: str | Path | None = None,
-              config_name: str = "config") -> Plan:
+def make_plan(
+    overrides: Sequence[str], config_dir: str | Path | None = None, config_name: str = "config"
+) -> Plan:
     """Compose the sweep and classify its runs (see the module's docstring); raises Hydra's
     composition errors as a real launch would (``launch.console`` makes them one line)."""
     from hydra import initialize_config_dir
@@ -206,8 +220,12 @@ def make_plan(overrides: Sequence[str], config_dir: str | Path | None = None,
     for index, (overrides_of_job, choice, cfg) in enumerate(configs):
         named = named_overrides(overrides_of_job, swept)
         seeds = seed_configs(cfg, int(cfg.get("seeds_per_job", 1)))
-        planned = [PlannedRun(index, run_name(one, named, choice), START, config_hash(one),
-                              list(overrides_of_job)) for one in seeds]
+        planned = [
+            PlannedRun(
+                index, run_name(one, named, choice), START, config_hash(one), list(overrides_of_job)
+            )
+            for one in seeds
+        ]
         previous = [by_hash.get(run.config_hash, []) for run in planned]
         todo = []
         for run, found in zip(planned, previous, strict=True):
@@ -228,8 +246,10 @@ def make_plan(overrides: Sequence[str], config_dir: str | Path | None = None,
     if k > 1:
         notes.append(f"seeds_per_job={k}: each job trains {k} seeds as one stacked model")
     if "race" in str(sweep_cfg.hydra.sweeper.get("_target_", "")):
-        notes.append("hydra/sweeper=race: the race gives seeds as it goes; these are the most "
-                     "runs it can make")
+        notes.append(
+            "hydra/sweeper=race: the race gives seeds as it goes; these are the most "
+            "runs it can make"
+        )
     return Plan(runs, len(configs), k, experiment, uri, placement(sweep_cfg, len(configs)), notes)
 
 

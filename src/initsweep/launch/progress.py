@@ -29,8 +29,11 @@ def interactive(stream: TextIO | None = None) -> bool:
     if forced in ("0", "1"):
         return forced == "1"
     streams = [stream] if stream is not None else [sys.stdout, sys.stderr]
-    return (all(getattr(s, "isatty", lambda: False)() for s in streams)
-            and not os.environ.get("CI") and os.environ.get("TERM") != "dumb")
+    return (
+        all(getattr(s, "isatty", lambda: False)() for s in streams)
+        and not os.environ.get("CI")
+        and os.environ.get("TERM") != "dumb"
+    )
 
 
 class _LinesAbove:
@@ -69,8 +72,15 @@ class SweepProgress:
             from tqdm import tqdm
         except ImportError:
             return
-        self.bar = tqdm(total=total, desc=label, unit="job", file=sys.stderr, leave=False,
-                        dynamic_ncols=True, mininterval=0)  # a job ends every few s at most
+        self.bar = tqdm(
+            total=total,
+            desc=label,
+            unit="job",
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=0,
+        )  # a job ends every few s at most
         self.stdout, sys.stdout = sys.stdout, _LinesAbove(self.bar, sys.stdout)
 
     @property

@@ -109,8 +109,12 @@ class TrackingConfig:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "optim": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
-    "lr_schedule": {"none": NoScheduleConfig, "cosine": CosineScheduleConfig,
-                    "step": StepScheduleConfig, "warmup": WarmupScheduleConfig},
+    "lr_schedule": {
+        "none": NoScheduleConfig,
+        "cosine": CosineScheduleConfig,
+        "step": StepScheduleConfig,
+        "warmup": WarmupScheduleConfig,
+    },
     "job": {"default": JobConfig},
     "diagnostics": {"default": DiagnosticsConfig},
     "tracking": {"default": TrackingConfig},

@@ -38,8 +38,10 @@ def submitit_signal() -> signal.Signals:
 def in_slurm_task() -> bool:
     """Inside a task SLURM started (under ``srun``, as submitit always runs its jobs), not in an
     interactive allocation: Lightning's own test (``lightning.fabric...slurm._is_srun_used``)."""
-    return ("SLURM_NTASKS" in os.environ
-            and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"))
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash",
+        "interactive",
+    )
 
 
 def task_id() -> str | None:
@@ -61,8 +63,13 @@ def restart_count() -> int:
 def controller_restarts(job: str) -> int | None:
     """``Restarts`` of ``job`` in slurmctld (``scontrol show job -o``); None if it cannot tell."""
     try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True,
-                             text=True, timeout=QUERY_TIMEOUT_S, check=True).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job],
+            capture_output=True,
+            text=True,
+            timeout=QUERY_TIMEOUT_S,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     found = re.search(r"\bRestarts=(\d+)", out)

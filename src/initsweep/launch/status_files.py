@@ -27,6 +27,8 @@ REPORTED_PREFIXES = ("val/", "test/")
 def reported_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """The metrics of a run that its status carries (``REPORTED_PREFIXES``)."""
     return {k: v for k, v in metrics.items() if k.startswith(REPORTED_PREFIXES)}
+
+
 # Written when a job's runs are open: still there at the end = it died. (training/job.py imports
 # this name; Outcome.RUNNING is the same value.)
 RUNNING = Outcome.RUNNING
@@ -59,8 +61,9 @@ def mark_failed(path: Path | None, run_id: str, error: str) -> None:
     path.write_text(json.dumps(statuses))
 
 
-def mark_lost(output_dir: Path, sweep_id: str | None, name: str,
-              error: str) -> list[dict[str, Any]]:
+def mark_lost(
+    output_dir: Path, sweep_id: str | None, name: str, error: str
+) -> list[dict[str, Any]]:
     """A job that ended without a result (killed, out of memory, node lost): what it had written
     of its runs becomes ``failed`` with ``error`` (its finished runs stay as they were), or, if
     it never wrote a status for this sweep, one failed status named ``name``. Returns them."""

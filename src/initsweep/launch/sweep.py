@@ -119,10 +119,16 @@ class SweepCallback(Callback):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = " ".join(map(redact_override, config.hydra.overrides.task))
         run = self.client.create_run(
-            self.experiment_id, run_name=f"sweep-{self.sweep_id}",
-            tags={SWEEP_ID_TAG: self.sweep_id, ROLE_TAG: SWEEP_ROLE,
-                  "overrides": overrides[:5000], "sweep_dir": str(self.sweep_dir),
-                  **owner_tags()})
+            self.experiment_id,
+            run_name=f"sweep-{self.sweep_id}",
+            tags={
+                SWEEP_ID_TAG: self.sweep_id,
+                ROLE_TAG: SWEEP_ROLE,
+                "overrides": overrides[:5000],
+                "sweep_dir": str(self.sweep_dir),
+                **owner_tags(),
+            },
+        )
         self.parent_run_id = run.info.run_id
         heartbeat.watch(self.client, [self.parent_run_id])
         adopt_parents(self.client, self.experiment_id, overrides[:5000], f"sweep {self.sweep_id}")
@@ -132,8 +138,11 @@ class SweepCallback(Callback):
         os.environ[SWEEP_ID_ENV] = self.sweep_id
         self.swept = swept_keys(config.hydra.overrides.task, config.hydra.sweeper.get("params"))
         os.environ[SWEPT_KEYS_ENV] = ",".join(self.swept)
-        print(f"sweep {self.sweep_id}: parent run {self.parent_run_id} in "
-              f"{redact(tracking_uri(config.get('tracking')))}", flush=True)
+        print(
+            f"sweep {self.sweep_id}: parent run {self.parent_run_id} in "
+            f"{redact(tracking_uri(config.get('tracking')))}",
+            flush=True,
+        )
         # a bar under the jobs' lines on a terminal (nothing changes elsewhere)
         self.progress = SweepProgress(sweep_size(config) if jobs_report_here(config) else None)
 
@@ -162,8 +171,11 @@ class SweepCallback(Callback):
         try:
             self._close_abandoned(statuses)
         except StoreUnavailable as err:
-            print(f"warning: {err}: runs left RUNNING stay so; the next launch resumes them",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: {err}: runs left RUNNING stay so; the next launch resumes them",
+                file=sys.stderr,
+                flush=True,
+            )
         failed = [s for s in statuses if s.get("outcome") in NOT_DONE]
         counts: dict[str, int] = {}
         for s in statuses:
@@ -186,25 +198,35 @@ class SweepCallback(Callback):
                 # pandas, scipy and matplotlib load only when a report is made
                 from initsweep.report.publish import report_for_sweep
 
-                print(report_for_sweep(tracking_uri(config.get("tracking")),
-                                       config.get("experiment_name", "initsweep"),
-                                       self.parent_run_id, self.sweep_dir / "report",
-                                       self.report), flush=True)
+                print(
+                    report_for_sweep(
+                        tracking_uri(config.get("tracking")),
+                        config.get("experiment_name", "initsweep"),
+                        self.parent_run_id,
+                        self.sweep_dir / "report",
+                        self.report,
+                    ),
+                    flush=True,
+                )
             except Exception as err:  # a report that cannot be made never fails the sweep
                 print(f"report: not written: {err}", file=sys.stderr, flush=True)
         try:  # what the MLflow UI opens on; a view that cannot be written never fails the sweep
-            link = finish_sweep_ui(self.client, self.experiment_id, self.parent_run_id,
-                                   self.sweep_id, self.swept)
+            link = finish_sweep_ui(
+                self.client, self.experiment_id, self.parent_run_id, self.sweep_id, self.swept
+            )
             # the demo's kind of sweep (inits over seeds) gets the pointer to the tuning trap; a
             # sweep over anything else (a learning rate, report=false or not) has its own story
-            tuned = (bool(self.report and self.report.tune)
-                     or any(k not in SEED_KEYS and k.split(".")[0] != "init" for k in self.swept))
+            tuned = bool(self.report and self.report.tune) or any(
+                k not in SEED_KEYS and k.split(".")[0] != "init" for k in self.swept
+            )
             print(closing_line(self.sweep_id, link, tuned), flush=True)
         except Exception as err:
             print(f"mlflow ui: view not written: {err}", file=sys.stderr, flush=True)
         for s in failed:
-            print(f"  {s.get('outcome')}: {s.get('name', '?')}: {s.get('error', '?')}",
-                  file=sys.stderr)
+            print(
+                f"  {s.get('outcome')}: {s.get('name', '?')}: {s.get('error', '?')}",
+                file=sys.stderr,
+            )
         if failed:
             sys.exit(1)
 
@@ -212,11 +234,16 @@ class SweepCallback(Callback):
         """End the sweep's runs still RUNNING: every job is over, so nobody will end them."""
         left = self.client.search_runs(
             [self.experiment_id],
-            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' "
-            "and attributes.status = 'RUNNING'", max_results=10000)
+            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
+            max_results=10000,
+        )
         errors = {s.get("run_id"): s.get("error") for s in statuses if s.get("run_id")}
         for run in left:
             error = errors.get(run.info.run_id) or DIED
             how = close_abandoned(self.client, run, error)
-            print(f"{run.info.run_name}: left RUNNING by its job ({error}); run "
-                  f"{run.info.run_id} now {how}", file=sys.stderr, flush=True)
+            print(
+                f"{run.info.run_name}: left RUNNING by its job ({error}); run "
+                f"{run.info.run_id} now {how}",
+                file=sys.stderr,
+                flush=True,
+            )

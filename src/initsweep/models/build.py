@@ -35,9 +35,13 @@ def _launch_folder() -> str:
 def locate_factory(target: Any) -> Callable[..., nn.Module]:
     """``model._target_`` as a callable: a dotted path ``package.module.function``, importable
     from the Python path or from the folder the run was launched from (a user's own file)."""
-    require(isinstance(target, str) and "." in target and not target.startswith("."),
-            "model._target_", target, "must be a dotted path to a factory, e.g. "
-            "my_models.small_cnn (a function in my_models.py in the folder you run from)")
+    require(
+        isinstance(target, str) and "." in target and not target.startswith("."),
+        "model._target_",
+        target,
+        "must be a dotted path to a factory, e.g. "
+        "my_models.small_cnn (a function in my_models.py in the folder you run from)",
+    )
     folder = _launch_folder()
     if folder not in sys.path:
         sys.path.append(folder)  # after everything else: never shadows an installed package
@@ -45,12 +49,15 @@ def locate_factory(target: Any) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except Exception as err:
-        raise ConfigError(f"model._target_={target!r}: cannot import {module_name} "
-                          f"({type(err).__name__}: {str(err).splitlines()[0]}); it must be on "
-                          f"the Python path or a .py file in {folder}") from None
+        raise ConfigError(
+            f"model._target_={target!r}: cannot import {module_name} "
+            f"({type(err).__name__}: {str(err).splitlines()[0]}); it must be on "
+            f"the Python path or a .py file in {folder}"
+        ) from None
     factory = getattr(module, attribute, None)
-    require(callable(factory), "model._target_", target,
-            f"{module_name} has no callable {attribute!r}")
+    require(
+        callable(factory), "model._target_", target, f"{module_name} has no callable {attribute!r}"
+    )
     return cast(Callable[..., nn.Module], factory)
 
 
@@ -64,17 +71,26 @@ def check_model_keys(factory: Callable[..., Any], target: str, keys: Mapping[str
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     for needed in ("input_shape", "num_classes"):
-        require(needed in parameters, "model._target_", target,
-                f"a model factory is called as f(input_shape=(C, H, W), num_classes=N, ...); "
-                f"{target} has no argument {needed!r}")
+        require(
+            needed in parameters,
+            "model._target_",
+            target,
+            f"a model factory is called as f(input_shape=(C, H, W), num_classes=N, ...); "
+            f"{target} has no argument {needed!r}",
+        )
     valid = [n for n in parameters if n not in ("input_shape", "num_classes")]
     for key, value in keys.items():
-        require(key in valid, f"model.{key}", value, f"not an argument of {target}; valid: "
-                f"{', '.join(valid) or 'none'}")
+        require(
+            key in valid,
+            f"model.{key}",
+            value,
+            f"not an argument of {target}; valid: {', '.join(valid) or 'none'}",
+        )
 
 
-def build_network(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_classes: int,
-                  init_seed: int = 0) -> nn.Module:
+def build_network(
+    model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_classes: int, init_seed: int = 0
+) -> nn.Module:
     """The network of ``model_cfg``: its ``_target_`` factory called (through Hydra's
     ``instantiate``, so nested ``_target_`` nodes work too) with the data's input shape and
     number of classes. Raises ``ConfigError`` for an unknown target or key, and for a network
@@ -89,8 +105,10 @@ def build_network(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_
 
     if isinstance(model_cfg, DictConfig):
         if OmegaConf.is_missing(model_cfg, "_target_"):
-            raise ConfigError("model._target_: not set; model=custom needs your factory, e.g. "
-                              "model._target_=my_models.small_cnn (docs/extending.md)")
+            raise ConfigError(
+                "model._target_: not set; model=custom needs your factory, e.g. "
+                "model._target_=my_models.small_cnn (docs/extending.md)"
+            )
         cfg = cast(dict[str, Any], OmegaConf.to_container(model_cfg, resolve=True))
     else:
         cfg = dict(model_cfg)
@@ -111,29 +129,41 @@ def build_network(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_
             cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else err
             if isinstance(cause, ConfigError):
                 raise cause from None
-            raise ConfigError(f"model._target_={target!r}: building the model failed "
-                              f"({type(cause).__name__}: {str(cause).splitlines()[0]})") from None
-    require(isinstance(net, nn.Module), "model._target_", target,
-            f"must return a torch.nn.Module, returned {type(net).__name__}")
+            raise ConfigError(
+                f"model._target_={target!r}: building the model failed "
+                f"({type(cause).__name__}: {str(cause).splitlines()[0]})"
+            ) from None
+    require(
+        isinstance(net, nn.Module),
+        "model._target_",
+        target,
+        f"must return a torch.nn.Module, returned {type(net).__name__}",
+    )
     check_output_shape(net, target, shape, num_classes)
     return net
 
 
 @torch.no_grad()
-def check_output_shape(net: nn.Module, target: str, input_shape: tuple[int, ...],
-                       num_classes: int) -> None:
+def check_output_shape(
+    net: nn.Module, target: str, input_shape: tuple[int, ...], num_classes: int
+) -> None:
     """A batch of 2 zero inputs of the data's shape must give logits ``(2, num_classes)``."""
     was_training = net.training
     net.eval()  # no BatchNorm statistics updated by the check
     try:
         out = net(torch.zeros(2, *input_shape))
     except Exception as err:
-        raise ConfigError(f"model._target_={target!r}: does not fit the data's inputs of shape "
-                          f"{input_shape} ({type(err).__name__}: {str(err).splitlines()[0]})"
-                          ) from None
+        raise ConfigError(
+            f"model._target_={target!r}: does not fit the data's inputs of shape "
+            f"{input_shape} ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
     finally:
         net.train(was_training)
     shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-    require(shape == (2, num_classes), "model._target_", target,
-            f"must map inputs (B, {', '.join(map(str, input_shape))}) to logits "
-            f"(B, {num_classes}); gave {shape} for B=2")
+    require(
+        shape == (2, num_classes),
+        "model._target_",
+        target,
+        f"must map inputs (B, {', '.join(map(str, input_shape))}) to logits "
+        f"(B, {num_classes}); gave {shape} for B=2",
+    )

@@ -19,20 +19,32 @@ from typing import cast
 from torch import Tensor, nn
 
 # Layers with a weight an init scheme fills (fans as torch computes them from the weight's shape).
-WEIGHT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
-                                                   nn.Embedding)
+WEIGHT_LAYER_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Embedding,
+)
 # Normalization layers: their affine weight and bias follow ``init.norm``, not a scheme.
 NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm,
-    nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
 
 
 def weight_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(path, module)`` of every weight layer (Linear, Conv1d/2d/3d, Embedding) of ``net``, in
     registration order: what an initializer and the diagnostics walk. A layer used twice is
     listed once."""
-    return [(path, m) for path, m in net.named_modules()
-            if isinstance(m, WEIGHT_LAYER_TYPES) and getattr(m, "weight", None) is not None]
+    return [
+        (path, m)
+        for path, m in net.named_modules()
+        if isinstance(m, WEIGHT_LAYER_TYPES) and getattr(m, "weight", None) is not None
+    ]
 
 
 def weight_of(layer: nn.Module) -> Tensor:
@@ -57,8 +69,10 @@ def norm_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
 
 # torchvision's ResNet blocks: their branch's layers by attribute name (duck-typed, so that
 # torchvision is never imported here).
-_TORCHVISION_BLOCKS = {"BasicBlock": ("conv1", "bn1", "conv2", "bn2"),
-                       "Bottleneck": ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")}
+_TORCHVISION_BLOCKS = {
+    "BasicBlock": ("conv1", "bn1", "conv2", "bn2"),
+    "Bottleneck": ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"),
+}
 
 
 def residual_branch(module: nn.Module) -> list[nn.Module]:
@@ -76,5 +90,3 @@ def residual_blocks(net: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     """``(path, branch layers)`` of every residual block of ``net``."""
     found = [(path, residual_branch(m)) for path, m in net.named_modules()]
     return [(path, branch) for path, branch in found if branch]
-
-

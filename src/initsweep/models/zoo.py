@@ -60,8 +60,12 @@ def build_mlp(
     require_choice("model.activation", activation, ACTIVATIONS)
     hidden_sizes = list(hidden_sizes)
     for size in hidden_sizes:
-        require(isinstance(size, int) and size >= 1, "model.hidden_sizes", hidden_sizes,
-                "every hidden size must be an integer >= 1")
+        require(
+            isinstance(size, int) and size >= 1,
+            "model.hidden_sizes",
+            hidden_sizes,
+            "every hidden size must be an integer >= 1",
+        )
     sizes = [in_features, *hidden_sizes, out_features]
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
@@ -76,17 +80,27 @@ def hidden_sizes(model_cfg: Mapping[str, Any]) -> list[int]:
     depth = model_cfg.get("depth")
     if depth is None:
         return list(model_cfg.get("hidden_sizes", []))
-    require(isinstance(depth, int) and depth >= 0, "model.depth", depth,
-            "must be null or an integer >= 0")
+    require(
+        isinstance(depth, int) and depth >= 0,
+        "model.depth",
+        depth,
+        "must be null or an integer >= 0",
+    )
     return [model_cfg.get("width", 256)] * depth
 
 
 _hidden_sizes_of = hidden_sizes  # ``mlp``'s argument of the same name hides the function
 
 
-def mlp(input_shape: Sequence[int], num_classes: int, hidden_sizes: Sequence[int] = (256, 128),
-        depth: int | None = None, width: int = 256, activation: str = "relu",
-        bias: bool = True) -> MLP:
+def mlp(
+    input_shape: Sequence[int],
+    num_classes: int,
+    hidden_sizes: Sequence[int] = (256, 128),
+    depth: int | None = None,
+    width: int = 256,
+    activation: str = "relu",
+    bias: bool = True,
+) -> MLP:
     """``model=mlp``: an MLP over the flattened input; ``depth`` x ``width`` replaces
     ``hidden_sizes`` when set (a deep net of equal layers: ``depth=100 width=256``)."""
     sizes = _hidden_sizes_of({"hidden_sizes": hidden_sizes, "depth": depth, "width": width})
@@ -97,14 +111,24 @@ def mlp(input_shape: Sequence[int], num_classes: int, hidden_sizes: Sequence[int
 def _image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int, int]:
     shape = tuple(input_shape)
     if len(shape) != 3:
-        raise ConfigError(f"model={model}: needs image inputs (C, H, W); the data's inputs have "
-                          f"shape {shape} (data=digits, mnist and fashion_mnist are images)")
+        raise ConfigError(
+            f"model={model}: needs image inputs (C, H, W); the data's inputs have "
+            f"shape {shape} (data=digits, mnist and fashion_mnist are images)"
+        )
     return cast(tuple[int, int, int], shape)
 
 
-def cnn(input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (6, 16),
-        kernel_size: int = 5, pool: str = "max", hidden_sizes: Sequence[int] = (120, 84),
-        activation: str = "relu", norm: str = "none", bias: bool = True) -> nn.Module:
+def cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    channels: Sequence[int] = (6, 16),
+    kernel_size: int = 5,
+    pool: str = "max",
+    hidden_sizes: Sequence[int] = (120, 84),
+    activation: str = "relu",
+    norm: str = "none",
+    bias: bool = True,
+) -> nn.Module:
     """``model=cnn``: LeNet-style (LeCun et al. 1998, LeNet-5's 6 and 16 channels, 120 and 84
     units): per entry of ``channels`` a block conv(k x k, "same" padding) -> [BatchNorm] ->
     activation -> 2x2 pool (``pool: max | avg | none``), then Linear -> activation layers of
@@ -115,20 +139,35 @@ def cnn(input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = 
     require_choice("model.pool", pool, ("max", "avg", "none"))
     require_choice("model.norm", norm, ("batch", "none"))
     channels, hidden = list(channels), list(hidden_sizes)
-    require(len(channels) >= 1 and all(isinstance(n, int) and n >= 1 for n in channels),
-            "model.channels", channels, "must be a non-empty list of integers >= 1")
-    require(all(isinstance(n, int) and n >= 1 for n in hidden), "model.hidden_sizes", hidden,
-            "every hidden size must be an integer >= 1")
-    require(isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1,
-            "model.kernel_size", kernel_size, "must be an odd integer >= 1 ('same' padding)")
+    require(
+        len(channels) >= 1 and all(isinstance(n, int) and n >= 1 for n in channels),
+        "model.channels",
+        channels,
+        "must be a non-empty list of integers >= 1",
+    )
+    require(
+        all(isinstance(n, int) and n >= 1 for n in hidden),
+        "model.hidden_sizes",
+        hidden,
+        "every hidden size must be an integer >= 1",
+    )
+    require(
+        isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1,
+        "model.kernel_size",
+        kernel_size,
+        "must be an odd integer >= 1 ('same' padding)",
+    )
     shrink = 1 if pool == "none" else 2 ** len(channels)
-    require(h // shrink >= 1 and w // shrink >= 1, "model.channels", channels,
-            f"{len(channels)} pooling blocks shrink the {h}x{w} input to "
-            f"{h // shrink}x{w // shrink}; use fewer blocks or model.pool=none")
+    require(
+        h // shrink >= 1 and w // shrink >= 1,
+        "model.channels",
+        channels,
+        f"{len(channels)} pooling blocks shrink the {h}x{w} input to "
+        f"{h // shrink}x{w // shrink}; use fewer blocks or model.pool=none",
+    )
     features: OrderedDict[str, nn.Module] = OrderedDict()
     for i, out in enumerate(channels, start=1):
-        features[f"conv{i}"] = nn.Conv2d(c, out, kernel_size, padding=kernel_size // 2,
-                                         bias=bias)
+        features[f"conv{i}"] = nn.Conv2d(c, out, kernel_size, padding=kernel_size // 2, bias=bias)
         if norm == "batch":
             features[f"norm{i}"] = nn.BatchNorm2d(out)
         features[f"act{i}"] = ACTIVATIONS[activation]()
@@ -167,8 +206,15 @@ class BasicBlock(nn.Module):
     same weight layers and draw the same initial weights.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: bool,
-                 activation: type[nn.Module], skip: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        norm: bool,
+        activation: type[nn.Module],
+        skip: bool,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=not norm)
         self.bn1 = nn.BatchNorm2d(out_channels) if norm else None
@@ -193,7 +239,7 @@ class BasicBlock(nn.Module):
         if self.bn2 is not None:
             out = self.bn2(out)
         if self.skip:
-            shortcut = x if self.stride == 1 else x[:, :, ::self.stride, ::self.stride]
+            shortcut = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
             if self.pad:
                 shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.pad))
             out = out + shortcut
@@ -207,8 +253,16 @@ class ResNet(nn.Module):
     Module paths: ``stem``, ``stages.<s>.<b>.conv1`` / ``conv2`` (``bn1``, ``bn2``), ``fc``.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, n: int, width: int, norm: bool,
-                 activation: type[nn.Module], skip: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        n: int,
+        width: int,
+        norm: bool,
+        activation: type[nn.Module],
+        skip: bool,
+    ) -> None:
         super().__init__()
         self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=not norm)
         self.stem_bn = nn.BatchNorm2d(width) if norm else None
@@ -217,8 +271,17 @@ class ResNet(nn.Module):
         channels = width
         for s in range(3):
             out = width * 2**s
-            blocks = [BasicBlock(channels if b == 0 else out, out, 2 if (s > 0 and b == 0) else 1,
-                                 norm, activation, skip) for b in range(n)]
+            blocks = [
+                BasicBlock(
+                    channels if b == 0 else out,
+                    out,
+                    2 if (s > 0 and b == 0) else 1,
+                    norm,
+                    activation,
+                    skip,
+                )
+                for b in range(n)
+            ]
             stages.append(nn.Sequential(*blocks))
             channels = out
         self.stages = nn.Sequential(*stages)
@@ -232,21 +295,42 @@ class ResNet(nn.Module):
         return self.fc(out.mean(dim=(2, 3)))
 
 
-def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 20, width: int = 16,
-           norm: str = "batch", skip: bool = True, activation: str = "relu") -> ResNet:
+def resnet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    depth: int = 20,
+    width: int = 16,
+    norm: str = "batch",
+    skip: bool = True,
+    activation: str = "relu",
+) -> ResNet:
     """``model=resnet``: He et al. 2016's CIFAR ResNet (section 4.2) of ``depth`` = 6n+2 weight
     layers (20, 32, 44, 56, 110 in the paper; 8 and 14 are the small ones), channels ``width``,
     2 ``width``, 4 ``width`` (16 in the paper). ``norm: batch | none``; ``skip=false`` is the
     paper's plain counterpart (the same layers without shortcuts). On 1x8x8 digits the stages
     see 8x8, 4x4 and 2x2 maps; on 1x28x28 MNIST 28x28, 14x14 and 7x7."""
     c, h, w = _image_shape(input_shape, "resnet")
-    require(isinstance(depth, int) and depth >= 8 and (depth - 2) % 6 == 0, "model.depth", depth,
-            "must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110)")
-    require(isinstance(width, int) and width >= 1, "model.width", width,
-            "must be an integer >= 1")
+    require(
+        isinstance(depth, int) and depth >= 8 and (depth - 2) % 6 == 0,
+        "model.depth",
+        depth,
+        "must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110)",
+    )
+    require(isinstance(width, int) and width >= 1, "model.width", width, "must be an integer >= 1")
     require_choice("model.norm", norm, ("batch", "none"))
     require_choice("model.activation", activation, ACTIVATIONS)
-    require(h >= 4 and w >= 4, "model", "resnet",
-            f"needs inputs of at least 4x4 (two stride-2 stages); the data's are {h}x{w}")
-    return ResNet(c, num_classes, (depth - 2) // 6, width, norm == "batch",
-                  ACTIVATIONS[activation], bool(skip))
+    require(
+        h >= 4 and w >= 4,
+        "model",
+        "resnet",
+        f"needs inputs of at least 4x4 (two stride-2 stages); the data's are {h}x{w}",
+    )
+    return ResNet(
+        c,
+        num_classes,
+        (depth - 2) // 6,
+        width,
+        norm == "batch",
+        ACTIVATIONS[activation],
+        bool(skip),
+    )

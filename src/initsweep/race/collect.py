@@ -52,15 +52,21 @@ def read_statuses(output_dir: Path | None) -> list[dict[str, Any]]:
         return []
 
 
-def collect(jobs: Sequence[tuple[int, tuple[int, ...], Any]], metric: str,
-            score_metric: str, results: RoundResults | None = None) -> RoundResults:
+def collect(
+    jobs: Sequence[tuple[int, tuple[int, ...], Any]],
+    metric: str,
+    score_metric: str,
+    results: RoundResults | None = None,
+) -> RoundResults:
     """Map each job's statuses to its (candidate, seed)s: ``jobs`` are (candidate, seeds,
     JobReturn) in launch order. A seed with no usable status gets a problem instead of a value."""
     out = results or RoundResults()
     for index, seeds, job_return in jobs:
         statuses = {s.get("seed"): s for s in read_statuses(job_output_dir(job_return))}
-        lone_error = next((s.get("error") for s in statuses.values() if s.get("seed") is None
-                           and s.get("error")), None)  # a config error: one status, no seed
+        lone_error = next(
+            (s.get("error") for s in statuses.values() if s.get("seed") is None and s.get("error")),
+            None,
+        )  # a config error: one status, no seed
         for seed in seeds:
             key = (index, seed)
             status = statuses.get(seed)
@@ -77,7 +83,8 @@ def collect(jobs: Sequence[tuple[int, tuple[int, ...], Any]], metric: str,
             out.values[key] = value
             if value is None:
                 why = status.get("error") or (
-                    f"{outcome}: {metric} missing or not finite" if outcome in USABLE else outcome)
+                    f"{outcome}: {metric} missing or not finite" if outcome in USABLE else outcome
+                )
                 out.problems[key] = str(why).splitlines()[0][:300]
     return out
 

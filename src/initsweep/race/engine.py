@@ -131,7 +131,7 @@ class Race:
         if self.done:
             return {}
         n = self.settings.seeds_first if not self.played else self.settings.seeds_per_round
-        seeds = tuple(self.settings.seeds[len(self.played):len(self.played) + n])
+        seeds = tuple(self.settings.seeds[len(self.played) : len(self.played) + n])
         open_contexts = [c for c in self.contexts if c not in self.ended]
         if not seeds:
             self._end(open_contexts, SEEDS)
@@ -144,9 +144,12 @@ class Race:
         self._pending = plan
         return dict(plan)
 
-    def record(self, values: Mapping[tuple[int, int], float | None],
-               scores: Mapping[tuple[int, int], float | None] | None = None,
-               problems: Mapping[tuple[int, int], str] | None = None) -> list[Standing]:
+    def record(
+        self,
+        values: Mapping[tuple[int, int], float | None],
+        scores: Mapping[tuple[int, int], float | None] | None = None,
+        problems: Mapping[tuple[int, int], str] | None = None,
+    ) -> list[Standing]:
         """Take the round's results and judge every context that played; returns the round table.
 
         ``values``: the selection metric per (candidate, seed) of the planned round; a missing or
@@ -168,7 +171,8 @@ class Race:
                     self.scores[(i, seed)] = float(scores[(i, seed)])  # type: ignore[arg-type]
                 if value is None or not math.isfinite(value):
                     why = (problems or {}).get((i, seed)) or (
-                        "no result" if value is None else f"metric is {value}")
+                        "no result" if value is None else f"metric is {value}"
+                    )
                     failures.setdefault(i, f"seed {seed}: {why}")
                 else:
                     self.values[(i, seed)] = float(value)
@@ -179,8 +183,9 @@ class Race:
         self.rounds.append(table)
         return table
 
-    def _judge_context(self, context: str, round_no: int,
-                       failures: Mapping[int, str]) -> list[Standing]:
+    def _judge_context(
+        self, context: str, round_no: int, failures: Mapping[int, str]
+    ) -> list[Standing]:
         rows: list[Standing] = []
         for i in self.live(context):
             if i in failures:
@@ -192,32 +197,52 @@ class Race:
             return rows
         matrix = np.array([[self.values[(i, s)] for s in self.played] for i in live])
         members = self.contexts[context]
-        rule = self._rules.setdefault(context, Elimination(
-            len(members), self.settings.maximize, self.settings.confidence,
-            self.settings.margin, self.settings.bounds))
-        verdict = judge(matrix, self.settings.maximize, self.settings.confidence,
-                        elimination=rule, rows=[members.index(i) for i in live],
-                        new_seeds=len(self.played) - self._fed.get(context, 0))
+        rule = self._rules.setdefault(
+            context,
+            Elimination(
+                len(members),
+                self.settings.maximize,
+                self.settings.confidence,
+                self.settings.margin,
+                self.settings.bounds,
+            ),
+        )
+        verdict = judge(
+            matrix,
+            self.settings.maximize,
+            self.settings.confidence,
+            elimination=rule,
+            rows=[members.index(i) for i in live],
+            new_seeds=len(self.played) - self._fed.get(context, 0),
+        )
         self._fed[context] = len(self.played)
         leader = self.candidates[live[verdict.leader]]
         alpha = 1 - self.settings.confidence
         for row, i in enumerate(live):
             c = self.candidates[i]
-            stats = (verdict.mean[row], verdict.low[row], verdict.high[row],
-                     verdict.diff[row], verdict.p_holm[row])
+            stats = (
+                verdict.mean[row],
+                verdict.low[row],
+                verdict.high[row],
+                verdict.diff[row],
+                verdict.p_holm[row],
+            )
             if row == verdict.leader:
                 status, reason = "leader", ""
             elif verdict.dropped[row]:
                 self.alive.discard(i)
                 status = "dropped"
-                reason = (f"worse than {leader.label} by {verdict.diff[row]:.4g} on "
-                          f"{len(self.played)} paired seeds (anytime e-Holm p="
-                          f"{verdict.p_holm[row]:.3g} <= {alpha:.3g}, margin "
-                          f"{self.settings.margin:g})")
+                reason = (
+                    f"worse than {leader.label} by {verdict.diff[row]:.4g} on "
+                    f"{len(self.played)} paired seeds (anytime e-Holm p="
+                    f"{verdict.p_holm[row]:.3g} <= {alpha:.3g}, margin "
+                    f"{self.settings.margin:g})"
+                )
             else:
                 status, reason = "alive", f"not called (Holm p={verdict.p_holm[row]:.3g})"
-            rows.append(Standing(round_no, context, c.label, len(self.played), *stats,
-                                 status, reason))
+            rows.append(
+                Standing(round_no, context, c.label, len(self.played), *stats, status, reason)
+            )
         if len(self.live(context)) == 1:
             self.ended[context] = CONFIDENT
         return rows
@@ -225,11 +250,24 @@ class Race:
     def _row(self, round_no: int, i: int, status: str, reason: str) -> Standing:
         c = self.candidates[i]
         seeds = [s for s in self.played if (i, s) in self.values]
-        mean, low, high = (mean_interval([self.values[(i, s)] for s in seeds],
-                                         self.settings.confidence) if seeds
-                           else (math.nan, math.nan, math.nan))
-        return Standing(round_no, c.context, c.label, len(seeds), mean, low, high, math.nan,
-                        math.nan, status, reason)
+        mean, low, high = (
+            mean_interval([self.values[(i, s)] for s in seeds], self.settings.confidence)
+            if seeds
+            else (math.nan, math.nan, math.nan)
+        )
+        return Standing(
+            round_no,
+            c.context,
+            c.label,
+            len(seeds),
+            mean,
+            low,
+            high,
+            math.nan,
+            math.nan,
+            status,
+            reason,
+        )
 
     def _end(self, contexts: Sequence[str], why: str) -> None:
         for context in contexts:
@@ -245,25 +283,34 @@ class Race:
             seeds = [s for s in self.played if all((i, s) in self.values for i in live)]
             means = [float(np.mean([self.values[(i, s)] for s in seeds])) for i in live]
             best = live[best_mean(means, self.settings.maximize)]
-            mean, low, high = mean_interval([self.values[(best, s)] for s in seeds],
-                                            self.settings.confidence)
+            mean, low, high = mean_interval(
+                [self.values[(best, s)] for s in seeds], self.settings.confidence
+            )
             tested = [self.scores[(best, s)] for s in seeds if (best, s) in self.scores]
-            score = (mean_interval(tested, self.settings.confidence) if tested
-                     else (math.nan, math.nan, math.nan))
-            out[context] = Winner(context, self.candidates[best], why, len(seeds), mean, low,
-                                  high, *score)
+            score = (
+                mean_interval(tested, self.settings.confidence)
+                if tested
+                else (math.nan, math.nan, math.nan)
+            )
+            out[context] = Winner(
+                context, self.candidates[best], why, len(seeds), mean, low, high, *score
+            )
         return out
 
 
-def replay(candidates: Sequence[Candidate], settings: RaceSettings,
-           value: Callable[[Candidate, int], float | None],
-           score: Callable[[Candidate, int], float | None] | None = None) -> Race:
+def replay(
+    candidates: Sequence[Candidate],
+    settings: RaceSettings,
+    value: Callable[[Candidate, int], float | None],
+    score: Callable[[Candidate, int], float | None] | None = None,
+) -> Race:
     """Run a whole race on known results (``value(candidate, seed)``): the sweeper's own logic
     without training, for tests and for measuring the rule on a full grid (race_study.py)."""
     race = Race(candidates, settings)
     while plan := race.next_round():
         keys = [(i, s) for i, seeds in plan.items() for s in seeds]
-        race.record({(i, s): value(race.candidates[i], s) for i, s in keys},
-                    None if score is None else {(i, s): score(race.candidates[i], s)
-                                                for i, s in keys})
+        race.record(
+            {(i, s): value(race.candidates[i], s) for i, s in keys},
+            None if score is None else {(i, s): score(race.candidates[i], s) for i, s in keys},
+        )
     return race

@@ -21,8 +21,19 @@ from typing import Any
 
 from initsweep.race.engine import Race, Standing, Winner
 
-COLUMNS = ("round", "context", "configuration", "seeds", "mean", "low", "high",
-           "diff_to_leader", "p_holm", "status", "reason")
+COLUMNS = (
+    "round",
+    "context",
+    "configuration",
+    "seeds",
+    "mean",
+    "low",
+    "high",
+    "diff_to_leader",
+    "p_holm",
+    "status",
+    "reason",
+)
 
 
 def metric_key(text: str) -> str:
@@ -34,9 +45,27 @@ def rows(race: Race) -> list[dict[str, Any]]:
     out = []
     for table in race.rounds:
         for s in table:
-            out.append(dict(zip(COLUMNS, (s.round, s.context, s.label, s.n_seeds, s.mean, s.low,
-                                          s.high, s.diff, s.p_holm, s.status, s.reason),
-                                strict=True)))
+            out.append(
+                dict(
+                    zip(
+                        COLUMNS,
+                        (
+                            s.round,
+                            s.context,
+                            s.label,
+                            s.n_seeds,
+                            s.mean,
+                            s.low,
+                            s.high,
+                            s.diff,
+                            s.p_holm,
+                            s.status,
+                            s.reason,
+                        ),
+                        strict=True,
+                    )
+                )
+            )
     return out
 
 
@@ -80,21 +109,29 @@ def markdown(race: Race, metric: str, score_metric: str) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for w in race.winners().values():
-        lines.append(f"| {w.context or 'all'} | {w.candidate.label} | {w.ended} | {w.n_seeds} | "
-                     f"{fmt(w.mean)} | [{fmt(w.low)}, {fmt(w.high)}] | {fmt(w.score_mean)} | "
-                     f"[{fmt(w.score_low)}, {fmt(w.score_high)}] |")
+        lines.append(
+            f"| {w.context or 'all'} | {w.candidate.label} | {w.ended} | {w.n_seeds} | "
+            f"{fmt(w.mean)} | [{fmt(w.low)}, {fmt(w.high)}] | {fmt(w.score_mean)} | "
+            f"[{fmt(w.score_low)}, {fmt(w.score_high)}] |"
+        )
     unfinished = [c for c in race.contexts if c not in race.ended]
     if unfinished:
         lines += ["", f"Still racing: {', '.join(c or 'all' for c in unfinished)}."]
-    lines += ["", "## Rounds", "",
-              "| round | context | configuration | seeds | mean | interval | diff to leader "
-              "| Holm p | status | reason |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Rounds",
+        "",
+        "| round | context | configuration | seeds | mean | interval | diff to leader "
+        "| Holm p | status | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows(race):
-        lines.append(f"| {r['round']} | {r['context'] or 'all'} | {r['configuration']} | "
-                     f"{r['seeds']} | {fmt(r['mean'])} | [{fmt(r['low'])}, {fmt(r['high'])}] | "
-                     f"{fmt(r['diff_to_leader'])} | {fmt(r['p_holm'])} | {r['status']} | "
-                     f"{r['reason']} |")
+        lines.append(
+            f"| {r['round']} | {r['context'] or 'all'} | {r['configuration']} | "
+            f"{r['seeds']} | {fmt(r['mean'])} | [{fmt(r['low'])}, {fmt(r['high'])}] | "
+            f"{fmt(r['diff_to_leader'])} | {fmt(r['p_holm'])} | {r['status']} | "
+            f"{r['reason']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -108,39 +145,61 @@ def plot(race: Race, metric: str, path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     contexts = list(race.contexts)
-    fig, axes = plt.subplots(1, len(contexts), figsize=(5.2 * len(contexts), 3.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(contexts), figsize=(5.2 * len(contexts), 3.8), squeeze=False)
     winners = race.winners()
     for ax, context in zip(axes[0], contexts, strict=True):
         labels = [race.candidates[i].label for i in race.contexts[context]]
         finals: list[Standing] = []  # each configuration's last row
         for k, label in enumerate(labels):
-            mine = [s for table in race.rounds for s in table
-                    if s.context == context and s.label == label and not math.isnan(s.mean)]
+            mine = [
+                s
+                for table in race.rounds
+                for s in table
+                if s.context == context and s.label == label and not math.isnan(s.mean)
+            ]
             if not mine:
                 continue
             x = [s.n_seeds + (k - (len(labels) - 1) / 2) * 0.06 for s in mine]
             y = [s.mean for s in mine]
-            err = [[max(0.0, s.mean - s.low) if not math.isnan(s.low) else 0.0 for s in mine],
-                   [max(0.0, s.high - s.mean) if not math.isnan(s.high) else 0.0 for s in mine]]
+            err = [
+                [max(0.0, s.mean - s.low) if not math.isnan(s.low) else 0.0 for s in mine],
+                [max(0.0, s.high - s.mean) if not math.isnan(s.high) else 0.0 for s in mine],
+            ]
             won = context in winners and winners[context].candidate.label == label
             out = mine[-1].status in ("dropped", "failed")
-            note = (" (winner)" if won
-                    else f" ({mine[-1].status} at {mine[-1].n_seeds})" if out else "")
-            line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3,
-                               lw=2.2 if won else 1.0, label=label + note)
+            note = (
+                " (winner)" if won else f" ({mine[-1].status} at {mine[-1].n_seeds})" if out else ""
+            )
+            line = ax.errorbar(
+                x,
+                y,
+                yerr=err,
+                marker="o",
+                ms=4,
+                capsize=3,
+                lw=2.2 if won else 1.0,
+                label=label + note,
+            )
             if out:
                 ax.plot(x[-1], y[-1], "x", ms=9, color=line[0].get_color())
             finals.append(mine[-1])
         # Zoom around the final leader: a diverging learning rate's mean and interval would
         # flatten everything else; rows far below leave the frame (their legend says why).
-        ref = max((s for s in finals if s.status in ("leader", "alive")),
-                  key=lambda s: s.mean if race.settings.maximize else -s.mean, default=None)
+        ref = max(
+            (s for s in finals if s.status in ("leader", "alive")),
+            key=lambda s: s.mean if race.settings.maximize else -s.mean,
+            default=None,
+        )
         if ref is not None:
-            width = max(ref.high - ref.low if not math.isnan(ref.high) else 0.0,
-                        0.01 * abs(ref.mean), 1e-6)
-            near = [s.mean for table in race.rounds for s in table if s.context == context
-                    and abs(s.mean - ref.mean) <= 3 * width]
+            width = max(
+                ref.high - ref.low if not math.isnan(ref.high) else 0.0, 0.01 * abs(ref.mean), 1e-6
+            )
+            near = [
+                s.mean
+                for table in race.rounds
+                for s in table
+                if s.context == context and abs(s.mean - ref.mean) <= 3 * width
+            ]
             bounds = [*near, *(v for v in (ref.low, ref.high) if not math.isnan(v))]
             lo, hi = min(bounds), max(bounds)
             ax.set_ylim(lo - 0.15 * (hi - lo + 1e-6), hi + 0.15 * (hi - lo + 1e-6))
@@ -166,13 +225,15 @@ def write_files(race: Race, metric: str, score_metric: str, folder: Path) -> lis
     return files
 
 
-def winner_metrics(winners: Mapping[str, Winner], metric: str,
-                   score_metric: str) -> dict[str, float]:
+def winner_metrics(
+    winners: Mapping[str, Winner], metric: str, score_metric: str
+) -> dict[str, float]:
     out: dict[str, float] = {}
     for context, w in winners.items():
-        for name, (mean, low, high) in ((metric, (w.mean, w.low, w.high)),
-                                        (score_metric, (w.score_mean, w.score_low,
-                                                        w.score_high))):
+        for name, (mean, low, high) in (
+            (metric, (w.mean, w.low, w.high)),
+            (score_metric, (w.score_mean, w.score_low, w.score_high)),
+        ):
             base = f"race/{metric_key(context)}/{metric_key(name)}"
             for suffix, value in (("", mean), ("_low", low), ("_high", high)):
                 if not math.isnan(value):
@@ -180,8 +241,15 @@ def winner_metrics(winners: Mapping[str, Winner], metric: str,
     return out
 
 
-def log_to_parent(client: Any, run_id: str, race: Race, files: Sequence[Path], metric: str,
-                  score_metric: str, final: bool) -> None:
+def log_to_parent(
+    client: Any,
+    run_id: str,
+    race: Race,
+    files: Sequence[Path],
+    metric: str,
+    score_metric: str,
+    final: bool,
+) -> None:
     """Artifacts after every round; winners as tags and metrics once the race is over."""
     for path in files:
         client.log_artifact(run_id, str(path), artifact_path="race")
@@ -209,8 +277,10 @@ def round_line(table: Sequence[Standing]) -> str:
         alive = sum(s.status in ("leader", "alive") for s in mine)
         text = f"{context or 'all'}: {alive} alive"
         if leader is not None:
-            text += (f", leader {leader.label} {leader.mean:.4f} [{fmt(leader.low)}, "
-                     f"{fmt(leader.high)}] on {leader.n_seeds} seeds")
+            text += (
+                f", leader {leader.label} {leader.mean:.4f} [{fmt(leader.low)}, "
+                f"{fmt(leader.high)}] on {leader.n_seeds} seeds"
+            )
         if dropped:
             text += f"; dropped {', '.join(dropped)}"
         out.append(text)

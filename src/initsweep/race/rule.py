@@ -113,8 +113,7 @@ class Elimination:
         for c in live:
             others = live[live != c]
             known = others[np.isfinite(past[others])]
-            opponent = (x[known[np.argmax(past[known])]] if len(known)
-                        else float(np.mean(x[others])))
+            opponent = x[known[np.argmax(past[known])]] if len(known) else float(np.mean(x[others]))
             self.processes[c].update(float(opponent - x[c]))
 
     def judge(self, live: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,9 +124,16 @@ class Elimination:
         return e[list(live)], adjusted[list(live)]
 
 
-def judge(scores: ArrayLike, maximize: bool, confidence: float, margin: float = 0.0,
-          bounds: tuple[float, float] = (0.0, 1.0), elimination: Elimination | None = None,
-          rows: Sequence[int] | None = None, new_seeds: int | None = None) -> Judgement:
+def judge(
+    scores: ArrayLike,
+    maximize: bool,
+    confidence: float,
+    margin: float = 0.0,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    elimination: Elimination | None = None,
+    rows: Sequence[int] | None = None,
+    new_seeds: int | None = None,
+) -> Judgement:
     """Judge one context's live configurations on the seeds they all played.
 
     ``scores`` is (configurations x seeds), same seeds in the same columns. Without
@@ -162,9 +168,16 @@ def judge(scores: ArrayLike, maximize: bool, confidence: float, margin: float = 
     intervals = [mean_and_t_interval(row, confidence) for row in x]
     mean_diff = (signed[leader] - signed).mean(axis=1)
     mean_diff[leader] = math.nan
-    return Judgement(leader, x.mean(axis=1), np.array([i[1] for i in intervals]),
-                     np.array([i[2] for i in intervals]), mean_diff, p_holm,
-                     dropped.astype(bool), e)
+    return Judgement(
+        leader,
+        x.mean(axis=1),
+        np.array([i[1] for i in intervals]),
+        np.array([i[2] for i in intervals]),
+        mean_diff,
+        p_holm,
+        dropped.astype(bool),
+        e,
+    )
 
 
 def best_mean(scores: Sequence[float] | np.ndarray, maximize: bool) -> int:

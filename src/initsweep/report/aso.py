@@ -70,8 +70,15 @@ def violation_ratio(a: ArrayLike, b: ArrayLike, dt: float = DT) -> np.ndarray:
         return np.where(total > 0, violated / np.where(total > 0, total, 1.0), 0.5)
 
 
-def aso(a: ArrayLike, b: ArrayLike, rng: np.random.Generator, confidence: float = 0.95,
-        n_comparisons: int = 1, n_boot: int = N_BOOT, dt: float = DT) -> np.ndarray:
+def aso(
+    a: ArrayLike,
+    b: ArrayLike,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+    n_comparisons: int = 1,
+    n_boot: int = N_BOOT,
+    dt: float = DT,
+) -> np.ndarray:
     """eps_min of A over B (Dror et al. 2019): small means A's scores are almost stochastically
     larger (higher is better: negate losses first). ``n_comparisons`` > 1 raises the confidence
     by Bonferroni, ``confidence + (1 - confidence) / n_comparisons``, as deepsig does. NaN when

@@ -41,13 +41,27 @@ class Report:
 def logged_metrics(table: RunTable) -> list[str]:
     """Metric names in the table, ``test/`` and ``val/`` first (for error messages)."""
     names = [c.removeprefix("metrics.") for c in table.frame.columns if c.startswith("metrics.")]
-    return sorted(names, key=lambda k: (not k.startswith("test/"), not k.startswith("val/"),
-                                        k.startswith("diag/"), k))
+    return sorted(
+        names,
+        key=lambda k: (
+            not k.startswith("test/"),
+            not k.startswith("val/"),
+            k.startswith("diag/"),
+            k,
+        ),
+    )
 
 
-def build(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METRIC,
-          tune: str | None = None, n_test: int | None = None, seed: int = 0,
-          select_metric: str | None = None, all_pairs: bool = False) -> Report:
+def build(
+    client: MlflowClient,
+    selection: Selection,
+    metric: str = PRIMARY_METRIC,
+    tune: str | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    select_metric: str | None = None,
+    all_pairs: bool = False,
+) -> Report:
     """Load the runs and compute every statistic (no files written).
 
     ``select_metric``: what the tuning trap chooses on (default: the ``val/`` counterpart of
@@ -58,17 +72,30 @@ def build(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METR
     tune_key = resolve_param(table, tune) if tune else None
     if select_metric and f"metrics.{select_metric}" not in table.frame:
         names = logged_metrics(table)
-        raise ReportInputError("--select-metric", f"{select_metric!r}: not logged by these runs; "
-                               f"choose from {', '.join(names[:10]) or '(no metrics)'}"
-                               + (f" (+{len(names) - 10} more)" if len(names) > 10 else ""))
+        raise ReportInputError(
+            "--select-metric",
+            f"{select_metric!r}: not logged by these runs; "
+            f"choose from {', '.join(names[:10]) or '(no metrics)'}"
+            + (f" (+{len(names) - 10} more)" if len(names) > 10 else ""),
+        )
     summary = group_summary(table, seed)
-    report = Report(selection, table, seed, summary, pairwise(table, seed, every_pair=all_pairs),
-                    variance_split(table, seed), tune_key, notes=list(table.notes),
-                    all_pairs=all_pairs)
+    report = Report(
+        selection,
+        table,
+        seed,
+        summary,
+        pairwise(table, seed, every_pair=all_pairs),
+        variance_split(table, seed),
+        tune_key,
+        notes=list(table.notes),
+        all_pairs=all_pairs,
+    )
     if tune_key:
         report.tuning, notes = analyse(table, tune_key, seed, select_metric)
         report.notes += notes
     if report.accuracy and summary["n_test"].isna().all():
-        report.notes.append("test-set noise floor not shown: no run logged `n_test` (tag, param "
-                            "or metric); pass --n-test N")
+        report.notes.append(
+            "test-set noise floor not shown: no run logged `n_test` (tag, param "
+            "or metric); pass --n-test N"
+        )
     return report

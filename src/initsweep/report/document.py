@@ -23,13 +23,17 @@ Block = tuple[Any, ...]
 
 def md_table(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table from a frame of strings (pipes escaped)."""
+
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |",
-             "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in frame.itertuples(index=False)]
+    lines = [
+        "| " + " | ".join(cell(c) for c in frame.columns) + " |",
+        "|" + "|".join("---" for _ in frame.columns) + "|",
+    ]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join(lines)
 
 
@@ -69,8 +73,10 @@ STYLE = (
 def to_html(doc: Sequence[Block], root: Path) -> str:
     """A standalone HTML page; images from ``root`` embedded as base64."""
     title = next((b[1] for b in doc if b[0] == "h1"), "initsweep report")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             f"</title><style>{STYLE}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{STYLE}</style></head><body>"
+    ]
     for block in doc:
         kind = block[0]
         if kind in ("h1", "h2", "h3"):

@@ -33,8 +33,9 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def _panels(n: int, width: float = 4.2, height: float = 3.4,
-            max_cols: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
+def _panels(
+    n: int, width: float = 4.2, height: float = 3.4, max_cols: int = 3
+) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
@@ -61,35 +62,52 @@ def zoom_groups(summary: pd.DataFrame, lower_is_better: bool = False) -> list[st
         row = rows.iloc[i]
         best.append(row["group"])
         low, high = min(low, row["min"]), max(high, row["max"])
-        rest = rows.iloc[i + 1:]
+        rest = rows.iloc[i + 1 :]
         gap = (low - rest["max"].max()) if not lower_is_better else (rest["min"].min() - high)
         if gap > max(high - low, 0.0) and gap > widest:
             widest, chosen = gap, list(best)
     return chosen
 
 
-def _groups_panel(ax: plt.Axes, table: RunTable, summary: pd.DataFrame, groups: list[str],
-                  seed: int) -> None:
+def _groups_panel(
+    ax: plt.Axes, table: RunTable, summary: pd.DataFrame, groups: list[str], seed: int
+) -> None:
     """Box per group, every seed a jittered dot, excluded runs named in the labels."""
     rows = summary.set_index("group").loc[groups].reset_index()
     data = [table.usable.loc[table.usable["group"] == g, "value"].to_numpy() for g in groups]
     positions = np.arange(1, len(groups) + 1)
     nonempty = [i for i, d in enumerate(data) if len(d)]
     if nonempty:
-        ax.boxplot([data[i] for i in nonempty], positions=positions[nonempty], widths=0.5,
-                   showfliers=False, medianprops={"color": "black"})
+        ax.boxplot(
+            [data[i] for i in nonempty],
+            positions=positions[nonempty],
+            widths=0.5,
+            showfliers=False,
+            medianprops={"color": "black"},
+        )
     jitter = np.random.default_rng(seed)
     for pos, values in zip(positions, data, strict=True):
-        ax.scatter(pos + jitter.uniform(-0.15, 0.15, len(values)), values, s=14, alpha=0.7,
-                   color="tab:blue", zorder=3)
+        ax.scatter(
+            pos + jitter.uniform(-0.15, 0.15, len(values)),
+            values,
+            s=14,
+            alpha=0.7,
+            color="tab:blue",
+            zorder=3,
+        )
     labels = []
     for _, row in rows.iterrows():
         label = f"{row['group']} (n={row['n']})"
         if row["failed"] or row["diverged"] or row["other"]:
             label += "\n" + row["excluded"]
         labels.append(label)
-    ax.set_xticks(positions, labels, rotation=30 if len(groups) > 6 else 0, ha="right"
-                  if len(groups) > 6 else "center", fontsize=8)
+    ax.set_xticks(
+        positions,
+        labels,
+        rotation=30 if len(groups) > 6 else 0,
+        ha="right" if len(groups) > 6 else "center",
+        fontsize=8,
+    )
     ax.set_ylabel(table.metric)
     ax.grid(axis="y", alpha=0.3)
 
@@ -109,8 +127,12 @@ def groups_plot(table: RunTable, summary: pd.DataFrame, path: Path, seed: int = 
         _groups_panel(ax, table, summary, groups, seed)
         ax.set_title(f"{table.metric} per group across seeds")
         return _save(fig, path)
-    fig, (ax, zoomed) = plt.subplots(1, 2, figsize=(width + max(4.0, 0.75 * len(zoom) + 2), 4.2),
-                                     gridspec_kw={"width_ratios": [len(groups), len(zoom)]})
+    fig, (ax, zoomed) = plt.subplots(
+        1,
+        2,
+        figsize=(width + max(4.0, 0.75 * len(zoom) + 2), 4.2),
+        gridspec_kw={"width_ratios": [len(groups), len(zoom)]},
+    )
     _groups_panel(ax, table, summary, groups, seed)
     ax.set_title(f"{table.metric} per group across seeds")
     _groups_panel(zoomed, table, summary, [g for g in groups if g in zoom], seed)
@@ -137,12 +159,25 @@ def tuning_curve_plot(results: Sequence[TuningResult], metric: str, path: Path) 
         for seed in r.seeds:
             ax.plot(x, r.grid.loc[seed].to_numpy(), color="tab:gray", lw=0.7, alpha=0.5)
         assert r.ci is not None  # tuning_results sets it
-        ax.fill_between(x, r.ci["ci_low"].to_numpy(), r.ci["ci_high"].to_numpy(),
-                        color="tab:orange", alpha=0.25, label="95% CI of mean")
+        ax.fill_between(
+            x,
+            r.ci["ci_low"].to_numpy(),
+            r.ci["ci_high"].to_numpy(),
+            color="tab:orange",
+            alpha=0.25,
+            label="95% CI of mean",
+        )
         ax.plot(x, r.mean.to_numpy(), color="tab:orange", lw=2.2, marker="o", label="mean")
         best = r.values.index(r.best_on_mean)
-        ax.scatter([x[best]], [r.mean.iloc[best]], s=120, facecolor="none",
-                   edgecolor="black", zorder=4, label=f"best on mean: {r.best_on_mean}")
+        ax.scatter(
+            [x[best]],
+            [r.mean.iloc[best]],
+            s=120,
+            facecolor="none",
+            edgecolor="black",
+            zorder=4,
+            label=f"best on mean: {r.best_on_mean}",
+        )
         if log:
             ax.set_xscale("log")
         ax.set_xticks(x, r.values, fontsize=8)
@@ -158,30 +193,40 @@ def tuning_curve_plot(results: Sequence[TuningResult], metric: str, path: Path) 
 def rank_heatmap_plot(results: Sequence[TuningResult], path: Path) -> Path:
     """Seed x value rank of the metric every choice is made on (1 = best on that seed): do the
     seeds agree?"""
-    fig, axes = _panels(len(results), height=max(3.0, 0.28 * max(len(r.seeds)
-                                                                  for r in results) + 1.6))
+    fig, axes = _panels(
+        len(results), height=max(3.0, 0.28 * max(len(r.seeds) for r in results) + 1.6)
+    )
     for ax, r in zip(axes, results, strict=True):
         chosen_on = r.select_grid if r.select_grid is not None else r.grid
         scores = chosen_on.to_numpy(dtype=float) * (1 if r.lower_is_better else -1)
         ranks = stats.rankdata(scores, axis=1, method="min")
         image = ax.imshow(ranks, cmap="viridis_r", aspect="auto", vmin=1, vmax=len(r.values))
         for (i, j), rank in np.ndenumerate(ranks):
-            ax.text(j, i, f"{rank:g}", ha="center", va="center", fontsize=7, color="white"
-                    if rank <= len(r.values) / 2 else "black")
+            ax.text(
+                j,
+                i,
+                f"{rank:g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rank <= len(r.values) / 2 else "black",
+            )
         ax.set_xticks(range(len(r.values)), r.values, fontsize=8)
         ax.set_yticks(range(len(r.seeds)), r.seeds, fontsize=7)
         ax.set_xlabel(r.key)
-        ax.set_title(f"{r.context}: rank on {r.select_metric or r.score_metric} per seed "
-                     "(1 = best)", fontsize=10)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
-                     ticks=range(1, len(r.values) + 1))
+        ax.set_title(
+            f"{r.context}: rank on {r.select_metric or r.score_metric} per seed (1 = best)",
+            fontsize=10,
+        )
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=range(1, len(r.values) + 1))
     return _save(fig, path)
 
 
 def kendall_plot(results: Sequence[TuningResult], path: Path) -> Path:
     """Kendall tau between the value rankings of each pair of seeds."""
-    fig, axes = _panels(len(results), height=max(3.2, 0.25 * max(len(r.seeds)
-                                                                  for r in results) + 1.8))
+    fig, axes = _panels(
+        len(results), height=max(3.2, 0.25 * max(len(r.seeds) for r in results) + 1.8)
+    )
     for ax, r in zip(axes, results, strict=True):
         image = ax.imshow(r.tau.to_numpy(dtype=float), cmap="coolwarm_r", vmin=-1, vmax=1)
         ax.set_xticks(range(len(r.seeds)), r.seeds, rotation=90, fontsize=7)
@@ -196,8 +241,14 @@ def regret_plot(results: Sequence[TuningResult], metric: str, path: Path) -> Pat
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for r in results:
         curve = r.curve
-        ax.errorbar(curve["k"], curve["regret"], yerr=curve["regret_sem"].fillna(0),
-                    marker="o", capsize=3, label=r.context)
+        ax.errorbar(
+            curve["k"],
+            curve["regret"],
+            yerr=curve["regret_sem"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=r.context,
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("seeds used to choose (k)")
     ax.set_ylabel(f"held-out regret ({metric})")
@@ -211,8 +262,11 @@ def variance_plot(split: pd.DataFrame, path: Path) -> Path:
     """Each source's share of the seed variance (init seed, data seed, rest) per group, with its
     bootstrap interval: on a small grid the intervals show how little the shares are known."""
     fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(split) + 2.5), 3.6))
-    sources = (("init", "init seed", "tab:blue"), ("data", "data seed", "tab:green"),
-               ("rest", "rest", "tab:gray"))
+    sources = (
+        ("init", "init seed", "tab:blue"),
+        ("data", "data seed", "tab:green"),
+        ("rest", "rest", "tab:gray"),
+    )
     x = np.arange(len(split))
     width = 0.8 / len(sources)
     for i, (source, label, color) in enumerate(sources):
@@ -220,8 +274,15 @@ def variance_plot(split: pd.DataFrame, path: Path) -> Path:
         low = split.get(f"{source}_low", split[f"{source}_share"]).to_numpy(dtype=float)
         high = split.get(f"{source}_high", split[f"{source}_share"]).to_numpy(dtype=float)
         errors = np.nan_to_num(np.vstack([share - low, high - share]).clip(min=0))
-        ax.bar(x + (i - 1) * width, np.nan_to_num(share), width, yerr=errors, capsize=3,
-               label=label, color=color)
+        ax.bar(
+            x + (i - 1) * width,
+            np.nan_to_num(share),
+            width,
+            yerr=errors,
+            capsize=3,
+            label=label,
+            color=color,
+        )
     ax.set_xticks(x, split["group"])
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of variance (95% interval)")

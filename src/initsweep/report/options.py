@@ -38,13 +38,15 @@ def report_options(value: Any) -> ReportOptions | None:
     if value is True:
         return ReportOptions()
     if not isinstance(value, Mapping):  # a DictConfig is a Mapping
-        raise ConfigError(f"report={value!r}: must be true, false or a mapping of "
-                          f"{', '.join(_fields())}")
+        raise ConfigError(
+            f"report={value!r}: must be true, false or a mapping of {', '.join(_fields())}"
+        )
     given = {str(k): value[k] for k in value}
     unknown = sorted(set(given) - set(_fields()))
     if unknown:
-        raise ConfigError(f"report.{unknown[0]}: not a key of report; valid: "
-                          f"{', '.join(_fields())}")
+        raise ConfigError(
+            f"report.{unknown[0]}: not a key of report; valid: {', '.join(_fields())}"
+        )
     options = ReportOptions(**given)
     return dataclasses.replace(options, seed=int(options.seed), all_pairs=bool(options.all_pairs))
 

@@ -35,6 +35,7 @@ def metric_name(*parts: str) -> str:
     """A valid MLflow metric name from readable parts (``he optim.lr=0.1`` ->
     ``he optim.lr 0.1``; ``s1/uniform`` -> ``s1.uniform``): ``/`` separates the parts only, so
     the UI's chart sections are ``<metric>/<group>``."""
+
     def clean(part: str) -> str:
         part = part.replace("/", ".").replace("=", " ")
         return re.sub(r"[^\w.\- ]", "_", part).strip() or "_"
@@ -78,19 +79,26 @@ def summary_note(report: Report, links: Mapping[str, str] | None = None) -> str:
             f"`{s['best_on_mean']}`; {s['flip_rate']:.0%} of the seeds pick another value on "
             f"their own (flip rate); trusting one seed costs {s['regret']:.4f} "
             f"`{result.score_metric}` on average (regret), {s['heldout_regret_k1']:.4f} on "
-            "held-out seeds.")
+            "held-out seeds."
+        )
     verdicts = list(report.pairs["verdict"]) if not report.pairs.empty else []
     lines += [f"- {v}" for v in verdicts]
     if not verdicts and not report.tuning:
         lines.append("Only one group: nothing to compare.")
-    lines += ["", f"{counts_line(t)}; a group is one value of "
-                  f"{', '.join(f'`{k}`' for k in t.label_keys) or 'nothing (one group)'}, "
-                  f"the seeds vary within it. {pairs_line(report)}."]
+    lines += [
+        "",
+        f"{counts_line(t)}; a group is one value of "
+        f"{', '.join(f'`{k}`' for k in t.label_keys) or 'nothing (one group)'}, "
+        f"the seeds vary within it. {pairs_line(report)}.",
+    ]
     if links:
         lines += ["", " · ".join(f"[{label}]({url})" for label, url in links.items())]
     view = group_view(report)
-    keep = [c for c in ("group", "n", "mean", "std", "95% CI", "min", "max", "failed",
-                        "diverged") if c in view.columns]
+    keep = [
+        c
+        for c in ("group", "n", "mean", "std", "95% CI", "min", "max", "failed", "diverged")
+        if c in view.columns
+    ]
     lines += ["", md_table(view[keep])]
     why = why_markdown(report)  # the diagnosis findings per group
     if why:
@@ -98,18 +106,25 @@ def summary_note(report: Report, links: Mapping[str, str] | None = None) -> str:
     if report.tuning:
         lines += ["", md_table(tuning_view(report.tuning))]
     elif not report.tune_key:
-        lines += ["", "Nothing was tuned in this sweep: for the tuning trap run "
-                      "`python train.py -m experiment=tuning_trap`."]
-    lines += ["", "The full report (tables, plots, notes): `report/report.html` in this run's "
-                  "artifacts."]
+        lines += [
+            "",
+            "Nothing was tuned in this sweep: for the tuning trap run "
+            "`python train.py -m experiment=tuning_trap`.",
+        ]
+    lines += [
+        "",
+        "The full report (tables, plots, notes): `report/report.html` in this run's artifacts.",
+    ]
     return "\n".join(lines)
 
 
 def sweep_links(base_url: str, experiment_id: str, sweep_id: str) -> dict[str, str]:
     """The sweep view's links: charts and table."""
     key = sweep_view_key(sweep_id)
-    return {"charts": runs_page_link(base_url, experiment_id, key),
-            "table": runs_page_link(base_url, experiment_id, key, mode="TABLE")}
+    return {
+        "charts": runs_page_link(base_url, experiment_id, key),
+        "table": runs_page_link(base_url, experiment_id, key, mode="TABLE"),
+    }
 
 
 def log_summary(client: MlflowClient, report: Report, base_url: str | None = None) -> str | None:
@@ -125,9 +140,10 @@ def log_summary(client: MlflowClient, report: Report, base_url: str | None = Non
     now = int(time.time() * 1000)
     rows = [Metric(k, v, now, 0) for k, v in summary_metrics(report).items()]
     for start in range(0, len(rows), 1000):  # MLflow's batch limit
-        client.log_batch(parent, metrics=rows[start:start + 1000], synchronous=True)
-    set_run_note(client, parent, summary_note(report, sweep_links(base_url, experiment_id,
-                                                                   sweep_id)))
+        client.log_batch(parent, metrics=rows[start : start + 1000], synchronous=True)
+    set_run_note(
+        client, parent, summary_note(report, sweep_links(base_url, experiment_id, sweep_id))
+    )
     client.set_tag(parent, SUMMARY_METRIC_TAG, report.table.metric)
     write_sweep_view(client, experiment_id, parent, sweep_id, primary_metric=report.table.metric)
     return parent
@@ -148,8 +164,11 @@ def log_artifacts(client: MlflowClient, report: Report, out: Path) -> str | None
     client.log_artifacts(parent, str(out), artifact_path=ARTIFACT_PATH)
     base_url = ui_base_url(client.tracking_uri)
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    client.log_text(parent, absolute_image_links(markdown, base_url, parent, ARTIFACT_PATH),
-                    f"{ARTIFACT_PATH}/report.md")
+    client.log_text(
+        parent,
+        absolute_image_links(markdown, base_url, parent, ARTIFACT_PATH),
+        f"{ARTIFACT_PATH}/report.md",
+    )
     client.set_tag(parent, "report", f"{ARTIFACT_PATH}/report.html")
     log_summary(client, report, base_url)
     return parent
@@ -162,10 +181,18 @@ def default_out(selection: Selection) -> Path:
     return Path("outputs") / f"report-{selection.label}"
 
 
-def make_report(client: MlflowClient, selection: Selection, out: Path | None = None,
-                metric: str = PRIMARY_METRIC, tune: str | None = None, n_test: int | None = None,
-                seed: int = 0, log: bool = True, select_metric: str | None = None,
-                all_pairs: bool = False) -> tuple[Report, list[Path], Path, str | None]:
+def make_report(
+    client: MlflowClient,
+    selection: Selection,
+    out: Path | None = None,
+    metric: str = PRIMARY_METRIC,
+    tune: str | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    log: bool = True,
+    select_metric: str | None = None,
+    all_pairs: bool = False,
+) -> tuple[Report, list[Path], Path, str | None]:
     """Build, write and (when a parent run is known) log: (report, files, folder, run id)."""
     report = build(client, selection, metric, tune, n_test, seed, select_metric, all_pairs)
     folder = out or default_out(selection)
@@ -174,8 +201,9 @@ def make_report(client: MlflowClient, selection: Selection, out: Path | None = N
     return report, files, folder, logged
 
 
-def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out: Path,
-                     options: Any = None) -> str:
+def report_for_sweep(
+    tracking_uri: str, experiment: str, parent_run_id: str, out: Path, options: Any = None
+) -> str:
     """The end-of-sweep hook (`report=true`, the default): report one sweep into ``out``;
     returns the terminal text.
 
@@ -187,7 +215,15 @@ def report_for_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out
     client = open_existing_store(tracking_uri)
     selection = select(client, experiment, sweep=parent_run_id)
     report, files, folder, logged = make_report(
-        client, selection, out, metric=opts.metric, tune=opts.tune, n_test=opts.n_test,
-        seed=opts.seed, select_metric=opts.select_metric, all_pairs=opts.all_pairs)
+        client,
+        selection,
+        out,
+        metric=opts.metric,
+        tune=opts.tune,
+        n_test=opts.n_test,
+        seed=opts.seed,
+        select_metric=opts.select_metric,
+        all_pairs=opts.all_pairs,
+    )
     where = f"; logged under {ARTIFACT_PATH}/ on run {logged}" if logged else ""
     return terminal(report) + f"\n\nwrote {len(files)} files to {folder}{where}"

@@ -84,15 +84,24 @@ def open_existing_store(uri: str) -> MlflowClient:
     return open_client(uri)
 
 
-def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
-            order_by: list[str] | None = None, max_results: int | None = None) -> list[Run]:
+def _search(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    max_results: int | None = None,
+) -> list[Run]:
     """All runs matching, following pagination (``search_runs`` returns pages)."""
     runs: list[Run] = []
     token = None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string,
-                                  max_results=min(max_results or 1000, 1000),
-                                  order_by=order_by, page_token=token)
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            max_results=min(max_results or 1000, 1000),
+            order_by=order_by,
+            page_token=token,
+        )
         runs.extend(page)
         token = page.token
         if not token or (max_results and len(runs) >= max_results):
@@ -110,19 +119,36 @@ def _experiment_ids(client: MlflowClient, experiment: str | None) -> dict[str, s
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise ReportInputError("--experiment", f"{experiment!r}: no such experiment; choose from "
-                               f"{', '.join(names) or '(none: the store is empty)'}")
+        raise ReportInputError(
+            "--experiment",
+            f"{experiment!r}: no such experiment; choose from "
+            f"{', '.join(names) or '(none: the store is empty)'}",
+        )
     return {exp.experiment_id: exp.name}
 
 
 def _recent_sweeps(client: MlflowClient, ids: list[str]) -> str:
-    recent = _search(client, ids, f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
-                     order_by=["attributes.start_time DESC"], max_results=5) if ids else []
+    recent = (
+        _search(
+            client,
+            ids,
+            f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=5,
+        )
+        if ids
+        else []
+    )
     return ", ".join(r.data.tags.get(SWEEP_ID_TAG, r.info.run_id) for r in recent) or "(none)"
 
 
-def select(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
-           latest: bool = False, filter_string: str | None = None) -> Selection:
+def select(
+    client: MlflowClient,
+    experiment: str | None = None,
+    sweep: str | None = None,
+    latest: bool = False,
+    filter_string: str | None = None,
+) -> Selection:
     """Resolve the command line's selection to an experiment and, when known, a parent run.
 
     ``sweep`` is a sweep id (tag ``sweep_id``) or a parent run id; ``latest`` picks the newest
@@ -138,28 +164,47 @@ def select(client: MlflowClient, experiment: str | None = None, sweep: str | Non
     parent: Run | None = None
     sweep_id: str | None = None
     if latest:
-        found = _search(client, ids, f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
-                        order_by=["attributes.start_time DESC"], max_results=1) if ids else []
+        found = (
+            _search(
+                client,
+                ids,
+                f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if ids
+            else []
+        )
         if not found:
-            raise ReportInputError("--latest", f"no sweep in {where}; run `python train.py -m "
-                                   "...` first, or select runs with --experiment / --filter")
+            raise ReportInputError(
+                "--latest",
+                f"no sweep in {where}; run `python train.py -m "
+                "...` first, or select runs with --experiment / --filter",
+            )
         parent = found[0]
     elif sweep:
         parent = _find_parent(client, ids, sweep)
         if parent is None:
-            jobs = _search(client, ids, f"tags.{SWEEP_ID_TAG} = {_quote(sweep)}", max_results=1) \
-                if ids else []
+            jobs = (
+                _search(client, ids, f"tags.{SWEEP_ID_TAG} = {_quote(sweep)}", max_results=1)
+                if ids
+                else []
+            )
             if not jobs:
-                raise ReportInputError("--sweep", f"{sweep!r}: no sweep id or parent run id in "
-                                       f"{where}; recent sweeps: {_recent_sweeps(client, ids)}")
+                raise ReportInputError(
+                    "--sweep",
+                    f"{sweep!r}: no sweep id or parent run id in "
+                    f"{where}; recent sweeps: {_recent_sweeps(client, ids)}",
+                )
             sweep_id, exp_id = sweep, jobs[0].info.experiment_id
     if parent is not None:
         exp_id = parent.info.experiment_id
     elif sweep_id is None:
         exp_id = ids[0]
     name = experiments.get(exp_id) or client.get_experiment(exp_id).name
-    selection = Selection(exp_id, name, client.tracking_uri, sweep_id=sweep_id,
-                          filter_string=filter_string or None)
+    selection = Selection(
+        exp_id, name, client.tracking_uri, sweep_id=sweep_id, filter_string=filter_string or None
+    )
     if parent is not None:
         tags = parent.data.tags
         selection.parent_run_id = parent.info.run_id
@@ -181,9 +226,12 @@ def _find_parent(client: MlflowClient, experiment_ids: list[str], sweep: str) ->
             return run
     if not experiment_ids:
         return None
-    found = _search(client, experiment_ids,
-                    f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}' and tags.{SWEEP_ID_TAG} = {_quote(sweep)}",
-                    max_results=1)
+    found = _search(
+        client,
+        experiment_ids,
+        f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}' and tags.{SWEEP_ID_TAG} = {_quote(sweep)}",
+        max_results=1,
+    )
     return found[0] if found else None
 
 

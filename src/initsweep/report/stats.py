@@ -74,9 +74,21 @@ MIN_SEEDS_CI = 3  # no interval below this many seeds
 
 # Re-exported: the report's text and the calibration (tests/test_calibration.py,
 # scripts/calibrate_report.py) read every statistic of a verdict from this one module.
-__all__ = ["ASO_THRESHOLD", "MAX_SEEDS", "POWER", "holm", "interval_from_counts", "p_better",
-           "p_better_interval", "seeds_for_win_probability", "sign_p_from_counts",
-           "sign_seeds_needed", "sign_test", "sign_test_power", "skew_corrected_t_interval"]
+__all__ = [
+    "ASO_THRESHOLD",
+    "MAX_SEEDS",
+    "POWER",
+    "holm",
+    "interval_from_counts",
+    "p_better",
+    "p_better_interval",
+    "seeds_for_win_probability",
+    "sign_p_from_counts",
+    "sign_seeds_needed",
+    "sign_test",
+    "sign_test_power",
+    "skew_corrected_t_interval",
+]
 
 
 def rng_for(seed: int, *names: str) -> np.random.Generator:
@@ -88,8 +100,11 @@ def rng_for(seed: int, *names: str) -> np.random.Generator:
 def is_accuracy(table: RunTable) -> bool:
     """The noise floor only makes sense for a proportion: values in [0, 1], higher is better."""
     values = table.usable["value"]
-    return (not table.lower_is_better and len(values) > 0
-            and bool(((values >= 0) & (values <= 1)).all()))
+    return (
+        not table.lower_is_better
+        and len(values) > 0
+        and bool(((values >= 0) & (values <= 1)).all())
+    )
 
 
 # ------------------------------------------------------------------------------- intervals
@@ -104,8 +119,9 @@ def t_interval(x: ArrayLike, confidence: float = CONFIDENCE) -> tuple[np.ndarray
     return _t_interval(x, confidence)
 
 
-def mean_interval(x: ArrayLike, confidence: float = CONFIDENCE,
-                  bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mean_interval(
+    x: ArrayLike, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The report's interval of the mean along the last axis: Hall's skewness-corrected t
     interval (``skew_corrected_t_interval``), cut to ``bounds`` when the metric cannot leave
     them (an accuracy's mean lies in [0, 1]: cutting there never loses coverage); NaN below
@@ -141,17 +157,31 @@ def group_summary(table: RunTable, seed: int = 0) -> pd.DataFrame:
         x = ok["value"].to_numpy(dtype=float)
         outcomes = runs.loc[~runs["usable"], "outcome"].value_counts()
         row: dict[str, object] = {
-            "group": group, "n": len(x),
+            "group": group,
+            "n": len(x),
             "failed": int(outcomes.get("failed", 0)),
             "diverged": int(outcomes.get("diverged", 0)),
             "other": int(outcomes.drop(["failed", "diverged"], errors="ignore").sum()),
         }
-        row.update(mean=math.nan, std=math.nan, min=math.nan, median=math.nan, max=math.nan,
-                   iqm=math.nan, ci_low=math.nan, ci_high=math.nan)
+        row.update(
+            mean=math.nan,
+            std=math.nan,
+            min=math.nan,
+            median=math.nan,
+            max=math.nan,
+            iqm=math.nan,
+            ci_low=math.nan,
+            ci_high=math.nan,
+        )
         if len(x):
-            row.update(mean=float(np.mean(x)), std=float(np.std(x, ddof=1)) if len(x) > 1
-                       else math.nan, min=float(np.min(x)), median=float(np.median(x)),
-                       max=float(np.max(x)), iqm=float(stats.trim_mean(x, 0.25)))
+            row.update(
+                mean=float(np.mean(x)),
+                std=float(np.std(x, ddof=1)) if len(x) > 1 else math.nan,
+                min=float(np.min(x)),
+                median=float(np.median(x)),
+                max=float(np.max(x)),
+                iqm=float(stats.trim_mean(x, 0.25)),
+            )
             low, high = mean_interval(x, bounds=(0.0, 1.0) if accuracy else None)
             row["ci_low"], row["ci_high"] = float(low), float(high)
         row["ci_method"] = ci_method(len(x))
@@ -169,8 +199,9 @@ def group_summary(table: RunTable, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def seeds_needed(diff: Difference, n: int, level: float, power: float = POWER,
-                 max_seeds: int = MAX_SEEDS) -> float:
+def seeds_needed(
+    diff: Difference, n: int, level: float, power: float = POWER, max_seeds: int = MAX_SEEDS
+) -> float:
     """Roughly how many seeds (per group) the verdict's t-test at ``level`` needs to call this
     pair with ``power``, if the difference and its spread stayed what ``diff`` (on ``n`` seeds)
     measured: the noncentral t power of the standardized effect mean / sd, sd = se sqrt(n) for a
@@ -200,8 +231,9 @@ def seed_matrix(table: RunTable) -> pd.DataFrame:
     """Usable values as seeds (all three keys) x groups, oriented so that higher is better;
     NaN where a group has no usable run on that seed."""
     usable = table.usable
-    matrix = usable.pivot_table(index=list(SEED_KEYS), columns="group", values="value",
-                                aggfunc="mean")
+    matrix = usable.pivot_table(
+        index=list(SEED_KEYS), columns="group", values="value", aggfunc="mean"
+    )
     return -matrix if table.lower_is_better else matrix
 
 
@@ -304,9 +336,13 @@ class Comparison:
         """How many seeds would settle an uncalled pair, as a phrase."""
         need = self.seeds_needed
         if not math.isfinite(need):
-            return ("no difference seen to chase" if need == math.inf and self.mean_diff == 0
-                    else f"more than {MAX_SEEDS} seeds would be needed" if need == math.inf
-                    else "")
+            return (
+                "no difference seen to chase"
+                if need == math.inf and self.mean_diff == 0
+                else f"more than {MAX_SEEDS} seeds would be needed"
+                if need == math.inf
+                else ""
+            )
         more = int(need) - self.n_pairs
         return f"about {int(need)} seeds would settle it" + (f" ({more} more)" if more > 0 else "")
 
@@ -316,33 +352,43 @@ class Comparison:
             return ""
         if self.sign_called and not (self.called and self.sign_for_a):
             winner, loser = (self.a, self.b) if self.sign_for_a else (self.b, self.a)
-            return (f"the sign test disagrees: {winner} wins on most seeds (P({winner}>{loser})"
-                    f"={max(self.p, 1 - self.p):.2f}, Holm p={self.sign_holm_p:.3f}), so a few "
-                    "seeds decide the means")
+            return (
+                f"the sign test disagrees: {winner} wins on most seeds (P({winner}>{loser})"
+                f"={max(self.p, 1 - self.p):.2f}, Holm p={self.sign_holm_p:.3f}), so a few "
+                "seeds decide the means"
+            )
         if self.called and self.p < 0.5:
-            return (f"the sign test disagrees: {self.b} wins on most seeds (P({self.a}>{self.b})"
-                    f"={self.p:.2f}): {self.a}'s mean rests on a few seeds")
+            return (
+                f"the sign test disagrees: {self.b} wins on most seeds (P({self.a}>{self.b})"
+                f"={self.p:.2f}): {self.a}'s mean rests on a few seeds"
+            )
         return ""
 
     @property
     def verdict(self) -> str:
         """The difference with its adjusted interval, the call, the second line."""
-        seeds = (f"{self.n_pairs} seed{'s' if self.n_pairs != 1 else ''}" if self.test != "Welch"
-                 else f"{self.n_a} and {self.n_b} seeds, unpaired")
+        seeds = (
+            f"{self.n_pairs} seed{'s' if self.n_pairs != 1 else ''}"
+            if self.test != "Welch"
+            else f"{self.n_a} and {self.n_b} seeds, unpaired"
+        )
         if not math.isfinite(self.holm_p):
             return f"{self.a} vs {self.b}: not enough seeds ({seeds}; a difference needs 2+)"
         d = _digits(self.diff_high - self.diff_low if math.isfinite(self.diff_low) else 0.0)
-        diff = (f"{self.a} − {self.b} = {self.mean_diff:+.{d}f} "
-                f"[{self.diff_low:+.{d}f}, {self.diff_high:+.{d}f}], {seeds}")
-        second = (f"P(A>B)={self.p:.2f}" if math.isfinite(self.p) else "")
+        diff = (
+            f"{self.a} − {self.b} = {self.mean_diff:+.{d}f} "
+            f"[{self.diff_low:+.{d}f}, {self.diff_high:+.{d}f}], {seeds}"
+        )
+        second = f"P(A>B)={self.p:.2f}" if math.isfinite(self.p) else ""
         other = self.disagreement()
         holm_p = "p<0.001" if self.holm_p < 0.001 else f"p={self.holm_p:.3f}"
         if self.called:
             text = f"{self.a} > {self.b}: {diff} (Holm {holm_p})"
         else:
             settle = self.settle()
-            text = (f"{self.a} vs {self.b}: {diff}, not called (Holm {holm_p})"
-                    + (f"; {settle}" if settle else ""))
+            text = f"{self.a} vs {self.b}: {diff}, not called (Holm {holm_p})" + (
+                f"; {settle}" if settle else ""
+            )
         if second:
             text += f"; {second}"
         return text + (f"; {other}" if other else "")
@@ -358,8 +404,12 @@ def _resolution(table: RunTable, a: str, b: str, accuracy: bool) -> float:
     return 1.0 / float(n_test.min()) if len(n_test) and float(n_test.min()) > 0 else 0.0
 
 
-def pairwise(table: RunTable, seed: int = 0, pairs: Sequence[tuple[str, str]] | None = None,
-             every_pair: bool = False) -> pd.DataFrame:
+def pairwise(
+    table: RunTable,
+    seed: int = 0,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    every_pair: bool = False,
+) -> pd.DataFrame:
     """The verdict of each pair (default: ``neighbour_pairs``; ``every_pair``: ``all_pairs``):
     the difference of means by the paired t-test over the seeds both ran (Welch's when fewer
     than 2 pair), Holm-adjusted over these pairs, with each interval at its Holm level; P(A > B)
@@ -368,9 +418,26 @@ def pairwise(table: RunTable, seed: int = 0, pairs: Sequence[tuple[str, str]] | 
     """
     if pairs is None:
         pairs = all_pairs(table) if every_pair else neighbour_pairs(table)
-    columns = ["a", "b", "n_pairs", "test", "mean_diff", "diff_low", "diff_high", "test_p",
-               "holm_p", "called", "P(A>B)", "ci_low", "ci_high", "sign_p", "sign_holm_p",
-               "aso_eps_min", "seeds_needed", "verdict"]
+    columns = [
+        "a",
+        "b",
+        "n_pairs",
+        "test",
+        "mean_diff",
+        "diff_low",
+        "diff_high",
+        "test_p",
+        "holm_p",
+        "called",
+        "P(A>B)",
+        "ci_low",
+        "ci_high",
+        "sign_p",
+        "sign_holm_p",
+        "aso_eps_min",
+        "seeds_needed",
+        "verdict",
+    ]
     if not pairs:
         return pd.DataFrame(columns=columns)
     matrix = seed_matrix(table)  # higher is better
@@ -398,12 +465,21 @@ def pairwise(table: RunTable, seed: int = 0, pairs: Sequence[tuple[str, str]] | 
         n = len(sa)
         wins, losses = int(np.sum(sa > sb)), int(np.sum(sa < sb))
         low, high = interval_from_counts(wins, n - wins - losses, n)
-        c = Comparison(a, b, n, (wins + (n - wins - losses) / 2) / n if n else math.nan,
-                       float(low), float(high), float(diff.estimate) * unit,
-                       test="paired t" if diff.paired else "Welch",
-                       test_p=float(diff.p_value()),
-                       sign_p=float(sign_p_from_counts(wins, losses)) if n else math.nan,
-                       sign_for_a=wins >= losses, n_a=len(xa), n_b=len(yb))
+        c = Comparison(
+            a,
+            b,
+            n,
+            (wins + (n - wins - losses) / 2) / n if n else math.nan,
+            float(low),
+            float(high),
+            float(diff.estimate) * unit,
+            test="paired t" if diff.paired else "Welch",
+            test_p=float(diff.p_value()),
+            sign_p=float(sign_p_from_counts(wins, losses)) if n else math.nan,
+            sign_for_a=wins >= losses,
+            n_a=len(xa),
+            n_b=len(yb),
+        )
         found.append(c)
         diffs.append(diff)
         samples.append((sa, sb))
@@ -413,8 +489,11 @@ def pairwise(table: RunTable, seed: int = 0, pairs: Sequence[tuple[str, str]] | 
     sign_adjusted = holm(np.array([c.sign_p for c in found]))
     rows = []
     for k, c in enumerate(found):
-        c.holm_p, c.level, c.sign_holm_p = float(adjusted[k]), float(levels[k]), \
-            float(sign_adjusted[k])
+        c.holm_p, c.level, c.sign_holm_p = (
+            float(adjusted[k]),
+            float(levels[k]),
+            float(sign_adjusted[k]),
+        )
         diff = diffs[k]
         if math.isfinite(c.level):
             bounds = diff.interval(1 - c.level)
@@ -424,14 +503,30 @@ def pairwise(table: RunTable, seed: int = 0, pairs: Sequence[tuple[str, str]] | 
         if len(sa):
             c.aso_eps = float(aso(sa, sb, rng_for(seed, *sorted((c.a, c.b))), n_comparisons=m))
         if not c.called:
-            c.seeds_needed = seeds_needed(diff, c.n_pairs if diff.paired else min(c.n_a, c.n_b),
-                                          c.level)
-        rows.append({"a": c.a, "b": c.b, "n_pairs": c.n_pairs, "test": c.test,
-                     "mean_diff": c.mean_diff, "diff_low": c.diff_low,
-                     "diff_high": c.diff_high, "test_p": c.test_p, "holm_p": c.holm_p,
-                     "called": c.called, "P(A>B)": c.p, "ci_low": c.ci_low,
-                     "ci_high": c.ci_high, "sign_p": c.sign_p, "sign_holm_p": c.sign_holm_p,
-                     "aso_eps_min": c.aso_eps, "seeds_needed": c.seeds_needed,
-                     "verdict": c.verdict})
+            c.seeds_needed = seeds_needed(
+                diff, c.n_pairs if diff.paired else min(c.n_a, c.n_b), c.level
+            )
+        rows.append(
+            {
+                "a": c.a,
+                "b": c.b,
+                "n_pairs": c.n_pairs,
+                "test": c.test,
+                "mean_diff": c.mean_diff,
+                "diff_low": c.diff_low,
+                "diff_high": c.diff_high,
+                "test_p": c.test_p,
+                "holm_p": c.holm_p,
+                "called": c.called,
+                "P(A>B)": c.p,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "sign_p": c.sign_p,
+                "sign_holm_p": c.sign_holm_p,
+                "aso_eps_min": c.aso_eps,
+                "seeds_needed": c.seeds_needed,
+                "verdict": c.verdict,
+            }
+        )
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values("holm_p", kind="stable", na_position="last").reset_index(drop=True)

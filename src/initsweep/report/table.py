@@ -28,8 +28,13 @@ N_TEST_KEYS = ("n_test", "test/n", "data.n_test")
 NON_RESULT_PARAMS = ("experiment_name", "job.progress_bar")  # not result-deciding
 # A run without an outcome tag (made before outcomes were tagged, or left RUNNING): its status
 # says it; "killed" is the report's own word (no job writes it).
-STATUS_OUTCOME = {"FINISHED": Outcome.OK.value, "FAILED": Outcome.FAILED.value, "KILLED": "killed",
-                  "RUNNING": Outcome.RUNNING.value, "SCHEDULED": Outcome.RUNNING.value}
+STATUS_OUTCOME = {
+    "FINISHED": Outcome.OK.value,
+    "FAILED": Outcome.FAILED.value,
+    "KILLED": "killed",
+    "RUNNING": Outcome.RUNNING.value,
+    "SCHEDULED": Outcome.RUNNING.value,
+}
 
 
 @dataclass
@@ -99,9 +104,15 @@ def lower_is_better(metric: str) -> bool:
 def available_metrics(runs: Iterable[Run], limit: int = 10) -> str:
     """Metric names the runs logged, for error messages: ``test/`` and ``val/`` first, then the
     rest, cut at ``limit`` names (the per-layer ``diag/*`` metrics number in the dozens)."""
-    names = sorted({k for r in runs for k in r.data.metrics},
-                   key=lambda k: (not k.startswith("test/"), not k.startswith("val/"),
-                                  k.startswith("diag/"), k))
+    names = sorted(
+        {k for r in runs for k in r.data.metrics},
+        key=lambda k: (
+            not k.startswith("test/"),
+            not k.startswith("val/"),
+            k.startswith("diag/"),
+            k,
+        ),
+    )
     shown = ", ".join(names[:limit]) or "(no metrics)"
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
@@ -121,8 +132,9 @@ def varying_keys(params: pd.DataFrame) -> list[str]:
     return [c for c in params.columns if params[c].nunique(dropna=False) > 1]
 
 
-def label_keys_for(params: pd.DataFrame, keys: Sequence[str],
-                   priority: Sequence[str] = ()) -> list[str]:
+def label_keys_for(
+    params: pd.DataFrame, keys: Sequence[str], priority: Sequence[str] = ()
+) -> list[str]:
     """The fewest of ``keys`` (greedy, in priority order) that still tell all groups apart.
 
     A sweep over ``init=he,zeros`` varies ``init.scheme`` but also ``init.mode`` (he has it,
@@ -130,13 +142,20 @@ def label_keys_for(params: pd.DataFrame, keys: Sequence[str],
     """
     if not keys:
         return []
+
     def distinct(subset: list[str]) -> int:
         return len(params.drop_duplicates(subset=subset)) if subset else 1
 
     target = distinct(list(keys))
-    ordered = sorted(keys, key=lambda k: (k not in priority,
-                                          priority.index(k) if k in priority else 0,
-                                          -params[k].nunique(), k))
+    ordered = sorted(
+        keys,
+        key=lambda k: (
+            k not in priority,
+            priority.index(k) if k in priority else 0,
+            -params[k].nunique(),
+            k,
+        ),
+    )
     chosen: list[str] = []
     for key in ordered:
         if distinct(chosen) == target:
@@ -166,8 +185,9 @@ def _override_keys(overrides: str | None) -> list[str]:
     return keys
 
 
-def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
-                selection: Selection | None = None) -> RunTable:
+def build_table(
+    runs: Sequence[Run], metric: str, n_test: int | None = None, selection: Selection | None = None
+) -> RunTable:
     """One row per run, grouped by every varying param except the seed keys.
 
     Duplicates (the same group and seeds twice, e.g. a sweep re-run in the same experiment)
@@ -179,17 +199,24 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
         value = run.data.metrics.get(metric, math.nan)
         outcome = outcome_of(run)
         row = {
-            "run_id": run.info.run_id, "run_name": run.info.run_name,
-            "status": run.info.status, "outcome": outcome,
-            "value": float(value), "start_time": run.info.start_time or 0,
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "status": run.info.status,
+            "outcome": outcome,
+            "value": float(value),
+            "start_time": run.info.start_time or 0,
             **{k: _seed_value(run, k) for k in SEED_KEYS},
             "n_test": _n_test(run),
             "diagnosis": run.data.tags.get(DIAGNOSIS_TAG),  # diagnostics.findings: codes or None
         }
         # a built-in model or data module reads as one value across package versions, as the
         # config hash reads it: a sweep resumed after an upgrade stays one group
-        row.update({f"params.{k}": hashed_target(v) if k.endswith("._target_") else v
-                    for k, v in run.data.params.items()})
+        row.update(
+            {
+                f"params.{k}": hashed_target(v) if k.endswith("._target_") else v
+                for k, v in run.data.params.items()
+            }
+        )
         row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
         row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
         rows.append(row)
@@ -216,8 +243,9 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
     labels = params.copy()
     if "tags.init" in frame and group_keys:
         labels["init"] = frame["tags.init"].fillna(MISSING).astype(str)
-        if len(labels.drop_duplicates(subset=["init", *group_keys])) == \
-                len(labels.drop_duplicates(subset=group_keys)):
+        if len(labels.drop_duplicates(subset=["init", *group_keys])) == len(
+            labels.drop_duplicates(subset=group_keys)
+        ):
             priority = ["init", *priority]
             group_keys_for_labels = ["init", *group_keys]
             frame["params.init"] = labels["init"]  # label column only: not a group key
@@ -226,10 +254,15 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
     else:
         group_keys_for_labels = group_keys
     label_keys = label_keys_for(labels, group_keys_for_labels, priority)
-    frame["group"] = [format_label(dict(zip(labels.columns, values, strict=True)), label_keys)
-                      for values in labels.itertuples(index=False)]
-    order = labels[label_keys].apply(lambda r: tuple(sort_key(v) for v in r), axis=1) \
-        if label_keys else pd.Series([()] * len(frame))
+    frame["group"] = [
+        format_label(dict(zip(labels.columns, values, strict=True)), label_keys)
+        for values in labels.itertuples(index=False)
+    ]
+    order = (
+        labels[label_keys].apply(lambda r: tuple(sort_key(v) for v in r), axis=1)
+        if label_keys
+        else pd.Series([()] * len(frame))
+    )
     ranked = {g: i for i, g in enumerate(sorted(set(order)))}
     frame["_group_order"] = [ranked[o] for o in order]
 
@@ -243,22 +276,33 @@ def build_table(runs: Sequence[Run], metric: str, n_test: int | None = None,
     frame = frame.sort_values(["_group_order", *SEED_KEYS, "start_time"]).reset_index(drop=True)
     notes = []
     if duplicates:
-        notes.append(f"{duplicates} run(s) repeat a group and seeds already present: the newest "
-                     "is used, the older ones are counted as `duplicate`.")
-    return RunTable(frame, metric, group_keys, label_keys, lower_is_better(metric), duplicates,
-                    notes)
+        notes.append(
+            f"{duplicates} run(s) repeat a group and seeds already present: the newest "
+            "is used, the older ones are counted as `duplicate`."
+        )
+    return RunTable(
+        frame, metric, group_keys, label_keys, lower_is_better(metric), duplicates, notes
+    )
 
 
-def load(client: MlflowClient, selection: Selection, metric: str = PRIMARY_METRIC,
-         n_test: int | None = None) -> RunTable:
+def load(
+    client: MlflowClient,
+    selection: Selection,
+    metric: str = PRIMARY_METRIC,
+    n_test: int | None = None,
+) -> RunTable:
     """Fetch the selection's job runs and build the table; checks that the metric exists."""
     runs = fetch_runs(client, selection)
     if not runs:
-        raise ReportInputError("--sweep" if selection.sweep_id else "--filter",
-                               f"no job runs match {selection.describe()}")
+        raise ReportInputError(
+            "--sweep" if selection.sweep_id else "--filter",
+            f"no job runs match {selection.describe()}",
+        )
     if not any(metric in r.data.metrics for r in runs):
-        raise ReportInputError("--metric", f"{metric!r}: not logged by these runs; choose from "
-                               f"{available_metrics(runs)}")
+        raise ReportInputError(
+            "--metric",
+            f"{metric!r}: not logged by these runs; choose from {available_metrics(runs)}",
+        )
     return build_table(runs, metric, n_test, selection)
 
 
@@ -271,9 +315,15 @@ def resolve_param(table: RunTable, key: str, flag: str = "--tune") -> str:
                 break
             values = table.usable[f"params.{candidate}"].nunique()
             if values < 2:
-                raise ReportInputError(flag, f"{key!r}: takes {values} value(s) in the usable "
-                                       f"runs, needs 2 or more; varying: "
-                                       f"{', '.join(table.group_keys) or '(none)'}")
+                raise ReportInputError(
+                    flag,
+                    f"{key!r}: takes {values} value(s) in the usable "
+                    f"runs, needs 2 or more; varying: "
+                    f"{', '.join(table.group_keys) or '(none)'}",
+                )
             return candidate
-    raise ReportInputError(flag, f"{key!r}: not a param that varies (seed keys are not tuned); "
-                           f"choose from {', '.join(table.group_keys) or '(none)'}")
+    raise ReportInputError(
+        flag,
+        f"{key!r}: not a param that varies (seed keys are not tuned); "
+        f"choose from {', '.join(table.group_keys) or '(none)'}",
+    )

@@ -113,11 +113,17 @@ class TuningResult:
         """The headline numbers as one table row."""
         k1 = self.curve[self.curve["k"] == 1]
         return {
-            "context": self.context, "values": len(self.values), "seeds": len(self.seeds),
-            "select_metric": self.select_metric, "score_metric": self.score_metric,
+            "context": self.context,
+            "values": len(self.values),
+            "seeds": len(self.seeds),
+            "select_metric": self.select_metric,
+            "score_metric": self.score_metric,
             "best_on_mean": self.best_on_mean,
-            "flip_rate": self.flip_rate, "regret": self.regret, "regret_max": self.regret_max,
-            "optimism": self.optimism, "tau_mean": self.tau_mean,
+            "flip_rate": self.flip_rate,
+            "regret": self.regret,
+            "regret_max": self.regret_max,
+            "optimism": self.optimism,
+            "tau_mean": self.tau_mean,
             "heldout_regret_k1": float(k1["regret"].iloc[0]) if len(k1) else math.nan,
             "p_best_of_winner": float(self.p_best.get(self.best_on_mean, math.nan)),
         }
@@ -141,8 +147,11 @@ def contexts(table: RunTable, key: str) -> tuple[list[str], pd.Series]:
         if not determined:
             keys.append(other)
     labels = label_keys_for(params, keys, ["init.scheme", "optim.name"])
-    context = params.apply(lambda r: format_label(r.to_dict(), labels), axis=1) \
-        if len(params) else pd.Series(dtype=str)
+    context = (
+        params.apply(lambda r: format_label(r.to_dict(), labels), axis=1)
+        if len(params)
+        else pd.Series(dtype=str)
+    )
     return keys, context
 
 
@@ -152,8 +161,9 @@ def select_counterpart(metric: str) -> str:
     return "val/" + metric.removeprefix("test/") if metric.startswith("test/") else metric
 
 
-def analyse(table: RunTable, key: str, seed: int = 0, select_metric: str | None = None
-            ) -> tuple[list[TuningResult], list[str]]:
+def analyse(
+    table: RunTable, key: str, seed: int = 0, select_metric: str | None = None
+) -> tuple[list[TuningResult], list[str]]:
     """The tuning trap for every context; returns the results and notes on what was skipped.
 
     ``select_metric`` (a metric name; default: ``select_counterpart`` of the table's metric) is
@@ -164,20 +174,32 @@ def analyse(table: RunTable, key: str, seed: int = 0, select_metric: str | None 
     results, notes = [], []
     select = select_metric or select_counterpart(table.metric)
     column = f"metrics.{select}"
-    if column not in usable or not np.isfinite(pd.to_numeric(usable[column],
-                                                             errors="coerce")).any():
-        notes.append(f"tuning trap: no `{select}` logged, so the choices are made on "
-                     f"`{table.metric}` itself: chosen and scored on the same numbers, every "
-                     "regret below is optimistic")
+    if (
+        column not in usable
+        or not np.isfinite(pd.to_numeric(usable[column], errors="coerce")).any()
+    ):
+        notes.append(
+            f"tuning trap: no `{select}` logged, so the choices are made on "
+            f"`{table.metric}` itself: chosen and scored on the same numbers, every "
+            "regret below is optimistic"
+        )
         select, column = table.metric, "value"
-    ordered = sorted(usable["context"].unique(),
-                     key=lambda c: usable.loc[usable["context"] == c, "_group_order"].min())
+    ordered = sorted(
+        usable["context"].unique(),
+        key=lambda c: usable.loc[usable["context"] == c, "_group_order"].min(),
+    )
     for context in ordered:
         sub = usable[usable["context"] == context]
-        result, note = analyse_context(sub, key, context, table.lower_is_better, seed,
-                                       select_column=column,
-                                       select_lower_is_better=lower_is_better(select),
-                                       bounds=(0.0, 1.0) if is_accuracy(table) else None)
+        result, note = analyse_context(
+            sub,
+            key,
+            context,
+            table.lower_is_better,
+            seed,
+            select_column=column,
+            select_lower_is_better=lower_is_better(select),
+            bounds=(0.0, 1.0) if is_accuracy(table) else None,
+        )
         if result is not None:
             result.score_metric, result.select_metric = table.metric, select
             results.append(result)
@@ -186,23 +208,31 @@ def analyse(table: RunTable, key: str, seed: int = 0, select_metric: str | None 
     return results, notes
 
 
-def analyse_context(runs: pd.DataFrame, key: str, context: str, lower_is_better: bool,
-                    seed: int = 0, select_column: str = "value",
-                    select_lower_is_better: bool | None = None,
-                    bounds: tuple[float, float] | None = None
-                    ) -> tuple[TuningResult | None, str | None]:
+def analyse_context(
+    runs: pd.DataFrame,
+    key: str,
+    context: str,
+    lower_is_better: bool,
+    seed: int = 0,
+    select_column: str = "value",
+    select_lower_is_better: bool | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> tuple[TuningResult | None, str | None]:
     """The tuning trap on one context's runs (usable rows of a ``RunTable`` frame): choices on
     ``select_column`` (default: the score itself), scores on ``value``; ``bounds`` are the
     metric's (an accuracy's: [0, 1]), for the per-value intervals."""
     if select_lower_is_better is None:
         select_lower_is_better = lower_is_better
-    runs = runs.assign(seed_tuple=list(zip(*(runs[k] for k in SEED_KEYS), strict=True)),
-                       _select=pd.to_numeric(runs[select_column], errors="coerce"))
+    runs = runs.assign(
+        seed_tuple=list(zip(*(runs[k] for k in SEED_KEYS), strict=True)),
+        _select=pd.to_numeric(runs[select_column], errors="coerce"),
+    )
     values = sorted(runs[f"params.{key}"].unique(), key=sort_key)
 
     def pivot(column: str) -> pd.DataFrame:
-        return runs.pivot_table(index="seed_tuple", columns=f"params.{key}", values=column,
-                                aggfunc="mean").reindex(columns=values)
+        return runs.pivot_table(
+            index="seed_tuple", columns=f"params.{key}", values=column, aggfunc="mean"
+        ).reindex(columns=values)
 
     grid, select_grid = pivot("value"), pivot("_select").reindex(index=pivot("value").index)
     grid, select_grid = grid.sort_index(), select_grid.sort_index()
@@ -210,8 +240,10 @@ def analyse_context(runs: pd.DataFrame, key: str, context: str, lower_is_better:
     dropped = [seed_label(s) for s in grid.index[incomplete]]
     grid, select_grid = grid[~incomplete], select_grid[~incomplete]
     if len(grid) < 2 or len(values) < 2:
-        return None, (f"{context}: tuning {key} needs 2+ values on 2+ seeds with every value; "
-                      f"has {len(values)} value(s) on {len(grid)} complete seed(s)")
+        return None, (
+            f"{context}: tuning {key} needs 2+ values on 2+ seeds with every value; "
+            f"has {len(values)} value(s) on {len(grid)} complete seed(s)"
+        )
     grid.index = select_grid.index = [seed_label(s) for s in grid.index]
     seeds = list(grid.index)
     m = grid.to_numpy(dtype=float)
@@ -230,12 +262,17 @@ def analyse_context(runs: pd.DataFrame, key: str, context: str, lower_is_better:
     own = (wins * score).sum(axis=1)
     elsewhere = (wins * others).sum(axis=1)
     optimism = own - elsewhere
-    per_seed = pd.DataFrame({
-        "seed": seeds,
-        "winner": ["=".join(values[j] for j in np.flatnonzero(w)) for w in wins],
-        "score": sign * own, "winner_elsewhere": sign * elsewhere,
-        "flip": flips, "regret": regret, "optimism": optimism,
-    })
+    per_seed = pd.DataFrame(
+        {
+            "seed": seeds,
+            "winner": ["=".join(values[j] for j in np.flatnonzero(w)) for w in wins],
+            "score": sign * own,
+            "winner_elsewhere": sign * elsewhere,
+            "flip": flips,
+            "regret": regret,
+            "optimism": optimism,
+        }
+    )
 
     tau = np.full((n, n), np.nan)
     for i in range(n):
@@ -249,20 +286,38 @@ def analyse_context(runs: pd.DataFrame, key: str, context: str, lower_is_better:
 
     p_best = _p_best(choose, rng_for(seed, context, key, "p_best"))
     curve = regret_curve(score, rng_for(seed, context, key, "curve"), choose=choose)
-    ci = pd.DataFrame([[float(e) for e in mean_interval(m[:, j], bounds=bounds)]
-                       for j in range(len(values))], index=values, columns=["ci_low", "ci_high"])
+    ci = pd.DataFrame(
+        [[float(e) for e in mean_interval(m[:, j], bounds=bounds)] for j in range(len(values))],
+        index=values,
+        columns=["ci_low", "ci_high"],
+    )
     return TuningResult(
-        context=context, key=key, values=values, seeds=seeds, grid=grid,
-        mean=pd.Series(sign * mean, index=values), best_on_mean=best_on_mean, per_seed=per_seed,
-        flip_rate=float(flips.mean()), regret=float(regret.mean()),
-        regret_max=float(regret.max()), optimism=float(optimism.mean()),
-        tau=pd.DataFrame(tau, index=seeds, columns=seeds), tau_mean=tau_mean,
-        p_best=pd.Series(p_best, index=values), curve=curve, ci=ci,
+        context=context,
+        key=key,
+        values=values,
+        seeds=seeds,
+        grid=grid,
+        mean=pd.Series(sign * mean, index=values),
+        best_on_mean=best_on_mean,
+        per_seed=per_seed,
+        flip_rate=float(flips.mean()),
+        regret=float(regret.mean()),
+        regret_max=float(regret.max()),
+        optimism=float(optimism.mean()),
+        tau=pd.DataFrame(tau, index=seeds, columns=seeds),
+        tau_mean=tau_mean,
+        p_best=pd.Series(p_best, index=values),
+        curve=curve,
+        ci=ci,
         lower_is_better=lower_is_better,
-        dropped_seeds=dropped, select_grid=select_grid,
+        dropped_seeds=dropped,
+        select_grid=select_grid,
         select_mean=select_grid.mean(axis=0),
-    ), (f"{context}: seeds without every value of {key} left out: {', '.join(dropped)}"
-        if dropped else None)
+    ), (
+        f"{context}: seeds without every value of {key} left out: {', '.join(dropped)}"
+        if dropped
+        else None
+    )
 
 
 def _p_best(score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -272,13 +327,23 @@ def _p_best(score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         means = score[np.asarray(index)].mean(axis=-2)
         return np.moveaxis(_winners(means), -1, 0)
 
-    result = stats.bootstrap((np.arange(len(score)),), best_share, vectorized=True,
-                             n_resamples=P_BEST_RESAMPLES, method="percentile", rng=rng)
+    result = stats.bootstrap(
+        (np.arange(len(score)),),
+        best_share,
+        vectorized=True,
+        n_resamples=P_BEST_RESAMPLES,
+        method="percentile",
+        rng=rng,
+    )
     return result.bootstrap_distribution.mean(axis=-1)
 
 
-def regret_curve(score: np.ndarray, rng: np.random.Generator, ks: list[int] | None = None,
-                 choose: np.ndarray | None = None) -> pd.DataFrame:
+def regret_curve(
+    score: np.ndarray,
+    rng: np.random.Generator,
+    ks: list[int] | None = None,
+    choose: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Held-out regret when choosing on k seeds, for k in 1, 2, 3, 5, ... (see module doc).
 
     ``score`` and ``choose`` (default: ``score``) are seeds x values, higher is better: the
@@ -303,8 +368,13 @@ def regret_curve(score: np.ndarray, rng: np.random.Generator, ks: list[int] | No
             regrets.append(held_mean.max() - choice @ held_mean)
             misses.append(1.0 - choice[overall].sum())
         regrets_arr = np.array(regrets)
-        rows.append({"k": k, "subsets": len(subsets), "regret": float(regrets_arr.mean()),
-                     "regret_sem": float(stats.sem(regrets_arr)) if len(regrets_arr) > 1
-                     else math.nan,
-                     "miss_rate": float(np.mean(misses))})
+        rows.append(
+            {
+                "k": k,
+                "subsets": len(subsets),
+                "regret": float(regrets_arr.mean()),
+                "regret_sem": float(stats.sem(regrets_arr)) if len(regrets_arr) > 1 else math.nan,
+                "miss_rate": float(np.mean(misses)),
+            }
+        )
     return pd.DataFrame(rows, columns=["k", "subsets", "regret", "regret_sem", "miss_rate"])

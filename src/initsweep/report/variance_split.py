@@ -59,9 +59,13 @@ def sums_of_squares(y: np.ndarray) -> SumsOfSquares:
     return ss_init, ss_data, ss_inter, ss_error, df
 
 
-def components_from_mean_squares(ms_init: np.ndarray, ms_data: np.ndarray, ms_inter: np.ndarray,
-                                 ms_error: np.ndarray | None, shape: tuple[int, int, int]
-                                 ) -> np.ndarray:
+def components_from_mean_squares(
+    ms_init: np.ndarray,
+    ms_data: np.ndarray,
+    ms_inter: np.ndarray,
+    ms_error: np.ndarray | None,
+    shape: tuple[int, int, int],
+) -> np.ndarray:
     """Variance components (init, data, rest), stacked on a last axis, from the mean squares
     (or from draws of their expectations): E[MS_init] = s2_e + r s2_ab + J r s2_init, E[MS_data]
     likewise with I, E[MS_inter] = s2_e + r s2_ab, E[MS_error] = s2_e; rest = s2_ab + s2_e.
@@ -87,8 +91,12 @@ def variance_components(y: np.ndarray) -> np.ndarray:
     """ANOVA estimates of (s2_init, s2_data, s2_rest) for balanced grids ``(..., I, J, r)``."""
     ss_init, ss_data, ss_inter, ss_error, df = sums_of_squares(y)
     return components_from_mean_squares(
-        ss_init / df[0], ss_data / df[1], ss_inter / df[2],
-        ss_error / df[3] if df[3] else None, y.shape[-3:])
+        ss_init / df[0],
+        ss_data / df[1],
+        ss_inter / df[2],
+        ss_error / df[3] if df[3] else None,
+        y.shape[-3:],
+    )
 
 
 def pivotal_shares(y: np.ndarray, rng: np.random.Generator, n_draws: int = N_DRAWS) -> np.ndarray:
@@ -101,20 +109,29 @@ def pivotal_shares(y: np.ndarray, rng: np.random.Generator, n_draws: int = N_DRA
     return _pivotal_from_ss([ss_init, ss_data, ss_inter, ss_error], df, y.shape[-3:], rng, n_draws)
 
 
-def _pivotal_from_ss(ss: list[np.ndarray], df: tuple[int, ...], shape: tuple[int, int, int],
-                     rng: np.random.Generator, n_draws: int) -> np.ndarray:
+def _pivotal_from_ss(
+    ss: list[np.ndarray],
+    df: tuple[int, ...],
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    n_draws: int,
+) -> np.ndarray:
     lead = np.shape(ss[0])
 
     def draw(value: np.ndarray, dof: int) -> np.ndarray:
         return np.asarray(value)[..., None] / rng.chisquare(dof, size=(*lead, n_draws))
 
     error = draw(ss[3], df[3]) if df[3] else None
-    return shares(components_from_mean_squares(draw(ss[0], df[0]), draw(ss[1], df[1]),
-                                               draw(ss[2], df[2]), error, shape))
+    return shares(
+        components_from_mean_squares(
+            draw(ss[0], df[0]), draw(ss[1], df[1]), draw(ss[2], df[2]), error, shape
+        )
+    )
 
 
-def share_intervals(draws: np.ndarray, confidence: float = CONFIDENCE
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def share_intervals(
+    draws: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over the draws' axis (-2) of each share and of init - data share:
     ``low, high`` with 4 values on the last axis (init, data, rest, init - data)."""
     with_diff = np.concatenate([draws, draws[..., :1] - draws[..., 1:2]], axis=-1)
@@ -124,8 +141,12 @@ def share_intervals(draws: np.ndarray, confidence: float = CONFIDENCE
     return low, high
 
 
-def grid_to_separate(components: np.ndarray, rng: np.random.Generator,
-                     sizes: tuple[int, ...] = GRID_SIZES, power: float = POWER) -> int | None:
+def grid_to_separate(
+    components: np.ndarray,
+    rng: np.random.Generator,
+    sizes: tuple[int, ...] = GRID_SIZES,
+    power: float = POWER,
+) -> int | None:
     """The smallest k x k grid (one run per cell) whose interval of init - data share would
     exclude 0 with probability ``power`` if the components were ``components`` (normal model,
     simulated); None when no size in ``sizes`` gets there."""
@@ -164,8 +185,9 @@ def variance_split(table: RunTable, seed: int = 0) -> pd.DataFrame:
         # init_seed = data_seed, the usual sweep, has exactly as many): skip those cheaply
         if n_init < 2 or n_data < 2 or pairs <= max(n_init, n_data):
             continue
-        counts = ok.pivot_table(index="init_seed", columns="data_seed", values="value",
-                                aggfunc="count").fillna(0)
+        counts = ok.pivot_table(
+            index="init_seed", columns="data_seed", values="value", aggfunc="count"
+        ).fillna(0)
         complete = counts[(counts > 0).all(axis=1)]
         if len(complete) < 2 or counts.shape[1] < 2:
             continue
@@ -182,19 +204,26 @@ def variance_split(table: RunTable, seed: int = 0) -> pd.DataFrame:
         separated = bool(low[3] > 0 or high[3] < 0)
         needed = None if separated else grid_to_separate(estimate, rng)
         row: dict[str, object] = {
-            "group": group, "init_seeds": n_init, "data_seeds": n_data, "runs_per_cell": reps,
-            "runs": y.size, "std": float(np.std(y, ddof=1)),
+            "group": group,
+            "init_seeds": n_init,
+            "data_seeds": n_data,
+            "runs_per_cell": reps,
+            "runs": y.size,
+            "std": float(np.std(y, ddof=1)),
         }
         for i, source in enumerate(SOURCES):
             row[f"{source}_share"] = float(share[i])
             row[f"{source}_low"], row[f"{source}_high"] = float(low[i]), float(high[i])
-        row.update({
-            "init_minus_data_low": float(low[3]), "init_minus_data_high": float(high[3]),
-            "separated": separated,
-            "grid_to_separate": float(needed) if needed else math.nan,
-            "init_std": float(np.std(y.mean(axis=(1, 2)), ddof=1)),
-            "data_std": float(np.std(y.mean(axis=(0, 2)), ddof=1)),
-            "dropped_init_seeds": len(counts) - len(complete),
-        })
+        row.update(
+            {
+                "init_minus_data_low": float(low[3]),
+                "init_minus_data_high": float(high[3]),
+                "separated": separated,
+                "grid_to_separate": float(needed) if needed else math.nan,
+                "init_std": float(np.std(y.mean(axis=(1, 2)), ddof=1)),
+                "data_std": float(np.std(y.mean(axis=(0, 2)), ddof=1)),
+                "dropped_init_seeds": len(counts) - len(complete),
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)

@@ -41,13 +41,22 @@ def group_view(report: Report) -> pd.DataFrame:
     """The per-group table as strings (what the terminal, Markdown and HTML show)."""
     rows = []
     for _, r in report.summary.iterrows():
-        row = {"group": r["group"], "n": str(r["n"]), "failed": str(r["failed"]),
-               "diverged": str(r["diverged"]), "other": str(r["other"]),
-               "mean": fmt(r["mean"]), "std": fmt(r["std"]),
-               "95% CI": (f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
-                          if math.isfinite(r["ci_low"]) else "–"),
-               "median": fmt(r["median"]), "IQM": fmt(r["iqm"]), "min": fmt(r["min"]),
-               "max": fmt(r["max"])}
+        row = {
+            "group": r["group"],
+            "n": str(r["n"]),
+            "failed": str(r["failed"]),
+            "diverged": str(r["diverged"]),
+            "other": str(r["other"]),
+            "mean": fmt(r["mean"]),
+            "std": fmt(r["std"]),
+            "95% CI": (
+                f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else "–"
+            ),
+            "median": fmt(r["median"]),
+            "IQM": fmt(r["iqm"]),
+            "min": fmt(r["min"]),
+            "max": fmt(r["max"]),
+        }
         if report.accuracy:
             row["noise floor"] = fmt(r["noise_floor"])
             row["std/floor"] = fmt(r["std/floor"], 2)
@@ -56,14 +65,25 @@ def group_view(report: Report) -> pd.DataFrame:
 
 
 def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "A": r["a"], "B": r["b"], "seeds": str(r["n_pairs"]), "test": r["test"],
-        "A − B": fmt(r["mean_diff"]),
-        "adjusted CI": f"[{fmt(r['diff_low'])}, {fmt(r['diff_high'])}]",
-        "Holm p": fmt(r["holm_p"], 3), "P(A>B)": fmt(r["P(A>B)"], 2),
-        "95% CI of P": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
-        "sign test Holm p": fmt(r["sign_holm_p"], 3), "ASO ε_min": fmt(r["aso_eps_min"], 2),
-        "verdict": r["verdict"]} for _, r in pairs.iterrows()])
+    return pd.DataFrame(
+        [
+            {
+                "A": r["a"],
+                "B": r["b"],
+                "seeds": str(r["n_pairs"]),
+                "test": r["test"],
+                "A − B": fmt(r["mean_diff"]),
+                "adjusted CI": f"[{fmt(r['diff_low'])}, {fmt(r['diff_high'])}]",
+                "Holm p": fmt(r["holm_p"], 3),
+                "P(A>B)": fmt(r["P(A>B)"], 2),
+                "95% CI of P": f"[{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]",
+                "sign test Holm p": fmt(r["sign_holm_p"], 3),
+                "ASO ε_min": fmt(r["aso_eps_min"], 2),
+                "verdict": r["verdict"],
+            }
+            for _, r in pairs.iterrows()
+        ]
+    )
 
 
 def share_cell(r: pd.Series, source: str) -> str:
@@ -71,15 +91,24 @@ def share_cell(r: pd.Series, source: str) -> str:
 
 
 def variance_view(split: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "group": r["group"], "grid": f"{r['init_seeds']}x{r['data_seeds']}"
-                                     + (f"x{r['runs_per_cell']}" if r["runs_per_cell"] > 1
-                                        else ""),
-        "runs": str(r["runs"]), "std": fmt(r["std"]), "init seed": share_cell(r, "init"),
-        "data seed": share_cell(r, "data"), "rest": share_cell(r, "rest"),
-        "init - data": points_interval(r["init_minus_data_low"], r["init_minus_data_high"]),
-        "std of init means": fmt(r["init_std"]), "std of data means": fmt(r["data_std"]),
-    } for _, r in split.iterrows()])
+    return pd.DataFrame(
+        [
+            {
+                "group": r["group"],
+                "grid": f"{r['init_seeds']}x{r['data_seeds']}"
+                + (f"x{r['runs_per_cell']}" if r["runs_per_cell"] > 1 else ""),
+                "runs": str(r["runs"]),
+                "std": fmt(r["std"]),
+                "init seed": share_cell(r, "init"),
+                "data seed": share_cell(r, "data"),
+                "rest": share_cell(r, "rest"),
+                "init - data": points_interval(r["init_minus_data_low"], r["init_minus_data_high"]),
+                "std of init means": fmt(r["init_std"]),
+                "std of data means": fmt(r["data_std"]),
+            }
+            for _, r in split.iterrows()
+        ]
+    )
 
 
 def variance_warnings(split: pd.DataFrame) -> list[str]:
@@ -89,16 +118,22 @@ def variance_warnings(split: pd.DataFrame) -> list[str]:
         if r["separated"]:
             continue
         grid = f"{r['init_seeds']}x{r['data_seeds']}"
-        line = (f"{r['group']}: the {grid} grid cannot tell whether the init seed or the data "
-                f"seed matters more (init - data share: "
-                f"{points_interval(r['init_minus_data_low'], r['init_minus_data_high'])})")
+        line = (
+            f"{r['group']}: the {grid} grid cannot tell whether the init seed or the data "
+            f"seed matters more (init - data share: "
+            f"{points_interval(r['init_minus_data_low'], r['init_minus_data_high'])})"
+        )
         if math.isfinite(r["grid_to_separate"]):
             k = int(r["grid_to_separate"])
-            line += (f"; if the shares are what this grid estimates, a {k}x{k} grid (one run per "
-                     "cell) would tell them apart 4 times in 5")
+            line += (
+                f"; if the shares are what this grid estimates, a {k}x{k} grid (one run per "
+                "cell) would tell them apart 4 times in 5"
+            )
         else:
-            line += ("; at this grid's estimates the two shares are too close for even a 64x64 "
-                     "grid to tell apart")
+            line += (
+                "; at this grid's estimates the two shares are too close for even a 64x64 "
+                "grid to tell apart"
+            )
         lines.append(line)
     return lines
 
@@ -107,33 +142,58 @@ def pairs_line(report: Report) -> str:
     """The verdicts' method in one line (docs/report.md has the rest)."""
     m = len(report.pairs)
     family = "every pair" if report.all_pairs else "design neighbours"
-    return (f"{m} comparison{'s' if m != 1 else ''} ({family}): difference of means, paired t "
-            f"(Welch when seeds do not pair), Holm-adjusted intervals, at most {ALPHA:.0%} chance "
-            "of any false winner; second line P(A>B) and the sign test; docs/report.md")
+    return (
+        f"{m} comparison{'s' if m != 1 else ''} ({family}): difference of means, paired t "
+        f"(Welch when seeds do not pair), Holm-adjusted intervals, at most {ALPHA:.0%} chance "
+        "of any false winner; second line P(A>B) and the sign test; docs/report.md"
+    )
 
 
 def tuning_view(results: Sequence[TuningResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         s = r.summary()
-        rows.append({
-            "context": s["context"], "values": str(s["values"]), "seeds": str(s["seeds"]),
-            "best on mean": s["best_on_mean"], "P(best)": fmt(s["p_best_of_winner"], 2),
-            "flip rate": fmt(s["flip_rate"], 2), "regret": fmt(s["regret"]),
-            "worst regret": fmt(s["regret_max"]), "optimism": fmt(s["optimism"]),
-            "Kendall τ": fmt(s["tau_mean"], 2), "held-out regret k=1": fmt(s["heldout_regret_k1"]),
-        })
+        rows.append(
+            {
+                "context": s["context"],
+                "values": str(s["values"]),
+                "seeds": str(s["seeds"]),
+                "best on mean": s["best_on_mean"],
+                "P(best)": fmt(s["p_best_of_winner"], 2),
+                "flip rate": fmt(s["flip_rate"], 2),
+                "regret": fmt(s["regret"]),
+                "worst regret": fmt(s["regret_max"]),
+                "optimism": fmt(s["optimism"]),
+                "Kendall τ": fmt(s["tau_mean"], 2),
+                "held-out regret k=1": fmt(s["heldout_regret_k1"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def winners_view(r: TuningResult) -> pd.DataFrame:
     """Per seed: its winner and what it costs; the last row is the winner on the mean."""
-    rows = [{"seed": p["seed"], "winner": p["winner"], "score on seed": fmt(p["score"]),
-             "mean on other seeds": fmt(p["winner_elsewhere"]), "regret": fmt(p["regret"]),
-             "optimism": fmt(p["optimism"])} for _, p in r.per_seed.iterrows()]
-    rows.append({"seed": "mean", "winner": r.best_on_mean,
-                 "score on seed": fmt(float(r.mean[r.best_on_mean])),
-                 "mean on other seeds": "", "regret": "0", "optimism": ""})
+    rows = [
+        {
+            "seed": p["seed"],
+            "winner": p["winner"],
+            "score on seed": fmt(p["score"]),
+            "mean on other seeds": fmt(p["winner_elsewhere"]),
+            "regret": fmt(p["regret"]),
+            "optimism": fmt(p["optimism"]),
+        }
+        for _, p in r.per_seed.iterrows()
+    ]
+    rows.append(
+        {
+            "seed": "mean",
+            "winner": r.best_on_mean,
+            "score on seed": fmt(float(r.mean[r.best_on_mean])),
+            "mean on other seeds": "",
+            "regret": "0",
+            "optimism": "",
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -142,14 +202,21 @@ def values_view(r: TuningResult) -> pd.DataFrame:
     saw) when that is another metric, the seeds it wins and P(best)."""
     rows = []
     for v in r.values:
-        row = {r.key: v, f"mean {r.score_metric}".strip(): fmt(float(r.mean[v])),
-               "95% CI": (f"[{fmt(r.ci.at[v, 'ci_low'])}, {fmt(r.ci.at[v, 'ci_high'])}]"
-                          if r.ci is not None else "–")}
+        row = {
+            r.key: v,
+            f"mean {r.score_metric}".strip(): fmt(float(r.mean[v])),
+            "95% CI": (
+                f"[{fmt(r.ci.at[v, 'ci_low'])}, {fmt(r.ci.at[v, 'ci_high'])}]"
+                if r.ci is not None
+                else "–"
+            ),
+        }
         if r.select_metric != r.score_metric and r.select_mean is not None:
             row[f"mean {r.select_metric}"] = fmt(float(r.select_mean[v]))
         wins = r.per_seed["winner"].str.split("=").map(lambda w, v=v: v in w).sum()
-        row.update({"seeds it wins": f"{wins}/{len(r.seeds)}",
-                    "P(best)": fmt(float(r.p_best[v]), 2)})
+        row.update(
+            {"seeds it wins": f"{wins}/{len(r.seeds)}", "P(best)": fmt(float(r.p_best[v]), 2)}
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -158,10 +225,16 @@ def curve_view(results: Sequence[TuningResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         for _, c in r.curve.iterrows():
-            rows.append({"context": r.context, "k seeds": str(int(c["k"])),
-                         "subsets": str(int(c["subsets"])), "held-out regret": fmt(c["regret"]),
-                         "± sem": fmt(c["regret_sem"]), "choice ≠ best on mean":
-                         fmt(c["miss_rate"], 2)})
+            rows.append(
+                {
+                    "context": r.context,
+                    "k seeds": str(int(c["k"])),
+                    "subsets": str(int(c["subsets"])),
+                    "held-out regret": fmt(c["regret"]),
+                    "± sem": fmt(c["regret_sem"]),
+                    "choice ≠ best on mean": fmt(c["miss_rate"], 2),
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -46,8 +46,7 @@ class GroupWhy:
     def disagreements(self) -> list[str]:
         """Codes some but not all of the diagnosed seeds carry (``healthy`` is the absence of
         the others: not repeated)."""
-        return [c for c in self.carriers
-                if c != "healthy" and 0 < self.count(c) < self.diagnosed]
+        return [c for c in self.carriers if c != "healthy" and 0 < self.count(c) < self.diagnosed]
 
     def disagreement(self) -> str:
         """``dead_relu in seeds 0, 2, not in 1`` per disagreeing code, ``; ``-joined."""
@@ -55,13 +54,16 @@ class GroupWhy:
         for code in self.disagreements():
             have = self.carriers[code]
             rest = [s for s in self.seeds if s not in have]
-            parts.append(f"{code} in seed{'s' if len(have) > 1 else ''} {', '.join(have)}, "
-                         f"not in {', '.join(rest)}")
+            parts.append(
+                f"{code} in seed{'s' if len(have) > 1 else ''} {', '.join(have)}, "
+                f"not in {', '.join(rest)}"
+            )
         return "; ".join(parts)
 
 
 def seed_label(row: pd.Series) -> str:
     """``3``; ``1/2`` (init seed / data seed) when they differ from ``seed``."""
+
     def as_int(value: Any) -> str:
         return "?" if value is None or pd.isna(value) else str(int(value))
 
@@ -126,8 +128,11 @@ def why_frame(groups: list[GroupWhy], metric: str) -> pd.DataFrame:
     codes = sweep_codes(groups)
     rows = []
     for g in groups:
-        row = {"group": g.group, f"{metric} mean ± std": score(g),
-               "diagnosed": f"{g.diagnosed}/{g.runs}"}
+        row = {
+            "group": g.group,
+            f"{metric} mean ± std": score(g),
+            "diagnosed": f"{g.diagnosed}/{g.runs}",
+        }
         for code in codes:
             row[code] = f"{g.count(code)}/{g.diagnosed}" if g.diagnosed else "–"
         row["seeds disagree"] = g.disagreement() or "no"
@@ -143,5 +148,9 @@ def summary_line(g: GroupWhy) -> str:
 
 def disagreement_lines(groups: list[GroupWhy]) -> list[str]:
     """A line per group whose seeds disagree on a finding."""
-    return [f"**{g.group}**: the seeds disagree: {g.disagreement()}. The seed changes the "
-            "mechanism here, not only the score." for g in groups if g.disagreements()]
+    return [
+        f"**{g.group}**: the seeds disagree: {g.disagreement()}. The seed changes the "
+        "mechanism here, not only the score."
+        for g in groups
+        if g.disagreements()
+    ]

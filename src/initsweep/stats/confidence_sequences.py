@@ -59,8 +59,10 @@ class BettingEProcess:
 
     def __post_init__(self) -> None:
         if not self.bound > 0 or not -self.bound < self.margin < self.bound:
-            raise ValueError(f"need bound > 0 and -bound < margin < bound, got bound "
-                             f"{self.bound}, margin {self.margin}")
+            raise ValueError(
+                f"need bound > 0 and -bound < margin < bound, got bound "
+                f"{self.bound}, margin {self.margin}"
+            )
 
     @property
     def mu0(self) -> float:
@@ -88,8 +90,13 @@ class BettingEProcess:
         return self.e
 
 
-def betting_e_values(x: ArrayLike, margin: float = 0.0, bound: float = 1.0, cap: float = CAP,
-                     prior_var: float = PRIOR_VAR) -> np.ndarray:
+def betting_e_values(
+    x: ArrayLike,
+    margin: float = 0.0,
+    bound: float = 1.0,
+    cap: float = CAP,
+    prior_var: float = PRIOR_VAR,
+) -> np.ndarray:
     """``BettingEProcess`` along the last axis, vectorized over the leading ones: the e-value
     after each observation (same shape as ``x``)."""
     x = np.asarray(x, dtype=float)

@@ -72,10 +72,10 @@ def welch_difference(a: ArrayLike, b: ArrayLike, resolution: float = 0.0) -> Dif
     if na < 2 or nb < 2:
         nan = np.full(np.shape(estimate), np.nan)
         return Difference(np.asarray(estimate), nan, nan.copy(), False)
-    va = np.maximum(a.var(axis=-1, ddof=1), resolution ** 2) / na
-    vb = np.maximum(b.var(axis=-1, ddof=1), resolution ** 2) / nb
+    va = np.maximum(a.var(axis=-1, ddof=1), resolution**2) / na
+    vb = np.maximum(b.var(axis=-1, ddof=1), resolution**2) / nb
     with np.errstate(invalid="ignore", divide="ignore"):
-        df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+        df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
     df = np.where(va + vb > 0, df, na + nb - 2.0)
     return Difference(np.asarray(estimate), np.sqrt(va + vb), df, False)
 
@@ -89,8 +89,9 @@ def t_p_value(estimate: ArrayLike, se: ArrayLike, df: ArrayLike) -> np.ndarray:
     return np.where(np.isnan(se), np.nan, np.where(se > 0, p, np.where(est == 0, 1.0, 0.0)))
 
 
-def t_bounds(estimate: ArrayLike, se: ArrayLike, df: ArrayLike,
-             confidence: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def t_bounds(
+    estimate: ArrayLike, se: ArrayLike, df: ArrayLike, confidence: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """estimate -+ t_{df, (1 + confidence) / 2} se."""
     est, se, df = (np.asarray(v, dtype=float) for v in (estimate, se, df))
     with np.errstate(invalid="ignore"):
@@ -126,8 +127,9 @@ def t_power(effect: ArrayLike, n: ArrayLike, level: float, paired: bool = True) 
     return np.where(n >= 2, power, 0.0)
 
 
-def t_seeds_needed(effect: float, level: float, power: float = 0.8, paired: bool = True,
-                   max_seeds: int = 1000) -> float:
+def t_seeds_needed(
+    effect: float, level: float, power: float = 0.8, paired: bool = True, max_seeds: int = 1000
+) -> float:
     """Fewest seeds (per group) at which the two-sided t-test at ``level`` calls a standardized
     ``effect`` with probability ``power``; inf when none up to ``max_seeds`` (or no effect)."""
     if not math.isfinite(effect) or effect == 0:

@@ -15,8 +15,9 @@ from scipy import stats
 CONFIDENCE = 0.95
 
 
-def skew_corrected_t_interval(x: ArrayLike, confidence: float = CONFIDENCE
-                              ) -> tuple[np.ndarray, np.ndarray]:
+def skew_corrected_t_interval(
+    x: ArrayLike, confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray]:
     """Hall's (1992) skewness-corrected t interval of the mean, along the last axis.
 
     The studentized mean T = sqrt(n) (mean - mu) / s is skewed when the scores are: its

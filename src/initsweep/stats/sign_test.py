@@ -39,21 +39,21 @@ def _binom_cdf(k: ArrayLike, n: ArrayLike, p: float) -> np.ndarray:
     return np.where(k < 0, 0.0, np.where(k >= n, 1.0, value))
 
 
-def interval_from_counts(wins: ArrayLike, ties: ArrayLike, n: ArrayLike,
-                         confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+def interval_from_counts(
+    wins: ArrayLike, ties: ArrayLike, n: ArrayLike, confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray]:
     """``p_better_interval`` from the counts of wins and ties among n paired seeds."""
     wins, up, n = np.asarray(wins), np.asarray(wins) + np.asarray(ties), np.asarray(n)
     tail = (1 - confidence) / 2
     with np.errstate(all="ignore"):
-        low = np.where(wins > 0, special.betaincinv(np.maximum(wins, 1), n - wins + 1, tail),
-                       0.0)
-        high = np.where(up < n, special.betaincinv(up + 1, np.maximum(n - up, 1), 1 - tail),
-                        1.0)
+        low = np.where(wins > 0, special.betaincinv(np.maximum(wins, 1), n - wins + 1, tail), 0.0)
+        high = np.where(up < n, special.betaincinv(up + 1, np.maximum(n - up, 1), 1 - tail), 1.0)
     return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
 
 
-def p_better_interval(a: ArrayLike, b: ArrayLike,
-                      confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+def p_better_interval(
+    a: ArrayLike, b: ArrayLike, confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact interval of P(A > B) = P(win) + P(tie) / 2, at least ``confidence`` for any n.
 
     P(win) <= P(A > B) <= P(win) + P(tie): the lower end is the Clopper-Pearson lower bound of
@@ -62,8 +62,9 @@ def p_better_interval(a: ArrayLike, b: ArrayLike,
     interval, the one the two-sided sign test inverts.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return interval_from_counts(np.sum(a > b, axis=-1), np.sum(a == b, axis=-1), a.shape[-1],
-                                confidence)
+    return interval_from_counts(
+        np.sum(a > b, axis=-1), np.sum(a == b, axis=-1), a.shape[-1], confidence
+    )
 
 
 def sign_p_from_counts(wins: ArrayLike, losses: ArrayLike) -> np.ndarray:
@@ -110,8 +111,9 @@ def sign_test_power(n: ArrayLike, p_win: float, level: float) -> np.ndarray:
     return 1.0 - _binom_cdf(c - 1, n, p_win) + _binom_cdf(n - c, n, p_win)
 
 
-def sign_seeds_needed(diffs: ArrayLike, level: float, power: float = POWER,
-                      max_seeds: int = MAX_SEEDS) -> float:
+def sign_seeds_needed(
+    diffs: ArrayLike, level: float, power: float = POWER, max_seeds: int = MAX_SEEDS
+) -> float:
     """Roughly how many seeds the sign test at ``level`` needs to call this pair with ``power``.
 
     From the observed paired differences d: if they keep their mean and spread, a new seed
@@ -131,8 +133,9 @@ def sign_seeds_needed(diffs: ArrayLike, level: float, power: float = POWER,
     return seeds_for_win_probability(p_win, level, power, max_seeds)
 
 
-def seeds_for_win_probability(p_win: float, level: float, power: float = POWER,
-                              max_seeds: int = MAX_SEEDS) -> float:
+def seeds_for_win_probability(
+    p_win: float, level: float, power: float = POWER, max_seeds: int = MAX_SEEDS
+) -> float:
     """The fewest seeds at which the exact two-sided sign test at ``level`` rejects with
     probability ``power`` when one side wins a seed with probability ``p_win``; inf if none up
     to ``max_seeds``."""
@@ -143,8 +146,7 @@ def seeds_for_win_probability(p_win: float, level: float, power: float = POWER,
     # Search near the normal approximation (saves most of the work at 1,000 pairs): when 0.6 of
     # it is not yet enough, no smaller n is (the power's saw teeth are much smaller than that).
     normal = NormalDist()
-    z = (normal.inv_cdf(1 - level / 2) * 0.5
-         + normal.inv_cdf(power) * math.sqrt(p_win * (1 - p_win)))
+    z = normal.inv_cdf(1 - level / 2) * 0.5 + normal.inv_cdf(power) * math.sqrt(p_win * (1 - p_win))
     low = min(max(first, int(0.6 * (z / (p_win - 0.5)) ** 2)), max_seeds)
     if sign_test_power(low, p_win, level) >= power:
         windows = [(first, low)]

@@ -26,8 +26,9 @@ def ui_base_url(tracking_uri: str | None = None) -> str:
     return DEFAULT_UI_URL
 
 
-def runs_page_link(base_url: str, experiment_id: str, key: str | None = None,
-                   mode: str = "CHART") -> str:
+def runs_page_link(
+    base_url: str, experiment_id: str, key: str | None = None, mode: str = "CHART"
+) -> str:
     """The runs page of an experiment in the model-training view, on saved view ``key``.
 
     Only ``workflowType``, ``compareRunsMode`` and ``viewStateShareKey`` go in the link: the UI
@@ -42,8 +43,10 @@ def runs_page_link(base_url: str, experiment_id: str, key: str | None = None,
 
 def run_page_link(base_url: str, experiment_id: str, run_id: str) -> str:
     """A run's overview page (its note, metrics, tags) in the model-training view."""
-    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-            "?workflowType=machine_learning")
+    return (
+        f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        "?workflowType=machine_learning"
+    )
 
 
 def artifact_url(base_url: str, run_id: str, path: str) -> str:
@@ -59,6 +62,7 @@ def absolute_image_links(markdown: str, base_url: str, run_id: str, artifact_dir
     copy of report.md logged on a run therefore points at the server; the copy on disk keeps
     relative paths (they render on GitHub and in editors).
     """
+
     def absolute(match: re.Match) -> str:
         alt, path = match.group(1), match.group(2)
         if re.match(r"^[a-z][a-z0-9+.-]*:", path, re.IGNORECASE):

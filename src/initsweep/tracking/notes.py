@@ -18,8 +18,9 @@ MAX_TAG_VALUE = 20_000  # MLflow's limit on an experiment tag's value (mlflow.ut
 MAX_NOTE = 8000  # MLflow's limit on a run tag's value (a run note is a tag)
 
 
-def set_run_note(client: MlflowClient, run_id: str, markdown: str,
-                 tags: Mapping[str, str] | None = None) -> None:
+def set_run_note(
+    client: MlflowClient, run_id: str, markdown: str, tags: Mapping[str, str] | None = None
+) -> None:
     """A run's note (its "Description", markdown): the one writer of ``mlflow.note.content``
     on runs (a sweep's summary in ``report.publish``, a job's diagnosis in
     ``diagnostics.findings``). Cut to
@@ -27,13 +28,15 @@ def set_run_note(client: MlflowClient, run_id: str, markdown: str,
     in the same call (one round trip to the store)."""
     if len(markdown) > MAX_NOTE:
         tail = "\n\n… (cut: the full text is in the run's artifacts)"
-        markdown = markdown[:MAX_NOTE - len(tail)] + tail
+        markdown = markdown[: MAX_NOTE - len(tail)] + tail
     if not tags:
         client.set_tag(run_id, NOTE_TAG, markdown)
         return
-    client.log_batch(run_id, tags=[RunTag(NOTE_TAG, markdown),
-                                   *(RunTag(k, str(v)) for k, v in tags.items())],
-                     synchronous=True)
+    client.log_batch(
+        run_id,
+        tags=[RunTag(NOTE_TAG, markdown), *(RunTag(k, str(v)) for k, v in tags.items())],
+        synchronous=True,
+    )
 
 
 def set_experiment_note(client: MlflowClient, experiment_id: str, markdown: str) -> None:

@@ -76,13 +76,19 @@ def search(client: MlflowClient, experiment_ids: list[str], filter_string: str) 
 
 def open_runs(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
     """Every RUNNING run, and every KILLED one still owing end-of-run work."""
-    return [*search(client, experiment_ids, "attributes.status = 'RUNNING'"),
-            *search(client, experiment_ids,
-                    f"attributes.status = 'KILLED' and tags.`{PENDING_TAG}` LIKE 'plots%'")]
+    return [
+        *search(client, experiment_ids, "attributes.status = 'RUNNING'"),
+        *search(
+            client,
+            experiment_ids,
+            f"attributes.status = 'KILLED' and tags.`{PENDING_TAG}` LIKE 'plots%'",
+        ),
+    ]
 
 
-def find_orphans(client: MlflowClient, experiment_ids: Iterable[str],
-                 stale_after: float | None = None) -> list[Orphan]:
+def find_orphans(
+    client: MlflowClient, experiment_ids: Iterable[str], stale_after: float | None = None
+) -> list[Orphan]:
     """The orphans of the given experiments, job runs first, then parents."""
     found = [classify(run, stale_after) for run in open_runs(client, list(experiment_ids))]
     orphans = [o for o in found if o is not None]

@@ -71,7 +71,7 @@ def _stat(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rfind(")") + 2:].split()  # the name may hold spaces and parentheses
+    return text[text.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
 
 
 def process_started(pid: int) -> str:
@@ -86,8 +86,12 @@ def process_started(pid: int) -> str:
 def owner_tags() -> dict[str, str]:
     """This process as the owner of the runs it opens (tags written with the run)."""
     pid = os.getpid()
-    return {OWNER_HOST_TAG: host(), OWNER_PID_TAG: str(pid),
-            OWNER_STARTED_TAG: process_started(pid), HEARTBEAT_TAG: str(int(time.time()))}
+    return {
+        OWNER_HOST_TAG: host(),
+        OWNER_PID_TAG: str(pid),
+        OWNER_STARTED_TAG: process_started(pid),
+        HEARTBEAT_TAG: str(int(time.time())),
+    }
 
 
 @dataclass
@@ -171,8 +175,9 @@ class Heartbeat:
                 self._every = every
                 self._wake.set()
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="initsweep-heartbeat",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, name="initsweep-heartbeat", daemon=True
+                )
                 self._thread.start()
 
     def release(self, run_ids: Iterable[str]) -> None:

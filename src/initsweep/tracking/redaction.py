@@ -17,8 +17,9 @@ def redact(uri: str) -> str:
 
 
 # A config key whose value is a credential, whatever it holds (matched on the key's last part).
-SECRET_KEY = re.compile(r"(^|[_-])(pass(word|wd)?|secret|token|api_?key|access_?key|credentials?)$",
-                        re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"(^|[_-])(pass(word|wd)?|secret|token|api_?key|access_?key|credentials?)$", re.IGNORECASE
+)
 
 
 def is_secret_key(key: str) -> bool:
@@ -34,8 +35,10 @@ def redact_config(tree: Any) -> Any:
     ends up. Values of secret-named keys become ``***``; credentials in any string are removed.
     """
     if isinstance(tree, Mapping):
-        return {k: "***" if is_secret_key(k) and v not in (None, "") else redact_config(v)
-                for k, v in tree.items()}
+        return {
+            k: "***" if is_secret_key(k) and v not in (None, "") else redact_config(v)
+            for k, v in tree.items()
+        }
     if isinstance(tree, (list, tuple)):
         return [redact_config(v) for v in tree]
     return redact(tree) if isinstance(tree, str) else tree

@@ -54,24 +54,31 @@ MAX_BATCH = 1000  # MLflow's limit on metric rows per log_batch call
 PREEMPTED = Outcome.PREEMPTED  # training/job.py imports this name (same value)
 
 
-def _job_runs(client: MlflowClient, experiment_id: str, filter_string: str,
-              max_results: int) -> list[Run]:
+def _job_runs(
+    client: MlflowClient, experiment_id: str, filter_string: str, max_results: int
+) -> list[Run]:
     """Job runs matching ``filter_string``, newest first (sweep parents excluded)."""
-    runs = client.search_runs([experiment_id], filter_string,
-                              order_by=["attributes.start_time DESC"], max_results=max_results)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
+    )
     return [r for r in runs if r.data.tags.get(ROLE_TAG) != SWEEP_ROLE]
 
 
-def previous_runs(client: MlflowClient, experiment_id: str, group_hash: str,
-                  config_hashes: Sequence[str]) -> dict[str, list[Run]]:
+def previous_runs(
+    client: MlflowClient, experiment_id: str, group_hash: str, config_hashes: Sequence[str]
+) -> dict[str, list[Run]]:
     """The runs each config already has in the experiment, newest first, in one search.
 
     One config: searched by its ``config_hash`` tag. Several seeds of one config (a stacked
     job): searched once by their shared ``group_hash`` (the store has no IN for tags).
     """
     if len(config_hashes) == 1:
-        runs = _job_runs(client, experiment_id,
-                         f"tags.{CONFIG_HASH_TAG} = '{config_hashes[0]}'", 50)
+        runs = _job_runs(
+            client, experiment_id, f"tags.{CONFIG_HASH_TAG} = '{config_hashes[0]}'", 50
+        )
     else:
         runs = _job_runs(client, experiment_id, f"tags.{GROUP_HASH_TAG} = '{group_hash}'", 5000)
     return {h: [r for r in runs if r.data.tags.get(CONFIG_HASH_TAG) == h] for h in config_hashes}
@@ -90,7 +97,8 @@ def preempted_run(runs: list[Run]) -> tuple[Run, Path] | None:
         if not path or not Path(path).exists():
             continue
         if run.data.tags.get(OUTCOME_TAG) == Outcome.PREEMPTED or (
-                run.info.status == "RUNNING" and run.info.run_id in unsent_runs(Path(path))):
+            run.info.status == "RUNNING" and run.info.run_id in unsent_runs(Path(path))
+        ):
             return run, Path(path)
     return None
 
@@ -107,18 +115,31 @@ def resumable(previous: Sequence[list[Run]]) -> tuple[list[Run], Path] | None:
     return [run for run, _ in found], found[0][1]
 
 
-def reopen_run(client: MlflowClient, run_id: str, checkpoint: Path,
-               previous: Path | None = None) -> None:
+def reopen_run(
+    client: MlflowClient, run_id: str, checkpoint: Path, previous: Path | None = None
+) -> None:
     """A preempted run, RUNNING again, to be resumed; ``checkpoint`` is where it now saves.
     Rows an earlier attempt could not write (``previous``'s unsent file) are written first.
     The process and the sweep that resume it own it from now on (its parent: this sweep's)."""
     write_unsent(client, run_id, previous or checkpoint)
     client.update_run(run_id, status="RUNNING")
-    sweep = ({PARENT_TAG: os.environ[PARENT_RUN_ENV], SWEEP_ID_TAG: os.environ[SWEEP_ID_ENV]}
-             if os.environ.get(PARENT_RUN_ENV) and os.environ.get(SWEEP_ID_ENV) else {})
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {
-        OUTCOME_TAG: Outcome.RUNNING.value, CHECKPOINT_TAG: str(checkpoint), **owner_tags(),
-        **sweep}.items()])
+    sweep = (
+        {PARENT_TAG: os.environ[PARENT_RUN_ENV], SWEEP_ID_TAG: os.environ[SWEEP_ID_ENV]}
+        if os.environ.get(PARENT_RUN_ENV) and os.environ.get(SWEEP_ID_ENV)
+        else {}
+    )
+    client.log_batch(
+        run_id,
+        tags=[
+            RunTag(k, str(v))
+            for k, v in {
+                OUTCOME_TAG: Outcome.RUNNING.value,
+                CHECKPOINT_TAG: str(checkpoint),
+                **owner_tags(),
+                **sweep,
+            }.items()
+        ],
+    )
 
 
 def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
@@ -161,13 +182,14 @@ def save_unsent(checkpoint: Path, rows: Mapping[str, Sequence[Metric]], error: s
     """Keep the rows of runs whose job gave up on the store (merged with what is there)."""
     runs = unsent_runs(checkpoint)
     for run_id, metrics in rows.items():
-        runs[run_id] = [*runs.get(run_id, []),
-                        *([m.key, m.value, m.timestamp, m.step] for m in metrics)]
+        runs[run_id] = [
+            *runs.get(run_id, []),
+            *([m.key, m.value, m.timestamp, m.step] for m in metrics),
+        ]
     return _write_unsent_file(checkpoint, runs, error)
 
 
-def _write_unsent_file(checkpoint: Path, runs: Mapping[str, list[list[Any]]],
-                       error: str) -> Path:
+def _write_unsent_file(checkpoint: Path, runs: Mapping[str, list[list[Any]]], error: str) -> Path:
     path = unsent_file(checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}")
@@ -179,10 +201,11 @@ def _write_unsent_file(checkpoint: Path, runs: Mapping[str, list[list[Any]]],
 def write_unsent(client: MlflowClient, run_id: str, checkpoint: Path) -> int:
     """Write the run's unsent rows (if any) and drop them from the file; returns how many."""
     runs = unsent_runs(checkpoint)
-    rows = [Metric(key, value, timestamp, step) for key, value, timestamp, step
-            in runs.pop(run_id, [])]
+    rows = [
+        Metric(key, value, timestamp, step) for key, value, timestamp, step in runs.pop(run_id, [])
+    ]
     for start in range(0, len(rows), MAX_BATCH):
-        client.log_batch(run_id, metrics=rows[start:start + MAX_BATCH], synchronous=True)
+        client.log_batch(run_id, metrics=rows[start : start + MAX_BATCH], synchronous=True)
     path = unsent_file(checkpoint)
     if not runs:
         path.unlink(missing_ok=True)
@@ -209,15 +232,19 @@ def close_abandoned(client: MlflowClient, run: Run, error: str) -> str:
     return "FAILED"
 
 
-def job_checkpoint(tracking_cfg: Mapping[str, Any] | None, uri: str,
-                   config_hashes: Sequence[str]) -> Path:
+def job_checkpoint(
+    tracking_cfg: Mapping[str, Any] | None, uri: str, config_hashes: Sequence[str]
+) -> Path:
     """The checkpoint file of a job: ``<config_hash>.ckpt`` for one run, ``batch-<hash>.ckpt``
     for seeds trained together, in ``tracking.checkpoint_dir``, else ``checkpoints/`` beside a
     sqlite store, else ``./mlruns/checkpoints``."""
     folder = (tracking_cfg or {}).get("checkpoint_dir")
     if not folder:
-        folder = (Path(uri.removeprefix("sqlite:///")).parent / "checkpoints"
-                  if uri.startswith("sqlite:///") else Path("mlruns") / "checkpoints")
+        folder = (
+            Path(uri.removeprefix("sqlite:///")).parent / "checkpoints"
+            if uri.startswith("sqlite:///")
+            else Path("mlruns") / "checkpoints"
+        )
     if len(config_hashes) == 1:
         stem = config_hashes[0]
     else:

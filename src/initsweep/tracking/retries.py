@@ -60,9 +60,11 @@ class RetryPolicy:
     @classmethod
     def from_config(cls, tracking_cfg: Mapping[str, Any] | None) -> RetryPolicy:
         cfg, default = tracking_cfg or {}, cls()
-        return cls(float(cfg.get("retry_budget_s", default.budget_s)),
-                   float(cfg.get("retry_backoff_s", default.backoff_s)),
-                   float(cfg.get("retry_backoff_max_s", default.backoff_max_s)))
+        return cls(
+            float(cfg.get("retry_budget_s", default.budget_s)),
+            float(cfg.get("retry_backoff_s", default.backoff_s)),
+            float(cfg.get("retry_backoff_max_s", default.backoff_max_s)),
+        )
 
 
 class StoreUnavailable(Exception):
@@ -71,8 +73,10 @@ class StoreUnavailable(Exception):
     ``store.StoreCheckFailed`` instead (exit code 2, before any run)."""
 
     def __init__(self, uri: str, waited_s: float, reason: str, budget_s: float) -> None:
-        super().__init__(f"tracking store {redact(uri)} unreachable ({reason}); gave up after "
-                         f"waiting {waited_s:.0f} s (tracking.retry_budget_s={budget_s:g})")
+        super().__init__(
+            f"tracking store {redact(uri)} unreachable ({reason}); gave up after "
+            f"waiting {waited_s:.0f} s (tracking.retry_budget_s={budget_s:g})"
+        )
         self.uri, self.reason = redact(uri), reason
 
 
@@ -88,13 +92,16 @@ def transient(err: BaseException) -> bool:
 def reason(err: BaseException) -> str:
     """What went wrong, in a few words, with no credentials: for the one-line messages."""
     text = str(err)
-    for needle, short in (("Connection refused", "connection refused"),
-                          ("Name or service not known", "host not found"),
-                          ("nodename nor servname", "host not found"),
-                          ("timed out", "timed out"), ("Timeout", "timed out"),
-                          ("Connection reset", "connection reset"),
-                          ("RemoteDisconnected", "connection closed by the server"),
-                          ("Connection aborted", "connection closed by the server")):
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host not found"),
+        ("nodename nor servname", "host not found"),
+        ("timed out", "timed out"),
+        ("Timeout", "timed out"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "connection closed by the server"),
+        ("Connection aborted", "connection closed by the server"),
+    ):
         if needle in text:
             return short
     first = (text.strip().splitlines() or [type(err).__name__])[0]
@@ -147,8 +154,9 @@ class RetryingClient(MlflowClient):
                 wait = self._failed(err)
                 if wait is None:
                     out = self.outage
-                    raise StoreUnavailable(self.uri, out.waited_s, out.reason,
-                                           self.policy.budget_s) from None
+                    raise StoreUnavailable(
+                        self.uri, out.waited_s, out.reason, self.policy.budget_s
+                    ) from None
                 time.sleep(wait)
                 self.outage.waited_s += wait
                 continue
@@ -178,9 +186,12 @@ class RetryingClient(MlflowClient):
         out.reason = reason(err)
         if out.since is None:
             out.since, out.waited_s, out.next_wait_s = time.monotonic(), 0.0, self.policy.backoff_s
-            print(f"warning: tracking store {redact(self.uri)}: {out.reason}; retrying with "
-                  f"backoff (tracking.retry_budget_s={self.policy.budget_s:g})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: tracking store {redact(self.uri)}: {out.reason}; retrying with "
+                f"backoff (tracking.retry_budget_s={self.policy.budget_s:g})",
+                file=sys.stderr,
+                flush=True,
+            )
         wait = out.next_wait_s
         out.next_wait_s = min(2 * wait, self.policy.backoff_max_s)
         return wait
@@ -198,8 +209,12 @@ class RetryingClient(MlflowClient):
     def _answered(self) -> None:
         out = self.outage
         if out.since is not None:
-            print(f"tracking store {redact(self.uri)} answers again after "
-                  f"{time.monotonic() - out.since:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"tracking store {redact(self.uri)} answers again after "
+                f"{time.monotonic() - out.since:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             _outages[self.uri] = Outage()
 
 
@@ -231,10 +246,28 @@ def try_now(client: MlflowClient, method: str, *args: Any, **kwargs: Any) -> boo
 
 
 # The MlflowClient methods this project calls on a store (jobs, the sweep callback, the report).
-RETRIED = ("get_experiment_by_name", "create_experiment", "get_experiment", "search_experiments",
-           "search_runs", "get_run", "create_run", "update_run", "set_terminated", "set_tag",
-           "delete_tag", "log_batch", "log_metric", "log_param", "log_text", "log_artifact",
-           "log_artifacts", "list_artifacts", "download_artifacts", "get_metric_history")
+RETRIED = (
+    "get_experiment_by_name",
+    "create_experiment",
+    "get_experiment",
+    "search_experiments",
+    "search_runs",
+    "get_run",
+    "create_run",
+    "update_run",
+    "set_terminated",
+    "set_tag",
+    "delete_tag",
+    "log_batch",
+    "log_metric",
+    "log_param",
+    "log_text",
+    "log_artifact",
+    "log_artifacts",
+    "list_artifacts",
+    "download_artifacts",
+    "get_metric_history",
+)
 
 
 def _retried(name: str) -> Callable[..., Any]:

@@ -33,12 +33,16 @@ def rounded(value: float, n: int | None) -> str:
 
 def rounded_tags(metrics: Mapping[str, Any], n: int | None) -> dict[str, str]:
     """The rounded tags of a run's final metrics (those in ``ROUNDED_KEYS`` it has)."""
-    return {f"{key}{ROUNDED_SUFFIX}": rounded(float(metrics[key]), n)
-            for key in ROUNDED_KEYS if isinstance(metrics.get(key), (int, float))}
+    return {
+        f"{key}{ROUNDED_SUFFIX}": rounded(float(metrics[key]), n)
+        for key in ROUNDED_KEYS
+        if isinstance(metrics.get(key), (int, float))
+    }
 
 
-def log_rounded(client: MlflowClient, run_id: str, metrics: Mapping[str, Any],
-                n: int | None) -> None:
+def log_rounded(
+    client: MlflowClient, run_id: str, metrics: Mapping[str, Any], n: int | None
+) -> None:
     """Set the run's rounded tags (nothing when it has none of the metrics)."""
     for key, value in rounded_tags(metrics, n).items():
         client.set_tag(run_id, key, value)

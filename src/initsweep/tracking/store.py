@@ -38,9 +38,11 @@ from initsweep.vocab import OUTCOME_TAG, PARENT_RUN_ENV, PARENT_TAG, Outcome
 # network), no "View run at ..." line breaking the one-line-per-job console, and no retries of
 # MLflow's own (up to ~4 min per HTTP call): ``initsweep.tracking.retries`` is the one policy. All
 # are read when a client is used, so they are set where the first client is made, not on import.
-MLFLOW_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true",
-                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-                   "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+MLFLOW_DEFAULTS = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+}
 # How long the launch-time check waits for a store to answer (connect + first answer).
 CHECK_TIMEOUT_S = 5.0
 # Schemes that name no tracking store (MLflow's model registry only).
@@ -68,8 +70,9 @@ def uri_source(tracking_cfg: Mapping[str, Any] | None = None) -> str:
     return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking store"
 
 
-def artifact_location(tracking_cfg: Mapping[str, Any] | None, uri: str,
-                      experiment: str) -> str | None:
+def artifact_location(
+    tracking_cfg: Mapping[str, Any] | None, uri: str, experiment: str
+) -> str | None:
     """Where a new experiment keeps artifacts; None lets a remote server decide."""
     configured = (tracking_cfg or {}).get("artifact_location")
     if configured:
@@ -116,8 +119,9 @@ def check_store(uri: str, source: str = "tracking.uri") -> None:
     where = f"{source}={redact(uri)}" if source else redact(uri)
     scheme = get_uri_scheme(uri) if uri not in ("databricks", "databricks-uc", "uc") else uri
     if scheme in NOT_TRACKING_SCHEMES or scheme not in supported_schemes():
-        raise StoreCheckFailed(f"{where}: unsupported scheme {scheme!r}; supported: "
-                               f"{', '.join(supported_schemes())}")
+        raise StoreCheckFailed(
+            f"{where}: unsupported scheme {scheme!r}; supported: {', '.join(supported_schemes())}"
+        )
     try:
         if scheme in ("http", "https"):
             _check_server(uri)
@@ -144,10 +148,13 @@ def _check_database(uri: str, scheme: str) -> None:
     import sqlalchemy  # SQLAlchemy loads only for a database store (MLflow itself does not need it)
 
     timeout = int(CHECK_TIMEOUT_S)
-    connect_args = {"postgresql": {"connect_timeout": timeout},
-                    "mysql": {"connect_timeout": timeout}}.get(scheme, {"timeout": timeout})
-    engine = sqlalchemy.create_engine(uri, connect_args=connect_args,
-                                      poolclass=sqlalchemy.pool.NullPool)
+    connect_args = {
+        "postgresql": {"connect_timeout": timeout},
+        "mysql": {"connect_timeout": timeout},
+    }.get(scheme, {"timeout": timeout})
+    engine = sqlalchemy.create_engine(
+        uri, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool
+    )
     try:
         engine.connect().close()
     finally:
@@ -188,8 +195,13 @@ def open_experiment(cfg: Mapping[str, Any]) -> tuple[MlflowClient, str]:
     return client, ensure_experiment(client, name, location)
 
 
-def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping[str, Any],
-              params: Mapping[str, str]) -> str:
+def start_run(
+    client: MlflowClient,
+    experiment_id: str,
+    name: str,
+    tags: Mapping[str, Any],
+    params: Mapping[str, str],
+) -> str:
     """Create a run with its tags and params (a child of the sweep's run); returns its id."""
     parent = os.environ.get(PARENT_RUN_ENV)
     # Every tag and param passes through redaction: the last line of defence against a
@@ -201,7 +213,7 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: Mapping
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     items = [Param(k, "***" if is_secret_key(k) else redact(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run.info.run_id, params=items[start:start + 100])
+        client.log_batch(run.info.run_id, params=items[start : start + 100])
     return run.info.run_id
 
 

@@ -33,8 +33,14 @@ from initsweep.vocab import (
 EXPERIMENT_KIND = "custom_model_development"  # the UI's "Machine learning" experiment type
 
 
-def experiment_note(experiment_name: str, experiment_id: str, sweep_id: str, view_key: str,
-                    parent_run_id: str, tuned: bool = False) -> str:
+def experiment_note(
+    experiment_name: str,
+    experiment_id: str,
+    sweep_id: str,
+    view_key: str,
+    parent_run_id: str,
+    tuned: bool = False,
+) -> str:
     """The banner: what the experiment holds, what to look at, the links (relative ``#/``
     links: they work on whatever host serves the UI)."""
     chart = runs_page_link("", experiment_id, view_key).lstrip("/")
@@ -56,13 +62,19 @@ def experiment_note(experiment_name: str, experiment_id: str, sweep_id: str, vie
         "- Every sweep has its own view in the **Views** menu (top right).",
     ]
     if not tuned:
-        lines.append("- Nothing is tuned in this sweep. For the tuning trap (a learning rate "
-                     "chosen on one seed) run `python train.py -m experiment=tuning_trap`.")
+        lines.append(
+            "- Nothing is tuned in this sweep. For the tuning trap (a learning rate "
+            "chosen on one seed) run `python train.py -m experiment=tuning_trap`."
+        )
     return "\n".join(lines)
 
 
-def write_experiment_tags(client: MlflowClient, experiment_id: str, note: str | None = None,
-                          primary_metric: str = PRIMARY_METRIC) -> None:
+def write_experiment_tags(
+    client: MlflowClient,
+    experiment_id: str,
+    note: str | None = None,
+    primary_metric: str = PRIMARY_METRIC,
+) -> None:
     """The experiment's banner, primary metric (charted first by the UI's default view) and
     kind (``custom_model_development``: stops older UIs' "choose experiment type" prompt)."""
     client.set_experiment_tag(experiment_id, PRIMARY_METRIC_TAG, primary_metric)
@@ -71,8 +83,14 @@ def write_experiment_tags(client: MlflowClient, experiment_id: str, note: str | 
         set_experiment_note(client, experiment_id, note)
 
 
-def finish_sweep_ui(client: MlflowClient, experiment_id: str, parent_run_id: str, sweep_id: str,
-                    swept_keys: Sequence[str] | None = None, base_url: str | None = None) -> str:
+def finish_sweep_ui(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    sweep_id: str,
+    swept_keys: Sequence[str] | None = None,
+    base_url: str | None = None,
+) -> str:
     """What the UI shows of a finished sweep, after its report (if any) was logged: run colours,
     the sweep's saved view, the experiment's banner, primary metric and kind. Returns the deep
     link to print. ``swept_keys``: see ``write_sweep_view`` (default: read back from the runs)."""
@@ -83,9 +101,12 @@ def finish_sweep_ui(client: MlflowClient, experiment_id: str, parent_run_id: str
     key = write_sweep_view(client, experiment_id, parent_run_id, sweep_id, swept_keys, metric)
     tuned = any("/tuning " in k for k in parent.data.metrics)  # logged by log_summary
     name = client.get_experiment(experiment_id).name
-    write_experiment_tags(client, experiment_id,
-                          experiment_note(name, experiment_id, sweep_id, key, parent_run_id,
-                                          tuned), metric)
+    write_experiment_tags(
+        client,
+        experiment_id,
+        experiment_note(name, experiment_id, sweep_id, key, parent_run_id, tuned),
+        metric,
+    )
     return runs_page_link(base_url, experiment_id, key)
 
 
@@ -94,8 +115,9 @@ def closing_line(sweep_id: str, link: str, tuned: bool) -> str:
     nothing but inits and seeds (``tuned`` False: the demo sweep cannot show it)."""
     line = f"sweep {sweep_id}: open {link}"
     if not tuned:
-        line += ("\n  nothing tuned here; for the tuning trap: "
-                 "python train.py -m experiment=tuning_trap")
+        line += (
+            "\n  nothing tuned here; for the tuning trap: python train.py -m experiment=tuning_trap"
+        )
     return line
 
 

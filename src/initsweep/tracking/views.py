@@ -75,8 +75,11 @@ def view_columns(swept_keys: Sequence[str], primary_metric: str = PRIMARY_METRIC
         columns.append(column("metrics", VAL_ACC))
     columns += [column("tags", "init"), column("tags", "scale"), column("tags", "seed")]
     columns += [column("tags", k) for k in ("init_seed", "data_seed") if k in swept_keys]
-    columns += [column("params", k) for k in swept_keys
-                if k not in SEED_KEYS and k not in ("init", "init.scale") and k]
+    columns += [
+        column("params", k)
+        for k in swept_keys
+        if k not in SEED_KEYS and k not in ("init", "init.scale") and k
+    ]
     columns.append(column("tags", OUTCOME_TAG))
     columns.append(DATASET_COLUMN)
     return columns
@@ -87,8 +90,9 @@ def section_of(metric: str) -> str:
     return metric.rsplit("/", 1)[0] if "/" in metric else "Model metrics"
 
 
-def chart_layout(metric_keys: Iterable[str], n_runs: int,
-                 primary_metric: str = PRIMARY_METRIC) -> tuple[list[dict], list[dict]]:
+def chart_layout(
+    metric_keys: Iterable[str], n_runs: int, primary_metric: str = PRIMARY_METRIC
+) -> tuple[list[dict], list[dict]]:
     """Chart cards and sections: the primary metric first, then the test, val and train sections
     open, end-of-run metrics as bar charts; every other section (``diag/L0``, the parent's
     summaries, ...) listed folded.
@@ -97,24 +101,43 @@ def chart_layout(metric_keys: Iterable[str], n_runs: int,
     open, e.g. the 36 ``diag/*`` charts before ``test/acc``.
     """
     keys = sorted(set(metric_keys) | {primary_metric})
-    names = sorted({section_of(k) for k in keys},
-                   key=lambda s: (s not in OPEN_SECTIONS,
-                                  OPEN_SECTIONS.index(s) if s in OPEN_SECTIONS else 0, s))
+    names = sorted(
+        {section_of(k) for k in keys},
+        key=lambda s: (
+            s not in OPEN_SECTIONS,
+            OPEN_SECTIONS.index(s) if s in OPEN_SECTIONS else 0,
+            s,
+        ),
+    )
     section_ids = {name: str(uuid.uuid4()) for name in names}
     # Horizontal bars: about 22 px a run, so a 100-run sweep is readable too.
     bar_height = min(max(360, 22 * n_runs + 140), 2400)
     sections = []
     for name in names:
-        section = {"uuid": section_ids[name], "name": name, "display": name in OPEN_SECTIONS,
-                   "isReordered": False, "deleted": False, "isGenerated": False}
+        section = {
+            "uuid": section_ids[name],
+            "name": name,
+            "display": name in OPEN_SECTIONS,
+            "isReordered": False,
+            "deleted": False,
+            "isGenerated": False,
+        }
         if name == section_of(primary_metric) or name == "test":
             section.update(columns=2, cardHeight=bar_height)
         sections.append(section)
     # The UI keeps "Model metrics" and "System metrics" last; both stay collapsed.
     for name in ("Model metrics", "System metrics"):
         if name not in section_ids:
-            sections.append({"uuid": str(uuid.uuid4()), "name": name, "display": False,
-                             "isReordered": False, "deleted": False, "isGenerated": False})
+            sections.append(
+                {
+                    "uuid": str(uuid.uuid4()),
+                    "name": name,
+                    "display": False,
+                    "isReordered": False,
+                    "deleted": False,
+                    "isGenerated": False,
+                }
+            )
     first = [primary_metric, TEST_LOSS, VAL_ACC, VAL_LOSS, TRAIN_LOSS]
     ordered = [k for k in first if k in keys] + [k for k in keys if k not in first]
     # Cards for the open sections only: the UI adds a card for every other metric itself, into
@@ -126,22 +149,42 @@ def chart_layout(metric_keys: Iterable[str], n_runs: int,
     for key in ordered:
         if section_ids[section_of(key)] not in shown:
             continue
-        card: dict[str, Any] = {"uuid": str(uuid.uuid4()), "metricKey": key,
-                                "metricSectionId": section_ids[section_of(key)],
-                                "deleted": False, "isGenerated": False, "runsCountToCompare": 10}
+        card: dict[str, Any] = {
+            "uuid": str(uuid.uuid4()),
+            "metricKey": key,
+            "metricSectionId": section_ids[section_of(key)],
+            "deleted": False,
+            "isGenerated": False,
+            "runsCountToCompare": 10,
+        }
         if key == primary_metric or key.startswith(END_OF_RUN_PREFIXES):
             card["type"] = "BAR"
         else:
-            card.update(type="LINE", selectedMetricKeys=[key], lineSmoothness=0,
-                        xAxisKey="step", xAxisScaleType="linear", scaleType="linear",
-                        selectedXAxisMetricKey="", yAxisKey="metric", yAxisExpressions=[],
-                        ignoreOutliers=False, useGlobalXaxisKey=True, useGlobalLineSmoothing=True)
+            card.update(
+                type="LINE",
+                selectedMetricKeys=[key],
+                lineSmoothness=0,
+                xAxisKey="step",
+                xAxisScaleType="linear",
+                scaleType="linear",
+                selectedXAxisMetricKey="",
+                yAxisKey="metric",
+                yAxisExpressions=[],
+                ignoreOutliers=False,
+                useGlobalXaxisKey=True,
+                useGlobalLineSmoothing=True,
+            )
         charts.append(card)
     return charts, sections
 
 
-def view_state(metric_keys: Iterable[str], swept_keys: Sequence[str], n_runs: int,
-               search_filter: str = "", primary_metric: str = PRIMARY_METRIC) -> dict[str, Any]:
+def view_state(
+    metric_keys: Iterable[str],
+    swept_keys: Sequence[str],
+    n_runs: int,
+    search_filter: str = "",
+    primary_metric: str = PRIMARY_METRIC,
+) -> dict[str, Any]:
     """The runs page's state: search facets and UI state, as the UI's "Save view" stores them.
 
     Rows grouped by init config (mean over seeds), chosen columns wide enough for a full value,
@@ -152,19 +195,32 @@ def view_state(metric_keys: Iterable[str], swept_keys: Sequence[str], n_runs: in
     charts, sections = chart_layout(metric_keys, n_runs, primary_metric)
     return {
         # search facets
-        "searchFilter": search_filter, "orderByKey": "attributes.start_time",
-        "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active",
-        "datasetsFilter": [], "modelVersionFilter": "All Runs",
+        "searchFilter": search_filter,
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
         # UI state (widths apply only with a column order)
-        "selectedColumns": columns, "columnOrder": columns,
+        "selectedColumns": columns,
+        "columnOrder": columns,
         "columnWidths": {c: 190 for c in columns if c.startswith("metrics.")},
         "runsHiddenMode": "SHOW_ALL",
-        "compareRunCharts": charts, "compareRunSections": sections,
-        "isAccordionReordered": True, "viewMaximized": False, "runListHidden": False,
+        "compareRunCharts": charts,
+        "compareRunSections": sections,
+        "isAccordionReordered": True,
+        "viewMaximized": False,
+        "runListHidden": False,
         "groupBy": {"aggregateFunction": "average", "groupByKeys": group_by_keys(swept_keys)},
-        "groupsExpanded": {}, "useGroupedValuesInCharts": False, "hideEmptyCharts": True,
-        "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0,
-                                  "selectedXAxisMetricKey": ""},
+        "groupsExpanded": {},
+        "useGroupedValuesInCharts": False,
+        "hideEmptyCharts": True,
+        "globalLineChartConfig": {
+            "xAxisKey": "step",
+            "lineSmoothness": 0,
+            "selectedXAxisMetricKey": "",
+        },
         "chartsSearchFilter": "",
     }
 
@@ -175,8 +231,10 @@ def encode_view(name: str, state: Mapping[str, Any], now_ms: int | None = None) 
     packed = "deflate;" + base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
     value = json.dumps({"name": name, "createdAt": now_ms, "updatedAt": now_ms, "state": packed})
     if len(value) > MAX_TAG_VALUE:
-        raise ValueError(f"saved view {name!r}: {len(value)} characters, more than MLflow's "
-                         f"{MAX_TAG_VALUE} for a tag value")
+        raise ValueError(
+            f"saved view {name!r}: {len(value)} characters, more than MLflow's "
+            f"{MAX_TAG_VALUE} for a tag value"
+        )
     return value
 
 
@@ -189,8 +247,9 @@ def decode_view(value: str) -> tuple[str, dict[str, Any]]:
     return envelope["name"], json.loads(state)
 
 
-def write_view(client: MlflowClient, experiment_id: str, key: str, name: str,
-               state: Mapping[str, Any]) -> None:
+def write_view(
+    client: MlflowClient, experiment_id: str, key: str, name: str, state: Mapping[str, Any]
+) -> None:
     """Store a saved view on the experiment (replacing one with the same key)."""
     if not re.match(r"^[\w.\-]+$", key):
         raise ValueError(f"view key {key!r}: letters, digits, '_', '.', '-' only")
@@ -207,8 +266,12 @@ def sweep_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
     runs: list[Run] = []
     token = None
     while True:
-        page = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -231,19 +294,28 @@ def swept_keys_of(runs: Sequence[Run]) -> list[str]:
         by_init: dict[str, set] = {}
         for init, value in zip(inits, values, strict=True):
             by_init.setdefault(init, set()).add(value)
-        if "init" in keys and key.startswith("init.") and all(len(v) == 1
-                                                                for v in by_init.values()):
+        if (
+            "init" in keys
+            and key.startswith("init.")
+            and all(len(v) == 1 for v in by_init.values())
+        ):
             continue  # e.g. init.scheme, init.mode: one value per init config
-        if key in ("init_seed", "data_seed") and values == [r.data.params.get("seed")
-                                                             for r in runs]:
+        if key in ("init_seed", "data_seed") and values == [
+            r.data.params.get("seed") for r in runs
+        ]:
             continue  # ${seed}, as by default: the seed column says it
         keys.append(key)
     return keys
 
 
-def write_sweep_view(client: MlflowClient, experiment_id: str, parent_run_id: str,
-                     sweep_id: str, swept_keys: Sequence[str] | None = None,
-                     primary_metric: str = PRIMARY_METRIC) -> str:
+def write_sweep_view(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    sweep_id: str,
+    swept_keys: Sequence[str] | None = None,
+    primary_metric: str = PRIMARY_METRIC,
+) -> str:
     """Write the sweep's saved view (its runs grouped and charted) and name it on the parent run
     (tag ``initsweep.view``); returns the view's key. ``swept_keys`` default: read back from the
     runs (``swept_keys_of``), as also when one of them is no param (a config group swept, e.g.
@@ -259,8 +331,9 @@ def write_sweep_view(client: MlflowClient, experiment_id: str, parent_run_id: st
     keys = {k for r in [*runs, parent] for k in r.data.metrics}
     varied = ", ".join(k for k in swept if k not in SEED_KEYS) or "seeds only"
     key = sweep_view_key(sweep_id)
-    state = view_state(keys, swept, len(runs), f"tags.{SWEEP_ID_TAG} = '{sweep_id}'",
-                       primary_metric)
+    state = view_state(
+        keys, swept, len(runs), f"tags.{SWEEP_ID_TAG} = '{sweep_id}'", primary_metric
+    )
     write_view(client, experiment_id, key, f"sweep {sweep_id}: {varied}", state)
     client.set_tag(parent_run_id, VIEW_KEY_TAG, key)
     return key

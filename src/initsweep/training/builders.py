@@ -27,8 +27,14 @@ from initsweep.training.module import RunModule, check_divergence_threshold
 from initsweep.training.optimizers import check_fused
 
 # Trainer arguments the job sets itself (``build_trainer``): not for ``trainer.*`` overrides.
-SET_BY_JOB = ("logger", "callbacks", "enable_progress_bar", "enable_model_summary",
-              "enable_checkpointing", "num_sanity_val_steps")
+SET_BY_JOB = (
+    "logger",
+    "callbacks",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "enable_checkpointing",
+    "num_sanity_val_steps",
+)
 
 
 def check_top_level(cfg: Mapping[str, Any]) -> None:
@@ -36,25 +42,44 @@ def check_top_level(cfg: Mapping[str, Any]) -> None:
     for key in (*SEED_KEYS, "seeds_per_job"):
         value = cfg.get(key, 1)
         least = 1 if key == "seeds_per_job" else 0
-        require(isinstance(value, int) and not isinstance(value, bool) and value >= least, key,
-                value, f"must be an integer >= {least}")
+        require(
+            isinstance(value, int) and not isinstance(value, bool) and value >= least,
+            key,
+            value,
+            f"must be an integer >= {least}",
+        )
 
 
 def check_trainer(trainer_cfg: Mapping[str, Any]) -> None:
     """Only Lightning's own Trainer arguments; the ones a user typically shrinks, in range (the
     rest Lightning checks itself)."""
-    known = [name for name in inspect.signature(L.Trainer.__init__).parameters
-             if name != "self" and name not in SET_BY_JOB]
+    known = [
+        name
+        for name in inspect.signature(L.Trainer.__init__).parameters
+        if name != "self" and name not in SET_BY_JOB
+    ]
     for key in trainer_cfg:
-        require(key in known, f"trainer.{key}", trainer_cfg[key],
-                f"not an argument of lightning.Trainer; valid: {', '.join(sorted(known))}")
+        require(
+            key in known,
+            f"trainer.{key}",
+            trainer_cfg[key],
+            f"not an argument of lightning.Trainer; valid: {', '.join(sorted(known))}",
+        )
     epochs = trainer_cfg.get("max_epochs")
-    require(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs,
-            "must be an integer >= 1")
+    require(
+        isinstance(epochs, int) and epochs >= 1,
+        "trainer.max_epochs",
+        epochs,
+        "must be an integer >= 1",
+    )
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         value = trainer_cfg.get(key)
-        require(value is None or (isinstance(value, (int, float)) and value > 0),
-                f"trainer.{key}", value, "must be null, an int >= 1 or a fraction in (0, 1]")
+        require(
+            value is None or (isinstance(value, (int, float)) and value > 0),
+            f"trainer.{key}",
+            value,
+            "must be null, an int >= 1 or a fraction in (0, 1]",
+        )
 
 
 def build_data(cfg: DictConfig) -> TensorDataModule:
@@ -74,12 +99,21 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RunModule:
     """The LightningModule of one seed: network, initialized from ``cfg.init`` by ``init_seed``."""
     init = as_dict(cfg.init)
     schedule = cfg.get("lr_schedule")
-    return RunModule(cfg.model, init, cfg.optim, datamodule.input_shape, datamodule.num_classes,
-                     cfg.init_seed, cfg.job.divergence_threshold,
-                     draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed)[0],
-                     schedule_cfg=(cast(dict[str, Any],
-                                        OmegaConf.to_container(schedule, resolve=True))
-                                   if schedule is not None else None))
+    return RunModule(
+        cfg.model,
+        init,
+        cfg.optim,
+        datamodule.input_shape,
+        datamodule.num_classes,
+        cfg.init_seed,
+        cfg.job.divergence_threshold,
+        draw_batch=lambda size: datamodule.probe_batch(size, cfg.init_seed)[0],
+        schedule_cfg=(
+            cast(dict[str, Any], OmegaConf.to_container(schedule, resolve=True))
+            if schedule is not None
+            else None
+        ),
+    )
 
 
 def build(cfg: DictConfig) -> tuple[TensorDataModule, RunModule]:
@@ -101,15 +135,21 @@ def plots_in_background(cfg: DictConfig) -> bool:
     jobs in their own processes (joblib, SLURM), draw inline: nothing would overlap.
     """
     choice = cfg.diagnostics.background_plots
-    require(choice in ("auto", True, False), "diagnostics.background_plots", choice,
-            "must be auto, true or false")
+    require(
+        choice in ("auto", True, False),
+        "diagnostics.background_plots",
+        choice,
+        "must be auto, true or false",
+    )
     if choice != "auto":
         return choice
     if not HydraConfig.initialized():
         return False
     hydra_cfg = HydraConfig.get()
-    return (hydra_cfg.mode == RunMode.MULTIRUN
-            and hydra_cfg.launcher._target_.rsplit(".", 1)[-1] == "BasicLauncher")
+    return (
+        hydra_cfg.mode == RunMode.MULTIRUN
+        and hydra_cfg.launcher._target_.rsplit(".", 1)[-1] == "BasicLauncher"
+    )
 
 
 def check_diagnostics(cfg: DictConfig) -> None:
@@ -117,15 +157,21 @@ def check_diagnostics(cfg: DictConfig) -> None:
     diag = cfg.diagnostics
     if not diag.enabled:
         return
-    require(diag.every_n_steps >= 0, "diagnostics.every_n_steps", diag.every_n_steps,
-            "must be an integer >= 0 (0: at init only)")
-    require(diag.probe_size >= 2, "diagnostics.probe_size", diag.probe_size,
-            "must be an integer >= 2")
+    require(
+        diag.every_n_steps >= 0,
+        "diagnostics.every_n_steps",
+        diag.every_n_steps,
+        "must be an integer >= 0 (0: at init only)",
+    )
+    require(
+        diag.probe_size >= 2, "diagnostics.probe_size", diag.probe_size, "must be an integer >= 2"
+    )
     plots_in_background(cfg)  # validates diagnostics.background_plots
 
 
-def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
-                      member: int = 0) -> DiagnosticsCallback | None:
+def build_diagnostics(
+    cfg: DictConfig, datamodule: TensorDataModule, member: int = 0
+) -> DiagnosticsCallback | None:
     """The diagnostics callback of a run (member ``member`` of a stacked model), or None."""
     check_diagnostics(cfg)
     diag = cfg.diagnostics
@@ -133,8 +179,9 @@ def build_diagnostics(cfg: DictConfig, datamodule: TensorDataModule,
         return None
     # The probe is the same for every run of a sweep (its own seed), so runs compare directly.
     probe = datamodule.probe_batch(diag.probe_size, diag.probe_seed)
-    return DiagnosticsCallback(probe, diag.every_n_steps, diag.saturation_eps, diag.distinct_tol,
-                               member)
+    return DiagnosticsCallback(
+        probe, diag.every_n_steps, diag.saturation_eps, diag.distinct_tol, member
+    )
 
 
 def training_device(trainer_cfg: Mapping[str, Any]) -> str:

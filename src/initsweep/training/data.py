@@ -36,8 +36,14 @@ def shuffled_order(n: int, generator: torch.Generator | None) -> Tensor:
 class TensorBatches:
     """Mini-batches ``(x, y)`` sliced from tensors; reshuffled at every ``iter()`` when asked."""
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shuffle, self.generator = shuffle, generator
 
@@ -50,17 +56,23 @@ class TensorBatches:
             order = shuffled_order(len(y), self.generator)
             x, y = x[order], y[order]
         for start in range(0, len(y), self.batch_size):
-            yield x[start:start + self.batch_size], y[start:start + self.batch_size]
+            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
 
 
-def stratified_split(x: Tensor, y: Tensor, holdout: float | int, split_seed: int,
-                     field: str) -> tuple[Split, Split]:
+def stratified_split(
+    x: Tensor, y: Tensor, holdout: float | int, split_seed: int, field: str
+) -> tuple[Split, Split]:
     """Split off ``holdout`` (a fraction < 1 or a count) stratified by label, fixed by seed."""
     n = len(y)
-    require((0 < holdout < 1) or (isinstance(holdout, int) and 1 <= holdout < n), field, holdout,
-            f"must be a fraction in (0, 1) or a count in 1..{n - 1}")
-    keep, held = train_test_split(np.arange(n), test_size=holdout, random_state=split_seed,
-                                  stratify=y.numpy())
+    require(
+        (0 < holdout < 1) or (isinstance(holdout, int) and 1 <= holdout < n),
+        field,
+        holdout,
+        f"must be a fraction in (0, 1) or a count in 1..{n - 1}",
+    )
+    keep, held = train_test_split(
+        np.arange(n), test_size=holdout, random_state=split_seed, stratify=y.numpy()
+    )
     keep, held = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
     return (x[keep], y[keep]), (x[held], y[held])
 
@@ -70,15 +82,32 @@ class TensorDataModule(L.LightningDataModule):
 
     name = "tensors"
 
-    def __init__(self, batch_size: int = 64, eval_batch_size: int = 1024, split_seed: int = 0,
-                 data_seed: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int = 1024,
+        split_seed: int = 0,
+        data_seed: int = 0,
+    ) -> None:
         super().__init__()
-        require(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size,
-                "must be an integer >= 1")
-        require(isinstance(eval_batch_size, int) and eval_batch_size >= 1,
-                "data.eval_batch_size", eval_batch_size, "must be an integer >= 1")
-        require(isinstance(data_seed, int) and data_seed >= 0, "data_seed", data_seed,
-                "must be an integer >= 0")
+        require(
+            isinstance(batch_size, int) and batch_size >= 1,
+            "data.batch_size",
+            batch_size,
+            "must be an integer >= 1",
+        )
+        require(
+            isinstance(eval_batch_size, int) and eval_batch_size >= 1,
+            "data.eval_batch_size",
+            eval_batch_size,
+            "must be an integer >= 1",
+        )
+        require(
+            isinstance(data_seed, int) and data_seed >= 0,
+            "data_seed",
+            data_seed,
+            "must be an integer >= 0",
+        )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.split_seed, self.data_seed = split_seed, data_seed
         self.train: Split | None = None
@@ -158,8 +187,9 @@ class DigitsDataModule(TensorDataModule):
         digits = load_digits()
         x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # 0..16
         y = torch.tensor(digits.target, dtype=torch.long)
-        rest, test = stratified_split(x, y, self.test_fraction, self.split_seed,
-                                      "data.test_fraction")
+        rest, test = stratified_split(
+            x, y, self.test_fraction, self.split_seed, "data.test_fraction"
+        )
         val_of_rest = self.val_fraction / (1.0 - self.test_fraction)
         train, val = stratified_split(*rest, val_of_rest, self.split_seed, "data.val_fraction")
         return train, val, test
@@ -170,8 +200,9 @@ class TorchvisionDataModule(TensorDataModule):
 
     dataset_class = "MNIST"
 
-    def __init__(self, root: str = "data", download: bool = False, val_size: float | int = 5000,
-                 **kwargs) -> None:
+    def __init__(
+        self, root: str = "data", download: bool = False, val_size: float | int = 5000, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.root, self.download, self.val_size = str(root), bool(download), val_size
 
@@ -184,13 +215,19 @@ class TorchvisionDataModule(TensorDataModule):
             ds = cls(root=str(Path(self.root).expanduser()), train=train, download=self.download)
         except RuntimeError as err:
             if self.download:
-                raise ConfigError(f"data.download=true: could not download {self.dataset_class} "
-                                  f"into {raw} ({err}); copy the idx files there instead") from None
-            raise ConfigError(f"data.root={self.root!r}: no {self.dataset_class} files in {raw}; "
-                              "put the idx files there or set data.download=true") from None
+                raise ConfigError(
+                    f"data.download=true: could not download {self.dataset_class} "
+                    f"into {raw} ({err}); copy the idx files there instead"
+                ) from None
+            raise ConfigError(
+                f"data.root={self.root!r}: no {self.dataset_class} files in {raw}; "
+                "put the idx files there or set data.download=true"
+            ) from None
         except OSError as err:  # no network: URLError and friends are OSErrors
-            raise ConfigError(f"data.download=true: could not download {self.dataset_class} "
-                              f"into {raw} ({err}); copy the idx files there instead") from None
+            raise ConfigError(
+                f"data.download=true: could not download {self.dataset_class} "
+                f"into {raw} ({err}); copy the idx files there instead"
+            ) from None
         x = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)  # (N, 1, 28, 28)
         return x, ds.targets.to(torch.long)
 
@@ -218,15 +255,34 @@ class SyntheticDataModule(TensorDataModule):
 
     name = "synthetic"
 
-    def __init__(self, n_train: int = 55000, n_val: int = 5000, n_test: int = 10000,
-                 features: int = 784, classes: int = 10, **kwargs) -> None:
+    def __init__(
+        self,
+        n_train: int = 55000,
+        n_val: int = 5000,
+        n_test: int = 10000,
+        features: int = 784,
+        classes: int = 10,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
-        for field, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test),
-                             ("features", features)):
-            require(isinstance(value, int) and value >= 1, f"data.{field}", value,
-                    "must be an integer >= 1")
-        require(isinstance(classes, int) and classes >= 2, "data.classes", classes,
-                "must be an integer >= 2")
+        for field, value in (
+            ("n_train", n_train),
+            ("n_val", n_val),
+            ("n_test", n_test),
+            ("features", features),
+        ):
+            require(
+                isinstance(value, int) and value >= 1,
+                f"data.{field}",
+                value,
+                "must be an integer >= 1",
+            )
+        require(
+            isinstance(classes, int) and classes >= 2,
+            "data.classes",
+            classes,
+            "must be an integer >= 2",
+        )
         self.sizes = (n_train, n_val, n_test)
         self.features, self.classes = features, classes
 

@@ -43,8 +43,12 @@ def dataset_source(datamodule: TensorDataModule) -> Any:
             warnings.simplefilter("ignore", UserWarning)
             return resolve_dataset_source(str(raw))
     loader = type(datamodule)
-    return CodeDatasetSource(tags={"loader": f"{loader.__module__}.{loader.__qualname__}",
-                                   "split_seed": str(getattr(datamodule, "split_seed", ""))})
+    return CodeDatasetSource(
+        tags={
+            "loader": f"{loader.__module__}.{loader.__qualname__}",
+            "split_seed": str(getattr(datamodule, "split_seed", "")),
+        }
+    )
 
 
 def dataset_inputs(datamodule: TensorDataModule) -> list[DatasetInput]:
@@ -54,16 +58,22 @@ def dataset_inputs(datamodule: TensorDataModule) -> list[DatasetInput]:
     source = dataset_source(datamodule)
     inputs = []
     for context, (x, y) in zip(SPLITS, datamodule.splits(), strict=True):
-        dataset = from_numpy(x.detach().cpu().numpy(), targets=y.detach().cpu().numpy(),
-                             source=source, name=datamodule.name)
+        dataset = from_numpy(
+            x.detach().cpu().numpy(),
+            targets=y.detach().cpu().numpy(),
+            source=source,
+            name=datamodule.name,
+        )
         # the entity is what mlflow.log_input logs; the client takes it directly
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(),
-                                   [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        inputs.append(
+            DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        )
     return inputs
 
 
-def log_datasets(client: MlflowClient, run_ids: Sequence[str],
-                 datamodule: TensorDataModule) -> None:
+def log_datasets(
+    client: MlflowClient, run_ids: Sequence[str], datamodule: TensorDataModule
+) -> None:
     """Log the data module's splits on each run (made once: the runs share the data)."""
     if not run_ids:
         return

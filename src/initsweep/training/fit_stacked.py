@@ -65,15 +65,22 @@ from initsweep.training.steps import (
 MLP_BATCHED_MATMUL = True
 
 
-def _vmapped(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor],
-             x: Tensor, stacked_input: bool) -> Tensor:
+def _vmapped(
+    template: nn.Module,
+    params: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    x: Tensor,
+    stacked_input: bool,
+) -> Tensor:
     """K copies of ``template`` on their stacked ``params`` and ``buffers``: ``x`` is one batch
     per copy (``stacked_input``) or one batch for all. Buffers are updated in place, per copy."""
+
     def one(p: dict[str, Tensor], b: dict[str, Tensor], xi: Tensor) -> Tensor:
         return functional_call(template, (p, b), (xi,))
 
-    return vmap(one, in_dims=(0, 0, 0 if stacked_input else None),
-                randomness="different")(params, buffers, x)
+    return vmap(one, in_dims=(0, 0, 0 if stacked_input else None), randomness="different")(
+        params, buffers, x
+    )
 
 
 def check_stackable(module: RunModule, sample: Tensor, k: int) -> None:
@@ -89,17 +96,19 @@ def check_stackable(module: RunModule, sample: Tensor, k: int) -> None:
     try:
         _vmapped(template, params, buffers, x, stacked_input=True).sum().backward()
     except Exception as err:
-        raise ConfigError(f"seeds_per_job={k}: model {module.model_target} cannot be trained "
-                          f"stacked (torch.func.vmap: {type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0]}); run it with seeds_per_job=1"
-                          ) from None
+        raise ConfigError(
+            f"seeds_per_job={k}: model {module.model_target} cannot be trained "
+            f"stacked (torch.func.vmap: {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0]}); run it with seeds_per_job=1"
+        ) from None
 
 
 class StackedBatches:
     """Per-model mini-batches ``(K, B, ...)``: model k follows its own shuffling generator."""
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int,
-                 generators: list[torch.Generator]) -> None:
+    def __init__(
+        self, x: Tensor, y: Tensor, batch_size: int, generators: list[torch.Generator]
+    ) -> None:
         self.x, self.y, self.batch_size, self.generators = x, y, batch_size, generators
 
     def __len__(self) -> int:
@@ -109,7 +118,7 @@ class StackedBatches:
         # each model's order as its run alone draws it (data.TensorBatches)
         orders = torch.stack([shuffled_order(len(self.y), g) for g in self.generators])
         for start in range(0, len(self.y), self.batch_size):
-            index = orders[:, start:start + self.batch_size]
+            index = orders[:, start : start + self.batch_size]
             yield self.x[index], self.y[index]
 
 
@@ -123,9 +132,13 @@ class StackedModule(ClassifierModule):
 
     _template: nn.Module  # the network's structure, outside the module tree (see __init__)
 
-    def __init__(self, modules: list[RunModule], optim_cfg: dict[str, Any],
-                 loggers: list[BufferedMlflowLogger],
-                 generators: Sequence[torch.Generator] = ()) -> None:
+    def __init__(
+        self,
+        modules: list[RunModule],
+        optim_cfg: dict[str, Any],
+        loggers: list[BufferedMlflowLogger],
+        generators: Sequence[torch.Generator] = (),
+    ) -> None:
         super().__init__()
         self.k = len(modules)
         self.optim_cfg = dict(optim_cfg)
@@ -138,12 +151,12 @@ class StackedModule(ClassifierModule):
         params, buffers = stack_module_state([m.net for m in modules])
         # ParameterDict keys cannot hold dots; keep the stacked tensors as real Parameters so that
         # Lightning moves them to the device and the optimizer sees them.
-        self.stacked = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(p.detach().clone())
-                                         for n, p in params.items()})
+        self.stacked = nn.ParameterDict(
+            {n.replace(".", "__"): nn.Parameter(p.detach().clone()) for n, p in params.items()}
+        )
         # Buffers (BatchNorm's running statistics) as buffers of this module: moved with it,
         # saved in its checkpoints.
-        self._buffer_keys = {name: "stacked_buffer__" + name.replace(".", "__")
-                             for name in buffers}
+        self._buffer_keys = {name: "stacked_buffer__" + name.replace(".", "__") for name in buffers}
         for name, key in self._buffer_keys.items():
             self.register_buffer(key, buffers[name].clone())
         # The network, kept out of the module tree so that Lightning's device moves and
@@ -185,8 +198,10 @@ class StackedModule(ClassifierModule):
         if self._mlp:
             return self._forward_mlp(x.flatten(2) if stacked_input else x.flatten(1))
         self._template.train(self.training)
-        params = {name: self.stacked[name.replace(".", "__")]
-                  for name, _ in self._template.named_parameters()}
+        params = {
+            name: self.stacked[name.replace(".", "__")]
+            for name, _ in self._template.named_parameters()
+        }
         buffers = {name: getattr(self, key) for name, key in self._buffer_keys.items()}
         return _vmapped(self._template, params, buffers, x, stacked_input)
 
@@ -199,8 +214,11 @@ class StackedModule(ClassifierModule):
             if isinstance(layer, nn.Linear):
                 weight = self.stacked[f"{name}__weight"].transpose(1, 2)  # (K, in, out)
                 bias = self.stacked.get(f"{name}__bias")
-                h = (torch.bmm(h, weight) if bias is None
-                     else torch.baddbmm(bias.unsqueeze(1), h, weight))
+                h = (
+                    torch.bmm(h, weight)
+                    if bias is None
+                    else torch.baddbmm(bias.unsqueeze(1), h, weight)
+                )
             else:
                 h = layer(h)
         return h
@@ -250,8 +268,10 @@ class StackedModule(ClassifierModule):
         x, y = batch
         logits = self(x)  # (K, B, C): every model on the same batch
         loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(self.k), reduction="none")
-        sums = {"loss": loss.view(self.k, -1).sum(dim=1).double(),
-                "correct": (logits.argmax(dim=2) == y).sum(dim=1)}
+        sums = {
+            "loss": loss.view(self.k, -1).sum(dim=1).double(),
+            "correct": (logits.argmax(dim=2) == y).sum(dim=1),
+        }
         for key, value in sums.items():
             self._sums[key] = self._sums.get(key, 0) + value
         self._n += len(y)
@@ -278,8 +298,10 @@ class StackedModule(ClassifierModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["stacked_seeds"] = {
             "generators": [g.get_state() for g in self.generators],
-            "alive": self.alive.clone(), "diverged_at_step": list(self.diverged_at_step),
-            "frozen": {name: t.cpu() for name, t in self._frozen.items()}}
+            "alive": self.alive.clone(),
+            "diverged_at_step": list(self.diverged_at_step),
+            "frozen": {name: t.cpu() for name, t in self._frozen.items()},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["stacked_seeds"]
@@ -290,23 +312,41 @@ class StackedModule(ClassifierModule):
         self._frozen = dict(state["frozen"])
 
 
-def fit_stacked(configs: list[DictConfig], loggers: list[BufferedMlflowLogger],
-                modules: list[RunModule], datamodule: TensorDataModule,
-                diagnostics: list[DiagnosticsCallback | None], preemption: PreemptionCheckpoint,
-                resume_from: str | None) -> list[RunResult]:
+def fit_stacked(
+    configs: list[DictConfig],
+    loggers: list[BufferedMlflowLogger],
+    modules: list[RunModule],
+    datamodule: TensorDataModule,
+    diagnostics: list[DiagnosticsCallback | None],
+    preemption: PreemptionCheckpoint,
+    resume_from: str | None,
+) -> list[RunResult]:
     """Train and test the members' models (``modules[k]``, configured by ``configs[k]``) as one
     stacked model; one ``RunResult`` per member. The Trainer is ``configs[0]``'s: the members
     share it."""
     generators = [torch.Generator().manual_seed(one.data_seed) for one in configs]  # as alone
     stacked = StackedModule(modules, dict(configs[0].optim), loggers, generators)
-    trainer = build_trainer(configs[0], False,
-                            [preemption, *(d for d in diagnostics if d is not None)])
+    trainer = build_trainer(
+        configs[0], False, [preemption, *(d for d in diagnostics if d is not None)]
+    )
     train_batches = StackedBatches(*datamodule.splits()[0], datamodule.batch_size, generators)
-    trainer.fit(stacked, train_dataloaders=train_batches,
-                val_dataloaders=datamodule.val_dataloader(), ckpt_path=resume_from)
+    trainer.fit(
+        stacked,
+        train_dataloaders=train_batches,
+        val_dataloaders=datamodule.val_dataloader(),
+        ckpt_path=resume_from,
+    )
     stacked.log_train_losses()
     trainer.test(stacked, dataloaders=datamodule.test_dataloader(), verbose=False)
-    return [RunResult(outcome_of(stacked.diverged_at_step[k]), stacked.test_results[k],
-                      diagnostics[k], stacked.net_for(k), stacked.losses.history[k],
-                      trainer.global_step, stacked.diverged_at_step[k])
-            for k in range(len(configs))]
+    return [
+        RunResult(
+            outcome_of(stacked.diverged_at_step[k]),
+            stacked.test_results[k],
+            diagnostics[k],
+            stacked.net_for(k),
+            stacked.losses.history[k],
+            trainer.global_step,
+            stacked.diverged_at_step[k],
+        )
+        for k in range(len(configs))
+    ]

@@ -63,9 +63,16 @@ class JobGuard:
     bookkeeping, so no run is left RUNNING.
     """
 
-    def __init__(self, client: MlflowClient, runs: Sequence[GuardedRun], checkpoint: Path,
-                 preemption: PreemptionCheckpoint, output_dir: Path | None, multirun: bool,
-                 statuses: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        runs: Sequence[GuardedRun],
+        checkpoint: Path,
+        preemption: PreemptionCheckpoint,
+        output_dir: Path | None,
+        multirun: bool,
+        statuses: list[dict[str, Any]],
+    ) -> None:
         self.client, self.runs, self.checkpoint = client, runs, checkpoint
         self.preemption, self.statuses = preemption, statuses
         self.output_dir, self.multirun = output_dir, multirun
@@ -75,8 +82,9 @@ class JobGuard:
         self.preemption.install()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         self.preemption.restore()
         if err is None:
             stop_if_interrupted(self.preemption.signalled)  # Ctrl-C after training: stop the sweep
@@ -103,20 +111,32 @@ class JobGuard:
             if run.logger is not None:
                 run.logger.write_now()
             unsent = run.logger.unsent() if run.logger is not None else []
-            marked = all(try_now(self.client, *call) for call in
-                         (("set_tag", run.run_id, "outcome", PREEMPTED),
-                          ("set_terminated", run.run_id, "KILLED")))
+            marked = all(
+                try_now(self.client, *call)
+                for call in (
+                    ("set_tag", run.run_id, "outcome", PREEMPTED),
+                    ("set_terminated", run.run_id, "KILLED"),
+                )
+            )
             if unsent or not marked:  # the next attempt writes them (resume.reopen_run)
-                save_unsent(self.checkpoint, {run.run_id: unsent},
-                            "preempted while the store did not answer")
+                save_unsent(
+                    self.checkpoint,
+                    {run.run_id: unsent},
+                    "preempted while the store did not answer",
+                )
             run.status.update(outcome=PREEMPTED, error=signum.name)
         self._close(store=False)
         if signum == signal.SIGINT:  # Ctrl-C: one line, and the sweep stops (launch.interrupt)
-            interrupted([run.name for run in open_runs], self.preemption.saved_step,
-                        self.checkpoint)
+            interrupted(
+                [run.name for run in open_runs], self.preemption.saved_step, self.checkpoint
+            )
         for run in open_runs:
-            print(f"{run.name}: preempted ({signum.name}); run {run.run_id} KILLED, the next "
-                  f"launch resumes it from {self.checkpoint}", file=sys.stderr, flush=True)
+            print(
+                f"{run.name}: preempted ({signum.name}); run {run.run_id} KILLED, the next "
+                f"launch resumes it from {self.checkpoint}",
+                file=sys.stderr,
+                flush=True,
+            )
         self.exit_code = PREEMPTED_EXIT
         if under_submitit_slurm():
             hand_back_to_slurm(signum, self.preemption, self.statuses, self.output_dir)
@@ -137,17 +157,30 @@ class JobGuard:
                 self.client.set_tag(run.run_id, "error", error)
             except StoreUnavailable:
                 left.append(run)
-                save_unsent(self.checkpoint, {run.run_id: run.logger.unsent() if run.logger
-                                              else []}, error)
+                save_unsent(
+                    self.checkpoint, {run.run_id: run.logger.unsent() if run.logger else []}, error
+                )
         self._close(store=False)
         for run in open_runs:
-            then = (f"run {run.run_id} left RUNNING (rows kept in {unsent_file(self.checkpoint)})"
-                    if run in left else f"run {run.run_id} KILLED")
-            print(f"{run.name}: FAILED ({error}); {then}; the next launch resumes it from "
-                  f"{self.checkpoint}", file=sys.stderr, flush=True)
+            then = (
+                f"run {run.run_id} left RUNNING (rows kept in {unsent_file(self.checkpoint)})"
+                if run in left
+                else f"run {run.run_id} KILLED"
+            )
+            print(
+                f"{run.name}: FAILED ({error}); {then}; the next launch resumes it from "
+                f"{self.checkpoint}",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    def _failed(self, kind: type[BaseException] | None, err: BaseException,
-                tb: TracebackType | None, open_runs: list[GuardedRun]) -> None:
+    def _failed(
+        self,
+        kind: type[BaseException] | None,
+        err: BaseException,
+        tb: TracebackType | None,
+        open_runs: list[GuardedRun],
+    ) -> None:
         trace = "".join(traceback.format_exception(kind, err, tb))
         error = f"{type(err).__name__}: {err}"
         for run in open_runs:
@@ -160,12 +193,18 @@ class JobGuard:
                 finally:
                     end_run(self.client, run.run_id, "failed")
             except StoreUnavailable as lost:  # the run stays RUNNING, resumable
-                save_unsent(self.checkpoint, {run.run_id: run.logger.unsent() if run.logger
-                                              else []}, str(lost))
+                save_unsent(
+                    self.checkpoint,
+                    {run.run_id: run.logger.unsent() if run.logger else []},
+                    str(lost),
+                )
         self._close()
         for run in open_runs:
-            print(f"{run.name}: FAILED ({error.splitlines()[0]}); run {run.run_id} marked FAILED",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{run.name}: FAILED ({error.splitlines()[0]}); run {run.run_id} marked FAILED",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @staticmethod
     def _flush(run: GuardedRun) -> None:
@@ -180,5 +219,8 @@ class JobGuard:
             try:
                 complete_pending()
             except StoreUnavailable as lost:
-                print(f"warning: plots of earlier runs not logged: {lost}", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"warning: plots of earlier runs not logged: {lost}",
+                    file=sys.stderr,
+                    flush=True,
+                )

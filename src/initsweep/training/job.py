@@ -101,8 +101,13 @@ class JobContext:
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         swept = os.environ.get(SWEPT_KEYS_ENV, "").split(",") if multirun else []
-        return cls(multirun, list(hc.overrides.task), Path(hc.runtime.output_dir),
-                   hc.runtime.choices.get("init"), swept)
+        return cls(
+            multirun,
+            list(hc.overrides.task),
+            Path(hc.runtime.output_dir),
+            hc.runtime.choices.get("init"),
+            swept,
+        )
 
 
 @dataclass
@@ -129,23 +134,29 @@ class JobRun:
         return self.logger
 
 
-def run_metadata(cfg: DictConfig, init_choice: str | None,
-                 datamodule: TensorDataModule) -> tuple[dict[str, Any], dict[str, str]]:
+def run_metadata(
+    cfg: DictConfig, init_choice: str | None, datamodule: TensorDataModule
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The tags and params of a job's MLflow run (docs: "What a run holds")."""
     tags = {
-        "scheme": cfg.init.scheme, "init": init_choice or cfg.init.scheme,
-        "scale": cfg.init.scale, "seed": cfg.seed,
-        "init_seed": cfg.init_seed, "data_seed": cfg.data_seed,
+        "scheme": cfg.init.scheme,
+        "init": init_choice or cfg.init.scheme,
+        "scale": cfg.init.scale,
+        "seed": cfg.seed,
+        "init_seed": cfg.init_seed,
+        "data_seed": cfg.data_seed,
         "sweep_id": os.environ.get(SWEEP_ID_ENV, "none"),
-        "config_hash": config_hash(cfg), "group_hash": group_hash(cfg),
-        "dataset": datamodule.name, "n_test": len(datamodule.splits()[2][1]), "outcome": "running",
+        "config_hash": config_hash(cfg),
+        "group_hash": group_hash(cfg),
+        "dataset": datamodule.name,
+        "n_test": len(datamodule.splits()[2][1]),
+        "outcome": "running",
         **{f"user.{k}": v for k, v in as_dict(cfg.get("tags") or {}).items()},
     }
     return tags, flatten({k: v for k, v in as_dict(cfg).items() if k not in NOT_PARAMS})
 
 
-def plan_runs(cfg: DictConfig, ctx: JobContext
-              ) -> tuple[list[JobRun], TensorDataModule, RunModule]:
+def plan_runs(cfg: DictConfig, ctx: JobContext) -> tuple[list[JobRun], TensorDataModule, RunModule]:
     """The job's runs (one per seed), its data and the first seed's model; raises ConfigError.
 
     Building the first seed's model checks the model, init and optim config; the diagnostics
@@ -166,9 +177,16 @@ def plan_runs(cfg: DictConfig, ctx: JobContext
     for one in configs:
         name = run_name(one, named, ctx.init_choice)
         tags, params = run_metadata(one, ctx.init_choice, datamodule)
-        runs.append(JobRun(one, name, tags, params, seed_overrides(ctx.overrides, one, cfg.seed),
-                           {"sweep_id": sweep_id, "name": name, "seed": one.seed,
-                            "outcome": "failed"}))
+        runs.append(
+            JobRun(
+                one,
+                name,
+                tags,
+                params,
+                seed_overrides(ctx.overrides, one, cfg.seed),
+                {"sweep_id": sweep_id, "name": name, "seed": one.seed, "outcome": "failed"},
+            )
+        )
     return runs, datamodule, first
 
 
@@ -184,8 +202,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     try:
         runs, datamodule, first = plan_runs(cfg, ctx)
     except ConfigError as err:
-        return _not_started(ctx, [{"sweep_id": os.environ.get(SWEEP_ID_ENV),
-                                   "outcome": "failed"}], err, exit_code=2)
+        return _not_started(
+            ctx, [{"sweep_id": os.environ.get(SWEEP_ID_ENV), "outcome": "failed"}], err, exit_code=2
+        )
 
     started = time.perf_counter()
     force = bool(cfg.get("force", False))
@@ -196,11 +215,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except StoreUnavailable as err:  # nothing created: a relaunch starts these runs afresh
         return _not_started(ctx, statuses, err, exit_code=1)
     if todo:
-        checkpoint = job_checkpoint(cfg.tracking, tracking_uri(cfg.tracking),
-                                    [run.tags["config_hash"] for run in todo])
+        checkpoint = job_checkpoint(
+            cfg.tracking, tracking_uri(cfg.tracking), [run.tags["config_hash"] for run in todo]
+        )
         preemption = PreemptionCheckpoint(checkpoint)
-        with JobGuard(client, todo, checkpoint, preemption, ctx.output_dir, ctx.multirun,
-                      statuses) as guard:
+        with JobGuard(
+            client, todo, checkpoint, preemption, ctx.output_dir, ctx.multirun, statuses
+        ) as guard:
             # What trains decides the fit and the tag: in a seeds_per_job=3 job whose other two
             # seeds are FINISHED, the last one trains alone, bit for bit as a run of its own.
             stacked = len(todo) > 1
@@ -214,32 +235,40 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                 if run.new:
                     log_inputs(client, run)
             log_datasets(client, [run.run_id for run in todo if run.new], datamodule)
-            monitors = start_system_metrics(cfg.tracking, tracking_uri(cfg.tracking),
-                                            [run.run_id for run in todo])
-            modules = [first if run is runs[0] else build_module(run.cfg, datamodule)
-                       for run in todo]
+            monitors = start_system_metrics(
+                cfg.tracking, tracking_uri(cfg.tracking), [run.run_id for run in todo]
+            )
+            modules = [
+                first if run is runs[0] else build_module(run.cfg, datamodule) for run in todo
+            ]
             configs, loggers = [run.cfg for run in todo], [run.opened_logger for run in todo]
-            diagnostics = [build_diagnostics(run.cfg, datamodule, member=k)
-                           for k, run in enumerate(todo)]
+            diagnostics = [
+                build_diagnostics(run.cfg, datamodule, member=k) for k, run in enumerate(todo)
+            ]
             fit = fit_single
             if stacked:
                 from initsweep.training.fit_stacked import fit_stacked  # torch.func only when asked
 
                 fit = fit_stacked
-            results = fit(configs, loggers, modules, datamodule, diagnostics, preemption,
-                          resume_from)
+            results = fit(
+                configs, loggers, modules, datamodule, diagnostics, preemption, resume_from
+            )
             stop_system_metrics(monitors)
             fit_test_s = time.perf_counter() - tick
             diagnosis_s = end_runs(client, todo, results, cfg, ctx, started)
             checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
-            timing = {"fit_test_s": fit_test_s,
-                      "diagnostics_s": sum(r.diagnostics.seconds for r in results
-                                           if r.diagnostics is not None),
-                      "diagnostics_cpu_s": sum(r.diagnostics.cpu_seconds for r in results
-                                               if r.diagnostics is not None),
-                      "diagnosis_s": diagnosis_s,  # part of artifacts_s
-                      "artifacts_s": time.perf_counter() - tick - fit_test_s,
-                      "run_s": time.perf_counter() - started}
+            timing = {
+                "fit_test_s": fit_test_s,
+                "diagnostics_s": sum(
+                    r.diagnostics.seconds for r in results if r.diagnostics is not None
+                ),
+                "diagnostics_cpu_s": sum(
+                    r.diagnostics.cpu_seconds for r in results if r.diagnostics is not None
+                ),
+                "diagnosis_s": diagnosis_s,  # part of artifacts_s
+                "artifacts_s": time.perf_counter() - tick - fit_test_s,
+                "run_s": time.perf_counter() - started,
+            }
         if guard.exit_code is not None:
             if not ctx.multirun:  # preempted (143) or the store gone (1)
                 sys.exit(guard.exit_code)
@@ -252,8 +281,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     return {**statuses[0], "seeds": statuses}
 
 
-def _not_started(ctx: JobContext, statuses: list[dict[str, Any]], err: Exception,
-                 exit_code: int) -> dict[str, Any]:
+def _not_started(
+    ctx: JobContext, statuses: list[dict[str, Any]], err: Exception, exit_code: int
+) -> dict[str, Any]:
     """A job that ends before any run exists: its statuses say why, one line says it on the
     console; outside a multirun the process exits with ``exit_code``."""
     for status in statuses:
@@ -265,12 +295,19 @@ def _not_started(ctx: JobContext, statuses: list[dict[str, Any]], err: Exception
     return {**statuses[0], "seeds": statuses}
 
 
-def skip_finished(client: MlflowClient, experiment_id: str, runs: list[JobRun],
-                  force: bool) -> list[JobRun]:
+def skip_finished(
+    client: MlflowClient, experiment_id: str, runs: list[JobRun], force: bool
+) -> list[JobRun]:
     """The runs still to train: those whose config has no FINISHED run (all, with ``force``)."""
-    previous = adopt_previous(client, previous_runs(  # orphans first: resumed, completed, closed
-        client, experiment_id, runs[0].tags["group_hash"],
-        [run.tags["config_hash"] for run in runs]))
+    previous = adopt_previous(
+        client,
+        previous_runs(  # orphans first: resumed, completed, closed
+            client,
+            experiment_id,
+            runs[0].tags["group_hash"],
+            [run.tags["config_hash"] for run in runs],
+        ),
+    )
     todo = []
     for run in runs:
         run.previous = previous[run.tags["config_hash"]]
@@ -278,15 +315,24 @@ def skip_finished(client: MlflowClient, experiment_id: str, runs: list[JobRun],
         if done is None:
             todo.append(run)
             continue
-        run.status.update(outcome="skipped", run_id=done.info.run_id,
-                          **reported_metrics(done.data.metrics))
-        print(f"{run.name}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
-              flush=True)
+        run.status.update(
+            outcome="skipped", run_id=done.info.run_id, **reported_metrics(done.data.metrics)
+        )
+        print(
+            f"{run.name}: skipped, finished as run {done.info.run_id} (force=true reruns it)",
+            flush=True,
+        )
     return todo
 
 
-def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], checkpoint: Path,
-              force: bool, stacked: bool) -> str | None:
+def open_runs(
+    client: MlflowClient,
+    experiment_id: str,
+    runs: list[JobRun],
+    checkpoint: Path,
+    force: bool,
+    stacked: bool,
+) -> str | None:
     """Create the runs, or reopen them when they were preempted together; returns the
     checkpoint to resume from (None: a fresh start). Each run gets its metric logger."""
     found = None if force else resumable([run.previous for run in runs])
@@ -297,8 +343,13 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
             print(f"{run.name}: resuming run {run.run_id} from {found[1]}", flush=True)
         else:
             extra = {"trained_together": len(runs)} if stacked else {}
-            run.run_id = start_run(client, experiment_id, run.name,
-                                   {**run.tags, **extra, CHECKPOINT_TAG: checkpoint}, run.params)
+            run.run_id = start_run(
+                client,
+                experiment_id,
+                run.name,
+                {**run.tags, **extra, CHECKPOINT_TAG: checkpoint},
+                run.params,
+            )
         run.status.update(run_id=run.run_id, parent_run_id=os.environ.get(PARENT_RUN_ENV))
         run.logger = BufferedMlflowLogger(client, run.run_id, run.cfg.tracking.flush_every)
         if found is not None:  # resumed: the redone epoch's rows the store has are not sent twice
@@ -308,14 +359,20 @@ def open_runs(client: MlflowClient, experiment_id: str, runs: list[JobRun], chec
 
 def log_inputs(client: MlflowClient, run: JobRun) -> None:
     """``config.yaml`` (resolved) and ``overrides.txt``, both redacted."""
-    client.log_text(run.run_id, OmegaConf.to_yaml(redact_config(as_dict(run.cfg))),
-                    "config.yaml")
-    client.log_text(run.run_id, "\n".join(map(redact_override, run.overrides)) + "\n",
-                    "overrides.txt")
+    client.log_text(run.run_id, OmegaConf.to_yaml(redact_config(as_dict(run.cfg))), "config.yaml")
+    client.log_text(
+        run.run_id, "\n".join(map(redact_override, run.overrides)) + "\n", "overrides.txt"
+    )
 
 
-def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
-             cfg: DictConfig, ctx: JobContext, started: float) -> float:
+def end_runs(
+    client: MlflowClient,
+    runs: list[JobRun],
+    results: list[RunResult],
+    cfg: DictConfig,
+    ctx: JobContext,
+    started: float,
+) -> float:
     """Log each run's last rows, diagnosis and artifacts and end it with its outcome (FINISHED);
     returns the seconds the diagnoses took (computed and logged)."""
     elapsed = time.perf_counter() - started
@@ -332,14 +389,34 @@ def end_runs(client: MlflowClient, runs: list[JobRun], results: list[RunResult],
         log_rounded(client, run.run_id, run.status, run.tags["n_test"])  # 0.9630 = 347/360
         if result.diagnostics is not None:  # diagnostics off: nothing measured, no diagnosis
             tick = time.perf_counter()
-            run.status["diagnosis"] = log_diagnosis(client, run.run_id, diagnose(
-                result.diagnostics.records, result.outcome, result.diverged_at, result.losses,
-                run.cfg.model.get("activation"), run.cfg.diagnostics.saturation_eps,
-                run.cfg.job.divergence_threshold))
+            run.status["diagnosis"] = log_diagnosis(
+                client,
+                run.run_id,
+                diagnose(
+                    result.diagnostics.records,
+                    result.outcome,
+                    result.diverged_at,
+                    result.losses,
+                    run.cfg.model.get("activation"),
+                    run.cfg.diagnostics.saturation_eps,
+                    run.cfg.job.divergence_threshold,
+                ),
+            )
             diagnosis_s += time.perf_counter() - tick
-        inputs = (result.diagnostics.plot_inputs(run.name, result.net, result.losses)
-                  if result.diagnostics is not None and cfg.diagnostics.plots else None)
-        finish_run(client, run.run_id, run.name, result.outcome, result.diagnostics, inputs,
-                   background, status_file(ctx.output_dir))
+        inputs = (
+            result.diagnostics.plot_inputs(run.name, result.net, result.losses)
+            if result.diagnostics is not None and cfg.diagnostics.plots
+            else None
+        )
+        finish_run(
+            client,
+            run.run_id,
+            run.name,
+            result.outcome,
+            result.diagnostics,
+            inputs,
+            background,
+            status_file(ctx.output_dir),
+        )
         run.ended = True
     return diagnosis_s

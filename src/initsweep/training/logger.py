@@ -55,8 +55,13 @@ class BufferedMlflowLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        self.add([Metric(key, float(value), now, step or 0)
-                  for key, value in metrics.items() if key != "epoch"])
+        self.add(
+            [
+                Metric(key, float(value), now, step or 0)
+                for key, value in metrics.items()
+                if key != "epoch"
+            ]
+        )
 
     def add(self, rows: list[Metric]) -> None:
         """Metric rows made elsewhere (the stacked-seeds module logs per seed)."""
@@ -74,10 +79,9 @@ class BufferedMlflowLogger(Logger):
             return
         while self._rows:
             chunk = self._rows[:MAX_BATCH]
-            if not self.client.try_now("log_batch", self.run_id, metrics=chunk,
-                                       synchronous=True):
+            if not self.client.try_now("log_batch", self.run_id, metrics=chunk, synchronous=True):
                 return
-            del self._rows[:len(chunk)]
+            del self._rows[: len(chunk)]
 
     def flush(self) -> None:
         """Write every buffered row, waiting for the store within the retry budget; a row is
@@ -85,7 +89,7 @@ class BufferedMlflowLogger(Logger):
         while self._rows:
             chunk = self._rows[:MAX_BATCH]
             self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
-            del self._rows[:len(chunk)]
+            del self._rows[: len(chunk)]
 
     def unsent(self) -> list[Metric]:
         """The rows not written yet (what a job that gave up on the store keeps on disk)."""

@@ -35,25 +35,33 @@ def check_schedule(cfg: Mapping[str, Any] | None) -> None:
         value = cfg.get("min_factor", 0.0)
         require(0 <= value <= 1, "lr_schedule.min_factor", value, "must be in [0, 1]")
     elif name == "step":
-        require(cfg.get("step_size", 1) >= 1, "lr_schedule.step_size", cfg.get("step_size"),
-                "must be an integer >= 1 (epochs)")
+        require(
+            cfg.get("step_size", 1) >= 1,
+            "lr_schedule.step_size",
+            cfg.get("step_size"),
+            "must be an integer >= 1 (epochs)",
+        )
         require(cfg.get("gamma", 0.1) > 0, "lr_schedule.gamma", cfg.get("gamma"), "must be > 0")
     elif name == "warmup":
-        require(cfg.get("warmup_steps", 1) >= 1, "lr_schedule.warmup_steps",
-                cfg.get("warmup_steps"), "must be an integer >= 1")
+        require(
+            cfg.get("warmup_steps", 1) >= 1,
+            "lr_schedule.warmup_steps",
+            cfg.get("warmup_steps"),
+            "must be an integer >= 1",
+        )
         value = cfg.get("start_factor", 0.1)
         require(0 <= value <= 1, "lr_schedule.start_factor", value, "must be in [0, 1]")
 
 
-def lr_factor(cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int
-              ) -> Callable[[int], float]:
+def lr_factor(
+    cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int
+) -> Callable[[int], float]:
     """The factor of ``optim.lr`` at each step (0-based) of a run of ``total_steps`` steps."""
     name = cfg.get("name", "none")
     if name == "cosine":
         low = float(cfg.get("min_factor", 0.0))
         span = max(total_steps - 1, 1)
-        return lambda step: low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(step, span)
-                                                                  / span))
+        return lambda step: low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(step, span) / span))
     if name == "step":
         size, gamma = int(cfg.get("step_size", 1)), float(cfg.get("gamma", 0.1))
         return lambda step: gamma ** ((step // max(steps_per_epoch, 1)) // size)
@@ -63,14 +71,18 @@ def lr_factor(cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int
     return lambda step: 1.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | None,
-                   total_steps: int, max_epochs: int | None
-                   ) -> torch.optim.lr_scheduler.LambdaLR | None:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    cfg: Mapping[str, Any] | None,
+    total_steps: int,
+    max_epochs: int | None,
+) -> torch.optim.lr_scheduler.LambdaLR | None:
     """The scheduler of ``cfg`` over ``optimizer`` (None for ``none``); step it after every
     optimizer step. ``total_steps`` is the run's planned number of steps (Lightning's
     ``estimated_stepping_batches``)."""
     if cfg is None or cfg.get("name", "none") == "none":
         return None
     steps_per_epoch = math.ceil(total_steps / max_epochs) if max_epochs else total_steps
-    return torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                             lr_factor(cfg, total_steps, steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(cfg, total_steps, steps_per_epoch)
+    )

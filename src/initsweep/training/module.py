@@ -28,8 +28,9 @@ from initsweep.training.steps import (
 )
 
 
-def configure_optimization(module: L.LightningModule, optim_cfg: Mapping[str, Any],
-                           schedule_cfg: Mapping[str, Any] | None) -> Any:
+def configure_optimization(
+    module: L.LightningModule, optim_cfg: Mapping[str, Any], schedule_cfg: Mapping[str, Any] | None
+) -> Any:
     """``configure_optimizers`` of a run alone or stacked: the optimizer, and its learning-rate
     scheduler when ``lr_schedule`` is not ``none`` (stepped by ``training_step``; Lightning saves
     and restores its state with every checkpoint)."""
@@ -37,8 +38,12 @@ def configure_optimization(module: L.LightningModule, optim_cfg: Mapping[str, An
     if schedule_cfg is None or schedule_cfg.get("name", "none") == "none":
         return optimizer
     trainer = module.trainer
-    scheduler = make_scheduler(optimizer, schedule_cfg, int(trainer.estimated_stepping_batches),
-                               trainer.max_epochs if trainer.max_steps == -1 else None)
+    scheduler = make_scheduler(
+        optimizer,
+        schedule_cfg,
+        int(trainer.estimated_stepping_batches),
+        trainer.max_epochs if trainer.max_steps == -1 else None,
+    )
     return [optimizer], [scheduler]
 
 
@@ -82,12 +87,18 @@ class RunModule(ClassifierModule):
     are fixed before Lightning, the data order or anything else draws a number.
     """
 
-    def __init__(self, model_cfg: Mapping[str, Any], init_cfg: Mapping[str, Any],
-                 optim_cfg: Mapping[str, Any], input_shape: Sequence[int] | int,
-                 num_classes: int, init_seed: int,
-                 divergence_threshold: float | None,
-                 draw_batch: Callable[[int], Tensor] | None = None,
-                 schedule_cfg: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model_cfg: Mapping[str, Any],
+        init_cfg: Mapping[str, Any],
+        optim_cfg: Mapping[str, Any],
+        input_shape: Sequence[int] | int,
+        num_classes: int,
+        init_seed: int,
+        divergence_threshold: float | None,
+        draw_batch: Callable[[int], Tensor] | None = None,
+        schedule_cfg: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         check_divergence_threshold(divergence_threshold)
         check_optim(optim_cfg)
@@ -95,11 +106,13 @@ class RunModule(ClassifierModule):
         self.optim_cfg = dict(optim_cfg)
         self.schedule_cfg = dict(schedule_cfg) if schedule_cfg is not None else None
         self.activation = model_cfg.get("activation", "relu")
-        self.input_shape = ((input_shape,) if isinstance(input_shape, int)
-                            else tuple(input_shape))
+        self.input_shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
         self.net = build_network(model_cfg, self.input_shape, num_classes, init_seed)
-        self.model_target = str(self.net.__class__.__module__ + "." + self.net.__class__.__name__
-                                if "_target_" not in model_cfg else model_cfg["_target_"])
+        self.model_target = str(
+            self.net.__class__.__module__ + "." + self.net.__class__.__name__
+            if "_target_" not in model_cfg
+            else model_cfg["_target_"]
+        )
         self.layer_specs = initialize_(self.net, init_cfg, init_seed, self.activation, draw_batch)
         self.divergence_threshold = divergence_threshold
         self.automatic_optimization = False  # training_step steps the optimizer itself
@@ -146,8 +159,9 @@ class RunModule(ClassifierModule):
     def stopped_at(self, k: int) -> int | None:
         return None
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device,
-                                 dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         if device.type == "cpu":
             return batch  # preloaded CPU tensors: skip Lightning's generic collection walk
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
@@ -157,8 +171,9 @@ class RunModule(ClassifierModule):
         logits = self(x)
         # Counts, not float32 means: the epoch's accuracy is correct / n exactly (0.1, not
         # 0.10000000149011612), one device sync per epoch, none of self.log's per-batch cost.
-        self._eval_sums.append(((logits.argmax(1) == y).sum(),
-                                F.cross_entropy(logits, y, reduction="sum"), len(y)))
+        self._eval_sums.append(
+            ((logits.argmax(1) == y).sum(), F.cross_entropy(logits, y, reduction="sum"), len(y))
+        )
 
     def _log_epoch(self, stage: str, step: int) -> dict[str, float]:
         """``<stage>/acc`` and ``<stage>/loss`` over the whole split, logged at ``step``."""
@@ -174,6 +189,14 @@ class RunModule(ClassifierModule):
 
 def check_divergence_threshold(threshold: Any) -> None:
     """``job.divergence_threshold``: null (never stop) or a number > 0."""
-    require(threshold is None or (isinstance(threshold, (int, float))
-                                  and not isinstance(threshold, bool) and threshold > 0),
-            "job.divergence_threshold", threshold, "must be null or a number > 0")
+    require(
+        threshold is None
+        or (
+            isinstance(threshold, (int, float))
+            and not isinstance(threshold, bool)
+            and threshold > 0
+        ),
+        "job.divergence_threshold",
+        threshold,
+        "must be null or a number > 0",
+    )

@@ -24,10 +24,18 @@ def check_optim(optim_cfg: Mapping[str, Any]) -> None:
     momentum = optim_cfg.get("momentum", 0.0)
     require(0 <= momentum < 1, "optim.momentum", momentum, "must be in [0, 1)")
     # Nesterov (Sutskever et al. 2013's form, as torch's SGD has it) is a kind of momentum.
-    require(not optim_cfg.get("nesterov", False) or momentum > 0, "optim.nesterov", True,
-            f"needs optim.momentum > 0 (it is {momentum})")
-    require(optim_cfg.get("weight_decay", 0.0) >= 0, "optim.weight_decay",
-            optim_cfg.get("weight_decay"), "must be >= 0")
+    require(
+        not optim_cfg.get("nesterov", False) or momentum > 0,
+        "optim.nesterov",
+        True,
+        f"needs optim.momentum > 0 (it is {momentum})",
+    )
+    require(
+        optim_cfg.get("weight_decay", 0.0) >= 0,
+        "optim.weight_decay",
+        optim_cfg.get("weight_decay"),
+        "must be >= 0",
+    )
     fused = optim_cfg.get("fused", "auto")
     require(fused in ("auto", True, False), "optim.fused", fused, "must be auto, true or false")
 
@@ -41,9 +49,11 @@ def check_fused(optim_cfg: Mapping[str, Any], device: str) -> None:
     try:
         _fused(OPTIMIZERS[str(name)], device)
     except RuntimeError as err:
-        raise ConfigError(f"optim.fused=true: torch {torch.__version__} has no fused {name} "
-                          f"kernel for device {device} ({str(err).splitlines()[0]}); use "
-                          f"optim.fused=auto or false") from None
+        raise ConfigError(
+            f"optim.fused=true: torch {torch.__version__} has no fused {name} "
+            f"kernel for device {device} ({str(err).splitlines()[0]}); use "
+            f"optim.fused=auto or false"
+        ) from None
 
 
 def _fused(cls: Any, device: str | torch.device) -> None:

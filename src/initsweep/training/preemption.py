@@ -57,8 +57,9 @@ PREEMPTION = (Preempted, SIGTERMException)
 def stop_signals() -> tuple[signal.Signals, ...]:
     """SIGTERM always; submitit's requeue signal too when submitit runs this job on SLURM; SIGINT
     (Ctrl-C) where Python's own handler has it (a background job that ignores it keeps so)."""
-    interactive = ((signal.SIGINT,) if signal.getsignal(signal.SIGINT) is signal.default_int_handler
-                   else ())
+    interactive = (
+        (signal.SIGINT,) if signal.getsignal(signal.SIGINT) is signal.default_int_handler else ()
+    )
     if under_submitit_slurm():
         return (signal.SIGTERM, submitit_signal(), *interactive)
     return (signal.SIGTERM, *interactive)
@@ -129,8 +130,12 @@ class PreemptionCheckpoint(L.Callback):
         pause("checkpoint")
 
 
-def hand_back_to_slurm(signum: signal.Signals, preemption: PreemptionCheckpoint,
-                       statuses: list[dict[str, Any]], output_dir: Path | None) -> None:
+def hand_back_to_slurm(
+    signum: signal.Signals,
+    preemption: PreemptionCheckpoint,
+    statuses: list[dict[str, Any]],
+    output_dir: Path | None,
+) -> None:
     """A preempted job under submitit on SLURM (its runs already marked): make the launching
     process wait for a task that comes back, and collect the status of one that does not
     (docs/scaling.md, "Run on a cluster").
@@ -159,11 +164,18 @@ def hand_back_to_slurm(signum: signal.Signals, preemption: PreemptionCheckpoint,
         return
     comes_back = slurm_requeued()
     if comes_back:
-        print(f"SLURM task {task} was requeued: it resumes from {preemption.path}; the "
-              f"launching process waits for it", file=sys.stderr, flush=True)
+        print(
+            f"SLURM task {task} was requeued: it resumes from {preemption.path}; the "
+            f"launching process waits for it",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(PREEMPTED_EXIT)
-    why = ("cancelled (scancel, or preempted without requeue)" if comes_back is False else
-           "stopped; slurmctld could not say whether it comes back")
+    why = (
+        "cancelled (scancel, or preempted without requeue)"
+        if comes_back is False
+        else "stopped; slurmctld could not say whether it comes back"
+    )
     for status in statuses:
         if status.get("outcome") == Outcome.PREEMPTED:
             status["error"] = f"SIGTERM: SLURM task {task} {why}"

@@ -118,8 +118,9 @@ class LossLog:
         self._losses.append(losses.detach())
         self._trained.append(trained)
 
-    def flush(self, sinks: Sequence[MetricSink | None], every: int,
-              diverged_at: Sequence[int | None]) -> None:
+    def flush(
+        self, sinks: Sequence[MetricSink | None], every: int, diverged_at: Sequence[int | None]
+    ) -> None:
         if not self._losses:
             return
         steps = self._steps
@@ -128,14 +129,20 @@ class LossLog:
         self._steps, self._losses, self._trained = [], [], []
         now = int(time.time() * 1000)
         for k, sink in enumerate(sinks):
-            rows = [(step, row[k]) for step, row, alive in zip(steps, values, trained, strict=True)
-                    if alive[k]]
+            rows = [
+                (step, row[k])
+                for step, row, alive in zip(steps, values, trained, strict=True)
+                if alive[k]
+            ]
             self.history[k].extend(v for _, v in rows)
             if sink is None:
                 continue
             at = diverged_at[k]
-            metrics = [Metric(TRAIN_LOSS, v, now, step) for step, v in rows
-                       if step % every == 0 or step == at]
+            metrics = [
+                Metric(TRAIN_LOSS, v, now, step)
+                for step, v in rows
+                if step % every == 0 or step == at
+            ]
             if at is not None and at in steps:
                 metrics.append(Metric(DIVERGED_AT, float(at), now, at))
             sink.add(metrics)

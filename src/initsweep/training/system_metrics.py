@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def start_system_metrics(tracking_cfg: Mapping[str, Any] | None, uri: str,
-                         run_ids: Sequence[str]) -> list[Any]:
+def start_system_metrics(
+    tracking_cfg: Mapping[str, Any] | None, uri: str, run_ids: Sequence[str]
+) -> list[Any]:
     """Start a monitor per run when ``tracking.system_metrics_interval_s`` is set; returns them
     (``stop_system_metrics`` ends them)."""
     interval = (tracking_cfg or {}).get("system_metrics_interval_s")
@@ -33,8 +34,10 @@ def start_system_metrics(tracking_cfg: Mapping[str, Any] | None, uri: str,
 
     # "Started monitoring system metrics." on every job would break the one-line-per-job console
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    monitors = [SystemMetricsMonitor(run_id, sampling_interval=float(interval),
-                                     tracking_uri=uri) for run_id in run_ids]
+    monitors = [
+        SystemMetricsMonitor(run_id, sampling_interval=float(interval), tracking_uri=uri)
+        for run_id in run_ids
+    ]
     for monitor in monitors:
         monitor.start()
     return monitors
