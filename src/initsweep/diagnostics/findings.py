@@ -1,5 +1,8 @@
 """Why an init fails, in words: findings drawn from what the diagnostics already measured.
 
+Over 400 lines on purpose: every finding's rule, threshold and sentence sit side by side, so a
+reader checks a sentence against the rule that writes it in one place.
+
 ``diagnose`` reads a run's diagnostics records (``DiagnosticsCallback.records``: one dict per
 step and weight layer with ``LAYER_METRICS``), its outcome and, for a diverged run, the step and
 the loss it diverged at, and returns findings: a short code and a sentence with the evidence.

@@ -1,5 +1,8 @@
 """The per-layer schemes: one function each, registered by name (``registry.register``).
 
+Over 400 lines only because each scheme carries its formula, paper, ``Args:`` and ``Example:``
+(as ``torch.nn.init`` does); the code itself is short.
+
 Adding a scheme is one function here plus one yaml file in ``conf/init/``:
 
     @register("my_scheme")

@@ -23,7 +23,7 @@ known truth (``tests/test_calibration.py``; the numbers and assumptions are in d
 
 Failed, diverged and other unusable runs are excluded from every statistic and counted per group.
 
-About 430 lines, on purpose: this is the one place where a verdict is assembled from its
+Over 400 lines on purpose: this is the one place where a verdict is assembled from its
 statistics (``Comparison`` and ``pairwise``), and tests/test_calibration.py measures every
 number a verdict quotes through this module; the generic statistics live in ``initsweep.stats``.
 """

@@ -1,5 +1,9 @@
 """One job's life, for one run or K seeds trained together (``seeds_per_job=K``).
 
+Over 400 lines on purpose: the job's life reads top to bottom in one file (the guard, the fits
+and adoption are elsewhere); splitting its steps would scatter the order that the steps below
+depend on.
+
     run_job(cfg)                                 the Hydra task (train.py's main)
       1. check the config, build the data and the first model
                                                  bad input: one line, exit 2, no run created
