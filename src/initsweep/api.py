@@ -80,6 +80,7 @@ class Sweep:
     @property
     def text(self) -> str:
         """The report as the terminal shows it."""
+        # the report's modules load on first use: `import initsweep` stays light
         from initsweep.report.render import terminal
 
         return terminal(self.report)
@@ -184,6 +185,7 @@ def load_sweep(
     options of the same names. Nothing is written (the report's files and the parent run's
     artifacts are the command's business). Bad input raises ``ValueError`` with one line.
     """
+    # the report's modules load on first use: `import initsweep` stays light
     from initsweep.report.compute import build
     from initsweep.report.render import runs_csv
     from initsweep.report.select import default_tracking_uri, open_existing_store, select
@@ -214,6 +216,7 @@ def plan_sweep(
     """What ``run_sweep(overrides)`` would do, creating nothing: ``Plan.runs`` has one row per
     run with its job and action (skip, resume, start); ``print(plan)`` shows the summary
     (``initsweep plan``)."""
+    # the planner (Hydra's composition) loads on first use: `import initsweep` stays light
     from initsweep.launch.plan import make_plan
 
     args = as_overrides(overrides)

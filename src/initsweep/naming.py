@@ -118,6 +118,7 @@ def swept_keys(
     task_overrides: Sequence[str], sweeper_params: Mapping[str, Any] | None
 ) -> list[str]:
     """Keys a multirun varies: sweep overrides on the command line and ``hydra.sweeper.params``."""
+    # Hydra's override grammar (ANTLR) only in the launching process, not in every job
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(task_overrides))

@@ -33,6 +33,7 @@ def serve() -> None:
     # Ctrl-C reaches the whole foreground process group: the parent decides (it waits for the
     # plots already sent, or on a second Ctrl-C hands them to the next launch and kills us)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # matplotlib only in the worker process, never in the job's
     from initsweep.diagnostics import plots as run_plots
 
     for line in requests:

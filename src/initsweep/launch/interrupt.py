@@ -69,6 +69,7 @@ def stop_if_interrupted(signalled: signal.Signals | None) -> None:
 
 def on_interrupt() -> int:
     """What a Ctrl-C leaves to do (see the module's docstring); returns the exit code."""
+    # MLflow and the plot hand-over only once a Ctrl-C arrives (the handler is installed early)
     from initsweep.diagnostics.pending import complete_pending, hand_over
     from initsweep.launch.sweep import abort_sweep
     from initsweep.tracking.retries import StoreUnavailable

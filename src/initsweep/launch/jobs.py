@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 def job_overrides(cfg: DictConfig, arguments: Sequence[str], config_loader: Any) -> list[list[str]]:
     """The sweep's jobs, as Hydra's basic sweeper expands them: ``hydra.sweeper.params`` then
     the command line, every combination (the race sweeper's grid gets its seeds too)."""
+    # Hydra's sweeper and override grammar only when a sweep's jobs are expanded
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

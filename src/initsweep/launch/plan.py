@@ -79,6 +79,7 @@ class Plan:
     @property
     def table(self) -> Any:
         """The runs as a pandas data frame, one row per run (pandas only when asked for)."""
+        # pandas only for the plan's table (the launching process may never need it)
         import pandas as pd
 
         return pd.DataFrame([vars(run) for run in self.runs])
@@ -157,6 +158,7 @@ def _store_runs(uri: str, experiment: str) -> tuple[dict[str, list[Any]], str | 
     and a note when there is no store or experiment yet."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return {}, f"no store at {redact(uri)} yet: the sweep creates it"
+    # MLflow only when a plan reads a store (`--dry-run` with a bad command line stays instant)
     from initsweep.tracking.store import check_store, open_client
 
     if not uri.startswith("sqlite:///"):  # a server that does not answer: one line, not retries
@@ -256,6 +258,7 @@ def make_plan(
 def main(argv: Sequence[str], config_dir: str | Path | None = None) -> int:
     """``initsweep plan [--list] OVERRIDES...`` and ``train.py -m ... --dry-run``: print the plan;
     exit 0, or 2 with one line for a bad command line."""
+    # the console's third-party set-up only for the command-line entry
     from initsweep.launch.console import print_error, quiet_third_parties
     from initsweep.launch.entry import one_line_config_errors
 

@@ -100,6 +100,7 @@ def build_network(
     one is left as it was): the initializer refills every weight and norm layer, and any other
     parameter a user's model has keeps a value that depends on the init seed only.
     """
+    # Hydra's instantiate only for a user's _target_ (the built-in models need none)
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
 

@@ -141,6 +141,7 @@ def plot(race: Race, metric: str, path: Path) -> Path:
     import matplotlib  # only where a race is plotted: the race sweeper's process needs no plots
 
     matplotlib.use("Agg")
+    # matplotlib only when the race's plot is drawn
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 

@@ -202,6 +202,7 @@ def cluster_environment() -> Any:
     and Lightning's ``hpc_ckpt`` auto-resume would fight over the job), elsewhere the plain one
     (one process per job). Passing it also spares every job outside SLURM Lightning's "srun is
     available but not used" check on a machine where SLURM is installed (a login node)."""
+    # the cluster environments only when a job runs under SLURM
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
     if in_slurm_task():

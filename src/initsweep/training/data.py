@@ -182,6 +182,7 @@ class DigitsDataModule(TensorDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
 
     def load(self) -> tuple[Split, Split, Split]:
+        # scikit-learn (slow to import) only for the digits data
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -207,6 +208,7 @@ class TorchvisionDataModule(TensorDataModule):
         self.root, self.download, self.val_size = str(root), bool(download), val_size
 
     def _read(self, train: bool) -> Split:
+        # torchvision's datasets only for the MNIST family
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, self.dataset_class)

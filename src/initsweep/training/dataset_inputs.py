@@ -31,6 +31,7 @@ SPLITS = ("train", "val", "test")
 def dataset_source(datamodule: TensorDataModule) -> Any:
     """Where the data came from: the raw folder of MNIST-format data (a ``local`` source), else
     the loader that made it (a ``code`` source naming it and its split seed)."""
+    # mlflow.data only when a run logs its inputs
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     root = getattr(datamodule, "root", None)
@@ -53,6 +54,7 @@ def dataset_source(datamodule: TensorDataModule) -> Any:
 
 def dataset_inputs(datamodule: TensorDataModule) -> list[DatasetInput]:
     """One dataset per split (name, digest, source, schema, profile), its split as context."""
+    # mlflow.data only when a run logs its inputs
     from mlflow.data.numpy_dataset import from_numpy
 
     source = dataset_source(datamodule)
