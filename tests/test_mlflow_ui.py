@@ -123,12 +123,14 @@ def test_view_state_groups_by_init_charts_every_run_and_folds_diagnostics():
     }
     assert state["selectedColumns"] == [
         "metrics.`test/acc`",
+        "tags.`test/acc_rounded`",  # "0.9630 = 347/360" beside the exact value
         "metrics.`val/acc`",
         "tags.`init`",
         "tags.`scale`",
         "tags.`seed`",
         "params.`optim.lr`",
         "tags.`outcome`",
+        "attributes.`Dataset`",  # the runs' logged inputs: name (digest)
     ]
     assert state["columnOrder"] == state["selectedColumns"]  # widths apply only with an order
     charts, sections = state["compareRunCharts"], state["compareRunSections"]

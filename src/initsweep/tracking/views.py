@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from initsweep.naming import SEED_KEYS
 from initsweep.tracking.notes import MAX_TAG_VALUE
+from initsweep.tracking.rounded import ROUNDED_KEYS, ROUNDED_SUFFIX
 from initsweep.vocab import (
     OUTCOME_TAG,
     PARENT_TAG,
@@ -71,6 +72,8 @@ def view_columns(swept_keys: Sequence[str], primary_metric: str = PRIMARY_METRIC
     swept keys, the outcome and the datasets the run trained and was tested on (name and digest,
     from its logged inputs), instead of the UI's Source and Models."""
     columns = [column("metrics", primary_metric)]
+    if primary_metric in ROUNDED_KEYS:  # "0.9630 = 347/360" beside the exact float
+        columns.append(column("tags", primary_metric + ROUNDED_SUFFIX))
     if primary_metric != VAL_ACC:
         columns.append(column("metrics", VAL_ACC))
     columns += [column("tags", "init"), column("tags", "scale"), column("tags", "seed")]
