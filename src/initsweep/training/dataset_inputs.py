@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -83,6 +84,22 @@ def log_datasets(
     retry = getattr(client, "retry", None)  # the job's client retries while the store is down
     for run_id in run_ids:
         if retry is not None:
-            retry(lambda run_id=run_id: client.log_inputs(run_id, datasets=inputs))
+            retry(lambda run_id=run_id: _log_inputs(client, run_id, inputs))
         else:
+            _log_inputs(client, run_id, inputs)
+
+
+def _log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
+    """``log_inputs``, once more when a parallel job registered the same dataset first.
+
+    MLflow looks a dataset up, then inserts it: jobs running at once (joblib, SLURM) that log one
+    dataset for the first time race between the two, and the loser's insert breaks the store's
+    unique constraint. The dataset exists by then, so the second call only links it to the run.
+    """
+    for attempt in range(3):
+        try:
             client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as err:
+            if attempt == 2 or "unique constraint" not in str(err).lower():
+                raise
