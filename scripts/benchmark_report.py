@@ -105,7 +105,7 @@ def main() -> None:
     variants = {"default": {}}
     if "all_pairs" in inspect.signature(build).parameters:
         variants["all pairs"] = {"all_pairs": True}
-    from initsweep.report import stats
+    from initsweep.report import pairs as stats
     from initsweep.report.table import load
 
     table = load(client, selection)

@@ -615,7 +615,7 @@ def test_sweep_then_report_end_to_end(trained_sweep: TrainedSweep, tmp_path):
 def test_the_verdict_says_when_the_sign_test_disagrees():
     """The t-test calls a on the mean while b wins on most seeds (a few big seeds), and the sign
     test calls a pair the t-test does not (collapsing seeds): both are said in the verdict."""
-    from initsweep.report.stats import Comparison
+    from initsweep.report.pairs import Comparison
 
     mean_only = Comparison(
         "a",

@@ -2,9 +2,10 @@
 
 - ``select``: which runs (experiment, sweep id / parent run, filter); ``table``: one pandas row
   per run, grouped by every varying param except the seed keys;
-- ``stats``: per-group statistics (t / bootstrap-t intervals, the test-set noise floor) and the
-  verdicts (difference of means, paired t or Welch, Holm; P(A > B) and the sign test as the
-  second line; seeds that would settle a pair; ASO); Holm and the tests live in
+- ``stats``: per-group statistics (t / bootstrap-t intervals, the test-set noise floor) and what
+  the verdicts rest on; ``pairs``: the verdicts themselves (difference of means, paired t or
+  Welch, Holm; P(A > B) and the sign test as the second line; seeds that would settle a pair;
+  ASO); Holm and the tests live in
   ``initsweep.stats`` (numpy/scipy only, importable anywhere);
 - ``aso``: almost stochastic order (numpy only);
 - ``variance_split``: the init-seed x data-seed variance components with their intervals;

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from initsweep.report.pairs import pairwise
 from initsweep.report.select import ReportInputError, Selection
-from initsweep.report.stats import group_summary, is_accuracy, pairwise
+from initsweep.report.stats import group_summary, is_accuracy
 from initsweep.report.table import RunTable, load, resolve_param
 from initsweep.report.tuning import TuningResult, analyse
 from initsweep.report.variance_split import variance_split
